@@ -1,0 +1,32 @@
+# Shoal's commands. `make run` and `make test` first make sure the machine has what
+# the build needs (see scripts/ensure-deps.sh).
+
+CARGO ?= cargo
+# Arguments passed to `shoal node` by `make run`, e.g. make run ARGS="--store-id 2".
+ARGS ?=
+
+.PHONY: run test bench fmt lint deps
+
+deps:
+	@scripts/ensure-deps.sh
+
+## run: start a single-node Shoal store with its data in ./shoal-data
+run: deps
+	$(CARGO) run --release -p shoal-server --bin shoal -- node $(ARGS)
+
+## test: build everything and run every test
+test: deps
+	$(CARGO) test --workspace
+
+## bench: run the criterion micro-benchmarks (log engine, router)
+bench: deps
+	$(CARGO) bench -p shoal-bench
+
+## fmt: format the code
+fmt:
+	$(CARGO) fmt --all
+
+## lint: check formatting and clippy (warnings are errors)
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

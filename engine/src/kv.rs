@@ -1,0 +1,173 @@
+//! The kv engine: the replicated state machine's data and per-region metadata.
+//!
+//! Contract:
+//! - Two column families: [`Cf::Default`] holds user data (keys built with
+//!   [`keys::data_key`](crate::keys::data_key)); [`Cf::Meta`] holds per-region state.
+//! - [`KvEngine::write`] is atomic across both column families and **not synced**:
+//!   apply writes the data and the region's apply state in one batch, so after a crash
+//!   the two agree and apply resumes from the applied index found. Call
+//!   [`KvEngine::sync`] before relying on a write surviving a crash (log GC does).
+//! - A [`KvEngine::snapshot`] sees exactly the writes made before it was taken.
+//! - Ranges are `[start, end)`; an empty `end` means no upper bound.
+
+use std::path::Path;
+
+use crate::Result;
+
+/// A column family of the kv engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Cf {
+    /// User data.
+    Default,
+    /// Per-region and per-store state.
+    Meta,
+}
+
+impl Cf {
+    /// Every column family.
+    pub const ALL: [Cf; 2] = [Cf::Default, Cf::Meta];
+
+    /// The column family's name in storage.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Default => "default",
+            Cf::Meta => "meta",
+        }
+    }
+}
+
+/// One operation of a [`KvBatch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvOp {
+    /// Sets a key.
+    Put {
+        cf: Cf,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// Removes a key.
+    Delete { cf: Cf, key: Vec<u8> },
+    /// Removes every key in `[start, end)`.
+    DeleteRange { cf: Cf, start: Vec<u8>, end: Vec<u8> },
+}
+
+/// An atomic write over both column families, applied in order.
+#[derive(Clone, Debug, Default)]
+pub struct KvBatch {
+    ops: Vec<KvOp>,
+    bytes: usize,
+}
+
+impl KvBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `key` to `value` in `cf`.
+    pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        let (key, value) = (key.into(), value.into());
+        self.bytes += key.len() + value.len();
+        self.ops.push(KvOp::Put { cf, key, value });
+    }
+
+    /// Removes `key` from `cf`.
+    pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) {
+        let key = key.into();
+        self.bytes += key.len();
+        self.ops.push(KvOp::Delete { cf, key });
+    }
+
+    /// Removes every key of `cf` in `[start, end)`.
+    pub fn delete_range(&mut self, cf: Cf, start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) {
+        let (start, end) = (start.into(), end.into());
+        self.bytes += start.len() + end.len();
+        self.ops.push(KvOp::DeleteRange { cf, start, end });
+    }
+
+    /// The operations, in order.
+    pub fn ops(&self) -> &[KvOp] {
+        &self.ops
+    }
+
+    /// Whether the batch does nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Approximate payload size in bytes.
+    pub fn size(&self) -> usize {
+        self.bytes
+    }
+
+    /// Empties the batch for reuse.
+    pub fn clear(&mut self) {
+        self.ops.clear();
+        self.bytes = 0;
+    }
+}
+
+/// Reads shared by the engine and its snapshots.
+pub trait KvRead {
+    /// The value of `key` in `cf`.
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Calls `f` on each pair of `cf` in `[start, end)` in key order until it returns false.
+    fn for_each(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()>;
+
+    /// Up to `limit` pairs of `cf` in `[start, end)`, in key order.
+    fn scan(&self, cf: Cf, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.for_each(cf, start, end, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            out.len() < limit
+        })?;
+        Ok(out)
+    }
+}
+
+/// A consistent, point-in-time view of a kv engine. Owns what it needs, so it can be
+/// sent to another thread (to stream a Raft snapshot, say).
+pub trait KvSnapshot: KvRead + Send + Sync + 'static {}
+
+/// The state machine store. See the module docs for the contract.
+pub trait KvEngine: KvRead + Clone + Send + Sync + 'static {
+    /// The engine's snapshot type.
+    type Snapshot: KvSnapshot;
+
+    /// Applies the batch atomically, without sync.
+    fn write(&self, batch: &KvBatch) -> Result<()>;
+
+    /// Removes every key of `cf` in `[start, end)`.
+    fn delete_range(&self, cf: Cf, start: &[u8], end: &[u8]) -> Result<()>;
+
+    /// A consistent view of the engine as of now.
+    fn snapshot(&self) -> Self::Snapshot;
+
+    /// Makes every write so far durable.
+    fn sync(&self) -> Result<()>;
+
+    /// Writes `pairs` (keys strictly ascending) as an SST file at `path`, ready to be
+    /// ingested into `cf`. Returns the number of pairs written.
+    fn write_sst(
+        &self,
+        cf: Cf,
+        path: &Path,
+        pairs: &mut dyn Iterator<Item = (Vec<u8>, Vec<u8>)>,
+    ) -> Result<u64>;
+
+    /// Ingests SST files written by [`KvEngine::write_sst`] into `cf`, atomically.
+    fn ingest(&self, cf: Cf, paths: &[&Path]) -> Result<()>;
+
+    /// Approximate bytes stored in `cf` within `[start, end)`.
+    fn approximate_size(&self, cf: Cf, start: &[u8], end: &[u8]) -> Result<u64>;
+}

@@ -1,0 +1,1 @@
+//! Generic batch system: Fsm, Mailbox, Router, BatchSystem, PollHandler.
