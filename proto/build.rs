@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/kvrpcpb.proto",
         "proto/adminpb.proto",
         "proto/raft_serverpb.proto",
+        "proto/raft_cmdpb.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

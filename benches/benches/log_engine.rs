@@ -19,30 +19,34 @@ fn appends(c: &mut Criterion) {
         let mut next_index = vec![1u64; regions as usize + 1];
         let payload = vec![7u8; ENTRY_BYTES];
         group.throughput(Throughput::Elements(regions));
-        group.bench_with_input(BenchmarkId::new("regions_per_batch", regions), &regions, |b, &n| {
-            b.iter(|| {
-                let mut batch = LogBatch::new();
-                for region in 1..=n {
-                    let index = next_index[region as usize];
-                    next_index[region as usize] += 1;
-                    let entry = LogEntry {
-                        index,
-                        term: 1,
-                        data: payload.clone(),
-                    };
-                    let state = RaftLocalState {
-                        hard_state: Some(HardState {
+        group.bench_with_input(
+            BenchmarkId::new("regions_per_batch", regions),
+            &regions,
+            |b, &n| {
+                b.iter(|| {
+                    let mut batch = LogBatch::new();
+                    for region in 1..=n {
+                        let index = next_index[region as usize];
+                        next_index[region as usize] += 1;
+                        let entry = LogEntry {
+                            index,
                             term: 1,
-                            vote: 1,
-                            commit: index,
-                        }),
-                        last_index: index,
-                    };
-                    batch.add(region, vec![entry], Some(state));
-                }
-                log.write(&batch).expect("write");
-            })
-        });
+                            data: payload.clone(),
+                        };
+                        let state = RaftLocalState {
+                            hard_state: Some(HardState {
+                                term: 1,
+                                vote: 1,
+                                commit: index,
+                            }),
+                            last_index: index,
+                        };
+                        batch.add(region, vec![entry], Some(state));
+                    }
+                    log.write(&batch).expect("write");
+                })
+            },
+        );
         let s = log.stats();
         println!(
             "log_engine_append/{regions}: {} fsyncs, {:.1} entries per fsync, {:.1} regions per fsync",

@@ -41,7 +41,10 @@ impl Error {
     /// Whether the error means the disk or data is unusable, as opposed to a
     /// request for something that is simply not there.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, Error::Corruption(_) | Error::Storage(_) | Error::Locked { .. })
+        matches!(
+            self,
+            Error::Corruption(_) | Error::Storage(_) | Error::Locked { .. }
+        )
     }
 }
 

@@ -147,7 +147,13 @@ mod tests {
         assert_eq!(origin_key(&data_key(b"abc")), b"abc");
         assert!(data_key(&[0xff; 8]) < data_end_key(b""));
         assert_eq!(data_end_key(b"m"), data_key(b"m"));
-        assert_eq!(decode_region_meta_key(&apply_state_key(3)), Some((3, false)));
-        assert_eq!(decode_region_meta_key(&region_state_key(3)), Some((3, true)));
+        assert_eq!(
+            decode_region_meta_key(&apply_state_key(3)),
+            Some((3, false))
+        );
+        assert_eq!(
+            decode_region_meta_key(&region_state_key(3)),
+            Some((3, true))
+        );
     }
 }

@@ -48,7 +48,11 @@ pub enum KvOp {
     /// Removes a key.
     Delete { cf: Cf, key: Vec<u8> },
     /// Removes every key in `[start, end)`.
-    DeleteRange { cf: Cf, start: Vec<u8>, end: Vec<u8> },
+    DeleteRange {
+        cf: Cf,
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
 }
 
 /// An atomic write over both column families, applied in order.
@@ -122,7 +126,13 @@ pub trait KvRead {
     ) -> Result<()>;
 
     /// Up to `limit` pairs of `cf` in `[start, end)`, in key order.
-    fn scan(&self, cf: Cf, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();
         if limit == 0 {
             return Ok(out);

@@ -9,6 +9,7 @@
 //! - [`raft_serverpb`]: the store-to-store `Raft` transport (`RaftMessage` wraps a raft-rs
 //!   `eraftpb::Message` as bytes) and the state each store persists (`RaftLocalState` in
 //!   the log engine; `RegionLocalState` and `RaftApplyState` in the kv engine).
+//! - [`raft_cmdpb`]: the commands carried in Raft entries (`RaftCmdRequest`).
 
 #![allow(clippy::all, missing_docs)]
 
@@ -35,6 +36,11 @@ pub mod adminpb {
 /// The Raft transport and persisted region state.
 pub mod raft_serverpb {
     tonic::include_proto!("raft_serverpb");
+}
+
+/// Commands proposed through Raft.
+pub mod raft_cmdpb {
+    tonic::include_proto!("raft_cmdpb");
 }
 
 pub use prost::Message;

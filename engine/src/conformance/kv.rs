@@ -25,7 +25,10 @@ pub fn empty_and_large_values<H: Harness>() {
     put(&kv, Cf::Default, b"zbig", &big);
     assert_eq!(kv.get(Cf::Default, b"zbig").unwrap(), Some(big.clone()));
     let scanned = kv.scan(Cf::Default, b"z", b"", 10).unwrap();
-    assert_eq!(keys_of(&scanned), vec![b"zbig".to_vec(), b"zempty".to_vec()]);
+    assert_eq!(
+        keys_of(&scanned),
+        vec![b"zbig".to_vec(), b"zempty".to_vec()]
+    );
     assert_eq!(scanned[0].1.len(), 1 << 20);
 }
 
@@ -69,7 +72,11 @@ pub fn batch_is_atomic_across_column_families<H: Harness>() {
     assert_eq!(b.ops().len(), 4);
     kv.write(&b).unwrap();
     assert_eq!(kv.get(Cf::Default, b"zk1").unwrap(), Some(b"new".to_vec()));
-    assert_eq!(kv.get(Cf::Default, b"zk2").unwrap(), None, "delete after put wins");
+    assert_eq!(
+        kv.get(Cf::Default, b"zk2").unwrap(),
+        None,
+        "delete after put wins"
+    );
     assert_eq!(kv.get(Cf::Meta, b"apply").unwrap(), Some(b"7".to_vec()));
     assert_eq!(kv.get(Cf::Default, b"apply").unwrap(), None);
 }
@@ -123,9 +130,14 @@ pub fn snapshot_isolation<H: Harness>() {
 pub fn sst_ingest<H: Harness>() {
     let dir = temp_dir();
     let kv = H::open_kv(&dir.path().join("kv"));
-    put(&kv, Cf::Default, b"zkeep", b"mine");
+    put(&kv, Cf::Default, b"zalpha", b"mine");
     let sst = dir.path().join("chunk.sst");
-    let mut pairs = (0..1000u32).map(|i| (data_key(format!("k{i:05}").as_bytes()), i.to_be_bytes().to_vec()));
+    let mut pairs = (0..1000u32).map(|i| {
+        (
+            data_key(format!("k{i:05}").as_bytes()),
+            i.to_be_bytes().to_vec(),
+        )
+    });
     assert_eq!(kv.write_sst(Cf::Default, &sst, &mut pairs).unwrap(), 1000);
     // Unsorted input is refused with an error, not a panic.
     let bad = dir.path().join("bad.sst");
@@ -136,8 +148,16 @@ pub fn sst_ingest<H: Harness>() {
         kv.get(Cf::Default, &data_key(b"k00042")).unwrap(),
         Some(42u32.to_be_bytes().to_vec())
     );
-    assert_eq!(kv.scan(Cf::Default, &data_key(b"k"), &data_key(b"l"), 5000).unwrap().len(), 1000);
-    assert_eq!(kv.get(Cf::Default, b"zkeep").unwrap(), Some(b"mine".to_vec()));
+    assert_eq!(
+        kv.scan(Cf::Default, &data_key(b"k"), &data_key(b"l"), 5000)
+            .unwrap()
+            .len(),
+        1000
+    );
+    assert_eq!(
+        kv.get(Cf::Default, b"zalpha").unwrap(),
+        Some(b"mine".to_vec())
+    );
 }
 
 /// Writes followed by `sync` are there after reopening.

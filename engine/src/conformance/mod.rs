@@ -1,7 +1,7 @@
 //! The conformance suite: the behaviour every [`LogEngine`] and [`KvEngine`]
 //! implementation must show. An implementation runs all of it with one line:
 //!
-//! ```ignore
+//! ```text
 //! shoal_engine::engine_conformance!(MyHarness);
 //! ```
 //!

@@ -123,7 +123,7 @@ impl KvEngine for RocksKvEngine {
         pairs: &mut dyn Iterator<Item = (Vec<u8>, Vec<u8>)>,
     ) -> Result<u64> {
         let opts = kv_cf_options(&kv_block_cache());
-        let writer = SstFileWriter::create(&opts);
+        let mut writer = SstFileWriter::create(&opts);
         writer.open(path).map_err(storage)?;
         let mut last: Option<Vec<u8>> = None;
         let mut count = 0u64;
@@ -139,7 +139,9 @@ impl KvEngine for RocksKvEngine {
             count += 1;
         }
         if count == 0 {
-            return Err(Error::InvalidArgument("an SST file needs at least one key".into()));
+            return Err(Error::InvalidArgument(
+                "an SST file needs at least one key".into(),
+            ));
         }
         writer.finish().map_err(storage)?;
         Ok(count)
@@ -155,7 +157,11 @@ impl KvEngine for RocksKvEngine {
     }
 
     fn approximate_size(&self, cf: Cf, start: &[u8], end: &[u8]) -> Result<u64> {
-        let end = if end.is_empty() { &[0xffu8; 16][..] } else { end };
+        let end = if end.is_empty() {
+            &[0xffu8; 16][..]
+        } else {
+            end
+        };
         let range = rocksdb::Range::new(start, end);
         Ok(self
             .db

@@ -125,7 +125,10 @@ impl RocksLogEngine {
             return Ok(*b);
         }
         let b = self.load_bounds(region_id)?;
-        self.bounds.write().expect("bounds lock").insert(region_id, b);
+        self.bounds
+            .write()
+            .expect("bounds lock")
+            .insert(region_id, b);
         Ok(b)
     }
 
@@ -191,7 +194,10 @@ impl RocksLogEngine {
             // Entries past the new tail came from a log that conflicts: they go.
             if b.last > last_new {
                 if b.last - last_new > RANGE_DELETE_THRESHOLD {
-                    wb.delete_range(entry_key(region_id, last_new + 1), region_entries_end(region_id));
+                    wb.delete_range(
+                        entry_key(region_id, last_new + 1).to_vec(),
+                        region_entries_end(region_id),
+                    );
                 } else {
                     for idx in last_new + 1..=b.last {
                         wb.delete(entry_key(region_id, idx));
@@ -234,7 +240,9 @@ impl LogEngine for RocksLogEngine {
                 wb.put(raft_state_key(w.region_id), state.encode_to_vec());
             }
         }
-        self.db.write_opt(wb, &log_write_options()).map_err(storage)?;
+        self.db
+            .write_opt(wb, &log_write_options())
+            .map_err(storage)?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.regions_written
             .fetch_add(batch.region_count() as u64, Ordering::Relaxed);
@@ -290,7 +298,11 @@ impl LogEngine for RocksLogEngine {
 
     fn term(&self, region_id: u64, index: u64) -> Result<u64> {
         self.check_range(region_id, index, index + 1)?;
-        match self.db.get_pinned(entry_key(region_id, index)).map_err(storage)? {
+        match self
+            .db
+            .get_pinned(entry_key(region_id, index))
+            .map_err(storage)?
+        {
             Some(v) => Ok(decode_entry(region_id, index, &v[..v.len().min(8)])?.term),
             None => Err(Error::Corruption(format!(
                 "region {region_id}: log has a hole at index {index}"
@@ -307,7 +319,11 @@ impl LogEngine for RocksLogEngine {
     }
 
     fn raft_state(&self, region_id: u64) -> Result<Option<RaftLocalState>> {
-        let Some(v) = self.db.get_pinned(raft_state_key(region_id)).map_err(storage)? else {
+        let Some(v) = self
+            .db
+            .get_pinned(raft_state_key(region_id))
+            .map_err(storage)?
+        else {
             return Ok(None);
         };
         RaftLocalState::decode(&v[..])
@@ -348,7 +364,10 @@ impl LogEngine for RocksLogEngine {
             .expect("bounds lock")
             .insert(region_id, None);
         let mut wb = WriteBatch::default();
-        wb.delete_range(entry_key(region_id, 0), region_entries_end(region_id));
+        wb.delete_range(
+            entry_key(region_id, 0).to_vec(),
+            region_entries_end(region_id),
+        );
         wb.delete(raft_state_key(region_id));
         self.db.write_opt(wb, &log_write_options()).map_err(storage)
     }

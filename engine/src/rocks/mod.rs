@@ -28,7 +28,10 @@ impl Engines {
     /// Opens (creating when missing) both engines under `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
-            Error::Storage(format!("cannot create data directory {}: {e}", data_dir.display()))
+            Error::Storage(format!(
+                "cannot create data directory {}: {e}",
+                data_dir.display()
+            ))
         })?;
         let log = RocksLogEngine::open(&data_dir.join("raft"))?;
         let kv = RocksKvEngine::open(&data_dir.join("kv"))?;
