@@ -1,0 +1,213 @@
+//! Apply workers: committed entries become writes to the kv engine.
+//!
+//! Each worker owns the apply state of the regions hashed to it. Everything it
+//! receives in one go (the tasks of several poll rounds) becomes **one** kv write
+//! batch holding the data and every touched region's `RaftApplyState`, so after a
+//! crash the two agree and apply resumes from the applied index found. Only after
+//! that write are the proposers answered and the peers told their applied index.
+//!
+//! Apply re-checks each command's epoch and keys against the region as of that
+//! log position: a command that raced with a split is refused, never misapplied.
+//! Compare-and-swap is evaluated here, on every replica alike; an overlay of the
+//! batch's own writes makes a CAS see a put earlier in the same batch.
+
+use std::collections::HashMap;
+
+use crossbeam_channel::Receiver;
+use raft::eraftpb::{Entry, EntryType};
+use shoal_engine::keys::{apply_state_key, data_key};
+use shoal_engine::rocks::RocksKvEngine;
+use shoal_engine::{Cf, KvBatch, KvEngine, KvRead};
+use shoal_proto::metapb::Region;
+use shoal_proto::raft_cmdpb::{request::Cmd, RaftCmdRequest, Response};
+use shoal_proto::raft_serverpb::RaftApplyState;
+use shoal_proto::Message as _;
+use tokio::sync::oneshot;
+
+use crate::cmd::{check_epoch, key_in_region, key_not_in_region};
+use crate::fsm::StoreRouter;
+use crate::metrics::StoreMetrics;
+use crate::msg::{CmdError, PeerMsg, WriteResult};
+
+/// Committed entries of one region, with the answers owed for some of them.
+pub struct ApplyTask {
+    /// The region.
+    pub region_id: u64,
+    /// The local peer.
+    pub peer_id: u64,
+    /// Committed entries in index order.
+    pub entries: Vec<Entry>,
+    /// `(index, reply)` for entries proposed through this peer.
+    pub replies: Vec<(u64, oneshot::Sender<WriteResult>)>,
+}
+
+/// Messages to an apply worker.
+pub enum ApplyMsg {
+    /// Starts applying for a region from `state`.
+    Register {
+        /// The region as of `state.applied_index`.
+        region: Region,
+        /// Where apply resumes.
+        state: RaftApplyState,
+    },
+    /// Committed entries from one poll round.
+    Tasks(Vec<ApplyTask>),
+}
+
+struct Delegate {
+    region: Region,
+    state: RaftApplyState,
+}
+
+/// One apply worker's loop; returns when every sender is gone.
+pub fn run(rx: Receiver<ApplyMsg>, kv: RocksKvEngine, router: StoreRouter, metrics: std::sync::Arc<StoreMetrics>) {
+    let mut delegates: HashMap<u64, Delegate> = HashMap::new();
+    while let Ok(first) = rx.recv() {
+        let mut tasks = Vec::new();
+        let mut take = |m: ApplyMsg, tasks: &mut Vec<ApplyTask>| match m {
+            ApplyMsg::Register { region, state } => {
+                delegates.insert(region.id, Delegate { region, state });
+            }
+            ApplyMsg::Tasks(t) => tasks.extend(t),
+        };
+        take(first, &mut tasks);
+        while let Ok(m) = rx.try_recv() {
+            take(m, &mut tasks);
+        }
+        if tasks.is_empty() {
+            continue;
+        }
+        apply_tasks(tasks, &mut delegates, &kv, &router, &metrics);
+    }
+}
+
+fn apply_tasks(
+    tasks: Vec<ApplyTask>,
+    delegates: &mut HashMap<u64, Delegate>,
+    kv: &RocksKvEngine,
+    router: &StoreRouter,
+    metrics: &StoreMetrics,
+) {
+    let mut batch = KvBatch::new();
+    let mut overlay: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+    let mut answers: Vec<(oneshot::Sender<WriteResult>, WriteResult)> = Vec::new();
+    let mut applied: Vec<(u64, u64)> = Vec::new();
+    let mut count = 0u64;
+    for task in tasks {
+        let Some(d) = delegates.get_mut(&task.region_id) else {
+            tracing::warn!(region = task.region_id, "apply task for an unregistered region");
+            continue;
+        };
+        let mut replies = task.replies.into_iter().peekable();
+        for entry in &task.entries {
+            if entry.index <= d.state.applied_index {
+                continue;
+            }
+            let result = apply_entry(d, entry, kv, &mut batch, &mut overlay);
+            d.state.applied_index = entry.index;
+            count += 1;
+            while replies.peek().is_some_and(|(i, _)| *i <= entry.index) {
+                let (i, reply) = replies.next().expect("peeked");
+                if i == entry.index {
+                    answers.push((reply, result.clone()));
+                } else {
+                    answers.push((reply, Err(CmdError::Dropped("entry was already applied".into()))));
+                }
+            }
+        }
+        for (_, reply) in replies {
+            answers.push((reply, Err(CmdError::Dropped("entry was already applied".into()))));
+        }
+        batch.put(Cf::Meta, apply_state_key(task.region_id), d.state.encode_to_vec());
+        applied.push((task.region_id, d.state.applied_index));
+    }
+    if let Err(e) = kv.write(&batch) {
+        // The kv engine refusing a write leaves apply unable to go on consistently.
+        for (reply, _) in answers {
+            let _ = reply.send(Err(CmdError::Storage(e.to_string())));
+        }
+        panic!("apply: the kv engine failed a write: {e}");
+    }
+    StoreMetrics::add(&metrics.applied_entries, count);
+    for (reply, result) in answers {
+        let _ = reply.send(result);
+    }
+    for (region_id, applied_index) in applied {
+        let _ = router.send(region_id, PeerMsg::Applied { applied_index });
+    }
+}
+
+fn apply_entry(
+    d: &mut Delegate,
+    entry: &Entry,
+    kv: &RocksKvEngine,
+    batch: &mut KvBatch,
+    overlay: &mut HashMap<Vec<u8>, Option<Vec<u8>>>,
+) -> WriteResult {
+    if entry.data.is_empty() {
+        // A new leader's empty entry: nothing to apply.
+        return Ok(Vec::new());
+    }
+    if entry.get_entry_type() != EntryType::EntryNormal {
+        tracing::warn!(region = d.region.id, index = entry.index, "membership changes are not supported yet");
+        return Ok(Vec::new());
+    }
+    let cmd = match RaftCmdRequest::decode(&entry.data[..]) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(region = d.region.id, index = entry.index, "undecodable command: {e}");
+            return Err(CmdError::Storage(format!("undecodable command at index {}", entry.index)));
+        }
+    };
+    let header = cmd.header.unwrap_or_default();
+    check_epoch(&d.region, header.region_epoch.as_ref(), false)?;
+    let key_of = |c: &Option<Cmd>| match c {
+        Some(Cmd::Put(p)) => Some(p.key.clone()),
+        Some(Cmd::Delete(x)) => Some(x.key.clone()),
+        Some(Cmd::Cas(c)) => Some(c.key.clone()),
+        None => None,
+    };
+    for r in &cmd.requests {
+        if let Some(k) = key_of(&r.cmd) {
+            if !key_in_region(&k, &d.region) {
+                return Err(key_not_in_region(&k, &d.region));
+            }
+        }
+    }
+    let mut responses = Vec::with_capacity(cmd.requests.len());
+    for r in cmd.requests {
+        let mut resp = Response::default();
+        match r.cmd {
+            Some(Cmd::Put(p)) => {
+                batch.put(Cf::Default, data_key(&p.key), p.value.clone());
+                overlay.insert(p.key, Some(p.value));
+            }
+            Some(Cmd::Delete(x)) => {
+                batch.delete(Cf::Default, data_key(&x.key));
+                overlay.insert(x.key, None);
+            }
+            Some(Cmd::Cas(c)) => {
+                let current = match overlay.get(&c.key) {
+                    Some(v) => v.clone(),
+                    None => kv
+                        .get(Cf::Default, &data_key(&c.key))
+                        .map_err(|e| CmdError::Storage(e.to_string()))?,
+                };
+                let matches = match &current {
+                    None => c.expected_absent,
+                    Some(v) => !c.expected_absent && *v == c.expected_value,
+                };
+                resp.previous_found = current.is_some();
+                resp.previous_value = current.unwrap_or_default();
+                resp.succeeded = matches;
+                if matches {
+                    batch.put(Cf::Default, data_key(&c.key), c.new_value.clone());
+                    overlay.insert(c.key, Some(c.new_value));
+                }
+            }
+            None => {}
+        }
+        responses.push(resp);
+    }
+    Ok(responses)
+}

@@ -1,0 +1,102 @@
+//! raftstore settings. Every field has a documented default and bounds, checked by
+//! [`Config::validate`].
+
+use std::time::Duration;
+
+/// How a store runs its Raft groups.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Length of one Raft tick. Default 100 ms; 1 ms ..= 10 s.
+    pub raft_tick_interval: Duration,
+    /// Ticks without a heartbeat before a follower campaigns. Default 10 (1 s); must
+    /// exceed `raft_heartbeat_ticks`.
+    pub raft_election_ticks: usize,
+    /// Ticks between leader heartbeats. Default 2; >= 1.
+    pub raft_heartbeat_ticks: usize,
+    /// Most bytes of entries in one append message. Default 1 MiB; >= 1 KiB.
+    pub raft_max_size_per_msg: u64,
+    /// Most append messages in flight per follower. Default 256; >= 1.
+    pub raft_max_inflight_msgs: usize,
+    /// Entries kept in each peer's in-memory cache once persisted. Default 1024.
+    pub entry_cache_limit: usize,
+    /// Poller threads of the batch system. Default: the machine's cores, at most 4.
+    pub pollers: usize,
+    /// Most FSMs one poll round handles. Default 256; >= 1.
+    pub max_batch_size: usize,
+    /// Apply worker threads. Default 1; >= 1.
+    pub apply_workers: usize,
+    /// Most raft commands queued per peer before `ServerIsBusy`. Default 4096.
+    pub max_pending_proposals: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Config {
+            raft_tick_interval: Duration::from_millis(100),
+            raft_election_ticks: 10,
+            raft_heartbeat_ticks: 2,
+            raft_max_size_per_msg: 1 << 20,
+            raft_max_inflight_msgs: 256,
+            entry_cache_limit: 1024,
+            pollers: cores.clamp(1, 4),
+            max_batch_size: 256,
+            apply_workers: 1,
+            max_pending_proposals: 4096,
+        }
+    }
+}
+
+impl Config {
+    /// Checks every bound, saying exactly which field is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        let tick = self.raft_tick_interval;
+        if tick < Duration::from_millis(1) || tick > Duration::from_secs(10) {
+            return Err(format!("raft-tick-interval must be 1ms..=10s, got {tick:?}"));
+        }
+        if self.raft_heartbeat_ticks == 0 {
+            return Err("raft-heartbeat-ticks must be at least 1".into());
+        }
+        if self.raft_election_ticks <= self.raft_heartbeat_ticks {
+            return Err(format!(
+                "raft-election-ticks ({}) must exceed raft-heartbeat-ticks ({})",
+                self.raft_election_ticks, self.raft_heartbeat_ticks
+            ));
+        }
+        if self.raft_max_size_per_msg < 1024 {
+            return Err("raft-max-size-per-msg must be at least 1024 bytes".into());
+        }
+        for (name, v) in [
+            ("raft-max-inflight-msgs", self.raft_max_inflight_msgs),
+            ("pollers", self.pollers),
+            ("max-batch-size", self.max_batch_size),
+            ("apply-workers", self.apply_workers),
+            ("max-pending-proposals", self.max_pending_proposals),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_named() {
+        Config::default().validate().unwrap();
+        let bad = Config {
+            raft_election_ticks: 2,
+            ..Config::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("raft-election-ticks"));
+        let bad = Config {
+            pollers: 0,
+            ..Config::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("pollers"));
+    }
+}

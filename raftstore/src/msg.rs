@@ -1,0 +1,114 @@
+//! The messages peers and the store receive through the router, and how callers
+//! get their answers (a oneshot channel per request, never a callback).
+
+use shoal_proto::adminpb::RegionInfo;
+use shoal_proto::errorpb::RegionError;
+use shoal_proto::kvrpcpb::KvPair;
+use shoal_proto::raft_cmdpb::{RaftCmdRequest, Response};
+use shoal_proto::raft_serverpb::RaftMessage;
+use tokio::sync::oneshot;
+
+/// The kinds of tick a peer can register with the store ticker.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PeerTick {
+    /// Drives Raft's election and heartbeat timers.
+    Raft = 0,
+}
+
+impl From<PeerTick> for u8 {
+    fn from(t: PeerTick) -> u8 {
+        t as u8
+    }
+}
+
+/// Why a command or read was not carried out.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum CmdError {
+    /// The request reached the wrong peer or a stale region: the client refreshes
+    /// its region cache and retries.
+    #[error("region error: {}", .0.message)]
+    Region(RegionError),
+    /// The proposal was dropped (leader or term change) and may not have been
+    /// applied; retrying is safe for idempotent writes.
+    #[error("proposal dropped: {0}")]
+    Dropped(String),
+    /// The store failed to read or write its engines.
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+/// What a write returns: one response per request of the command.
+pub type WriteResult = Result<Vec<Response>, CmdError>;
+
+/// A command to replicate and apply.
+pub struct Command {
+    /// The command; its header names the region, epoch and peer.
+    pub request: RaftCmdRequest,
+    /// Answered once the command is applied (or refused).
+    pub reply: oneshot::Sender<WriteResult>,
+}
+
+/// A linearizable read.
+pub enum ReadKind {
+    /// One key.
+    Get(Vec<u8>),
+    /// `[start, end)` within the region (an empty end meaning the region's end), at
+    /// most `limit` pairs.
+    Scan {
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: usize,
+    },
+}
+
+/// What a read returns.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadOutput {
+    /// The value of a get (None when absent).
+    Value(Option<Vec<u8>>),
+    /// The pairs of a scan.
+    Pairs(Vec<KvPair>),
+}
+
+/// A read request with its routing header.
+pub struct ReadRequest {
+    /// Where the client routed the read (region id, epoch, peer).
+    pub header: shoal_proto::raft_cmdpb::RaftRequestHeader,
+    /// What to read.
+    pub kind: ReadKind,
+    /// Answered once the read index is applied.
+    pub reply: oneshot::Sender<Result<ReadOutput, CmdError>>,
+}
+
+/// Messages to one peer.
+pub enum PeerMsg {
+    /// A Raft message from another store.
+    Raft(Box<RaftMessage>),
+    /// A write to propose.
+    Command(Command),
+    /// A read to serve through ReadIndex.
+    Read(ReadRequest),
+    /// A tick from the store ticker.
+    Tick(PeerTick),
+    /// The log writer persisted this peer's readies up to `number`.
+    Persisted {
+        /// The highest persisted ready number.
+        number: u64,
+    },
+    /// Apply finished entries up to `applied_index`.
+    Applied {
+        /// The peer's new applied index.
+        applied_index: u64,
+    },
+    /// Reports the region, its leader and whether this peer leads.
+    Info(oneshot::Sender<RegionInfo>),
+    /// Starts an election at once (tests and bootstrapping use it).
+    Campaign,
+}
+
+/// Messages to the store (the control FSM).
+pub enum StoreMsg {
+    /// A Raft message for a region this store has no peer for.
+    Raft(Box<RaftMessage>),
+}

@@ -1,0 +1,458 @@
+//! [`Peer`]: one region's replica on this store, driving a raft-rs `RawNode`.
+//!
+//! The poller calls [`Peer::on_msg`] for each message of the round, then
+//! [`Peer::on_round_end`], which issues a read index for the reads gathered and takes
+//! the `Ready`. A ready's entries and hard state go into the round's shared write
+//! task; its messages go out with the round (a leader's appends at once, the rest
+//! after the write is durable, sent by the log writer); its committed entries go to
+//! apply together with the answers owed to their proposers.
+//!
+//! Every client request is answered exactly once: applied, refused with a region
+//! error, or dropped with a retryable error when its log position was taken by another
+//! leader's entry.
+
+use std::collections::VecDeque;
+
+use protobuf::Message as _;
+use raft::eraftpb::{Entry, Message as RaftPbMessage};
+use raft::{RawNode, ReadState, StateRole};
+use shoal_engine::keys::{data_end_key, data_key, origin_key};
+use shoal_engine::{Cf, KvEngine, KvRead};
+use shoal_proto::adminpb::RegionInfo;
+use shoal_proto::kvrpcpb::KvPair;
+use shoal_proto::metapb::{Peer as PeerMeta, Region};
+use shoal_proto::raft_cmdpb::RaftRequestHeader;
+use shoal_proto::raft_serverpb::RaftMessage;
+use shoal_proto::Message as _;
+use tokio::sync::oneshot;
+
+use crate::apply::ApplyTask;
+use crate::cmd::{check_epoch, encode_pb, key_in_region, key_not_in_region, not_leader};
+use crate::metrics::StoreMetrics;
+use crate::msg::{CmdError, Command, PeerMsg, ReadKind, ReadOutput, ReadRequest, WriteResult};
+use crate::poll::PollCtx;
+use crate::storage::PeerStorage;
+
+/// A write waiting for its entry to commit and apply.
+struct Proposal {
+    index: u64,
+    term: u64,
+    reply: oneshot::Sender<WriteResult>,
+}
+
+/// Reads that share one read index.
+struct ReadBatch {
+    ctx: u64,
+    /// Set when the leader confirmed the index.
+    index: Option<u64>,
+    reads: Vec<ReadRequest>,
+}
+
+/// One region's replica on this store.
+pub struct Peer {
+    region_id: u64,
+    peer_id: u64,
+    store_id: u64,
+    raw: RawNode<PeerStorage>,
+    proposals: VecDeque<Proposal>,
+    /// Reads received this round, not yet given a read index.
+    new_reads: Vec<ReadRequest>,
+    /// Reads waiting for their index to be confirmed, then applied.
+    read_batches: VecDeque<ReadBatch>,
+    next_read_ctx: u64,
+    applied_index: u64,
+    leader_id: u64,
+    is_leader: bool,
+    /// The newest ready handed to the log writer and not yet reported persisted.
+    unpersisted_ready: Option<u64>,
+}
+
+impl Peer {
+    /// Wraps a `RawNode` built over `storage`.
+    pub fn new(store_id: u64, peer_id: u64, raw: RawNode<PeerStorage>, applied_index: u64) -> Self {
+        Peer {
+            region_id: raw.store().region().id,
+            peer_id,
+            store_id,
+            raw,
+            proposals: VecDeque::new(),
+            new_reads: Vec::new(),
+            read_batches: VecDeque::new(),
+            next_read_ctx: 1,
+            applied_index,
+            leader_id: 0,
+            is_leader: false,
+            unpersisted_ready: None,
+        }
+    }
+
+    /// The region this peer replicates.
+    pub fn region(&self) -> &Region {
+        self.raw.store().region()
+    }
+
+    /// The region's id.
+    pub fn region_id(&self) -> u64 {
+        self.region_id
+    }
+
+    fn leader_meta(&self) -> Option<PeerMeta> {
+        self.region()
+            .peers
+            .iter()
+            .find(|p| p.id == self.leader_id)
+            .cloned()
+    }
+
+    /// Handles one message of the round.
+    pub fn on_msg(&mut self, msg: PeerMsg, ctx: &mut PollCtx) {
+        match msg {
+            PeerMsg::Raft(m) => self.step(*m),
+            PeerMsg::Command(cmd) => self.propose(cmd, &ctx.store.metrics),
+            PeerMsg::Read(r) => self.accept_read(r),
+            PeerMsg::Tick(_) => {
+                self.raw.tick();
+            }
+            PeerMsg::Persisted { number } => {
+                self.raw.on_persist_ready(number);
+                self.raw.mut_store().on_persisted(number);
+                if self.unpersisted_ready.is_some_and(|n| n <= number) {
+                    self.unpersisted_ready = None;
+                }
+            }
+            PeerMsg::Applied { applied_index } => {
+                if applied_index > self.applied_index {
+                    self.applied_index = applied_index;
+                    self.raw.advance_apply_to(applied_index);
+                }
+                self.serve_applied_reads(ctx);
+            }
+            PeerMsg::Info(reply) => {
+                let _ = reply.send(self.info(ctx));
+            }
+            PeerMsg::Campaign => {
+                if let Err(e) = self.raw.campaign() {
+                    tracing::warn!(region = self.region_id, "campaign failed: {e}");
+                }
+            }
+        }
+    }
+
+    fn info(&self, ctx: &PollCtx) -> RegionInfo {
+        let region = self.region().clone();
+        let size = ctx
+            .store
+            .kv
+            .approximate_size(
+                Cf::Default,
+                &data_key(&region.start_key),
+                &data_end_key(&region.end_key),
+            )
+            .unwrap_or_default();
+        RegionInfo {
+            leader: self.leader_meta(),
+            region: Some(region),
+            approximate_size: size,
+            approximate_keys: 0,
+        }
+    }
+
+    fn step(&mut self, msg: RaftMessage) {
+        if msg.to_peer.as_ref().map(|p| p.id) != Some(self.peer_id) {
+            tracing::debug!(region = self.region_id, "dropping a raft message for another peer");
+            return;
+        }
+        let m = match RaftPbMessage::parse_from_bytes(&msg.message) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(region = self.region_id, "undecodable raft message: {e}");
+                return;
+            }
+        };
+        if let Err(e) = self.raw.step(m) {
+            tracing::debug!(region = self.region_id, "step: {e}");
+        }
+    }
+
+    /// Checks that this peer leads and that the request's epoch and keys fit.
+    fn check_request(&self, header: &RaftRequestHeader, keys: &mut dyn Iterator<Item = &[u8]>) -> Result<(), CmdError> {
+        if !self.is_leader {
+            return Err(not_leader(self.region_id, self.leader_meta()));
+        }
+        check_epoch(self.region(), header.region_epoch.as_ref(), false)?;
+        for key in keys {
+            if !key_in_region(key, self.region()) {
+                return Err(key_not_in_region(key, self.region()));
+            }
+        }
+        Ok(())
+    }
+
+    fn propose(&mut self, cmd: Command, metrics: &StoreMetrics) {
+        use shoal_proto::raft_cmdpb::request::Cmd;
+        let Command { request, reply } = cmd;
+        let header = request.header.clone().unwrap_or_default();
+        let mut keys = request.requests.iter().filter_map(|r| match &r.cmd {
+            Some(Cmd::Put(p)) => Some(p.key.as_slice()),
+            Some(Cmd::Delete(d)) => Some(d.key.as_slice()),
+            Some(Cmd::Cas(c)) => Some(c.key.as_slice()),
+            None => None,
+        });
+        if let Err(e) = self.check_request(&header, &mut keys) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let before = self.raw.raft.raft_log.last_index();
+        if let Err(e) = self.raw.propose(Vec::new(), request.encode_to_vec()) {
+            let _ = reply.send(Err(CmdError::Dropped(format!("raft refused the proposal: {e}"))));
+            return;
+        }
+        let index = self.raw.raft.raft_log.last_index();
+        if index == before {
+            let _ = reply.send(Err(CmdError::Dropped("raft dropped the proposal".into())));
+            return;
+        }
+        StoreMetrics::add(&metrics.proposals, 1);
+        self.proposals.push_back(Proposal {
+            index,
+            term: self.raw.raft.term,
+            reply,
+        });
+    }
+
+    fn accept_read(&mut self, read: ReadRequest) {
+        let check = match &read.kind {
+            ReadKind::Get(key) => self.check_request(&read.header, &mut std::iter::once(key.as_slice())),
+            ReadKind::Scan { start, .. } => self.check_request(&read.header, &mut std::iter::once(start.as_slice())),
+        };
+        match check {
+            Ok(()) => self.new_reads.push(read),
+            Err(e) => {
+                let _ = read.reply.send(Err(e));
+            }
+        }
+    }
+
+    /// After the round's messages: one read index for the reads gathered, then the ready.
+    pub fn on_round_end(&mut self, ctx: &mut PollCtx) {
+        if !self.new_reads.is_empty() {
+            let id = self.next_read_ctx;
+            self.next_read_ctx += 1;
+            self.raw.read_index(id.to_be_bytes().to_vec());
+            self.read_batches.push_back(ReadBatch {
+                ctx: id,
+                index: None,
+                reads: std::mem::take(&mut self.new_reads),
+            });
+        }
+        self.handle_ready(ctx);
+        // A read index may already be applied: serve without waiting for apply.
+        self.serve_applied_reads(ctx);
+    }
+
+    fn handle_ready(&mut self, ctx: &mut PollCtx) {
+        if !self.raw.has_ready() {
+            return;
+        }
+        let mut rd = self.raw.ready();
+        if let Some(ss) = rd.ss() {
+            self.on_soft_state(ss.leader_id, ss.raft_state, &ctx.store.metrics);
+        }
+        if !rd.messages().is_empty() {
+            let msgs = rd.take_messages();
+            self.build_messages(msgs, &mut ctx.outgoing);
+        }
+        if !rd.snapshot().is_empty() {
+            tracing::error!(region = self.region_id, "received a raft snapshot, which this version cannot apply");
+        }
+        let committed = rd.take_committed_entries();
+        self.schedule_apply(committed, ctx);
+        for rs in rd.take_read_states() {
+            self.on_read_state(rs);
+        }
+        let number = rd.number();
+        let entries = self.raw.mut_store().append(rd.entries(), number);
+        if let Some(hs) = rd.hs() {
+            self.raw.mut_store().set_hard_state(hs);
+        }
+        let must_persist = !entries.is_empty() || rd.must_sync();
+        if must_persist || self.unpersisted_ready.is_some() {
+            let mut after_persist = Vec::new();
+            self.build_messages(rd.take_persisted_messages(), &mut after_persist);
+            let state = must_persist.then(|| self.raw.store().raft_state().clone());
+            ctx.write.add(self.region_id, number, entries, state, after_persist);
+            self.unpersisted_ready = Some(number);
+            self.raw.advance_append_async(rd);
+        } else {
+            let persisted = rd.take_persisted_messages();
+            self.build_messages(persisted, &mut ctx.outgoing);
+            let mut light = self.raw.advance_append(rd);
+            if let Some(commit) = light.commit_index() {
+                let mut hs = self.raw.raft.hard_state();
+                hs.commit = commit;
+                self.raw.mut_store().set_hard_state(&hs);
+            }
+            let msgs = light.take_messages();
+            self.build_messages(msgs, &mut ctx.outgoing);
+            let committed = light.take_committed_entries();
+            self.schedule_apply(committed, ctx);
+        }
+    }
+
+    fn on_soft_state(&mut self, leader_id: u64, role: StateRole, metrics: &StoreMetrics) {
+        self.leader_id = leader_id;
+        let leading = role == StateRole::Leader;
+        if leading == self.is_leader {
+            return;
+        }
+        self.is_leader = leading;
+        let delta = if leading { 1 } else { -1 };
+        metrics
+            .leader_count
+            .fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+        if !leading {
+            // Reads wait on this peer's leadership: without it their index means nothing.
+            let leader = self.leader_meta();
+            for batch in self.read_batches.drain(..) {
+                for r in batch.reads {
+                    let _ = r.reply.send(Err(not_leader(self.region_id, leader.clone())));
+                }
+            }
+        }
+    }
+
+    fn build_messages(&self, msgs: Vec<RaftPbMessage>, out: &mut Vec<RaftMessage>) {
+        let region = self.region();
+        let from = region.peers.iter().find(|p| p.id == self.peer_id).cloned();
+        for m in msgs {
+            let Some(to) = region.peers.iter().find(|p| p.id == m.to).cloned() else {
+                tracing::warn!(region = self.region_id, to = m.to, "no store known for peer");
+                continue;
+            };
+            out.push(RaftMessage {
+                region_id: self.region_id,
+                from_peer: from.clone(),
+                to_peer: Some(to),
+                region_epoch: region.region_epoch.clone(),
+                message: encode_pb(&m),
+                start_key: region.start_key.clone(),
+                end_key: region.end_key.clone(),
+                is_tombstone: false,
+            });
+        }
+    }
+
+    /// Sends committed entries to apply with the answers owed for them. A proposal
+    /// whose index now holds another term's entry was dropped by a leader change.
+    fn schedule_apply(&mut self, committed: Vec<Entry>, ctx: &mut PollCtx) {
+        let (Some(first), Some(last)) = (committed.first(), committed.last()) else {
+            return;
+        };
+        let (first, last) = (first.index, last.index);
+        let mut replies = Vec::new();
+        while self.proposals.front().is_some_and(|p| p.index <= last) {
+            let p = self.proposals.pop_front().expect("front exists");
+            let term = (p.index >= first).then(|| committed[(p.index - first) as usize].term);
+            if term == Some(p.term) {
+                replies.push((p.index, p.reply));
+            } else {
+                let _ = p.reply.send(Err(CmdError::Dropped(format!(
+                    "region {}: index {} was taken by another leader's entry",
+                    self.region_id, p.index
+                ))));
+            }
+        }
+        ctx.schedule_apply(ApplyTask {
+            region_id: self.region_id,
+            peer_id: self.peer_id,
+            entries: committed,
+            replies,
+        });
+    }
+
+    fn on_read_state(&mut self, rs: ReadState) {
+        let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
+            return;
+        };
+        let id = u64::from_be_bytes(bytes);
+        if let Some(b) = self.read_batches.iter_mut().find(|b| b.ctx == id) {
+            b.index = Some(rs.index);
+        }
+    }
+
+    /// Serves every read whose index is applied, in order.
+    fn serve_applied_reads(&mut self, ctx: &mut PollCtx) {
+        while self
+            .read_batches
+            .front()
+            .is_some_and(|b| b.index.is_some_and(|i| i <= self.applied_index))
+        {
+            let batch = self.read_batches.pop_front().expect("front exists");
+            let served = batch.reads.len() as u64;
+            for r in batch.reads {
+                let out = self.execute_read(&r.kind, ctx);
+                let _ = r.reply.send(out);
+            }
+            StoreMetrics::add(&ctx.store.metrics.reads_served, served);
+        }
+    }
+
+    fn execute_read(&self, kind: &ReadKind, ctx: &PollCtx) -> Result<ReadOutput, CmdError> {
+        let kv = &ctx.store.kv;
+        let storage = |e: shoal_engine::Error| CmdError::Storage(e.to_string());
+        match kind {
+            ReadKind::Get(key) => kv.get(Cf::Default, &data_key(key)).map(ReadOutput::Value).map_err(storage),
+            ReadKind::Scan { start, end, limit } => {
+                // Clip to the region: a scan never reads past the range this peer owns.
+                let region = self.region();
+                let end = if end.is_empty() || (!region.end_key.is_empty() && end.as_slice() > region.end_key.as_slice()) {
+                    region.end_key.as_slice()
+                } else {
+                    end.as_slice()
+                };
+                let pairs = kv
+                    .scan(Cf::Default, &data_key(start), &data_end_key(end), *limit)
+                    .map_err(storage)?;
+                Ok(ReadOutput::Pairs(
+                    pairs
+                        .into_iter()
+                        .map(|(k, v)| KvPair {
+                            key: origin_key(&k).to_vec(),
+                            value: v,
+                        })
+                        .collect(),
+                ))
+            }
+        }
+    }
+
+    /// Whether this peer leads its region.
+    pub fn is_leader(&self) -> bool {
+        self.is_leader
+    }
+
+    /// Answers everything still pending: the store is stopping.
+    pub fn abort_pending(&mut self) {
+        for p in self.proposals.drain(..) {
+            let _ = p.reply.send(Err(CmdError::Dropped("the store is shutting down".into())));
+        }
+        for b in self.read_batches.drain(..) {
+            for r in b.reads {
+                let _ = r.reply.send(Err(CmdError::Dropped("the store is shutting down".into())));
+            }
+        }
+        for r in self.new_reads.drain(..) {
+            let _ = r.reply.send(Err(CmdError::Dropped("the store is shutting down".into())));
+        }
+    }
+
+    /// This peer's id.
+    pub fn peer_id(&self) -> u64 {
+        self.peer_id
+    }
+
+    /// The store this peer lives on.
+    pub fn store_id(&self) -> u64 {
+        self.store_id
+    }
+}

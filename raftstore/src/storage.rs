@@ -1,0 +1,261 @@
+//! [`PeerStorage`]: raft-rs's `Storage` for one peer, over the shared log engine plus
+//! an in-memory cache of the newest entries.
+//!
+//! Invariants:
+//! - The cache holds a contiguous run of entries ending at the last index. Entries
+//!   not yet persisted are always in it: raft-rs reads entries right after
+//!   `advance_append_async`, before the log writer has synced them.
+//! - An entry leaves the cache only when the log writer has persisted every append
+//!   this peer made so far (tracked by ready number), so a conflicting append that
+//!   is still in flight can never be evicted in favour of the stale entry on disk.
+//! - `first_index` is the truncated index + 1, from the apply state; the log engine
+//!   may still hold older entries (its compaction is lazy), they are never read.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState as PbHardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use shoal_engine::{LogEngine, LogEntry};
+use shoal_proto::metapb::{PeerRole, Region};
+use shoal_proto::raft_serverpb::{HardState, RaftApplyState, RaftLocalState};
+
+use crate::cmd::encode_pb;
+
+/// Index and term every bootstrapped region starts from (as if a snapshot at 5/5
+/// was applied), so that all initial peers agree on a non-empty state.
+pub const INIT_INDEX: u64 = 5;
+/// See [`INIT_INDEX`].
+pub const INIT_TERM: u64 = 5;
+
+/// One peer's view of its Raft log and state.
+pub struct PeerStorage {
+    region_id: u64,
+    log: Arc<dyn LogEngine>,
+    region: Region,
+    raft_state: RaftLocalState,
+    apply_state: RaftApplyState,
+    cache: VecDeque<Entry>,
+    cache_limit: usize,
+    /// Last log index known durable.
+    persisted_last: u64,
+    /// Ready number of the newest append; a persist report older than it does not
+    /// cover every cached entry.
+    last_append_ready: u64,
+}
+
+/// The raft-rs `ConfState` of a region's membership.
+pub fn conf_state_of(region: &Region) -> ConfState {
+    let mut cs = ConfState::default();
+    for p in &region.peers {
+        if p.role == PeerRole::Learner as i32 {
+            cs.learners.push(p.id);
+        } else {
+            cs.voters.push(p.id);
+        }
+    }
+    cs
+}
+
+fn to_log_entry(e: &Entry) -> LogEntry {
+    LogEntry {
+        index: e.index,
+        term: e.term,
+        data: encode_pb(e),
+    }
+}
+
+fn from_log_entry(region_id: u64, e: &LogEntry) -> raft::Result<Entry> {
+    Entry::parse_from_bytes(&e.data).map_err(|err| {
+        raft::Error::Store(StorageError::Other(
+            format!("region {region_id}: entry {} does not decode: {err}", e.index).into(),
+        ))
+    })
+}
+
+fn engine_error(e: shoal_engine::Error) -> raft::Error {
+    match e {
+        shoal_engine::Error::Compacted { .. } => raft::Error::Store(StorageError::Compacted),
+        shoal_engine::Error::Unavailable { .. } => raft::Error::Store(StorageError::Unavailable),
+        other => raft::Error::Store(StorageError::Other(Box::new(other))),
+    }
+}
+
+impl PeerStorage {
+    /// A storage for `region` with the given persisted states.
+    pub fn new(
+        log: Arc<dyn LogEngine>,
+        region: Region,
+        raft_state: RaftLocalState,
+        apply_state: RaftApplyState,
+        cache_limit: usize,
+    ) -> Self {
+        let persisted_last = raft_state.last_index;
+        PeerStorage {
+            region_id: region.id,
+            log,
+            region,
+            raft_state,
+            apply_state,
+            cache: VecDeque::new(),
+            cache_limit,
+            persisted_last,
+            last_append_ready: 0,
+        }
+    }
+
+    /// The region as this peer knows it.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// Replaces the region (after a split or membership change is applied).
+    pub fn set_region(&mut self, region: Region) {
+        self.region = region;
+    }
+
+    /// The current (possibly not yet persisted) raft state.
+    pub fn raft_state(&self) -> &RaftLocalState {
+        &self.raft_state
+    }
+
+    /// The apply state this storage was opened with (truncated index and term).
+    pub fn apply_state(&self) -> &RaftApplyState {
+        &self.apply_state
+    }
+
+    /// Records new entries from a ready (numbered `ready`) and returns them encoded for the
+    /// log engine. Entries at or after the first new index are replaced.
+    pub fn append(&mut self, entries: &[Entry], ready: u64) -> Vec<LogEntry> {
+        let Some(first) = entries.first().map(|e| e.index) else {
+            return Vec::new();
+        };
+        while self.cache.back().is_some_and(|e| e.index >= first) {
+            self.cache.pop_back();
+        }
+        // A gap means the cache held an older run: the new entries start a fresh one.
+        if self.cache.back().is_some_and(|e| e.index + 1 != first) {
+            self.cache.clear();
+        }
+        self.cache.extend(entries.iter().cloned());
+        let last = entries.last().expect("non-empty").index;
+        self.raft_state.last_index = last;
+        self.persisted_last = self.persisted_last.min(first - 1);
+        self.last_append_ready = ready;
+        entries.iter().map(to_log_entry).collect()
+    }
+
+    /// Records a new hard state.
+    pub fn set_hard_state(&mut self, hs: &PbHardState) {
+        self.raft_state.hard_state = Some(HardState {
+            term: hs.term,
+            vote: hs.vote,
+            commit: hs.commit,
+        });
+    }
+
+    /// The log writer persisted this peer's readies up to `ready`.
+    pub fn on_persisted(&mut self, ready: u64) {
+        if ready >= self.last_append_ready {
+            self.persisted_last = self.raft_state.last_index;
+        }
+        while self.cache.len() > self.cache_limit
+            && self.cache.front().is_some_and(|e| e.index <= self.persisted_last)
+        {
+            self.cache.pop_front();
+        }
+    }
+
+    fn first_cached(&self) -> u64 {
+        self.cache.front().map_or(u64::MAX, |e| e.index)
+    }
+
+    fn truncated_index(&self) -> u64 {
+        self.apply_state.truncated_index
+    }
+}
+
+impl raft::Storage for PeerStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let hs = self.raft_state.hard_state.clone().unwrap_or_default();
+        let mut pb = PbHardState::default();
+        pb.term = hs.term;
+        pb.vote = hs.vote;
+        pb.commit = hs.commit;
+        Ok(RaftState::new(pb, conf_state_of(&self.region)))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.truncated_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.raft_state.last_index + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let max = max_size.into().unwrap_or(u64::MAX);
+        let mut out = Vec::with_capacity((high - low) as usize);
+        let mut size = 0u64;
+        let engine_hi = self.first_cached().clamp(low, high);
+        if low < engine_hi {
+            let mut fetched = Vec::new();
+            self.log
+                .fetch(self.region_id, low, engine_hi, Some(max as usize), &mut fetched)
+                .map_err(engine_error)?;
+            for le in &fetched {
+                let e = from_log_entry(self.region_id, le)?;
+                size += u64::from(e.compute_size());
+                out.push(e);
+            }
+            if (out.len() as u64) < engine_hi - low {
+                return Ok(out);
+            }
+        }
+        for e in self.cache.iter().filter(|e| e.index >= low && e.index < high) {
+            let esize = u64::from(e.compute_size());
+            if !out.is_empty() && size + esize > max {
+                break;
+            }
+            size += esize;
+            out.push(e.clone());
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.truncated_index() {
+            return Ok(self.apply_state.truncated_term);
+        }
+        if idx < self.truncated_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.raft_state.last_index {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let first = self.first_cached();
+        if idx >= first {
+            return Ok(self.cache[(idx - first) as usize].term);
+        }
+        self.log.term(self.region_id, idx).map_err(engine_error)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.truncated_index() + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.raft_state.last_index)
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Raft snapshots arrive with log GC; until then every log is complete and a
+        // lagging peer catches up from entries.
+        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+    }
+}

@@ -1,0 +1,319 @@
+//! [`RaftStore`]: starts and stops everything of one store (pollers, log writer,
+//! apply workers, ticker), loads its peers, and is the door for requests.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use raft::RawNode;
+use shoal_engine::keys::{apply_state_key, decode_region_meta_key, region_meta_range};
+use shoal_engine::rocks::Engines;
+use shoal_engine::{Cf, KvRead, LogEngine};
+use shoal_proto::adminpb::{RegionInfo, StoreCounters};
+use shoal_proto::raft_cmdpb::{RaftCmdRequest, RaftRequestHeader};
+use shoal_proto::raft_serverpb::{PeerState, RaftApplyState, RaftMessage, RegionLocalState};
+use shoal_proto::Message;
+use shoal_router::{create_system, BatchSystem, Ticker, TickerThread};
+use tokio::sync::oneshot;
+
+use crate::cmd::peer_on_store;
+use crate::config::Config;
+use crate::fsm::{PeerFsm, StoreFsm, StoreRouter};
+use crate::log_writer::{self, LogWriter};
+use crate::logger::raft_logger;
+use crate::metrics::StoreMetrics;
+use crate::msg::{CmdError, Command, PeerMsg, PeerTick, ReadKind, ReadOutput, ReadRequest, StoreMsg, WriteResult};
+use crate::peer::Peer;
+use crate::poll::{RaftPoller, StoreContext};
+use crate::storage::PeerStorage;
+use crate::transport::Transport;
+use crate::apply::{self, ApplyMsg};
+
+/// Who drives the Raft ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TickMode {
+    /// A ticker thread, every `raft_tick_interval`.
+    Timer,
+    /// The caller, through [`RaftStore::tick`] (tests).
+    Manual,
+}
+
+/// A running store.
+pub struct RaftStore {
+    store_id: u64,
+    router: StoreRouter,
+    system: BatchSystem<PeerFsm, StoreFsm>,
+    ticker: Ticker<PeerTick>,
+    ticker_thread: Option<TickerThread>,
+    ctx: Option<Arc<StoreContext>>,
+    threads: Vec<JoinHandle<()>>,
+    metrics: Arc<StoreMetrics>,
+}
+
+/// Everything persisted about one region in `kv/` meta.
+fn load_regions(kv: &impl KvRead) -> Result<Vec<(RegionLocalState, RaftApplyState)>, String> {
+    let (start, end) = region_meta_range();
+    let mut states = Vec::new();
+    let mut err = None;
+    kv.for_each(Cf::Meta, &start, &end, &mut |k, v| {
+        if let Some((_, true)) = decode_region_meta_key(k) {
+            match RegionLocalState::decode(v) {
+                Ok(s) => states.push(s),
+                Err(e) => {
+                    err = Some(format!("region state record: {e}"));
+                    return false;
+                }
+            }
+        }
+        true
+    })
+    .map_err(|e| e.to_string())?;
+    if let Some(e) = err {
+        return Err(e);
+    }
+    let mut out = Vec::new();
+    for s in states {
+        if s.state != PeerState::Normal as i32 {
+            continue;
+        }
+        let id = s.region.as_ref().map_or(0, |r| r.id);
+        let apply = kv
+            .get(Cf::Meta, &apply_state_key(id))
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("region {id} has no apply state"))?;
+        let apply = RaftApplyState::decode(apply.as_slice()).map_err(|e| format!("region {id} apply state: {e}"))?;
+        out.push((s, apply));
+    }
+    Ok(out)
+}
+
+impl RaftStore {
+    /// Starts store `store_id` over `engines` (already bootstrapped) and loads its peers.
+    pub fn start(
+        store_id: u64,
+        cfg: Config,
+        engines: Engines,
+        transport: Arc<dyn Transport>,
+        tick_mode: TickMode,
+    ) -> Result<RaftStore, String> {
+        cfg.validate()?;
+        let metrics = Arc::new(StoreMetrics::default());
+        let router_cfg = shoal_router::Config {
+            pollers: cfg.pollers,
+            max_batch_size: cfg.max_batch_size,
+            ..shoal_router::Config::default()
+        };
+        let (router, mut system) =
+            create_system(&router_cfg, Box::new(StoreFsm { store_id })).map_err(|e| e.to_string())?;
+        let log: Arc<dyn LogEngine> = engines.log.clone();
+        let mut threads = Vec::new();
+        let (writer_tx, writer_rx) = crossbeam_channel::unbounded();
+        let writer = LogWriter {
+            log: log.clone(),
+            metrics: metrics.clone(),
+            transport: transport.clone(),
+        };
+        let r = router.clone();
+        threads.push(spawn(format!("shoal-log-writer-{store_id}"), move || log_writer::run(writer_rx, writer, r))?);
+        let mut apply_txs = Vec::new();
+        for i in 0..cfg.apply_workers {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let (kv, r, m) = (engines.kv.clone(), router.clone(), metrics.clone());
+            threads.push(spawn(format!("shoal-apply-{store_id}-{i}"), move || apply::run(rx, kv, r, m))?);
+            apply_txs.push(tx);
+        }
+        let ctx = Arc::new(StoreContext {
+            store_id,
+            cfg: cfg.clone(),
+            log: log.clone(),
+            kv: engines.kv.clone(),
+            metrics: metrics.clone(),
+            transport,
+            writer: writer_tx,
+            apply: apply_txs,
+        });
+        let ticker = Ticker::default();
+        let logger = raft_logger();
+        for (state, apply_state) in load_regions(&engines.kv)? {
+            let region = state.region.unwrap_or_default();
+            let Some(me) = peer_on_store(&region, store_id).cloned() else {
+                continue;
+            };
+            let mut raft_state = log
+                .raft_state(region.id)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("region {} has no raft state in the log engine", region.id))?;
+            // The commit index is persisted lazily; what was applied was committed.
+            let hs = raft_state.hard_state.get_or_insert_with(Default::default);
+            hs.commit = hs.commit.max(apply_state.applied_index);
+            let raft_cfg = raft::Config {
+                id: me.id,
+                election_tick: cfg.raft_election_ticks,
+                heartbeat_tick: cfg.raft_heartbeat_ticks,
+                applied: apply_state.applied_index,
+                max_size_per_msg: cfg.raft_max_size_per_msg,
+                max_inflight_msgs: cfg.raft_max_inflight_msgs,
+                pre_vote: true,
+                check_quorum: true,
+                ..Default::default()
+            };
+            let _ = ctx.apply_worker(region.id).send(ApplyMsg::Register {
+                region: region.clone(),
+                state: apply_state.clone(),
+            });
+            let applied = apply_state.applied_index;
+            let storage = PeerStorage::new(log.clone(), region.clone(), raft_state, apply_state, cfg.entry_cache_limit);
+            let raw = RawNode::new(&raft_cfg, storage, &logger).map_err(|e| format!("region {}: {e}", region.id))?;
+            let peer = Peer::new(store_id, me.id, raw, applied);
+            router
+                .register(region.id, Box::new(PeerFsm { peer }))
+                .map_err(|e| format!("region {}: {e}", region.id))?;
+            ticker.schedule_every(region.id, PeerTick::Raft, 1);
+            metrics.region_count.fetch_add(1, Ordering::Relaxed);
+        }
+        let poll_ctx = ctx.clone();
+        system
+            .spawn(&format!("shoal-poll-{store_id}"), move |_| RaftPoller::new(poll_ctx.clone()))
+            .map_err(|e| e.to_string())?;
+        let ticker_thread = match tick_mode {
+            TickMode::Manual => None,
+            TickMode::Timer => {
+                let r = router.clone();
+                Some(
+                    ticker
+                        .spawn(&format!("shoal-tick-{store_id}"), cfg.raft_tick_interval, move |id, kind| {
+                            r.send(id, PeerMsg::Tick(kind)).is_ok()
+                        })
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+        };
+        Ok(RaftStore {
+            store_id,
+            router,
+            system,
+            ticker,
+            ticker_thread,
+            ctx: Some(ctx),
+            threads,
+            metrics,
+        })
+    }
+
+    /// This store's id.
+    pub fn store_id(&self) -> u64 {
+        self.store_id
+    }
+
+    /// The router (to deliver raft messages, say).
+    pub fn router(&self) -> &StoreRouter {
+        &self.router
+    }
+
+    /// Advances the ticker one tick (manual tick mode).
+    pub fn tick(&self) {
+        let r = &self.router;
+        self.ticker.advance(|id, kind| r.send(id, PeerMsg::Tick(kind)).is_ok());
+    }
+
+    /// Delivers a raft message from another store.
+    pub fn on_raft_message(&self, msg: RaftMessage) {
+        let region_id = msg.region_id;
+        if let Err(e) = self.router.send(region_id, PeerMsg::Raft(Box::new(msg))) {
+            if let PeerMsg::Raft(m) = e.into_inner() {
+                let _ = self.router.send_control(StoreMsg::Raft(m));
+            }
+        }
+    }
+
+    /// Replicates and applies a write; answers once applied.
+    pub async fn write(&self, request: RaftCmdRequest) -> WriteResult {
+        let region_id = request.header.as_ref().map_or(0, |h| h.region_id);
+        let (tx, rx) = oneshot::channel();
+        self.send_to_region(region_id, PeerMsg::Command(Command { request, reply: tx }))?;
+        rx.await.unwrap_or_else(|_| Err(CmdError::Dropped("the store stopped before answering".into())))
+    }
+
+    /// A linearizable read through ReadIndex.
+    pub async fn read(&self, header: RaftRequestHeader, kind: ReadKind) -> Result<ReadOutput, CmdError> {
+        let region_id = header.region_id;
+        let (tx, rx) = oneshot::channel();
+        self.send_to_region(region_id, PeerMsg::Read(ReadRequest { header, kind, reply: tx }))?;
+        rx.await.unwrap_or_else(|_| Err(CmdError::Dropped("the store stopped before answering".into())))
+    }
+
+    /// The region, its leader and size, as this store's peer knows them.
+    pub async fn region_info(&self, region_id: u64) -> Result<RegionInfo, CmdError> {
+        let (tx, rx) = oneshot::channel();
+        self.send_to_region(region_id, PeerMsg::Info(tx))?;
+        rx.await.map_err(|_| CmdError::Dropped("the store stopped before answering".into()))
+    }
+
+    /// Every region of this store.
+    pub async fn regions(&self) -> Vec<RegionInfo> {
+        let mut rxs = Vec::new();
+        self.router.broadcast(|| {
+            let (tx, rx) = oneshot::channel();
+            rxs.push(rx);
+            PeerMsg::Info(tx)
+        });
+        let mut out = Vec::with_capacity(rxs.len());
+        for rx in rxs {
+            if let Ok(info) = rx.await {
+                out.push(info);
+            }
+        }
+        out.sort_by(|a, b| {
+            let key = |i: &RegionInfo| i.region.as_ref().map(|r| r.start_key.clone());
+            key(a).cmp(&key(b))
+        });
+        out
+    }
+
+    /// Asks a region's peer to campaign now.
+    pub fn campaign(&self, region_id: u64) -> Result<(), CmdError> {
+        self.send_to_region(region_id, PeerMsg::Campaign)
+    }
+
+    /// The store's counters.
+    pub fn counters(&self) -> StoreCounters {
+        self.metrics.counters()
+    }
+
+    fn send_to_region(&self, region_id: u64, msg: PeerMsg) -> Result<(), CmdError> {
+        self.router.send(region_id, msg).map_err(|_| crate::cmd::region_not_found(region_id))
+    }
+
+    /// Stops every thread. Requests still pending are answered with an error.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(t) = self.ticker_thread.take() {
+            t.stop();
+        }
+        let undelivered = self.system.shutdown();
+        if !undelivered.is_empty() {
+            tracing::debug!(store = self.store_id, count = undelivered.len(), "messages undelivered at shutdown");
+        }
+        // The last handles on the writer's and apply workers' queues go with the context.
+        self.ctx = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RaftStore {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(f)
+        .map_err(|e| format!("cannot start thread {name}: {e}"))
+}

@@ -1,0 +1,44 @@
+//! How a store's Raft messages leave it. The server implements [`Transport`] with one
+//! long-lived gRPC stream per remote store; the test harness with an in-process
+//! network that can drop, delay and partition.
+
+use shoal_proto::raft_serverpb::RaftMessage;
+
+use crate::metrics::StoreMetrics;
+
+/// Sends batches of Raft messages to other stores.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends every message of `msgs` (all addressed to peers on `store_id`) as one batch.
+    /// Must not block on the network: queue and return. Delivery is best effort;
+    /// Raft retransmits what is lost.
+    fn send(&self, store_id: u64, msgs: Vec<RaftMessage>);
+}
+
+/// Groups messages by destination store and sends one batch per store.
+/// Returns the number of batches sent.
+pub fn send_grouped(transport: &dyn Transport, msgs: Vec<RaftMessage>) -> usize {
+    if msgs.is_empty() {
+        return 0;
+    }
+    let mut by_store: Vec<(u64, Vec<RaftMessage>)> = Vec::new();
+    for m in msgs {
+        let to = m.to_peer.as_ref().map_or(0, |p| p.store_id);
+        match by_store.iter_mut().find(|(s, _)| *s == to) {
+            Some((_, v)) => v.push(m),
+            None => by_store.push((to, vec![m])),
+        }
+    }
+    let batches = by_store.len();
+    for (store, batch) in by_store {
+        transport.send(store, batch);
+    }
+    batches
+}
+
+/// [`send_grouped`], counting messages and batches in `metrics`.
+pub fn send_counted(transport: &dyn Transport, metrics: &StoreMetrics, msgs: Vec<RaftMessage>) {
+    let n = msgs.len() as u64;
+    let batches = send_grouped(transport, msgs) as u64;
+    StoreMetrics::add(&metrics.raft_messages_sent, n);
+    StoreMetrics::add(&metrics.transport_batches_sent, batches);
+}

@@ -1,0 +1,327 @@
+//! An in-process cluster for raftstore tests: N stores with real RocksDB engines in
+//! temp dirs, joined by a simulated transport whose filters can drop, partition or
+//! isolate messages. Tests read as narratives over it.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use shoal_engine::keys::data_key;
+use shoal_engine::rocks::Engines;
+use shoal_engine::{Cf, KvRead};
+use shoal_proto::errorpb::region_error::Kind;
+use shoal_proto::metapb::{Region, Store};
+use shoal_proto::raft_cmdpb::{request, PutOp, RaftCmdRequest, RaftRequestHeader, Request};
+use shoal_proto::raft_serverpb::RaftMessage;
+use shoal_raftstore::bootstrap::{bootstrap, initial_regions};
+use shoal_raftstore::{CmdError, Config, RaftStore, ReadKind, ReadOutput, TickMode, Transport};
+
+/// Decides which messages a network delivers.
+pub trait Filter: Send + Sync {
+    /// Keeps only the messages that get through.
+    fn filter(&self, msgs: &mut Vec<RaftMessage>);
+}
+
+/// Drops every message to or from one store.
+pub struct Isolate(pub u64);
+
+impl Filter for Isolate {
+    fn filter(&self, msgs: &mut Vec<RaftMessage>) {
+        let touches = |m: &RaftMessage| {
+            m.from_peer.as_ref().map(|p| p.store_id) == Some(self.0) || m.to_peer.as_ref().map(|p| p.store_id) == Some(self.0)
+        };
+        msgs.retain(|m| !touches(m));
+    }
+}
+
+type Stores = Arc<RwLock<HashMap<u64, Arc<RaftStore>>>>;
+
+/// The simulated network.
+#[derive(Clone, Default)]
+pub struct SimNetwork {
+    stores: Stores,
+    filters: Arc<RwLock<Vec<Box<dyn Filter>>>>,
+}
+
+struct SimTransport {
+    net: SimNetwork,
+}
+
+impl Transport for SimTransport {
+    fn send(&self, store_id: u64, mut msgs: Vec<RaftMessage>) {
+        for f in self.net.filters.read().unwrap().iter() {
+            f.filter(&mut msgs);
+        }
+        let target = self.net.stores.read().unwrap().get(&store_id).cloned();
+        if let Some(store) = target {
+            for m in msgs {
+                store.on_raft_message(m);
+            }
+        }
+    }
+}
+
+/// N stores sharing one simulated network.
+pub struct Cluster {
+    pub net: SimNetwork,
+    pub dirs: HashMap<u64, tempfile::TempDir>,
+    pub engines: HashMap<u64, Engines>,
+    pub regions: Vec<Region>,
+    pub tick_mode: TickMode,
+    pub rt: tokio::runtime::Runtime,
+    pub acked: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
+}
+
+/// Fast timers so elections take a fraction of a second.
+pub fn test_config() -> Config {
+    Config {
+        raft_tick_interval: Duration::from_millis(20),
+        pollers: 1,
+        ..Config::default()
+    }
+}
+
+impl Cluster {
+    /// Bootstraps and starts `n` stores with `k` initial regions.
+    pub fn start(n: u64, k: usize, tick_mode: TickMode) -> Cluster {
+        let ids: Vec<u64> = (1..=n).collect();
+        let members: Vec<Store> = ids
+            .iter()
+            .map(|&id| Store {
+                id,
+                address: format!("sim-{id}"),
+            })
+            .collect();
+        let mut c = Cluster {
+            net: SimNetwork::default(),
+            dirs: HashMap::new(),
+            engines: HashMap::new(),
+            regions: initial_regions(&ids, k),
+            tick_mode,
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap(),
+            acked: Mutex::new(HashMap::new()),
+        };
+        for &id in &ids {
+            let dir = tempfile::tempdir().unwrap();
+            let engines = Engines::open(dir.path()).unwrap();
+            bootstrap(&engines, id, &members, k).unwrap();
+            c.dirs.insert(id, dir);
+            drop(engines);
+            c.start_store(id);
+        }
+        c
+    }
+
+    /// (Re)starts a store on its data dir.
+    pub fn start_store(&mut self, id: u64) {
+        let engines = Engines::open(self.dirs[&id].path()).unwrap();
+        self.engines.insert(id, engines.clone());
+        let transport = Arc::new(SimTransport { net: self.net.clone() });
+        let store = RaftStore::start(id, test_config(), engines, transport, self.tick_mode).unwrap();
+        self.net.stores.write().unwrap().insert(id, Arc::new(store));
+    }
+
+    /// Stops a store (its data stays).
+    pub fn stop_store(&mut self, id: u64) {
+        let store = self.net.stores.write().unwrap().remove(&id);
+        self.engines.remove(&id);
+        if let Some(store) = store {
+            // Other threads may briefly hold a handle (a transport send in flight).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut store = store;
+            loop {
+                match Arc::try_unwrap(store) {
+                    Ok(s) => {
+                        s.stop();
+                        break;
+                    }
+                    Err(s) if Instant::now() < deadline => {
+                        store = s;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(_) => panic!("store {id} is still referenced"),
+                }
+            }
+        }
+    }
+
+    pub fn store(&self, id: u64) -> Arc<RaftStore> {
+        self.net.stores.read().unwrap()[&id].clone()
+    }
+
+    pub fn store_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.net.stores.read().unwrap().keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    pub fn add_filter(&self, f: impl Filter + 'static) {
+        self.net.filters.write().unwrap().push(Box::new(f));
+    }
+
+    pub fn clear_filters(&self) {
+        self.net.filters.write().unwrap().clear();
+    }
+
+    /// Ticks every store once (manual tick mode).
+    pub fn tick_all(&self) {
+        for id in self.store_ids() {
+            self.store(id).tick();
+        }
+    }
+
+    /// The store whose peer leads `region_id`, if one does.
+    pub fn leader_of(&self, region_id: u64) -> Option<u64> {
+        for id in self.store_ids() {
+            let info = self.rt.block_on(self.store(id).region_info(region_id)).ok()?;
+            if let Some(l) = info.leader {
+                if l.store_id == id {
+                    return Some(id);
+                }
+            }
+        }
+        None
+    }
+
+    /// Waits (ticking when manual) until `region_id` has a leader.
+    pub fn wait_leader(&self, region_id: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.leader_of(region_id) {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "region {region_id} elected no leader in {timeout:?}");
+            if self.tick_mode == TickMode::Manual {
+                self.tick_all();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The region that holds `key` (from the initial layout).
+    pub fn region_for(&self, key: &[u8]) -> Region {
+        self.regions
+            .iter()
+            .find(|r| shoal_raftstore::cmd::key_in_region(key, r))
+            .cloned()
+            .expect("the regions cover the key space")
+    }
+
+    fn header(&self, region: &Region) -> RaftRequestHeader {
+        RaftRequestHeader {
+            region_id: region.id,
+            peer: None,
+            region_epoch: region.region_epoch.clone(),
+        }
+    }
+
+    /// Writes through whichever store leads, retrying until `timeout`. Records the
+    /// write as acknowledged only when the store says it was applied.
+    pub fn put(&self, key: &[u8], value: &[u8], timeout: Duration) -> Result<(), String> {
+        let region = self.region_for(key);
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            for id in self.store_ids() {
+                let cmd = RaftCmdRequest {
+                    header: Some(self.header(&region)),
+                    requests: vec![Request {
+                        cmd: Some(request::Cmd::Put(PutOp {
+                            key: key.to_vec(),
+                            value: value.to_vec(),
+                        })),
+                    }],
+                    admin: None,
+                };
+                let store = self.store(id);
+                let r = self.rt.block_on(async {
+                    tokio::time::timeout(Duration::from_secs(2), store.write(cmd)).await
+                });
+                match r {
+                    Ok(Ok(_)) => {
+                        self.acked.lock().unwrap().insert(key.to_vec(), value.to_vec());
+                        return Ok(());
+                    }
+                    Ok(Err(CmdError::Region(e))) if matches!(e.kind, Some(Kind::NotLeader(_))) => last = e.message,
+                    Ok(Err(e)) => last = e.to_string(),
+                    Err(_) => last = "timed out".into(),
+                }
+            }
+            if self.tick_mode == TickMode::Manual {
+                self.tick_all();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!("put {key:?} failed until the deadline: {last}"))
+    }
+
+    /// A linearizable get through the leader, retrying until `timeout`.
+    pub fn get(&self, key: &[u8], timeout: Duration) -> Result<Option<Vec<u8>>, String> {
+        let region = self.region_for(key);
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            for id in self.store_ids() {
+                let store = self.store(id);
+                let r = self.rt.block_on(async {
+                    tokio::time::timeout(
+                        Duration::from_secs(2),
+                        store.read(self.header(&region), ReadKind::Get(key.to_vec())),
+                    )
+                    .await
+                });
+                match r {
+                    Ok(Ok(ReadOutput::Value(v))) => return Ok(v),
+                    Ok(Ok(other)) => return Err(format!("unexpected read output {other:?}")),
+                    Ok(Err(e)) => last = e.to_string(),
+                    Err(_) => last = "timed out".into(),
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!("get {key:?} failed until the deadline: {last}"))
+    }
+
+    /// The value of `key` in store `id`'s kv engine, as applied there.
+    pub fn local_value(&self, id: u64, key: &[u8]) -> Option<Vec<u8>> {
+        self.engines[&id].kv.get(Cf::Default, &data_key(key)).unwrap()
+    }
+
+    /// Waits until store `id` has applied `key = value`.
+    pub fn wait_local(&self, id: u64, key: &[u8], value: &[u8], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.local_value(id, key).as_deref() != Some(value) {
+            assert!(Instant::now() < deadline, "store {id} did not apply {key:?} in {timeout:?}");
+            if self.tick_mode == TickMode::Manual {
+                self.tick_all();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Every acknowledged write is readable through the leader.
+    pub fn check_acked(&self) {
+        let acked = self.acked.lock().unwrap().clone();
+        for (k, v) in acked {
+            assert_eq!(
+                self.get(&k, Duration::from_secs(10)).unwrap(),
+                Some(v.clone()),
+                "acknowledged write of {k:?} lost"
+            );
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for id in self.store_ids() {
+            self.stop_store(id);
+        }
+    }
+}
