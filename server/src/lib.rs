@@ -1,6 +1,18 @@
-//! Shoal's node: the gRPC services (Kv, Admin, Raft transport), the node's
-//! configuration and start-up, and the `shoal` command-line binary
-//! (`src/bin/shoal.rs`).
+//! Shoal's node: the gRPC services, the node's configuration and start-up, and
+//! the `shoal` command-line binary (`src/bin/shoal.rs`).
 //!
-//! Today the node opens its data directory (both engines) and stops: the services
-//! and raftstore land with issue 4.
+//! Layout:
+//! - [`config`]: [`NodeConfig`](config::NodeConfig), flags and TOML, with defaults.
+//! - [`node`]: [`node::run`] opens the data dir, bootstraps on first boot, starts the
+//!   raftstore and serves until a shutdown future completes (tests pass their own).
+//! - [`kv_service`], [`admin_service`], [`raft_service`]: the tonic services.
+//! - [`transport`]: the Raft transport's sending side, one stream per remote store.
+//! - [`cli`]: the `shoal kv` / `shoal admin` commands, on `shoal-client`.
+
+pub mod admin_service;
+pub mod cli;
+pub mod config;
+pub mod kv_service;
+pub mod node;
+pub mod raft_service;
+pub mod transport;

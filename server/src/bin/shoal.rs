@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use shoal_server::cli::{self, AdminCommand, KvCommand};
+use shoal_server::config::NodeConfig;
 
 /// Shoal: a multi-raft sharded key-value storage engine.
 #[derive(Parser)]
@@ -15,26 +17,120 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs a storage node.
-    Node {
-        /// The directory holding the node's data (`raft/` and `kv/`).
-        #[arg(long, default_value = "shoal-data")]
-        data_dir: PathBuf,
-    },
+    /// Runs a storage node (defaults: a single-node cluster in ./shoal-data on 127.0.0.1:20160).
+    Node(NodeArgs),
+    /// Reads and writes keys.
+    #[command(subcommand)]
+    Kv(KvCommand),
+    /// Inspects the cluster.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+/// Flags of `shoal node`; each overrides the config file, which overrides the defaults.
+#[derive(Args)]
+struct NodeArgs {
+    /// A TOML config file (kebab-case keys, as the flags).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// This store's id, unique in the cluster [default: 1].
+    #[arg(long)]
+    store_id: Option<u64>,
+    /// The data directory [default: shoal-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// gRPC address (Kv, Admin, Raft) [default: 127.0.0.1:20160].
+    #[arg(long)]
+    addr: Option<String>,
+    /// HTTP status address [default: 127.0.0.1:20180].
+    #[arg(long)]
+    status_addr: Option<String>,
+    /// Initial cluster, ID=HOST:PORT,... (first boot only) [default: this store alone].
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// Regions to bootstrap on first boot [default: 1].
+    #[arg(long)]
+    initial_regions: Option<usize>,
+    /// Largest value accepted, in bytes [default: 1048576].
+    #[arg(long)]
+    max_value_size: Option<usize>,
+    /// Most keys in one batch write [default: 1024].
+    #[arg(long)]
+    max_batch_keys: Option<usize>,
+}
+
+impl NodeArgs {
+    fn into_config(self) -> Result<NodeConfig, String> {
+        let mut c = match &self.config {
+            Some(path) => NodeConfig::from_file(path)?,
+            None => NodeConfig::default(),
+        };
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
+        }
+        set!(store_id, data_dir, addr, status_addr, initial_cluster, initial_regions, max_value_size, max_batch_keys);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}
+
+async fn run_node(args: NodeArgs) -> Result<i32, String> {
+    let cfg = args.into_config()?;
+    let listener = tokio::net::TcpListener::bind(&cfg.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.addr))?;
+    eprintln!(
+        "shoal: starting store {} on {} with data in {}",
+        cfg.store_id,
+        cfg.addr,
+        cfg.data_dir.display()
+    );
+    shoal_server::node::run(cfg, listener, shutdown_signal()).await?;
+    Ok(0)
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Node { data_dir } => {
-            if let Err(e) = shoal_engine::rocks::Engines::open(&data_dir) {
-                eprintln!("shoal: {e}");
-                return ExitCode::FAILURE;
-            }
-            eprintln!(
-                "shoal: opened the engines in {}; the node itself (Raft, gRPC services) is not implemented yet",
-                data_dir.display()
-            );
-            ExitCode::from(2)
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,raft=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shoal: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match Cli::parse().command {
+            Command::Node(args) => run_node(args).await,
+            Command::Kv(cmd) => cli::run_kv(cmd).await,
+            Command::Admin(cmd) => cli::run_admin(cmd).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("shoal: {e}");
+            ExitCode::FAILURE
         }
     }
 }

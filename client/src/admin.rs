@@ -1,0 +1,170 @@
+//! Admin helpers for operators and the CLI: list regions, read a store's status, look
+//! up, split and merge regions. Region-targeted calls go through the same request loop
+//! as key-value calls (routed to the region's leader, retried on region errors), and
+//! their answers refresh the cache.
+
+use std::collections::BTreeMap;
+
+use shoal_proto::adminpb::{
+    GetRegionRequest, MergeRequest, RegionInfo, SplitRequest, SplitResponse, StatusRequest,
+    StatusResponse,
+};
+use shoal_proto::metapb::{Region, Store};
+
+use crate::client::Client;
+use crate::discovery::{admin_client, is_transport_error};
+use crate::error::{Error, Failure, RequestInfo, Result};
+use crate::request::RouteBy;
+
+impl Client {
+    /// Every region (with its leader as the answering store knows it) and every store,
+    /// fresh from the first endpoint or known store that answers. Also refreshes the
+    /// cache.
+    pub async fn list_regions(&self) -> Result<(Vec<RegionInfo>, Vec<Store>)> {
+        let resp = self.discover("ListRegions").await?;
+        Ok((resp.regions, resp.stores))
+    }
+
+    /// The status and counters of the store at `endpoint` ("host:port"). One attempt,
+    /// bounded by `rpc_timeout` (and `request_timeout`): a status probe should not wait
+    /// for a dead store to come back.
+    pub async fn status(&self, endpoint: &str) -> Result<StatusResponse> {
+        let inner = &self.inner;
+        let channel = inner.channel(endpoint)?;
+        let timeout = inner.config.rpc_timeout.min(inner.config.request_timeout);
+        let mut admin = admin_client(channel);
+        let failure = match tokio::time::timeout(timeout, admin.status(StatusRequest {})).await {
+            Ok(Ok(resp)) => return Ok(resp.into_inner()),
+            Ok(Err(status)) if !is_transport_error(&status) => {
+                return Err(Error::Rejected {
+                    request: RequestInfo {
+                        op: "status",
+                        key: None,
+                        region_id: None,
+                    },
+                    address: endpoint.to_string(),
+                    code: status.code(),
+                    message: status.message().to_string(),
+                })
+            }
+            Ok(Err(status)) => Failure::Rpc {
+                address: endpoint.to_string(),
+                code: status.code(),
+                message: status.message().to_string(),
+            },
+            Err(_) => Failure::Timeout {
+                address: endpoint.to_string(),
+                after: timeout,
+            },
+        };
+        Err(Error::Unreachable {
+            op: "Status",
+            endpoints: vec![endpoint.to_string()],
+            timeout,
+            last: failure,
+        })
+    }
+
+    /// The region with id `region_id` as its leader reports it (range, epoch, peers,
+    /// leader, approximate size). Fails with [`Error::RegionNotFound`] if no store
+    /// knows the region.
+    pub async fn region(&self, region_id: u64) -> Result<RegionInfo> {
+        let done = self
+            .inner
+            .execute("region", RouteBy::Region(region_id), |channel, _at| {
+                let req = GetRegionRequest { region_id };
+                async move { admin_client(channel).get_region(req).await }
+            })
+            .await?;
+        let info = done.resp.region.ok_or(Error::RegionNotFound {
+            op: "region",
+            region_id,
+        })?;
+        if let Some(region) = &info.region {
+            self.inner.cache.write().insert(region.clone(), info.leader);
+        }
+        Ok(info)
+    }
+
+    /// Splits regions so that each of `keys` starts a region. Keys are handled one at a
+    /// time in key order: find the key's region, send `Split` to its leader with the
+    /// region's epoch, and retry on region errors (an `EpochNotMatch` refreshes the
+    /// region first). A key that already starts a region needs no split. Returns the
+    /// regions the splits produced (and those already starting at a key), in key order.
+    pub async fn split<K: AsRef<[u8]>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<Vec<Region>> {
+        let mut keys: Vec<Vec<u8>> = keys.into_iter().map(|k| k.as_ref().to_vec()).collect();
+        keys.sort();
+        keys.dedup();
+        if keys.first().is_some_and(Vec::is_empty) {
+            return Err(Error::InvalidArgument(
+                "cannot split at the empty key: it always starts the first region".to_string(),
+            ));
+        }
+        let mut result: BTreeMap<u64, Region> = BTreeMap::new();
+        for key in keys {
+            let done = self
+                .inner
+                .execute("split", RouteBy::Key(&key), |channel, at| {
+                    let already_split = at.region.start_key == key;
+                    let region = at.region.clone();
+                    let req = SplitRequest {
+                        region_id: at.region.id,
+                        region_epoch: at.region.region_epoch,
+                        split_keys: vec![key.clone()],
+                    };
+                    async move {
+                        if already_split {
+                            return Ok(tonic::Response::new(SplitResponse {
+                                region_error: None,
+                                regions: vec![region],
+                            }));
+                        }
+                        admin_client(channel).split(req).await
+                    }
+                })
+                .await?;
+            self.inner.cache.write().replace_regions(
+                &done.attempt.region,
+                done.resp.regions.clone(),
+                done.attempt.peer.store_id,
+            );
+            for region in done.resp.regions {
+                result.insert(region.id, region);
+            }
+        }
+        let mut regions: Vec<Region> = result.into_values().collect();
+        regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        Ok(regions)
+    }
+
+    /// Merges region `source_region_id` into its neighbour `target_region_id`. The
+    /// request goes to the source's leader (a merge starts by freezing the source).
+    /// Returns the target region after the merge.
+    pub async fn merge(&self, source_region_id: u64, target_region_id: u64) -> Result<Region> {
+        let done = self
+            .inner
+            .execute(
+                "merge",
+                RouteBy::Region(source_region_id),
+                |channel, _at| {
+                    let req = MergeRequest {
+                        source_region_id,
+                        target_region_id,
+                    };
+                    async move { admin_client(channel).merge(req).await }
+                },
+            )
+            .await?;
+        let target = done.resp.target.ok_or(Error::RegionNotFound {
+            op: "merge",
+            region_id: target_region_id,
+        })?;
+        // The merged target has a higher version than both halves: inserting it
+        // replaces them.
+        self.inner.cache.write().insert(target.clone(), None);
+        Ok(target)
+    }
+}

@@ -1,0 +1,102 @@
+//! The client's knobs: deadlines, backoff and batch sizes.
+//!
+//! Every request runs under one deadline (`request_timeout`). Inside it, each RPC
+//! attempt is bounded by `rpc_timeout`, and failed attempts are separated by an
+//! exponential backoff (`initial_backoff`, doubling up to `max_backoff`, with jitter).
+
+use std::time::Duration;
+
+/// Configuration of a [`Client`](crate::Client). Build it with [`Default`] and
+/// override fields; [`ClientConfig::validate`] (called by `Client::connect`) says
+/// what is wrong with a bad one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Deadline of one client call (`get`, `put`, ... including all its retries, and
+    /// of `Client::connect`'s region discovery). Default 10 s. Must be > 0.
+    pub request_timeout: Duration,
+    /// Upper bound of one RPC attempt; a slower attempt counts as failed and is
+    /// retried (on another peer) within `request_timeout`. Default 5 s. Must be > 0.
+    pub rpc_timeout: Duration,
+    /// First backoff delay after a retryable failure. Default 10 ms. Must be > 0.
+    pub initial_backoff: Duration,
+    /// The backoff doubles after each failure up to this. Default 1 s.
+    /// Must be >= `initial_backoff`.
+    pub max_backoff: Duration,
+    /// Timeout of establishing a TCP/HTTP2 connection to a store. Default 3 s. Must be > 0.
+    pub connect_timeout: Duration,
+    /// After a transport failure, a store is avoided (when another peer can be tried)
+    /// for this long, or until it answers again. Default 2 s.
+    pub store_down_cooldown: Duration,
+    /// Pairs asked for per `Scan` RPC when walking regions. Default 256. Must be > 0.
+    pub scan_batch_size: u32,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            request_timeout: Duration::from_secs(10),
+            rpc_timeout: Duration::from_secs(5),
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(3),
+            store_down_cooldown: Duration::from_secs(2),
+            scan_batch_size: 256,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Checks the bounds documented on each field; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("request_timeout", self.request_timeout),
+            ("rpc_timeout", self.rpc_timeout),
+            ("initial_backoff", self.initial_backoff),
+            ("connect_timeout", self.connect_timeout),
+        ];
+        for (name, value) in positive {
+            if value.is_zero() {
+                return Err(format!("{name} must be > 0"));
+            }
+        }
+        if self.max_backoff < self.initial_backoff {
+            return Err(format!(
+                "max_backoff ({:?}) must be >= initial_backoff ({:?})",
+                self.max_backoff, self.initial_backoff
+            ));
+        }
+        if self.scan_batch_size == 0 {
+            return Err("scan_batch_size must be > 0".to_string());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        assert_eq!(ClientConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_names_the_bad_field() {
+        let cfg = ClientConfig {
+            max_backoff: Duration::from_millis(1),
+            ..ClientConfig::default()
+        };
+        assert!(cfg.validate().unwrap_err().contains("max_backoff"));
+        let cfg = ClientConfig {
+            scan_batch_size: 0,
+            ..ClientConfig::default()
+        };
+        assert!(cfg.validate().unwrap_err().contains("scan_batch_size"));
+        let cfg = ClientConfig {
+            request_timeout: Duration::ZERO,
+            ..ClientConfig::default()
+        };
+        assert!(cfg.validate().unwrap_err().contains("request_timeout"));
+    }
+}

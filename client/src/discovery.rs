@@ -1,0 +1,211 @@
+//! Finding the cluster: one lazily-connected gRPC channel per store address, and
+//! region discovery through Admin `ListRegions`.
+//!
+//! A reload asks the configured endpoints and every known store (healthy ones first)
+//! until one answers, or, when the caller needs a particular key or region, until the
+//! answers cover it: a store may only know the regions it hosts. Reloads are
+//! coalesced: a task that waited for another task's reload skips its own if the cache
+//! now has what it needs.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use shoal_proto::adminpb::admin_client::AdminClient;
+use shoal_proto::adminpb::{ListRegionsRequest, ListRegionsResponse};
+use shoal_proto::kvrpcpb::kv_client::KvClient;
+use tonic::transport::{Channel, Endpoint};
+use tracing::debug;
+
+use crate::client::Inner;
+use crate::error::{Error, Failure};
+
+/// Largest gRPC message the client sends or accepts (scan batches can be large).
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// What a reload must make the cache know about.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Want<'a> {
+    /// Nothing in particular: one answer is enough.
+    Any,
+    /// The region containing this key.
+    Key(&'a [u8]),
+    /// This region.
+    Region(u64),
+}
+
+/// A Kv client on `channel` with the client's message size limits.
+pub(crate) fn kv_client(channel: Channel) -> KvClient<Channel> {
+    KvClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// An Admin client on `channel` with the client's message size limits.
+pub(crate) fn admin_client(channel: Channel) -> AdminClient<Channel> {
+    AdminClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// Whether a status was produced by the client's transport (connection refused or
+/// reset, stream cancelled) rather than sent by a server: statuses decoded from a
+/// server's response carry no source error.
+pub(crate) fn is_transport_error(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Cancelled
+    ) || std::error::Error::source(status).is_some()
+}
+
+impl Inner {
+    /// The channel to `address`, created (without connecting) on first use.
+    pub(crate) fn channel(&self, address: &str) -> Result<Channel, Error> {
+        if let Some(channel) = self.channels.read().get(address) {
+            return Ok(channel.clone());
+        }
+        let uri = if address.contains("://") {
+            address.to_string()
+        } else {
+            format!("http://{address}")
+        };
+        let endpoint = Endpoint::from_shared(uri).map_err(|e| Error::InvalidEndpoint {
+            endpoint: address.to_string(),
+            message: e.to_string(),
+        })?;
+        let channel = endpoint
+            .connect_timeout(self.config.connect_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let mut channels = self.channels.write();
+        Ok(channels
+            .entry(address.to_string())
+            .or_insert(channel)
+            .clone())
+    }
+
+    /// Whether the cache already knows what `want` asks for.
+    fn satisfied(&self, want: Want<'_>) -> bool {
+        let cache = self.cache.read();
+        match want {
+            Want::Any => true,
+            Want::Key(key) => cache.lookup_key(key).is_some(),
+            Want::Region(id) => cache.get(id).is_some(),
+        }
+    }
+
+    /// Reloads regions (coalesced with concurrent reloads), bounded by `deadline`.
+    /// Succeeds when at least one store answered.
+    pub(crate) async fn reload(&self, want: Want<'_>, deadline: Instant) -> Result<(), Failure> {
+        let seen = self.reload_generation.load(Ordering::Acquire);
+        let Ok(_guard) = tokio::time::timeout_at(deadline.into(), self.reload_lock.lock()).await
+        else {
+            return Err(Failure::Routing(
+                "deadline reached while waiting for a region reload".to_string(),
+            ));
+        };
+        if self.reload_generation.load(Ordering::Acquire) != seen && self.satisfied(want) {
+            return Ok(());
+        }
+        let result = self.list_from_any(want, deadline).await.map(|_| ());
+        self.reload_generation.fetch_add(1, Ordering::AcqRel);
+        result
+    }
+
+    /// Asks candidates in turn, merging every answer into the cache, until one answered
+    /// and `want` is satisfied. Returns the first answer.
+    pub(crate) async fn list_from_any(
+        &self,
+        want: Want<'_>,
+        deadline: Instant,
+    ) -> Result<ListRegionsResponse, Failure> {
+        let mut first = None;
+        let mut last = None;
+        for address in self.candidates() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let timeout = self.config.rpc_timeout.min(deadline - now);
+            match self.list_regions_at(&address, timeout).await {
+                Ok(resp) => {
+                    {
+                        let mut cache = self.cache.write();
+                        if let Some(id) = cache.store_at(&address) {
+                            cache.mark_up(id);
+                        }
+                        cache.apply_list(&resp);
+                    }
+                    first.get_or_insert(resp);
+                    if self.satisfied(want) {
+                        break;
+                    }
+                }
+                Err(failure) => {
+                    debug!(%address, %failure, "ListRegions failed; trying the next endpoint");
+                    last = Some(failure);
+                }
+            }
+        }
+        first.ok_or_else(|| {
+            last.unwrap_or_else(|| Failure::Routing("no endpoint could be asked".to_string()))
+        })
+    }
+
+    /// The addresses to ask for regions: configured endpoints and known stores, without
+    /// duplicates, stores that recently failed last.
+    fn candidates(&self) -> Vec<String> {
+        let now = Instant::now();
+        let cache = self.cache.read();
+        let cooldown = self.config.store_down_cooldown;
+        let healthy_stores = cache.store_addresses(now, cooldown);
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for address in self.endpoints.iter().chain(healthy_stores.iter()) {
+            if good.contains(address) || bad.contains(address) {
+                continue;
+            }
+            let down = cache
+                .store_at(address)
+                .is_some_and(|id| cache.is_down(id, now, cooldown));
+            if down {
+                bad.push(address.clone());
+            } else {
+                good.push(address.clone());
+            }
+        }
+        good.extend(bad);
+        good
+    }
+
+    /// One `ListRegions` RPC to `address`.
+    async fn list_regions_at(
+        &self,
+        address: &str,
+        timeout: Duration,
+    ) -> Result<ListRegionsResponse, Failure> {
+        let channel = self
+            .channel(address)
+            .map_err(|e| Failure::Routing(e.to_string()))?;
+        let mut admin = admin_client(channel);
+        match tokio::time::timeout(timeout, admin.list_regions(ListRegionsRequest {})).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => {
+                if is_transport_error(&status) {
+                    let mut cache = self.cache.write();
+                    if let Some(id) = cache.store_at(address) {
+                        cache.mark_down(id, Instant::now());
+                    }
+                }
+                Err(Failure::Rpc {
+                    address: address.to_string(),
+                    code: status.code(),
+                    message: status.message().to_string(),
+                })
+            }
+            Err(_) => Err(Failure::Timeout {
+                address: address.to_string(),
+                after: timeout,
+            }),
+        }
+    }
+}

@@ -1,0 +1,689 @@
+//! An in-process mock cluster for the client tests: N mock stores, each a tonic server
+//! on 127.0.0.1:0 serving Kv and Admin over one shared in-memory state (one map, one
+//! region layout, one leader per region). Tests script region errors and statuses,
+//! move leaders, split regions behind the client's back, stop stores, and read the
+//! log of requests each store received.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use shoal_client::{Client, ClientConfig};
+use shoal_proto::adminpb::admin_server::{Admin, AdminServer};
+use shoal_proto::adminpb::*;
+use shoal_proto::errorpb::{self, region_error::Kind, RegionError};
+use shoal_proto::kvrpcpb::kv_server::{Kv, KvServer};
+use shoal_proto::kvrpcpb::*;
+use shoal_proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Code, Request, Response, Status};
+
+/// A scripted answer.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Region(RegionError),
+    Status(Code, String),
+}
+
+/// Answers `answer` to the next `times` requests matching `store_id` / `op`.
+#[derive(Debug, Clone)]
+pub struct Scripted {
+    pub store_id: Option<u64>,
+    pub op: Option<&'static str>,
+    pub times: usize,
+    pub answer: Answer,
+}
+
+/// One request a store received, and how it was answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logged {
+    pub store_id: u64,
+    pub op: &'static str,
+    pub region_id: u64,
+    pub key: Vec<u8>,
+    /// "ok", a region error kind ("NotLeader", ...) or "status".
+    pub outcome: &'static str,
+}
+
+#[derive(Default)]
+pub struct State {
+    pub regions: BTreeMap<u64, Region>,
+    pub leaders: HashMap<u64, Peer>,
+    /// What ListRegions reports as leader, when it should differ from the truth.
+    pub reported_leaders: HashMap<u64, Option<Peer>>,
+    pub stores: Vec<Store>,
+    pub data: BTreeMap<Vec<u8>, Vec<u8>>,
+    pub script: Vec<Scripted>,
+    pub log: Vec<Logged>,
+    pub list_calls: usize,
+    pub next_id: u64,
+}
+
+pub fn peer_of(region_id: u64, store_id: u64) -> Peer {
+    Peer {
+        id: region_id * 100 + store_id,
+        store_id,
+        role: PeerRole::Voter as i32,
+    }
+}
+
+fn in_region(region: &Region, key: &[u8]) -> bool {
+    key >= region.start_key.as_slice() && (region.end_key.is_empty() || key < &region.end_key[..])
+}
+
+impl State {
+    /// Splits `region_id` at `key`: the left part keeps the id, the right part gets a new
+    /// one; both versions grow; the right part's leader is on the parent leader's store.
+    pub fn split(&mut self, region_id: u64, key: &[u8]) -> Vec<Region> {
+        let parent = self.regions[&region_id].clone();
+        assert!(in_region(&parent, key) && key != parent.start_key.as_slice());
+        let new_id = self.next_id;
+        self.next_id += 1;
+        let epoch = parent.region_epoch.unwrap();
+        let epoch = RegionEpoch {
+            conf_ver: epoch.conf_ver,
+            version: epoch.version + 1,
+        };
+        let mut left = parent.clone();
+        left.end_key = key.to_vec();
+        left.region_epoch = Some(epoch);
+        let right = Region {
+            id: new_id,
+            start_key: key.to_vec(),
+            end_key: parent.end_key.clone(),
+            region_epoch: Some(epoch),
+            peers: parent
+                .peers
+                .iter()
+                .map(|p| peer_of(new_id, p.store_id))
+                .collect(),
+        };
+        let leader_store = self.leaders[&region_id].store_id;
+        self.leaders.insert(new_id, peer_of(new_id, leader_store));
+        self.regions.insert(region_id, left.clone());
+        self.regions.insert(new_id, right.clone());
+        vec![left, right]
+    }
+
+    /// Merges `source` into its neighbour `target`.
+    pub fn merge(&mut self, source: u64, target: u64) -> Region {
+        let s = self.regions.remove(&source).unwrap();
+        let mut t = self.regions[&target].clone();
+        let version = s
+            .region_epoch
+            .unwrap()
+            .version
+            .max(t.region_epoch.unwrap().version)
+            + 1;
+        if !s.start_key.is_empty() && t.end_key == s.start_key {
+            t.end_key = s.end_key;
+        } else {
+            assert!(
+                !t.start_key.is_empty() && s.end_key == t.start_key,
+                "regions are not adjacent"
+            );
+            t.start_key = s.start_key;
+        }
+        t.region_epoch.as_mut().unwrap().version = version;
+        self.regions.insert(target, t.clone());
+        self.leaders.remove(&source);
+        t
+    }
+
+    fn scripted(&mut self, store_id: u64, op: &'static str) -> Option<Answer> {
+        let entry = self.script.iter_mut().find(|s| {
+            s.times > 0
+                && s.store_id.is_none_or(|id| id == store_id)
+                && s.op.is_none_or(|o| o == op)
+        })?;
+        entry.times -= 1;
+        Some(entry.answer.clone())
+    }
+
+    /// The checks a real store makes before serving a routed request.
+    fn check(
+        &mut self,
+        store_id: u64,
+        op: &'static str,
+        region_id: u64,
+        epoch: Option<RegionEpoch>,
+        keys: &[&[u8]],
+    ) -> Result<Region, Answer> {
+        if let Some(answer) = self.scripted(store_id, op) {
+            return Err(answer);
+        }
+        let Some(region) = self.regions.get(&region_id).cloned() else {
+            return Err(region_error(Kind::RegionNotFound(
+                errorpb::RegionNotFound { region_id },
+            )));
+        };
+        let leader = self.leaders[&region_id];
+        if leader.store_id != store_id {
+            return Err(region_error(Kind::NotLeader(errorpb::NotLeader {
+                region_id,
+                leader: Some(leader),
+            })));
+        }
+        if epoch != region.region_epoch {
+            return Err(region_error(Kind::EpochNotMatch(errorpb::EpochNotMatch {
+                current_regions: self.regions.values().cloned().collect(),
+            })));
+        }
+        if let Some(key) = keys.iter().find(|k| !in_region(&region, k)) {
+            return Err(region_error(Kind::KeyNotInRegion(
+                errorpb::KeyNotInRegion {
+                    key: key.to_vec(),
+                    region_id,
+                    start_key: region.start_key.clone(),
+                    end_key: region.end_key.clone(),
+                },
+            )));
+        }
+        Ok(region)
+    }
+}
+
+pub fn region_error(kind: Kind) -> Answer {
+    Answer::Region(RegionError {
+        message: "scripted by the mock".to_string(),
+        kind: Some(kind),
+    })
+}
+
+pub fn kind_name(answer: &Answer) -> &'static str {
+    match answer {
+        Answer::Status(..) => "status",
+        Answer::Region(e) => match e.kind {
+            Some(Kind::NotLeader(_)) => "NotLeader",
+            Some(Kind::EpochNotMatch(_)) => "EpochNotMatch",
+            Some(Kind::RegionNotFound(_)) => "RegionNotFound",
+            Some(Kind::KeyNotInRegion(_)) => "KeyNotInRegion",
+            Some(Kind::ServerIsBusy(_)) => "ServerIsBusy",
+            Some(Kind::EntryTooLarge(_)) => "EntryTooLarge",
+            Some(Kind::StoreNotMatch(_)) => "StoreNotMatch",
+            None => "unknown",
+        },
+    }
+}
+
+/// One mock store's services.
+#[derive(Clone)]
+struct MockNode {
+    store_id: u64,
+    address: String,
+    state: Arc<Mutex<State>>,
+}
+
+/// Runs `check` and logs the request. `Ok(region)`: serve it; `Err(reply)`: answer
+/// with the region error (via `with_error`) or the status.
+macro_rules! checked {
+    ($self:ident, $op:literal, $ctx:expr, $keys:expr, $resp:ident) => {{
+        let ctx = $ctx.unwrap_or_default();
+        let keys: Vec<&[u8]> = $keys;
+        let mut state = $self.state.lock().unwrap();
+        let result = state.check($self.store_id, $op, ctx.region_id, ctx.region_epoch, &keys);
+        state.log.push(Logged {
+            store_id: $self.store_id,
+            op: $op,
+            region_id: ctx.region_id,
+            key: keys.first().map(|k| k.to_vec()).unwrap_or_default(),
+            outcome: result.as_ref().err().map_or("ok", kind_name),
+        });
+        match result {
+            Ok(region) => (state, region),
+            Err(Answer::Region(e)) => {
+                return Ok(Response::new($resp {
+                    region_error: Some(e),
+                    ..Default::default()
+                }))
+            }
+            Err(Answer::Status(code, message)) => return Err(Status::new(code, message)),
+        }
+    }};
+}
+
+#[tonic::async_trait]
+impl Kv for MockNode {
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let req = req.into_inner();
+        let (state, _) = checked!(self, "get", req.context, vec![&req.key[..]], GetResponse);
+        let value = state.data.get(&req.key).cloned();
+        Ok(Response::new(GetResponse {
+            region_error: None,
+            found: value.is_some(),
+            value: value.unwrap_or_default(),
+        }))
+    }
+
+    async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        let req = req.into_inner();
+        let (state, region) = checked!(
+            self,
+            "scan",
+            req.context,
+            vec![&req.start_key[..]],
+            ScanResponse
+        );
+        let end = match (req.end_key.is_empty(), region.end_key.is_empty()) {
+            (true, _) => region.end_key.clone(),
+            (false, true) => req.end_key.clone(),
+            (false, false) => req.end_key.clone().min(region.end_key.clone()),
+        };
+        let limit = if req.limit == 0 {
+            100
+        } else {
+            req.limit as usize
+        };
+        let pairs = state
+            .data
+            .range(req.start_key.clone()..)
+            .take_while(|(k, _)| end.is_empty() || **k < end)
+            .take(limit)
+            .map(|(k, v)| KvPair {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect();
+        Ok(Response::new(ScanResponse {
+            region_error: None,
+            pairs,
+        }))
+    }
+
+    async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = req.into_inner();
+        if req.key.is_empty() {
+            return Err(Status::invalid_argument("key must not be empty"));
+        }
+        let (mut state, _) = checked!(self, "put", req.context, vec![&req.key[..]], PutResponse);
+        state.data.insert(req.key, req.value);
+        Ok(Response::new(PutResponse::default()))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let req = req.into_inner();
+        let (mut state, _) = checked!(
+            self,
+            "delete",
+            req.context,
+            vec![&req.key[..]],
+            DeleteResponse
+        );
+        state.data.remove(&req.key);
+        Ok(Response::new(DeleteResponse::default()))
+    }
+
+    async fn batch_write(
+        &self,
+        req: Request<BatchWriteRequest>,
+    ) -> Result<Response<BatchWriteResponse>, Status> {
+        let req = req.into_inner();
+        let keys = req.mutations.iter().map(|m| &m.key[..]).collect();
+        let (mut state, _) = checked!(self, "batch_write", req.context, keys, BatchWriteResponse);
+        for m in req.mutations {
+            if m.op == mutation::Op::Delete as i32 {
+                state.data.remove(&m.key);
+            } else {
+                state.data.insert(m.key, m.value);
+            }
+        }
+        Ok(Response::new(BatchWriteResponse::default()))
+    }
+
+    async fn compare_and_swap(
+        &self,
+        req: Request<CompareAndSwapRequest>,
+    ) -> Result<Response<CompareAndSwapResponse>, Status> {
+        let req = req.into_inner();
+        let (mut state, _) = checked!(
+            self,
+            "compare_and_swap",
+            req.context,
+            vec![&req.key[..]],
+            CompareAndSwapResponse
+        );
+        let previous = state.data.get(&req.key).cloned();
+        let succeeded = match &previous {
+            None => req.expected_absent,
+            Some(v) => !req.expected_absent && *v == req.expected_value,
+        };
+        if succeeded {
+            state.data.insert(req.key, req.new_value);
+        }
+        Ok(Response::new(CompareAndSwapResponse {
+            region_error: None,
+            succeeded,
+            previous_found: previous.is_some(),
+            previous_value: previous.unwrap_or_default(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for MockNode {
+    async fn list_regions(
+        &self,
+        _req: Request<ListRegionsRequest>,
+    ) -> Result<Response<ListRegionsResponse>, Status> {
+        let mut state = self.state.lock().unwrap();
+        state.list_calls += 1;
+        if let Some(answer) = state.scripted(self.store_id, "list_regions") {
+            let Answer::Status(code, message) = answer else {
+                panic!("list_regions can only be scripted with a status");
+            };
+            return Err(Status::new(code, message));
+        }
+        let regions = state
+            .regions
+            .values()
+            .map(|r| RegionInfo {
+                region: Some(r.clone()),
+                leader: state
+                    .reported_leaders
+                    .get(&r.id)
+                    .copied()
+                    .unwrap_or(state.leaders.get(&r.id).copied()),
+                ..Default::default()
+            })
+            .collect();
+        Ok(Response::new(ListRegionsResponse {
+            regions,
+            stores: state.stores.clone(),
+        }))
+    }
+
+    async fn get_region(
+        &self,
+        req: Request<GetRegionRequest>,
+    ) -> Result<Response<GetRegionResponse>, Status> {
+        let id = req.into_inner().region_id;
+        let state = self.state.lock().unwrap();
+        let Some(region) = state.regions.get(&id) else {
+            let Answer::Region(e) = region_error(Kind::RegionNotFound(errorpb::RegionNotFound {
+                region_id: id,
+            })) else {
+                unreachable!()
+            };
+            return Ok(Response::new(GetRegionResponse {
+                region_error: Some(e),
+                region: None,
+            }));
+        };
+        Ok(Response::new(GetRegionResponse {
+            region_error: None,
+            region: Some(RegionInfo {
+                region: Some(region.clone()),
+                leader: state.leaders.get(&id).copied(),
+                approximate_size: 0,
+                approximate_keys: 0,
+            }),
+        }))
+    }
+
+    async fn split(&self, req: Request<SplitRequest>) -> Result<Response<SplitResponse>, Status> {
+        let req = req.into_inner();
+        let ctx = Some(Context {
+            region_id: req.region_id,
+            region_epoch: req.region_epoch,
+            peer: None,
+        });
+        let keys = req.split_keys.iter().map(|k| &k[..]).collect();
+        let (mut state, _) = checked!(self, "split", ctx, keys, SplitResponse);
+        let mut regions = Vec::new();
+        let mut id = req.region_id;
+        for key in &req.split_keys {
+            let parts = state.split(id, key);
+            regions.pop();
+            id = parts[1].id;
+            regions.extend(parts);
+        }
+        Ok(Response::new(SplitResponse {
+            region_error: None,
+            regions,
+        }))
+    }
+
+    async fn merge(&self, req: Request<MergeRequest>) -> Result<Response<MergeResponse>, Status> {
+        let req = req.into_inner();
+        let epoch = self
+            .state
+            .lock()
+            .unwrap()
+            .regions
+            .get(&req.source_region_id)
+            .and_then(|r| r.region_epoch);
+        let ctx = Some(Context {
+            region_id: req.source_region_id,
+            region_epoch: epoch,
+            peer: None,
+        });
+        let (mut state, _) = checked!(self, "merge", ctx, vec![], MergeResponse);
+        let target = state.merge(req.source_region_id, req.target_region_id);
+        Ok(Response::new(MergeResponse {
+            region_error: None,
+            target: Some(target),
+        }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        _req: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
+
+    async fn change_peer(
+        &self,
+        _req: Request<ChangePeerRequest>,
+    ) -> Result<Response<ChangePeerResponse>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let state = self.state.lock().unwrap();
+        Ok(Response::new(StatusResponse {
+            store: Some(Store {
+                id: self.store_id,
+                address: self.address.clone(),
+            }),
+            counters: Some(StoreCounters {
+                region_count: state.regions.len() as u64,
+                ..Default::default()
+            }),
+            version: "mock".to_string(),
+        }))
+    }
+}
+
+struct Running {
+    shutdown: oneshot::Sender<()>,
+    handle: JoinHandle<()>,
+}
+
+/// N mock stores sharing one state.
+pub struct MockCluster {
+    pub state: Arc<Mutex<State>>,
+    addresses: Vec<String>,
+    running: HashMap<u64, Running>,
+}
+
+impl MockCluster {
+    /// Starts `stores` stores (ids 1..=stores). Regions are cut at `split_keys`
+    /// (ids 1, 2, ...); every region has a voter on every store; region i's leader is on
+    /// store `leader_stores[i]`.
+    pub async fn start(stores: u64, split_keys: &[&str], leader_stores: &[u64]) -> MockCluster {
+        assert_eq!(split_keys.len() + 1, leader_stores.len());
+        let mut listeners = Vec::new();
+        let mut state = State::default();
+        for id in 1..=stores {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap().to_string();
+            state.stores.push(Store { id, address });
+            listeners.push(listener);
+        }
+        let mut bounds: Vec<Vec<u8>> = vec![Vec::new()];
+        bounds.extend(split_keys.iter().map(|k| k.as_bytes().to_vec()));
+        bounds.push(Vec::new());
+        for (i, leader_store) in leader_stores.iter().enumerate() {
+            let id = i as u64 + 1;
+            state.regions.insert(
+                id,
+                Region {
+                    id,
+                    start_key: bounds[i].clone(),
+                    end_key: bounds[i + 1].clone(),
+                    region_epoch: Some(RegionEpoch {
+                        conf_ver: 1,
+                        version: 1,
+                    }),
+                    peers: (1..=stores).map(|s| peer_of(id, s)).collect(),
+                },
+            );
+            state.leaders.insert(id, peer_of(id, *leader_store));
+        }
+        state.next_id = leader_stores.len() as u64 + 1;
+        let addresses = state.stores.iter().map(|s| s.address.clone()).collect();
+        let state = Arc::new(Mutex::new(state));
+        let mut running = HashMap::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let id = i as u64 + 1;
+            running.insert(id, serve(id, listener, state.clone()));
+        }
+        MockCluster {
+            state,
+            addresses,
+            running,
+        }
+    }
+
+    /// Every store's address.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.addresses.clone()
+    }
+
+    pub fn address(&self, store_id: u64) -> String {
+        self.addresses[store_id as usize - 1].clone()
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    /// Stops store `store_id`'s server; connections to it are refused afterwards.
+    pub async fn stop(&mut self, store_id: u64) {
+        let running = self.running.remove(&store_id).expect("store is running");
+        let _ = running.shutdown.send(());
+        let mut handle = running.handle;
+        if tokio::time::timeout(Duration::from_secs(5), &mut handle)
+            .await
+            .is_err()
+        {
+            handle.abort();
+        }
+    }
+
+    /// Moves region `region_id`'s leadership to `store_id`.
+    pub fn set_leader(&self, region_id: u64, store_id: u64) {
+        self.state()
+            .leaders
+            .insert(region_id, peer_of(region_id, store_id));
+    }
+
+    /// Makes ListRegions report `store_id` (or no leader) for `region_id`.
+    pub fn report_leader(&self, region_id: u64, store_id: Option<u64>) {
+        self.state()
+            .reported_leaders
+            .insert(region_id, store_id.map(|s| peer_of(region_id, s)));
+    }
+
+    pub fn script(
+        &self,
+        store_id: Option<u64>,
+        op: Option<&'static str>,
+        times: usize,
+        answer: Answer,
+    ) {
+        self.state().script.push(Scripted {
+            store_id,
+            op,
+            times,
+            answer,
+        });
+    }
+
+    /// The requests received so far.
+    pub fn log(&self) -> Vec<Logged> {
+        self.state().log.clone()
+    }
+
+    /// Requests for `op` received so far.
+    pub fn requests(&self, op: &str) -> Vec<Logged> {
+        self.log().into_iter().filter(|l| l.op == op).collect()
+    }
+
+    pub fn clear_log(&self) {
+        self.state().log.clear();
+    }
+
+    /// A client for this cluster with short test timeouts.
+    pub async fn client(&self) -> Client {
+        Client::connect(self.endpoints(), test_config())
+            .await
+            .unwrap()
+    }
+}
+
+fn serve(store_id: u64, listener: tokio::net::TcpListener, state: Arc<Mutex<State>>) -> Running {
+    let address = listener.local_addr().unwrap().to_string();
+    let node = MockNode {
+        store_id,
+        address,
+        state,
+    };
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(KvServer::new(node.clone()))
+            .add_service(AdminServer::new(node))
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    Running {
+        shutdown: tx,
+        handle,
+    }
+}
+
+/// Short timeouts so that every test is bounded by a few seconds.
+pub fn test_config() -> ClientConfig {
+    ClientConfig {
+        request_timeout: Duration::from_secs(3),
+        rpc_timeout: Duration::from_secs(1),
+        initial_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(50),
+        connect_timeout: Duration::from_millis(500),
+        store_down_cooldown: Duration::from_secs(1),
+        scan_batch_size: 256,
+    }
+}
+
+/// The ServerIsBusy answer.
+pub fn busy() -> Answer {
+    region_error(Kind::ServerIsBusy(errorpb::ServerIsBusy {
+        reason: "mock is busy".to_string(),
+        backoff_ms: 0,
+    }))
+}

@@ -1,0 +1,70 @@
+//! Starting and stopping a node: open the data dir, bootstrap on first boot, start
+//! the raftstore, serve Kv, Admin and Raft on one gRPC listener until `shutdown`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use shoal_engine::rocks::Engines;
+use shoal_proto::adminpb::admin_server::AdminServer;
+use shoal_proto::kvrpcpb::kv_server::KvServer;
+use shoal_proto::metapb::Store;
+use shoal_proto::raft_serverpb::raft_server::RaftServer;
+use shoal_raftstore::bootstrap::bootstrap;
+use shoal_raftstore::{RaftStore, TickMode};
+use tokio::net::TcpListener;
+
+use crate::admin_service::AdminService;
+use crate::config::NodeConfig;
+use crate::kv_service::KvService;
+use crate::raft_service::RaftService;
+use crate::transport::GrpcTransport;
+
+/// Runs a node on `listener` until `shutdown` completes. Errors say what to fix.
+pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<(), String> {
+    cfg.validate()?;
+    let engines = Engines::open(&cfg.data_dir).map_err(|e| e.to_string())?;
+    let initial: Vec<Store> = cfg
+        .initial_stores()?
+        .into_iter()
+        .map(|(id, address)| Store { id, address })
+        .collect();
+    let (membership, fresh) = bootstrap(&engines, cfg.store_id, &initial, cfg.initial_regions)?;
+    if fresh {
+        tracing::info!(store = cfg.store_id, regions = cfg.initial_regions, "bootstrapped a new store");
+    } else {
+        tracing::info!(store = cfg.store_id, "restarting from {}", cfg.data_dir.display());
+    }
+    let addresses: HashMap<u64, String> = membership
+        .iter()
+        .filter(|s| s.id != cfg.store_id)
+        .map(|s| (s.id, s.address.clone()))
+        .collect();
+    let transport = GrpcTransport::new(addresses, tokio::runtime::Handle::current());
+    let store = RaftStore::start(cfg.store_id, cfg.raftstore(), engines, transport, TickMode::Timer)?;
+    let store = Arc::new(store);
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let me = membership
+        .iter()
+        .find(|s| s.id == cfg.store_id)
+        .cloned()
+        .unwrap_or(Store {
+            id: cfg.store_id,
+            address: local.to_string(),
+        });
+    tracing::info!(store = cfg.store_id, addr = %local, "serving Kv, Admin and Raft");
+    let served = tonic::transport::Server::builder()
+        .add_service(KvServer::new(KvService::new(store.clone(), cfg.max_value_size, cfg.max_batch_keys)))
+        .add_service(AdminServer::new(AdminService::new(store.clone(), me, membership)))
+        .add_service(RaftServer::new(RaftService::new(store.clone())))
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .await;
+    // The services are gone; stop the store's threads (pending requests get errors).
+    match Arc::try_unwrap(store) {
+        Ok(store) => tokio::task::spawn_blocking(move || store.stop())
+            .await
+            .map_err(|e| e.to_string())?,
+        Err(store) => drop(store),
+    }
+    served.map_err(|e| format!("gRPC server failed: {e}"))
+}
