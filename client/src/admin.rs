@@ -61,7 +61,7 @@ impl Client {
             op: "Status",
             endpoints: vec![endpoint.to_string()],
             timeout,
-            last: failure,
+            last: Box::new(failure),
         })
     }
 

@@ -132,7 +132,7 @@ impl Client {
                         op,
                         endpoints: inner.endpoints.clone(),
                         timeout: inner.config.request_timeout,
-                        last,
+                        last: Box::new(last),
                     })
                 }
                 Err(last) => {

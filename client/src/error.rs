@@ -46,7 +46,7 @@ pub enum Failure {
         /// The store that answered.
         store_id: u64,
         /// The error as the store sent it.
-        error: RegionError,
+        error: Box<RegionError>,
     },
     /// The RPC failed with a gRPC status: a transport error (store down, connection
     /// reset) or a retryable status the server sent.
@@ -117,7 +117,7 @@ pub enum Error {
         /// How long the client tried.
         timeout: Duration,
         /// The last failure.
-        last: Failure,
+        last: Box<Failure>,
     },
     /// The request is malformed and was not sent (e.g. a split at the empty key).
     #[error("invalid argument: {0}")]
@@ -160,7 +160,7 @@ pub enum Error {
         /// The store that answered.
         store_id: u64,
         /// The region error as sent.
-        error: RegionError,
+        error: Box<RegionError>,
     },
     /// The region named by an admin request does not exist (no store knows it).
     #[error("region {region_id} not found ({op})")]
@@ -185,7 +185,7 @@ pub enum Error {
         /// The configured deadline.
         timeout: Duration,
         /// What the last attempt ran into.
-        last: Failure,
+        last: Box<Failure>,
     },
 }
 
@@ -300,16 +300,16 @@ mod tests {
             attempts: 3,
             elapsed: Duration::from_millis(100),
             timeout: Duration::from_millis(100),
-            last: Failure::Region {
+            last: Box::new(Failure::Region {
                 store_id: 2,
-                error: RegionError {
+                error: Box::new(RegionError {
                     message: String::new(),
                     kind: Some(Kind::ServerIsBusy(ServerIsBusy {
                         reason: "compaction".into(),
                         backoff_ms: 5,
                     })),
-                },
-            },
+                }),
+            }),
         };
         let text = err.to_string();
         assert!(text.contains(r#"put of key "k\x01" in region 7"#), "{text}");

@@ -147,7 +147,7 @@ impl RegionCache {
         let old_leader = self
             .regions
             .get(&region.id)
-            .and_then(|c| c.leader.clone())
+            .and_then(|c| c.leader)
             .filter(|l| region.peers.contains(l));
         for id in victims {
             self.remove(id);
@@ -196,7 +196,7 @@ impl RegionCache {
             let known = self
                 .regions
                 .get(&region.id)
-                .and_then(|c| c.leader.clone())
+                .and_then(|c| c.leader)
                 .filter(|l| region.peers.contains(l));
             let guess = region
                 .peers

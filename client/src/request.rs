@@ -212,9 +212,9 @@ impl Inner {
                     attempts,
                     elapsed: start.elapsed(),
                     timeout: self.config.request_timeout,
-                    last: last.unwrap_or_else(|| {
+                    last: Box::new(last.unwrap_or_else(|| {
                         Failure::Routing("no attempt was made before the deadline".to_string())
-                    }),
+                    })),
                 });
             }
             attempts += 1;
@@ -331,7 +331,7 @@ impl Inner {
         err: RegionError,
         cursor: &mut usize,
         deadline: Instant,
-    ) -> Result<(Failure, Next), RegionError> {
+    ) -> Result<(Failure, Next), Box<RegionError>> {
         let store_id = attempt.peer.store_id;
         let region_id = attempt.region.id;
         let next = match &err.kind {
@@ -376,13 +376,13 @@ impl Inner {
                 let _ = self.reload(Want::Any, deadline).await;
                 Next::Backoff(Duration::ZERO)
             }
-            Some(Kind::EntryTooLarge(_)) => return Err(err),
+            Some(Kind::EntryTooLarge(_)) => return Err(Box::new(err)),
             None => Next::Backoff(Duration::ZERO),
         };
         Ok((
             Failure::Region {
                 store_id,
-                error: err,
+                error: Box::new(err),
             },
             next,
         ))

@@ -88,20 +88,18 @@ async fn an_always_busy_server_fails_at_the_deadline() {
     let err = client.put("k", "v").await.unwrap_err();
     let elapsed = started.elapsed();
 
-    match &err {
-        Error::DeadlineExceeded {
-            attempts,
-            last: Failure::Region { error, .. },
-            ..
-        } => {
-            assert!(*attempts > 1, "retried before giving up");
-            assert!(
-                matches!(error.kind, Some(Kind::ServerIsBusy(_))),
-                "{error:?}"
-            );
-        }
-        other => panic!("expected DeadlineExceeded after ServerIsBusy, got {other:?}"),
-    }
+    let Error::DeadlineExceeded { attempts, last, .. } = &err else {
+        panic!("expected DeadlineExceeded, got {err:?}");
+    };
+    assert!(*attempts > 1, "retried before giving up");
+    let Failure::Region { error, .. } = last.as_ref() else {
+        panic!("expected the last failure to be a region error, got {last:?}");
+    };
+    assert!(
+        matches!(error.kind, Some(Kind::ServerIsBusy(_))),
+        "{error:?}"
+    );
+    assert_eq!(err.last_failure(), Some(last.as_ref()));
     assert!(err.is_retryable());
     assert!(err.to_string().contains("ServerIsBusy"), "{err}");
     // Generous slack: only checks that the deadline bounds the call at all.

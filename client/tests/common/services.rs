@@ -1,0 +1,312 @@
+//! The mock store's gRPC services: Kv and Admin over the shared [`State`], with the
+//! checks a real store makes (scripted answers first, then region, leader, epoch, key
+//! range), and a log entry per request.
+
+use std::sync::{Arc, Mutex};
+
+use shoal_proto::adminpb::admin_server::Admin;
+use shoal_proto::adminpb::*;
+use shoal_proto::errorpb::{self, region_error::Kind};
+use shoal_proto::kvrpcpb::kv_server::Kv;
+use shoal_proto::kvrpcpb::*;
+use shoal_proto::metapb::Store;
+use tonic::{Request, Response, Status};
+
+use super::{kind_name, region_error, Answer, Logged, State};
+
+/// One mock store's services.
+#[derive(Clone)]
+pub(crate) struct MockNode {
+    pub(crate) store_id: u64,
+    pub(crate) address: String,
+    pub(crate) state: Arc<Mutex<State>>,
+}
+
+/// Runs `check` and logs the request. `Ok(region)`: serve it; `Err(reply)`: answer
+/// with the region error (via `with_error`) or the status.
+macro_rules! checked {
+    ($self:ident, $op:literal, $ctx:expr, $keys:expr, $resp:ident) => {{
+        let ctx = $ctx.unwrap_or_default();
+        let keys: Vec<&[u8]> = $keys;
+        let mut state = $self.state.lock().unwrap();
+        let result = state.check($self.store_id, $op, ctx.region_id, ctx.region_epoch, &keys);
+        state.log.push(Logged {
+            store_id: $self.store_id,
+            op: $op,
+            region_id: ctx.region_id,
+            key: keys.first().map(|k| k.to_vec()).unwrap_or_default(),
+            outcome: result.as_ref().err().map_or("ok", kind_name),
+        });
+        match result {
+            Ok(region) => (state, region),
+            Err(Answer::Region(e)) =>
+            {
+                #[allow(clippy::needless_update)]
+                return Ok(Response::new($resp {
+                    region_error: Some(e),
+                    ..Default::default()
+                }))
+            }
+            Err(Answer::Status(code, message)) => return Err(Status::new(code, message)),
+        }
+    }};
+}
+
+#[tonic::async_trait]
+impl Kv for MockNode {
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let req = req.into_inner();
+        let (state, _) = checked!(self, "get", req.context, vec![&req.key[..]], GetResponse);
+        let value = state.data.get(&req.key).cloned();
+        Ok(Response::new(GetResponse {
+            region_error: None,
+            found: value.is_some(),
+            value: value.unwrap_or_default(),
+        }))
+    }
+
+    async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        let req = req.into_inner();
+        let (state, region) = checked!(
+            self,
+            "scan",
+            req.context,
+            vec![&req.start_key[..]],
+            ScanResponse
+        );
+        let end = match (req.end_key.is_empty(), region.end_key.is_empty()) {
+            (true, _) => region.end_key.clone(),
+            (false, true) => req.end_key.clone(),
+            (false, false) => req.end_key.clone().min(region.end_key.clone()),
+        };
+        let limit = if req.limit == 0 {
+            100
+        } else {
+            req.limit as usize
+        };
+        let pairs = state
+            .data
+            .range(req.start_key.clone()..)
+            .take_while(|(k, _)| end.is_empty() || **k < end)
+            .take(limit)
+            .map(|(k, v)| KvPair {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect();
+        Ok(Response::new(ScanResponse {
+            region_error: None,
+            pairs,
+        }))
+    }
+
+    async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = req.into_inner();
+        if req.key.is_empty() {
+            return Err(Status::invalid_argument("key must not be empty"));
+        }
+        let (mut state, _) = checked!(self, "put", req.context, vec![&req.key[..]], PutResponse);
+        state.data.insert(req.key, req.value);
+        Ok(Response::new(PutResponse::default()))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let req = req.into_inner();
+        let (mut state, _) = checked!(
+            self,
+            "delete",
+            req.context,
+            vec![&req.key[..]],
+            DeleteResponse
+        );
+        state.data.remove(&req.key);
+        Ok(Response::new(DeleteResponse::default()))
+    }
+
+    async fn batch_write(
+        &self,
+        req: Request<BatchWriteRequest>,
+    ) -> Result<Response<BatchWriteResponse>, Status> {
+        let req = req.into_inner();
+        let keys = req.mutations.iter().map(|m| &m.key[..]).collect();
+        let (mut state, _) = checked!(self, "batch_write", req.context, keys, BatchWriteResponse);
+        for m in req.mutations {
+            if m.op == mutation::Op::Delete as i32 {
+                state.data.remove(&m.key);
+            } else {
+                state.data.insert(m.key, m.value);
+            }
+        }
+        Ok(Response::new(BatchWriteResponse::default()))
+    }
+
+    async fn compare_and_swap(
+        &self,
+        req: Request<CompareAndSwapRequest>,
+    ) -> Result<Response<CompareAndSwapResponse>, Status> {
+        let req = req.into_inner();
+        let (mut state, _) = checked!(
+            self,
+            "compare_and_swap",
+            req.context,
+            vec![&req.key[..]],
+            CompareAndSwapResponse
+        );
+        let previous = state.data.get(&req.key).cloned();
+        let succeeded = match &previous {
+            None => req.expected_absent,
+            Some(v) => !req.expected_absent && *v == req.expected_value,
+        };
+        if succeeded {
+            state.data.insert(req.key, req.new_value);
+        }
+        Ok(Response::new(CompareAndSwapResponse {
+            region_error: None,
+            succeeded,
+            previous_found: previous.is_some(),
+            previous_value: previous.unwrap_or_default(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for MockNode {
+    async fn list_regions(
+        &self,
+        _req: Request<ListRegionsRequest>,
+    ) -> Result<Response<ListRegionsResponse>, Status> {
+        let mut state = self.state.lock().unwrap();
+        state.list_calls += 1;
+        if let Some(answer) = state.scripted(self.store_id, "list_regions") {
+            let Answer::Status(code, message) = answer else {
+                panic!("list_regions can only be scripted with a status");
+            };
+            return Err(Status::new(code, message));
+        }
+        let regions = state
+            .regions
+            .values()
+            .map(|r| RegionInfo {
+                region: Some(r.clone()),
+                leader: state
+                    .reported_leaders
+                    .get(&r.id)
+                    .copied()
+                    .unwrap_or(state.leaders.get(&r.id).copied()),
+                ..Default::default()
+            })
+            .collect();
+        Ok(Response::new(ListRegionsResponse {
+            regions,
+            stores: state.stores.clone(),
+        }))
+    }
+
+    async fn get_region(
+        &self,
+        req: Request<GetRegionRequest>,
+    ) -> Result<Response<GetRegionResponse>, Status> {
+        let id = req.into_inner().region_id;
+        let state = self.state.lock().unwrap();
+        let Some(region) = state.regions.get(&id) else {
+            let Answer::Region(e) = region_error(Kind::RegionNotFound(errorpb::RegionNotFound {
+                region_id: id,
+            })) else {
+                unreachable!()
+            };
+            return Ok(Response::new(GetRegionResponse {
+                region_error: Some(e),
+                region: None,
+            }));
+        };
+        Ok(Response::new(GetRegionResponse {
+            region_error: None,
+            region: Some(RegionInfo {
+                region: Some(region.clone()),
+                leader: state.leaders.get(&id).copied(),
+                approximate_size: 0,
+                approximate_keys: 0,
+            }),
+        }))
+    }
+
+    async fn split(&self, req: Request<SplitRequest>) -> Result<Response<SplitResponse>, Status> {
+        let req = req.into_inner();
+        let ctx = Some(Context {
+            region_id: req.region_id,
+            region_epoch: req.region_epoch,
+            peer: None,
+        });
+        let keys = req.split_keys.iter().map(|k| &k[..]).collect();
+        let (mut state, _) = checked!(self, "split", ctx, keys, SplitResponse);
+        let mut regions = Vec::new();
+        let mut id = req.region_id;
+        for key in &req.split_keys {
+            let parts = state.split(id, key);
+            regions.pop();
+            id = parts[1].id;
+            regions.extend(parts);
+        }
+        Ok(Response::new(SplitResponse {
+            region_error: None,
+            regions,
+        }))
+    }
+
+    async fn merge(&self, req: Request<MergeRequest>) -> Result<Response<MergeResponse>, Status> {
+        let req = req.into_inner();
+        let epoch = self
+            .state
+            .lock()
+            .unwrap()
+            .regions
+            .get(&req.source_region_id)
+            .and_then(|r| r.region_epoch);
+        let ctx = Some(Context {
+            region_id: req.source_region_id,
+            region_epoch: epoch,
+            peer: None,
+        });
+        let (mut state, _) = checked!(self, "merge", ctx, vec![], MergeResponse);
+        let target = state.merge(req.source_region_id, req.target_region_id);
+        Ok(Response::new(MergeResponse {
+            region_error: None,
+            target: Some(target),
+        }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        _req: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
+
+    async fn change_peer(
+        &self,
+        _req: Request<ChangePeerRequest>,
+    ) -> Result<Response<ChangePeerResponse>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let state = self.state.lock().unwrap();
+        Ok(Response::new(StatusResponse {
+            store: Some(Store {
+                id: self.store_id,
+                address: self.address.clone(),
+            }),
+            counters: Some(StoreCounters {
+                region_count: state.regions.len() as u64,
+                ..Default::default()
+            }),
+            version: "mock".to_string(),
+        }))
+    }
+}
