@@ -236,9 +236,12 @@ impl RegionCache {
 
     /// The store answered: it is up.
     pub(crate) fn mark_up(&mut self, store_id: u64) {
-        if !self.down.is_empty() {
-            self.down.remove(&store_id);
-        }
+        self.down.remove(&store_id);
+    }
+
+    /// Whether `store_id` has a transport failure on record (however old).
+    pub(crate) fn has_down_mark(&self, store_id: u64) -> bool {
+        self.down.contains_key(&store_id)
     }
 
     /// Whether `store_id` failed less than `cooldown` ago.

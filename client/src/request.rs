@@ -241,13 +241,7 @@ impl Inner {
                     let mut resp = resp.into_inner();
                     match resp.take_region_error() {
                         None => {
-                            let mut cache = self.cache.write();
-                            cache.mark_up(attempt.peer.store_id);
-                            if cache.get(attempt.region.id).and_then(|c| c.leader)
-                                != Some(attempt.peer)
-                            {
-                                cache.set_leader(attempt.region.id, attempt.peer);
-                            }
+                            self.on_success(&attempt);
                             return Ok(Done { resp, attempt });
                         }
                         Some(err) => {
@@ -320,6 +314,23 @@ impl Inner {
                 }
             }
             last = Some(failure);
+        }
+    }
+
+    /// The peer answered: it leads the region (as far as the client can tell) and its
+    /// store is up. Only takes the write lock when that is news, so that the common
+    /// case stays a read-locked cache.
+    fn on_success(&self, attempt: &Attempt) {
+        let (region_id, peer) = (attempt.region.id, attempt.peer);
+        let news = {
+            let cache = self.cache.read();
+            cache.has_down_mark(peer.store_id)
+                || cache.get(region_id).is_some_and(|c| c.leader != Some(peer))
+        };
+        if news {
+            let mut cache = self.cache.write();
+            cache.mark_up(peer.store_id);
+            cache.set_leader(region_id, peer);
         }
     }
 

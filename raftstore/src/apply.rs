@@ -60,7 +60,12 @@ struct Delegate {
 }
 
 /// One apply worker's loop; returns when every sender is gone.
-pub fn run(rx: Receiver<ApplyMsg>, kv: RocksKvEngine, router: StoreRouter, metrics: std::sync::Arc<StoreMetrics>) {
+pub fn run(
+    rx: Receiver<ApplyMsg>,
+    kv: RocksKvEngine,
+    router: StoreRouter,
+    metrics: std::sync::Arc<StoreMetrics>,
+) {
     let mut delegates: HashMap<u64, Delegate> = HashMap::new();
     while let Ok(first) = rx.recv() {
         let mut tasks = Vec::new();
@@ -95,7 +100,10 @@ fn apply_tasks(
     let mut count = 0u64;
     for task in tasks {
         let Some(d) = delegates.get_mut(&task.region_id) else {
-            tracing::warn!(region = task.region_id, "apply task for an unregistered region");
+            tracing::warn!(
+                region = task.region_id,
+                "apply task for an unregistered region"
+            );
             continue;
         };
         let mut replies = task.replies.into_iter().peekable();
@@ -111,14 +119,24 @@ fn apply_tasks(
                 if i == entry.index {
                     answers.push((reply, result.clone()));
                 } else {
-                    answers.push((reply, Err(CmdError::Dropped("entry was already applied".into()))));
+                    answers.push((
+                        reply,
+                        Err(CmdError::Dropped("entry was already applied".into())),
+                    ));
                 }
             }
         }
         for (_, reply) in replies {
-            answers.push((reply, Err(CmdError::Dropped("entry was already applied".into()))));
+            answers.push((
+                reply,
+                Err(CmdError::Dropped("entry was already applied".into())),
+            ));
         }
-        batch.put(Cf::Meta, apply_state_key(task.region_id), d.state.encode_to_vec());
+        batch.put(
+            Cf::Meta,
+            apply_state_key(task.region_id),
+            d.state.encode_to_vec(),
+        );
         applied.push((task.region_id, d.state.applied_index));
     }
     if let Err(e) = kv.write(&batch) {
@@ -149,14 +167,25 @@ fn apply_entry(
         return Ok(Vec::new());
     }
     if entry.get_entry_type() != EntryType::EntryNormal {
-        tracing::warn!(region = d.region.id, index = entry.index, "membership changes are not supported yet");
+        tracing::warn!(
+            region = d.region.id,
+            index = entry.index,
+            "membership changes are not supported yet"
+        );
         return Ok(Vec::new());
     }
     let cmd = match RaftCmdRequest::decode(&entry.data[..]) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(region = d.region.id, index = entry.index, "undecodable command: {e}");
-            return Err(CmdError::Storage(format!("undecodable command at index {}", entry.index)));
+            tracing::error!(
+                region = d.region.id,
+                index = entry.index,
+                "undecodable command: {e}"
+            );
+            return Err(CmdError::Storage(format!(
+                "undecodable command at index {}",
+                entry.index
+            )));
         }
     };
     let header = cmd.header.unwrap_or_default();

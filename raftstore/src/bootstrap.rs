@@ -31,7 +31,11 @@ const MEMBERSHIP_KEY: &str = "membership";
 /// The evenly spaced split keys of `k` initial regions.
 pub fn split_keys(k: usize) -> Vec<Vec<u8>> {
     (1..k)
-        .map(|i| (((i as u64) * 65536 / k as u64) as u16).to_be_bytes().to_vec())
+        .map(|i| {
+            (((i as u64) * 65536 / k as u64) as u16)
+                .to_be_bytes()
+                .to_vec()
+        })
         .collect()
 }
 
@@ -46,7 +50,11 @@ pub fn initial_regions(store_ids: &[u64], k: usize) -> Vec<Region> {
             let id = i as u64 + 1;
             Region {
                 id,
-                start_key: if i == 0 { Vec::new() } else { keys[i - 1].clone() },
+                start_key: if i == 0 {
+                    Vec::new()
+                } else {
+                    keys[i - 1].clone()
+                },
                 end_key: keys.get(i).cloned().unwrap_or_default(),
                 region_epoch: Some(RegionEpoch {
                     conf_ver: 1,
@@ -69,12 +77,23 @@ pub fn initial_regions(store_ids: &[u64], k: usize) -> Vec<Region> {
 /// The identity and membership a store was bootstrapped with, if it was.
 pub fn load_ident(engines: &Engines) -> Result<Option<(StoreIdent, Vec<Store>)>, String> {
     let kv = &engines.kv;
-    let Some(ident) = kv.get(Cf::Meta, &store_key(IDENT_KEY)).map_err(|e| e.to_string())? else {
+    let Some(ident) = kv
+        .get(Cf::Meta, &store_key(IDENT_KEY))
+        .map_err(|e| e.to_string())?
+    else {
         return Ok(None);
     };
-    let ident = StoreIdent::decode(ident.as_slice()).map_err(|e| format!("store identity record: {e}"))?;
-    let membership = match kv.get(Cf::Meta, &store_key(MEMBERSHIP_KEY)).map_err(|e| e.to_string())? {
-        Some(m) => ClusterMembership::decode(m.as_slice()).map_err(|e| format!("membership record: {e}"))?.stores,
+    let ident =
+        StoreIdent::decode(ident.as_slice()).map_err(|e| format!("store identity record: {e}"))?;
+    let membership = match kv
+        .get(Cf::Meta, &store_key(MEMBERSHIP_KEY))
+        .map_err(|e| e.to_string())?
+    {
+        Some(m) => {
+            ClusterMembership::decode(m.as_slice())
+                .map_err(|e| format!("membership record: {e}"))?
+                .stores
+        }
         None => Vec::new(),
     };
     Ok(Some((ident, membership)))
@@ -99,7 +118,9 @@ pub fn bootstrap(
         return Ok((membership, false));
     }
     if regions == 0 || regions > MAX_INITIAL_REGIONS {
-        return Err(format!("initial regions must be 1..={MAX_INITIAL_REGIONS}, got {regions}"));
+        return Err(format!(
+            "initial regions must be 1..={MAX_INITIAL_REGIONS}, got {regions}"
+        ));
     }
     if !stores.iter().any(|s| s.id == store_id) {
         return Err(format!("store {store_id} is not in the initial cluster"));
@@ -139,7 +160,11 @@ pub fn bootstrap(
     let membership = ClusterMembership {
         stores: stores.to_vec(),
     };
-    kv_batch.put(Cf::Meta, store_key(MEMBERSHIP_KEY), membership.encode_to_vec());
+    kv_batch.put(
+        Cf::Meta,
+        store_key(MEMBERSHIP_KEY),
+        membership.encode_to_vec(),
+    );
     let ident = StoreIdent {
         cluster_id: 0,
         store_id,
@@ -172,8 +197,14 @@ mod tests {
     fn peer_ids_are_unique_and_stores_agree() {
         let a = initial_regions(&[1, 2, 3], 16);
         let b = initial_regions(&[3, 2, 1], 16);
-        assert_eq!(a, b, "the layout does not depend on the order stores are given in");
-        let mut ids: Vec<u64> = a.iter().flat_map(|r| r.peers.iter().map(|p| p.id)).collect();
+        assert_eq!(
+            a, b,
+            "the layout does not depend on the order stores are given in"
+        );
+        let mut ids: Vec<u64> = a
+            .iter()
+            .flat_map(|r| r.peers.iter().map(|p| p.id))
+            .collect();
         ids.extend(a.iter().map(|r| r.id));
         let n = ids.len();
         ids.sort_unstable();

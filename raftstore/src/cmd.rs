@@ -10,7 +10,10 @@ use crate::msg::CmdError;
 pub fn not_leader(region_id: u64, leader: Option<Peer>) -> CmdError {
     CmdError::Region(RegionError {
         message: format!("peer is not the leader of region {region_id}"),
-        kind: Some(region_error::Kind::NotLeader(NotLeader { region_id, leader })),
+        kind: Some(region_error::Kind::NotLeader(NotLeader {
+            region_id,
+            leader,
+        })),
     })
 }
 
@@ -52,7 +55,8 @@ pub fn region_not_found(region_id: u64) -> CmdError {
 
 /// Whether `key` lies in `[region.start_key, region.end_key)`.
 pub fn key_in_region(key: &[u8], region: &Region) -> bool {
-    key >= region.start_key.as_slice() && (region.end_key.is_empty() || key < region.end_key.as_slice())
+    key >= region.start_key.as_slice()
+        && (region.end_key.is_empty() || key < region.end_key.as_slice())
 }
 
 /// Checks a request's epoch: `version` must match (a split or merge changed the
@@ -62,7 +66,7 @@ pub fn check_epoch(
     requested: Option<&RegionEpoch>,
     check_conf_ver: bool,
 ) -> Result<(), CmdError> {
-    let current = region.region_epoch.clone().unwrap_or_default();
+    let current = region.region_epoch.unwrap_or_default();
     let Some(req) = requested else {
         return Err(epoch_not_match(region, None));
     };
@@ -79,7 +83,8 @@ pub fn peer_on_store(region: &Region, store_id: u64) -> Option<&Peer> {
 
 /// Encodes a raft-rs protobuf message.
 pub fn encode_pb<M: protobuf::Message>(m: &M) -> Vec<u8> {
-    m.write_to_bytes().expect("protobuf encoding into memory cannot fail")
+    m.write_to_bytes()
+        .expect("protobuf encoding into memory cannot fail")
 }
 
 #[cfg(test)]
@@ -118,7 +123,9 @@ mod tests {
         };
         match check_epoch(&r, Some(&stale), false) {
             Err(CmdError::Region(e)) => match e.kind {
-                Some(region_error::Kind::EpochNotMatch(m)) => assert_eq!(m.current_regions, vec![r.clone()]),
+                Some(region_error::Kind::EpochNotMatch(m)) => {
+                    assert_eq!(m.current_regions, vec![r.clone()])
+                }
                 other => panic!("{other:?}"),
             },
             other => panic!("{other:?}"),

@@ -52,7 +52,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let tick = self.raft_tick_interval;
         if tick < Duration::from_millis(1) || tick > Duration::from_secs(10) {
-            return Err(format!("raft-tick-interval must be 1ms..=10s, got {tick:?}"));
+            return Err(format!(
+                "raft-tick-interval must be 1ms..=10s, got {tick:?}"
+            ));
         }
         if self.raft_heartbeat_ticks == 0 {
             return Err("raft-heartbeat-ticks must be at least 1".into());

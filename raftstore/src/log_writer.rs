@@ -42,7 +42,11 @@ pub fn run(rx: Receiver<WriteTask>, store: LogWriter, router: StoreRouter) {
 }
 
 fn write_task(task: WriteTask, store: &LogWriter, router: &StoreRouter) {
-    let WriteTask { batch, notify, msgs } = task;
+    let WriteTask {
+        batch,
+        notify,
+        msgs,
+    } = task;
     if !batch.is_empty() {
         if let Err(e) = store.log.write(&batch) {
             // Raft's promises rest on this write: without it no peer may go on.

@@ -159,7 +159,10 @@ impl Peer {
 
     fn step(&mut self, msg: RaftMessage) {
         if msg.to_peer.as_ref().map(|p| p.id) != Some(self.peer_id) {
-            tracing::debug!(region = self.region_id, "dropping a raft message for another peer");
+            tracing::debug!(
+                region = self.region_id,
+                "dropping a raft message for another peer"
+            );
             return;
         }
         let m = match RaftPbMessage::parse_from_bytes(&msg.message) {
@@ -175,7 +178,11 @@ impl Peer {
     }
 
     /// Checks that this peer leads and that the request's epoch and keys fit.
-    fn check_request(&self, header: &RaftRequestHeader, keys: &mut dyn Iterator<Item = &[u8]>) -> Result<(), CmdError> {
+    fn check_request(
+        &self,
+        header: &RaftRequestHeader,
+        keys: &mut dyn Iterator<Item = &[u8]>,
+    ) -> Result<(), CmdError> {
         if !self.is_leader {
             return Err(not_leader(self.region_id, self.leader_meta()));
         }
@@ -191,7 +198,7 @@ impl Peer {
     fn propose(&mut self, cmd: Command, metrics: &StoreMetrics) {
         use shoal_proto::raft_cmdpb::request::Cmd;
         let Command { request, reply } = cmd;
-        let header = request.header.clone().unwrap_or_default();
+        let header = request.header.unwrap_or_default();
         let mut keys = request.requests.iter().filter_map(|r| match &r.cmd {
             Some(Cmd::Put(p)) => Some(p.key.as_slice()),
             Some(Cmd::Delete(d)) => Some(d.key.as_slice()),
@@ -204,7 +211,9 @@ impl Peer {
         }
         let before = self.raw.raft.raft_log.last_index();
         if let Err(e) = self.raw.propose(Vec::new(), request.encode_to_vec()) {
-            let _ = reply.send(Err(CmdError::Dropped(format!("raft refused the proposal: {e}"))));
+            let _ = reply.send(Err(CmdError::Dropped(format!(
+                "raft refused the proposal: {e}"
+            ))));
             return;
         }
         let index = self.raw.raft.raft_log.last_index();
@@ -222,8 +231,12 @@ impl Peer {
 
     fn accept_read(&mut self, read: ReadRequest) {
         let check = match &read.kind {
-            ReadKind::Get(key) => self.check_request(&read.header, &mut std::iter::once(key.as_slice())),
-            ReadKind::Scan { start, .. } => self.check_request(&read.header, &mut std::iter::once(start.as_slice())),
+            ReadKind::Get(key) => {
+                self.check_request(&read.header, &mut std::iter::once(key.as_slice()))
+            }
+            ReadKind::Scan { start, .. } => {
+                self.check_request(&read.header, &mut std::iter::once(start.as_slice()))
+            }
         };
         match check {
             Ok(()) => self.new_reads.push(read),
@@ -263,7 +276,10 @@ impl Peer {
             self.build_messages(msgs, &mut ctx.outgoing);
         }
         if !rd.snapshot().is_empty() {
-            tracing::error!(region = self.region_id, "received a raft snapshot, which this version cannot apply");
+            tracing::error!(
+                region = self.region_id,
+                "received a raft snapshot, which this version cannot apply"
+            );
         }
         let committed = rd.take_committed_entries();
         self.schedule_apply(committed, ctx);
@@ -279,8 +295,9 @@ impl Peer {
         if must_persist || self.unpersisted_ready.is_some() {
             let mut after_persist = Vec::new();
             self.build_messages(rd.take_persisted_messages(), &mut after_persist);
-            let state = must_persist.then(|| self.raw.store().raft_state().clone());
-            ctx.write.add(self.region_id, number, entries, state, after_persist);
+            let state = must_persist.then(|| *self.raw.store().raft_state());
+            ctx.write
+                .add(self.region_id, number, entries, state, after_persist);
             self.unpersisted_ready = Some(number);
             self.raw.advance_append_async(rd);
         } else {
@@ -315,7 +332,7 @@ impl Peer {
             let leader = self.leader_meta();
             for batch in self.read_batches.drain(..) {
                 for r in batch.reads {
-                    let _ = r.reply.send(Err(not_leader(self.region_id, leader.clone())));
+                    let _ = r.reply.send(Err(not_leader(self.region_id, leader)));
                 }
             }
         }
@@ -326,14 +343,18 @@ impl Peer {
         let from = region.peers.iter().find(|p| p.id == self.peer_id).cloned();
         for m in msgs {
             let Some(to) = region.peers.iter().find(|p| p.id == m.to).cloned() else {
-                tracing::warn!(region = self.region_id, to = m.to, "no store known for peer");
+                tracing::warn!(
+                    region = self.region_id,
+                    to = m.to,
+                    "no store known for peer"
+                );
                 continue;
             };
             out.push(RaftMessage {
                 region_id: self.region_id,
-                from_peer: from.clone(),
+                from_peer: from,
                 to_peer: Some(to),
-                region_epoch: region.region_epoch.clone(),
+                region_epoch: region.region_epoch,
                 message: encode_pb(&m),
                 start_key: region.start_key.clone(),
                 end_key: region.end_key.clone(),
@@ -401,11 +422,16 @@ impl Peer {
         let kv = &ctx.store.kv;
         let storage = |e: shoal_engine::Error| CmdError::Storage(e.to_string());
         match kind {
-            ReadKind::Get(key) => kv.get(Cf::Default, &data_key(key)).map(ReadOutput::Value).map_err(storage),
+            ReadKind::Get(key) => kv
+                .get(Cf::Default, &data_key(key))
+                .map(ReadOutput::Value)
+                .map_err(storage),
             ReadKind::Scan { start, end, limit } => {
                 // Clip to the region: a scan never reads past the range this peer owns.
                 let region = self.region();
-                let end = if end.is_empty() || (!region.end_key.is_empty() && end.as_slice() > region.end_key.as_slice()) {
+                let end = if end.is_empty()
+                    || (!region.end_key.is_empty() && end.as_slice() > region.end_key.as_slice())
+                {
                     region.end_key.as_slice()
                 } else {
                     end.as_slice()
@@ -434,15 +460,21 @@ impl Peer {
     /// Answers everything still pending: the store is stopping.
     pub fn abort_pending(&mut self) {
         for p in self.proposals.drain(..) {
-            let _ = p.reply.send(Err(CmdError::Dropped("the store is shutting down".into())));
+            let _ = p
+                .reply
+                .send(Err(CmdError::Dropped("the store is shutting down".into())));
         }
         for b in self.read_batches.drain(..) {
             for r in b.reads {
-                let _ = r.reply.send(Err(CmdError::Dropped("the store is shutting down".into())));
+                let _ = r
+                    .reply
+                    .send(Err(CmdError::Dropped("the store is shutting down".into())));
             }
         }
         for r in self.new_reads.drain(..) {
-            let _ = r.reply.send(Err(CmdError::Dropped("the store is shutting down".into())));
+            let _ = r
+                .reply
+                .send(Err(CmdError::Dropped("the store is shutting down".into())));
         }
     }
 

@@ -69,7 +69,11 @@ fn to_log_entry(e: &Entry) -> LogEntry {
 fn from_log_entry(region_id: u64, e: &LogEntry) -> raft::Result<Entry> {
     Entry::parse_from_bytes(&e.data).map_err(|err| {
         raft::Error::Store(StorageError::Other(
-            format!("region {region_id}: entry {} does not decode: {err}", e.index).into(),
+            format!(
+                "region {region_id}: entry {} does not decode: {err}",
+                e.index
+            )
+            .into(),
         ))
     })
 }
@@ -161,7 +165,10 @@ impl PeerStorage {
             self.persisted_last = self.raft_state.last_index;
         }
         while self.cache.len() > self.cache_limit
-            && self.cache.front().is_some_and(|e| e.index <= self.persisted_last)
+            && self
+                .cache
+                .front()
+                .is_some_and(|e| e.index <= self.persisted_last)
         {
             self.cache.pop_front();
         }
@@ -178,11 +185,13 @@ impl PeerStorage {
 
 impl raft::Storage for PeerStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        let hs = self.raft_state.hard_state.clone().unwrap_or_default();
-        let mut pb = PbHardState::default();
-        pb.term = hs.term;
-        pb.vote = hs.vote;
-        pb.commit = hs.commit;
+        let hs = self.raft_state.hard_state.unwrap_or_default();
+        let pb = PbHardState {
+            term: hs.term,
+            vote: hs.vote,
+            commit: hs.commit,
+            ..Default::default()
+        };
         Ok(RaftState::new(pb, conf_state_of(&self.region)))
     }
 
@@ -206,7 +215,13 @@ impl raft::Storage for PeerStorage {
         if low < engine_hi {
             let mut fetched = Vec::new();
             self.log
-                .fetch(self.region_id, low, engine_hi, Some(max as usize), &mut fetched)
+                .fetch(
+                    self.region_id,
+                    low,
+                    engine_hi,
+                    Some(max as usize),
+                    &mut fetched,
+                )
                 .map_err(engine_error)?;
             for le in &fetched {
                 let e = from_log_entry(self.region_id, le)?;
@@ -217,7 +232,11 @@ impl raft::Storage for PeerStorage {
                 return Ok(out);
             }
         }
-        for e in self.cache.iter().filter(|e| e.index >= low && e.index < high) {
+        for e in self
+            .cache
+            .iter()
+            .filter(|e| e.index >= low && e.index < high)
+        {
             let esize = u64::from(e.compute_size());
             if !out.is_empty() && size + esize > max {
                 break;
@@ -256,6 +275,8 @@ impl raft::Storage for PeerStorage {
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         // Raft snapshots arrive with log GC; until then every log is complete and a
         // lagging peer catches up from entries.
-        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
     }
 }

@@ -16,18 +16,20 @@ use shoal_proto::Message;
 use shoal_router::{create_system, BatchSystem, Ticker, TickerThread};
 use tokio::sync::oneshot;
 
+use crate::apply::{self, ApplyMsg};
 use crate::cmd::peer_on_store;
 use crate::config::Config;
 use crate::fsm::{PeerFsm, StoreFsm, StoreRouter};
 use crate::log_writer::{self, LogWriter};
 use crate::logger::raft_logger;
 use crate::metrics::StoreMetrics;
-use crate::msg::{CmdError, Command, PeerMsg, PeerTick, ReadKind, ReadOutput, ReadRequest, StoreMsg, WriteResult};
+use crate::msg::{
+    CmdError, Command, PeerMsg, PeerTick, ReadKind, ReadOutput, ReadRequest, StoreMsg, WriteResult,
+};
 use crate::peer::Peer;
 use crate::poll::{RaftPoller, StoreContext};
 use crate::storage::PeerStorage;
 use crate::transport::Transport;
-use crate::apply::{self, ApplyMsg};
 
 /// Who drives the Raft ticks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +83,8 @@ fn load_regions(kv: &impl KvRead) -> Result<Vec<(RegionLocalState, RaftApplyStat
             .get(Cf::Meta, &apply_state_key(id))
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("region {id} has no apply state"))?;
-        let apply = RaftApplyState::decode(apply.as_slice()).map_err(|e| format!("region {id} apply state: {e}"))?;
+        let apply = RaftApplyState::decode(apply.as_slice())
+            .map_err(|e| format!("region {id} apply state: {e}"))?;
         out.push((s, apply));
     }
     Ok(out)
@@ -103,8 +106,8 @@ impl RaftStore {
             max_batch_size: cfg.max_batch_size,
             ..shoal_router::Config::default()
         };
-        let (router, mut system) =
-            create_system(&router_cfg, Box::new(StoreFsm { store_id })).map_err(|e| e.to_string())?;
+        let (router, mut system) = create_system(&router_cfg, Box::new(StoreFsm { store_id }))
+            .map_err(|e| e.to_string())?;
         let log: Arc<dyn LogEngine> = engines.log.clone();
         let mut threads = Vec::new();
         let (writer_tx, writer_rx) = crossbeam_channel::unbounded();
@@ -114,12 +117,16 @@ impl RaftStore {
             transport: transport.clone(),
         };
         let r = router.clone();
-        threads.push(spawn(format!("shoal-log-writer-{store_id}"), move || log_writer::run(writer_rx, writer, r))?);
+        threads.push(spawn(format!("shoal-log-writer-{store_id}"), move || {
+            log_writer::run(writer_rx, writer, r)
+        })?);
         let mut apply_txs = Vec::new();
         for i in 0..cfg.apply_workers {
             let (tx, rx) = crossbeam_channel::unbounded();
             let (kv, r, m) = (engines.kv.clone(), router.clone(), metrics.clone());
-            threads.push(spawn(format!("shoal-apply-{store_id}-{i}"), move || apply::run(rx, kv, r, m))?);
+            threads.push(spawn(format!("shoal-apply-{store_id}-{i}"), move || {
+                apply::run(rx, kv, r, m)
+            })?);
             apply_txs.push(tx);
         }
         let ctx = Arc::new(StoreContext {
@@ -142,7 +149,9 @@ impl RaftStore {
             let mut raft_state = log
                 .raft_state(region.id)
                 .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("region {} has no raft state in the log engine", region.id))?;
+                .ok_or_else(|| {
+                    format!("region {} has no raft state in the log engine", region.id)
+                })?;
             // The commit index is persisted lazily; what was applied was committed.
             let hs = raft_state.hard_state.get_or_insert_with(Default::default);
             hs.commit = hs.commit.max(apply_state.applied_index);
@@ -159,11 +168,18 @@ impl RaftStore {
             };
             let _ = ctx.apply_worker(region.id).send(ApplyMsg::Register {
                 region: region.clone(),
-                state: apply_state.clone(),
+                state: apply_state,
             });
             let applied = apply_state.applied_index;
-            let storage = PeerStorage::new(log.clone(), region.clone(), raft_state, apply_state, cfg.entry_cache_limit);
-            let raw = RawNode::new(&raft_cfg, storage, &logger).map_err(|e| format!("region {}: {e}", region.id))?;
+            let storage = PeerStorage::new(
+                log.clone(),
+                region.clone(),
+                raft_state,
+                apply_state,
+                cfg.entry_cache_limit,
+            );
+            let raw = RawNode::new(&raft_cfg, storage, &logger)
+                .map_err(|e| format!("region {}: {e}", region.id))?;
             let peer = Peer::new(store_id, me.id, raw, applied);
             router
                 .register(region.id, Box::new(PeerFsm { peer }))
@@ -173,7 +189,9 @@ impl RaftStore {
         }
         let poll_ctx = ctx.clone();
         system
-            .spawn(&format!("shoal-poll-{store_id}"), move |_| RaftPoller::new(poll_ctx.clone()))
+            .spawn(&format!("shoal-poll-{store_id}"), move |_| {
+                RaftPoller::new(poll_ctx.clone())
+            })
             .map_err(|e| e.to_string())?;
         let ticker_thread = match tick_mode {
             TickMode::Manual => None,
@@ -181,9 +199,11 @@ impl RaftStore {
                 let r = router.clone();
                 Some(
                     ticker
-                        .spawn(&format!("shoal-tick-{store_id}"), cfg.raft_tick_interval, move |id, kind| {
-                            r.send(id, PeerMsg::Tick(kind)).is_ok()
-                        })
+                        .spawn(
+                            &format!("shoal-tick-{store_id}"),
+                            cfg.raft_tick_interval,
+                            move |id, kind| r.send(id, PeerMsg::Tick(kind)).is_ok(),
+                        )
                         .map_err(|e| e.to_string())?,
                 )
             }
@@ -213,7 +233,8 @@ impl RaftStore {
     /// Advances the ticker one tick (manual tick mode).
     pub fn tick(&self) {
         let r = &self.router;
-        self.ticker.advance(|id, kind| r.send(id, PeerMsg::Tick(kind)).is_ok());
+        self.ticker
+            .advance(|id, kind| r.send(id, PeerMsg::Tick(kind)).is_ok());
     }
 
     /// Delivers a raft message from another store.
@@ -231,22 +252,42 @@ impl RaftStore {
         let region_id = request.header.as_ref().map_or(0, |h| h.region_id);
         let (tx, rx) = oneshot::channel();
         self.send_to_region(region_id, PeerMsg::Command(Command { request, reply: tx }))?;
-        rx.await.unwrap_or_else(|_| Err(CmdError::Dropped("the store stopped before answering".into())))
+        rx.await.unwrap_or_else(|_| {
+            Err(CmdError::Dropped(
+                "the store stopped before answering".into(),
+            ))
+        })
     }
 
     /// A linearizable read through ReadIndex.
-    pub async fn read(&self, header: RaftRequestHeader, kind: ReadKind) -> Result<ReadOutput, CmdError> {
+    pub async fn read(
+        &self,
+        header: RaftRequestHeader,
+        kind: ReadKind,
+    ) -> Result<ReadOutput, CmdError> {
         let region_id = header.region_id;
         let (tx, rx) = oneshot::channel();
-        self.send_to_region(region_id, PeerMsg::Read(ReadRequest { header, kind, reply: tx }))?;
-        rx.await.unwrap_or_else(|_| Err(CmdError::Dropped("the store stopped before answering".into())))
+        self.send_to_region(
+            region_id,
+            PeerMsg::Read(ReadRequest {
+                header,
+                kind,
+                reply: tx,
+            }),
+        )?;
+        rx.await.unwrap_or_else(|_| {
+            Err(CmdError::Dropped(
+                "the store stopped before answering".into(),
+            ))
+        })
     }
 
     /// The region, its leader and size, as this store's peer knows them.
     pub async fn region_info(&self, region_id: u64) -> Result<RegionInfo, CmdError> {
         let (tx, rx) = oneshot::channel();
         self.send_to_region(region_id, PeerMsg::Info(tx))?;
-        rx.await.map_err(|_| CmdError::Dropped("the store stopped before answering".into()))
+        rx.await
+            .map_err(|_| CmdError::Dropped("the store stopped before answering".into()))
     }
 
     /// Every region of this store.
@@ -281,7 +322,9 @@ impl RaftStore {
     }
 
     fn send_to_region(&self, region_id: u64, msg: PeerMsg) -> Result<(), CmdError> {
-        self.router.send(region_id, msg).map_err(|_| crate::cmd::region_not_found(region_id))
+        self.router
+            .send(region_id, msg)
+            .map_err(|_| crate::cmd::region_not_found(region_id))
     }
 
     /// Stops every thread. Requests still pending are answered with an error.
@@ -295,7 +338,11 @@ impl RaftStore {
         }
         let undelivered = self.system.shutdown();
         if !undelivered.is_empty() {
-            tracing::debug!(store = self.store_id, count = undelivered.len(), "messages undelivered at shutdown");
+            tracing::debug!(
+                store = self.store_id,
+                count = undelivered.len(),
+                "messages undelivered at shutdown"
+            );
         }
         // The last handles on the writer's and apply workers' queues go with the context.
         self.ctx = None;

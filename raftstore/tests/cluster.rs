@@ -16,7 +16,11 @@ fn a_leader_is_elected_only_when_the_test_ticks() {
     assert_eq!(c.leader_of(1), None, "no ticks, no election");
     let leader = c.wait_leader(1, T);
     assert!((1..=3).contains(&leader));
-    let leaders: u64 = c.store_ids().iter().map(|&id| c.store(id).counters().leader_count).sum();
+    let leaders: u64 = c
+        .store_ids()
+        .iter()
+        .map(|&id| c.store(id).counters().leader_count)
+        .sum();
     assert_eq!(leaders, 1, "exactly one leader");
 }
 
@@ -41,7 +45,11 @@ fn an_isolated_follower_catches_up_after_the_partition_heals() {
     for i in 0..20u32 {
         c.put(format!("key{i}").as_bytes(), b"during", T).unwrap();
     }
-    assert_eq!(c.local_value(follower, b"key0"), None, "the isolated follower saw nothing");
+    assert_eq!(
+        c.local_value(follower, b"key0"),
+        None,
+        "the isolated follower saw nothing"
+    );
     c.clear_filters();
     for i in 0..20u32 {
         c.wait_local(follower, format!("key{i}").as_bytes(), b"during", T);
@@ -90,7 +98,11 @@ fn writes_to_many_regions_share_fsyncs() {
     for r in &c.regions {
         c.wait_leader(r.id, T);
     }
-    let before: Vec<u64> = c.store_ids().iter().map(|&id| c.store(id).counters().fsyncs).collect();
+    let before: Vec<u64> = c
+        .store_ids()
+        .iter()
+        .map(|&id| c.store(id).counters().fsyncs)
+        .collect();
     // One write to every region, all in flight at once.
     let regions = c.regions.clone();
     std::thread::scope(|s| {
@@ -108,6 +120,9 @@ fn writes_to_many_regions_share_fsyncs() {
         let after = c.store(id).counters();
         let fsyncs = after.fsyncs - before[i];
         assert!(fsyncs < 40, "store {id} did {fsyncs} fsyncs for 64 writes");
-        assert!(after.entries_per_fsync_sum >= 64, "store {id} wrote every entry");
+        assert!(
+            after.entries_per_fsync_sum >= 64,
+            "store {id} wrote every entry"
+        );
     }
 }

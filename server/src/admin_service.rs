@@ -19,24 +19,36 @@ pub struct AdminService {
 impl AdminService {
     /// A service over `store`; `membership` lists every store of the cluster.
     pub fn new(store: Arc<RaftStore>, me: Store, membership: Vec<Store>) -> Self {
-        AdminService { store, me, membership }
+        AdminService {
+            store,
+            me,
+            membership,
+        }
     }
 }
 
 fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is not implemented in this version of Shoal"))
+    Status::unimplemented(format!(
+        "{what} is not implemented in this version of Shoal"
+    ))
 }
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn list_regions(&self, _: Request<ListRegionsRequest>) -> Result<Response<ListRegionsResponse>, Status> {
+    async fn list_regions(
+        &self,
+        _: Request<ListRegionsRequest>,
+    ) -> Result<Response<ListRegionsResponse>, Status> {
         Ok(Response::new(ListRegionsResponse {
             regions: self.store.regions().await,
             stores: self.membership.clone(),
         }))
     }
 
-    async fn get_region(&self, req: Request<GetRegionRequest>) -> Result<Response<GetRegionResponse>, Status> {
+    async fn get_region(
+        &self,
+        req: Request<GetRegionRequest>,
+    ) -> Result<Response<GetRegionResponse>, Status> {
         let id = req.into_inner().region_id;
         let resp = match self.store.region_info(id).await {
             Ok(info) => GetRegionResponse {
@@ -67,7 +79,10 @@ impl Admin for AdminService {
         Err(not_yet("leader transfer"))
     }
 
-    async fn change_peer(&self, _: Request<ChangePeerRequest>) -> Result<Response<ChangePeerResponse>, Status> {
+    async fn change_peer(
+        &self,
+        _: Request<ChangePeerRequest>,
+    ) -> Result<Response<ChangePeerResponse>, Status> {
         Err(not_yet("membership change"))
     }
 

@@ -79,11 +79,24 @@ fn show(b: &[u8]) -> String {
 /// Runs a `kv` command. Returns the process exit code.
 pub async fn run_kv(cmd: KvCommand) -> Result<i32, String> {
     match cmd {
-        KvCommand::Put { key, value, endpoints } => {
-            connect(&endpoints).await?.put(key, value).await.map_err(|e| e.to_string())?;
+        KvCommand::Put {
+            key,
+            value,
+            endpoints,
+        } => {
+            connect(&endpoints)
+                .await?
+                .put(key, value)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("OK");
         }
-        KvCommand::Get { key, endpoints } => match connect(&endpoints).await?.get(&key).await.map_err(|e| e.to_string())? {
+        KvCommand::Get { key, endpoints } => match connect(&endpoints)
+            .await?
+            .get(&key)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             Some(v) => println!("{}", show(&v)),
             None => {
                 eprintln!("{key}: not found");
@@ -91,10 +104,19 @@ pub async fn run_kv(cmd: KvCommand) -> Result<i32, String> {
             }
         },
         KvCommand::Delete { key, endpoints } => {
-            connect(&endpoints).await?.delete(key).await.map_err(|e| e.to_string())?;
+            connect(&endpoints)
+                .await?
+                .delete(key)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("OK");
         }
-        KvCommand::Scan { start, end, limit, endpoints } => {
+        KvCommand::Scan {
+            start,
+            end,
+            limit,
+            endpoints,
+        } => {
             let pairs = connect(&endpoints)
                 .await?
                 .scan(start, end, limit)
@@ -118,7 +140,13 @@ pub async fn run_admin(cmd: AdminCommand) -> Result<i32, String> {
                 match client.status(&s.address).await {
                     Ok(st) => {
                         let c = st.counters.unwrap_or_default();
-                        let per = |sum: u64| if c.fsyncs == 0 { 0.0 } else { sum as f64 / c.fsyncs as f64 };
+                        let per = |sum: u64| {
+                            if c.fsyncs == 0 {
+                                0.0
+                            } else {
+                                sum as f64 / c.fsyncs as f64
+                            }
+                        };
                         println!(
                             "store {} ({}): regions {} leaders {} | fsyncs {} entries/fsync {:.1} regions/fsync {:.1} | proposals {} applied {} reads {} | raft msgs {} batches {}",
                             s.id,
@@ -140,19 +168,31 @@ pub async fn run_admin(cmd: AdminCommand) -> Result<i32, String> {
             }
         }
         AdminCommand::Regions { endpoints } => {
-            let (regions, _) = connect(&endpoints).await?.list_regions().await.map_err(|e| e.to_string())?;
-            println!("{:>8}  {:<20} {:<20} {:>8} {:>7}  peers", "id", "start", "end", "epoch", "leader");
+            let (regions, _) = connect(&endpoints)
+                .await?
+                .list_regions()
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "{:>8}  {:<20} {:<20} {:>8} {:>7}  peers",
+                "id", "start", "end", "epoch", "leader"
+            );
             for info in regions {
                 let r = info.region.unwrap_or_default();
                 let epoch = r.region_epoch.unwrap_or_default();
-                let peers: Vec<String> = r.peers.iter().map(|p| format!("{}@{}", p.id, p.store_id)).collect();
+                let peers: Vec<String> = r
+                    .peers
+                    .iter()
+                    .map(|p| format!("{}@{}", p.id, p.store_id))
+                    .collect();
                 println!(
                     "{:>8}  {:<20} {:<20} {:>8} {:>7}  {}",
                     r.id,
                     format!("{:?}", show(&r.start_key)),
                     format!("{:?}", show(&r.end_key)),
                     format!("{}/{}", epoch.conf_ver, epoch.version),
-                    info.leader.map_or("-".to_string(), |l| l.store_id.to_string()),
+                    info.leader
+                        .map_or("-".to_string(), |l| l.store_id.to_string()),
                     peers.join(",")
                 );
             }

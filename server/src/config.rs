@@ -57,7 +57,8 @@ impl Default for NodeConfig {
 impl NodeConfig {
     /// Reads a TOML file.
     pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -67,7 +68,12 @@ impl NodeConfig {
             return Ok(vec![(self.store_id, self.addr.clone())]);
         }
         let mut out = Vec::new();
-        for part in self.initial_cluster.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        for part in self
+            .initial_cluster
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             let (id, addr) = part
                 .split_once('=')
                 .ok_or_else(|| format!("initial-cluster entry {part:?} is not ID=HOST:PORT"))?;
@@ -76,7 +82,9 @@ impl NodeConfig {
                 .parse()
                 .map_err(|_| format!("initial-cluster entry {part:?}: {id:?} is not a store id"))?;
             if id == 0 {
-                return Err(format!("initial-cluster entry {part:?}: store ids start at 1"));
+                return Err(format!(
+                    "initial-cluster entry {part:?}: store ids start at 1"
+                ));
             }
             if out.iter().any(|(i, _)| *i == id) {
                 return Err(format!("initial-cluster names store {id} twice"));
@@ -84,7 +92,10 @@ impl NodeConfig {
             out.push((id, addr.trim().to_string()));
         }
         if !out.iter().any(|(i, _)| *i == self.store_id) {
-            return Err(format!("initial-cluster does not include this store (id {})", self.store_id));
+            return Err(format!(
+                "initial-cluster does not include this store (id {})",
+                self.store_id
+            ));
         }
         Ok(out)
     }
@@ -101,16 +112,25 @@ impl NodeConfig {
             .parse::<SocketAddr>()
             .map_err(|e| format!("status-addr {:?} is not HOST:PORT: {e}", self.status_addr))?;
         if !(1..=65536).contains(&self.initial_regions) {
-            return Err(format!("initial-regions must be 1..=65536, got {}", self.initial_regions));
+            return Err(format!(
+                "initial-regions must be 1..=65536, got {}",
+                self.initial_regions
+            ));
         }
         if !(1..=64 << 20).contains(&self.max_value_size) {
-            return Err(format!("max-value-size must be 1..=67108864, got {}", self.max_value_size));
+            return Err(format!(
+                "max-value-size must be 1..=67108864, got {}",
+                self.max_value_size
+            ));
         }
         if self.max_batch_keys == 0 {
             return Err("max-batch-keys must be at least 1".into());
         }
         if !(1..=10_000).contains(&self.raft_tick_ms) {
-            return Err(format!("raft-tick-ms must be 1..=10000, got {}", self.raft_tick_ms));
+            return Err(format!(
+                "raft-tick-ms must be 1..=10000, got {}",
+                self.raft_tick_ms
+            ));
         }
         if self.pollers == 0 {
             return Err("pollers must be at least 1".into());
@@ -136,12 +156,17 @@ mod tests {
     fn defaults_validate_and_make_a_single_node_cluster() {
         let c = NodeConfig::default();
         c.validate().unwrap();
-        assert_eq!(c.initial_stores().unwrap(), vec![(1, "127.0.0.1:20160".to_string())]);
+        assert_eq!(
+            c.initial_stores().unwrap(),
+            vec![(1, "127.0.0.1:20160".to_string())]
+        );
     }
 
     #[test]
     fn toml_is_kebab_case_and_bad_input_is_named() {
-        let c: NodeConfig = toml::from_str("store-id = 2\ninitial-cluster = \"1=127.0.0.1:1,2=127.0.0.1:2\"\n").unwrap();
+        let c: NodeConfig =
+            toml::from_str("store-id = 2\ninitial-cluster = \"1=127.0.0.1:1,2=127.0.0.1:2\"\n")
+                .unwrap();
         assert_eq!(c.store_id, 2);
         assert_eq!(c.initial_stores().unwrap().len(), 2);
         assert!(toml::from_str::<NodeConfig>("no-such-field = 1").is_err());

@@ -11,8 +11,8 @@ use shoal_proto::errorpb::RegionError;
 use shoal_proto::kvrpcpb::kv_server::Kv;
 use shoal_proto::kvrpcpb::*;
 use shoal_proto::raft_cmdpb::{
-    request, CompareAndSwapOp, DeleteOp, PutOp, RaftCmdRequest, RaftRequestHeader, Request as CmdRequest,
-    Response as CmdResponse,
+    request, CompareAndSwapOp, DeleteOp, PutOp, RaftCmdRequest, RaftRequestHeader,
+    Request as CmdRequest, Response as CmdResponse,
 };
 use shoal_raftstore::{CmdError, RaftStore, ReadKind, ReadOutput};
 use tonic::{Request, Response, Status};
@@ -63,7 +63,11 @@ impl KvService {
         Ok(())
     }
 
-    async fn write(&self, ctx: Option<Context>, requests: Vec<CmdRequest>) -> Result<Result<Vec<CmdResponse>, RegionError>, Status> {
+    async fn write(
+        &self,
+        ctx: Option<Context>,
+        requests: Vec<CmdRequest>,
+    ) -> Result<Result<Vec<CmdResponse>, RegionError>, Status> {
         let request = RaftCmdRequest {
             header: Some(header(ctx)?),
             requests,
@@ -72,16 +76,24 @@ impl KvService {
         split_error(self.store.write(request).await)
     }
 
-    async fn read(&self, ctx: Option<Context>, kind: ReadKind) -> Result<Result<ReadOutput, RegionError>, Status> {
+    async fn read(
+        &self,
+        ctx: Option<Context>,
+        kind: ReadKind,
+    ) -> Result<Result<ReadOutput, RegionError>, Status> {
         split_error(self.store.read(header(ctx)?, kind).await)
     }
 }
 
 /// The Raft header of a request's context.
 fn header(ctx: Option<Context>) -> Result<RaftRequestHeader, Status> {
-    let ctx = ctx.ok_or_else(|| Status::invalid_argument("request has no context (region id, epoch, peer)"))?;
+    let ctx = ctx.ok_or_else(|| {
+        Status::invalid_argument("request has no context (region id, epoch, peer)")
+    })?;
     if ctx.region_id == 0 {
-        return Err(Status::invalid_argument("context names no region (region_id 0)"));
+        return Err(Status::invalid_argument(
+            "context names no region (region_id 0)",
+        ));
     }
     Ok(RaftRequestHeader {
         region_id: ctx.region_id,
@@ -135,10 +147,14 @@ impl Kv for KvService {
     async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
         let req = req.into_inner();
         if req.start_key.len() > MAX_KEY_SIZE || req.end_key.len() > MAX_KEY_SIZE {
-            return Err(Status::invalid_argument(format!("scan bounds must be at most {MAX_KEY_SIZE} bytes")));
+            return Err(Status::invalid_argument(format!(
+                "scan bounds must be at most {MAX_KEY_SIZE} bytes"
+            )));
         }
         if !req.end_key.is_empty() && req.end_key <= req.start_key {
-            return Err(Status::invalid_argument("scan end key must be greater than its start key"));
+            return Err(Status::invalid_argument(
+                "scan end key must be greater than its start key",
+            ));
         }
         let limit = match req.limit as usize {
             0 => MAX_SCAN_LIMIT,
@@ -167,18 +183,30 @@ impl Kv for KvService {
         let req = req.into_inner();
         Self::check_key(&req.key)?;
         self.check_value(&req.value)?;
-        let region_error = self.write(req.context, vec![put_op(req.key, req.value)]).await?.err();
+        let region_error = self
+            .write(req.context, vec![put_op(req.key, req.value)])
+            .await?
+            .err();
         Ok(Response::new(PutResponse { region_error }))
     }
 
-    async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         let req = req.into_inner();
         Self::check_key(&req.key)?;
-        let region_error = self.write(req.context, vec![delete_op(req.key)]).await?.err();
+        let region_error = self
+            .write(req.context, vec![delete_op(req.key)])
+            .await?
+            .err();
         Ok(Response::new(DeleteResponse { region_error }))
     }
 
-    async fn batch_write(&self, req: Request<BatchWriteRequest>) -> Result<Response<BatchWriteResponse>, Status> {
+    async fn batch_write(
+        &self,
+        req: Request<BatchWriteRequest>,
+    ) -> Result<Response<BatchWriteResponse>, Status> {
         let req = req.into_inner();
         if req.mutations.is_empty() {
             return Err(Status::invalid_argument("batch has no mutations"));
@@ -199,7 +227,12 @@ impl Kv for KvService {
                     ops.push(put_op(m.key, m.value));
                 }
                 Ok(mutation::Op::Delete) => ops.push(delete_op(m.key)),
-                Err(_) => return Err(Status::invalid_argument(format!("unknown mutation op {}", m.op))),
+                Err(_) => {
+                    return Err(Status::invalid_argument(format!(
+                        "unknown mutation op {}",
+                        m.op
+                    )))
+                }
             }
         }
         let region_error = self.write(req.context, ops).await?.err();
@@ -214,7 +247,9 @@ impl Kv for KvService {
         Self::check_key(&req.key)?;
         self.check_value(&req.new_value)?;
         if req.expected_absent && !req.expected_value.is_empty() {
-            return Err(Status::invalid_argument("expected_absent and expected_value are exclusive"));
+            return Err(Status::invalid_argument(
+                "expected_absent and expected_value are exclusive",
+            ));
         }
         let op = CmdRequest {
             cmd: Some(request::Cmd::Cas(CompareAndSwapOp {

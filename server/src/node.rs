@@ -21,7 +21,11 @@ use crate::raft_service::RaftService;
 use crate::transport::GrpcTransport;
 
 /// Runs a node on `listener` until `shutdown` completes. Errors say what to fix.
-pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<(), String> {
+pub async fn run(
+    cfg: NodeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), String> {
     cfg.validate()?;
     let engines = Engines::open(&cfg.data_dir).map_err(|e| e.to_string())?;
     let initial: Vec<Store> = cfg
@@ -31,9 +35,17 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         .collect();
     let (membership, fresh) = bootstrap(&engines, cfg.store_id, &initial, cfg.initial_regions)?;
     if fresh {
-        tracing::info!(store = cfg.store_id, regions = cfg.initial_regions, "bootstrapped a new store");
+        tracing::info!(
+            store = cfg.store_id,
+            regions = cfg.initial_regions,
+            "bootstrapped a new store"
+        );
     } else {
-        tracing::info!(store = cfg.store_id, "restarting from {}", cfg.data_dir.display());
+        tracing::info!(
+            store = cfg.store_id,
+            "restarting from {}",
+            cfg.data_dir.display()
+        );
     }
     let addresses: HashMap<u64, String> = membership
         .iter()
@@ -41,7 +53,13 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         .map(|s| (s.id, s.address.clone()))
         .collect();
     let transport = GrpcTransport::new(addresses, tokio::runtime::Handle::current());
-    let store = RaftStore::start(cfg.store_id, cfg.raftstore(), engines, transport, TickMode::Timer)?;
+    let store = RaftStore::start(
+        cfg.store_id,
+        cfg.raftstore(),
+        engines,
+        transport,
+        TickMode::Timer,
+    )?;
     let store = Arc::new(store);
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let me = membership
@@ -54,10 +72,21 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         });
     tracing::info!(store = cfg.store_id, addr = %local, "serving Kv, Admin and Raft");
     let served = tonic::transport::Server::builder()
-        .add_service(KvServer::new(KvService::new(store.clone(), cfg.max_value_size, cfg.max_batch_keys)))
-        .add_service(AdminServer::new(AdminService::new(store.clone(), me, membership)))
+        .add_service(KvServer::new(KvService::new(
+            store.clone(),
+            cfg.max_value_size,
+            cfg.max_batch_keys,
+        )))
+        .add_service(AdminServer::new(AdminService::new(
+            store.clone(),
+            me,
+            membership,
+        )))
         .add_service(RaftServer::new(RaftService::new(store.clone())))
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
         .await;
     // The services are gone; stop the store's threads (pending requests get errors).
     match Arc::try_unwrap(store) {

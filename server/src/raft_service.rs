@@ -22,7 +22,10 @@ impl RaftService {
 
 #[tonic::async_trait]
 impl Raft for RaftService {
-    async fn send(&self, req: Request<Streaming<RaftMessageBatch>>) -> Result<Response<Done>, Status> {
+    async fn send(
+        &self,
+        req: Request<Streaming<RaftMessageBatch>>,
+    ) -> Result<Response<Done>, Status> {
         let mut stream = req.into_inner();
         while let Some(batch) = stream.message().await? {
             for msg in batch.msgs {
@@ -32,7 +35,12 @@ impl Raft for RaftService {
         Ok(Response::new(Done {}))
     }
 
-    async fn snapshot(&self, _: Request<Streaming<SnapshotChunk>>) -> Result<Response<Done>, Status> {
-        Err(Status::unimplemented("raft snapshots are not implemented in this version of Shoal"))
+    async fn snapshot(
+        &self,
+        _: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<Done>, Status> {
+        Err(Status::unimplemented(
+            "raft snapshots are not implemented in this version of Shoal",
+        ))
     }
 }

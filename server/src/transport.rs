@@ -58,7 +58,10 @@ impl Transport for GrpcTransport {
             Some(q) => {
                 let _ = q.send(msgs);
             }
-            None => tracing::warn!(store = store_id, "no address known for store; dropping raft messages"),
+            None => tracing::warn!(
+                store = store_id,
+                "no address known for store; dropping raft messages"
+            ),
         }
     }
 }
@@ -80,7 +83,11 @@ async fn stream_to(store_id: u64, addr: String, mut rx: mpsc::UnboundedReceiver<
             }
         };
         let (tx, body_rx) = mpsc::channel::<RaftMessageBatch>(STREAM_BUFFER);
-        let body = futures::stream::unfold(body_rx, |mut r| async move { r.recv().await.map(|b| (b, r)) });
+        let body =
+            futures::stream::unfold(
+                body_rx,
+                |mut r| async move { r.recv().await.map(|b| (b, r)) },
+            );
         let call = tokio::spawn(async move { client.send(body).await });
         backoff = MIN_BACKOFF;
         loop {

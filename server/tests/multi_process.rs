@@ -12,7 +12,11 @@ use shoal_engine::rocks::RocksKvEngine;
 use shoal_engine::{Cf, KvRead};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Node {
@@ -25,7 +29,13 @@ struct Node {
 impl Node {
     fn start(&mut self, cluster: &str) {
         let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(["node", "--store-id", &self.id.to_string(), "--addr", &self.addr])
+            .args([
+                "node",
+                "--store-id",
+                &self.id.to_string(),
+                "--addr",
+                &self.addr,
+            ])
             .args(["--status-addr", &format!("127.0.0.1:{}", free_port())])
             .arg("--data-dir")
             .arg(&self.dir)
@@ -47,7 +57,9 @@ impl Node {
 
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(20);
             while c.try_wait().unwrap().is_none() {
                 if Instant::now() > deadline {
@@ -72,7 +84,10 @@ async fn put_all(client: &Client, prefix: &str, n: u32, acked: &mut Vec<(Vec<u8>
         // Spread keys over the four regions (split at 0x40, 0x80, 0xc0).
         let key = vec![(i * 37 % 256) as u8, b'-', prefix.as_bytes()[0], i as u8];
         let value = format!("{prefix}-{i}").into_bytes();
-        client.put(&key, &value).await.unwrap_or_else(|e| panic!("put {i}: {e}"));
+        client
+            .put(&key, &value)
+            .await
+            .unwrap_or_else(|e| panic!("put {i}: {e}"));
         acked.push((key, value));
     }
 }
@@ -96,7 +111,11 @@ async fn a_killed_node_restarts_catches_up_and_keeps_every_acknowledged_write() 
             child: None,
         })
         .collect();
-    let cluster: String = nodes.iter().map(|n| format!("{}={}", n.id, n.addr)).collect::<Vec<_>>().join(",");
+    let cluster: String = nodes
+        .iter()
+        .map(|n| format!("{}={}", n.id, n.addr))
+        .collect::<Vec<_>>()
+        .join(",");
     for n in &mut nodes {
         n.start(&cluster);
     }
@@ -139,11 +158,18 @@ async fn a_killed_node_restarts_catches_up_and_keeps_every_acknowledged_write() 
         if applied >= 40 {
             break;
         }
-        assert!(Instant::now() < status_deadline, "store 3 applied only {applied} entries after restart");
+        assert!(
+            Instant::now() < status_deadline,
+            "store 3 applied only {applied} entries after restart"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for n in &mut nodes {
         n.stop();
     }
-    assert_eq!(applied_locally(&nodes[2].dir, &acked), acked.len(), "store 3 caught up");
+    assert_eq!(
+        applied_locally(&nodes[2].dir, &acked),
+        acked.len(),
+        "store 3 caught up"
+    );
 }

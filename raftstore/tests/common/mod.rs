@@ -30,7 +30,8 @@ pub struct Isolate(pub u64);
 impl Filter for Isolate {
     fn filter(&self, msgs: &mut Vec<RaftMessage>) {
         let touches = |m: &RaftMessage| {
-            m.from_peer.as_ref().map(|p| p.store_id) == Some(self.0) || m.to_peer.as_ref().map(|p| p.store_id) == Some(self.0)
+            m.from_peer.as_ref().map(|p| p.store_id) == Some(self.0)
+                || m.to_peer.as_ref().map(|p| p.store_id) == Some(self.0)
         };
         msgs.retain(|m| !touches(m));
     }
@@ -122,8 +123,11 @@ impl Cluster {
     pub fn start_store(&mut self, id: u64) {
         let engines = Engines::open(self.dirs[&id].path()).unwrap();
         self.engines.insert(id, engines.clone());
-        let transport = Arc::new(SimTransport { net: self.net.clone() });
-        let store = RaftStore::start(id, test_config(), engines, transport, self.tick_mode).unwrap();
+        let transport = Arc::new(SimTransport {
+            net: self.net.clone(),
+        });
+        let store =
+            RaftStore::start(id, test_config(), engines, transport, self.tick_mode).unwrap();
         self.net.stores.write().unwrap().insert(id, Arc::new(store));
     }
 
@@ -179,7 +183,10 @@ impl Cluster {
     /// The store whose peer leads `region_id`, if one does.
     pub fn leader_of(&self, region_id: u64) -> Option<u64> {
         for id in self.store_ids() {
-            let info = self.rt.block_on(self.store(id).region_info(region_id)).ok()?;
+            let info = self
+                .rt
+                .block_on(self.store(id).region_info(region_id))
+                .ok()?;
             if let Some(l) = info.leader {
                 if l.store_id == id {
                     return Some(id);
@@ -196,7 +203,10 @@ impl Cluster {
             if let Some(l) = self.leader_of(region_id) {
                 return l;
             }
-            assert!(Instant::now() < deadline, "region {region_id} elected no leader in {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "region {region_id} elected no leader in {timeout:?}"
+            );
             if self.tick_mode == TickMode::Manual {
                 self.tick_all();
             }
@@ -217,7 +227,7 @@ impl Cluster {
         RaftRequestHeader {
             region_id: region.id,
             peer: None,
-            region_epoch: region.region_epoch.clone(),
+            region_epoch: region.region_epoch,
         }
     }
 
@@ -245,10 +255,15 @@ impl Cluster {
                 });
                 match r {
                     Ok(Ok(_)) => {
-                        self.acked.lock().unwrap().insert(key.to_vec(), value.to_vec());
+                        self.acked
+                            .lock()
+                            .unwrap()
+                            .insert(key.to_vec(), value.to_vec());
                         return Ok(());
                     }
-                    Ok(Err(CmdError::Region(e))) if matches!(e.kind, Some(Kind::NotLeader(_))) => last = e.message,
+                    Ok(Err(CmdError::Region(e))) if matches!(e.kind, Some(Kind::NotLeader(_))) => {
+                        last = e.message
+                    }
                     Ok(Err(e)) => last = e.to_string(),
                     Err(_) => last = "timed out".into(),
                 }
@@ -290,14 +305,20 @@ impl Cluster {
 
     /// The value of `key` in store `id`'s kv engine, as applied there.
     pub fn local_value(&self, id: u64, key: &[u8]) -> Option<Vec<u8>> {
-        self.engines[&id].kv.get(Cf::Default, &data_key(key)).unwrap()
+        self.engines[&id]
+            .kv
+            .get(Cf::Default, &data_key(key))
+            .unwrap()
     }
 
     /// Waits until store `id` has applied `key = value`.
     pub fn wait_local(&self, id: u64, key: &[u8], value: &[u8], timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while self.local_value(id, key).as_deref() != Some(value) {
-            assert!(Instant::now() < deadline, "store {id} did not apply {key:?} in {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "store {id} did not apply {key:?} in {timeout:?}"
+            );
             if self.tick_mode == TickMode::Manual {
                 self.tick_all();
             }

@@ -68,7 +68,16 @@ impl NodeArgs {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
         }
-        set!(store_id, data_dir, addr, status_addr, initial_cluster, initial_regions, max_value_size, max_batch_keys);
+        set!(
+            store_id,
+            data_dir,
+            addr,
+            status_addr,
+            initial_cluster,
+            initial_regions,
+            max_value_size,
+            max_batch_keys
+        );
         c.validate()?;
         Ok(c)
     }
@@ -108,7 +117,8 @@ async fn run_node(args: NodeArgs) -> Result<i32, String> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,raft=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,raft=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
