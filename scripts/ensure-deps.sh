@@ -13,12 +13,14 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 have_libclang() {
-  if [ -n "${LIBCLANG_PATH:-}" ] && ls "$LIBCLANG_PATH"/libclang*.so* >/dev/null 2>&1; then
-    return 0
-  fi
-  ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-*.so* \
-     /usr/lib/*-linux-gnu/libclang.so* /usr/lib/*-linux-gnu/libclang-*.so* \
-     /usr/lib64/libclang.so* >/dev/null 2>&1
+  local f
+  for f in "${LIBCLANG_PATH:-/nonexistent}"/libclang*.so* \
+           /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-*.so* \
+           /usr/lib/*-linux-gnu/libclang.so* /usr/lib/*-linux-gnu/libclang-*.so* \
+           /usr/lib64/libclang.so*; do
+    [ -e "$f" ] && return 0
+  done
+  return 1
 }
 
 missing=()
