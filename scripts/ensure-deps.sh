@@ -15,8 +15,8 @@ fi
 have_libclang() {
   local f
   for f in "${LIBCLANG_PATH:-/nonexistent}"/libclang*.so* \
-           /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-*.so* \
-           /usr/lib/*-linux-gnu/libclang.so* /usr/lib/*-linux-gnu/libclang-*.so* \
+           /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* \
+           /usr/lib/*-linux-gnu/libclang.so* /usr/lib/*-linux-gnu/libclang-[0-9]*.so* \
            /usr/lib64/libclang.so*; do
     [ -e "$f" ] && return 0
   done
