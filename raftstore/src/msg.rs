@@ -105,6 +105,9 @@ pub enum PeerMsg {
     Info(oneshot::Sender<RegionInfo>),
     /// Starts an election at once (tests and bootstrapping use it).
     Campaign,
+    /// The transport cannot reach this store: its peers should get no more appends
+    /// until they answer (raft-rs `report_unreachable`).
+    StoreUnreachable(u64),
 }
 
 /// Messages to the store (the control FSM).

@@ -130,6 +130,18 @@ impl Peer {
             PeerMsg::Info(reply) => {
                 let _ = reply.send(self.info(ctx));
             }
+            PeerMsg::StoreUnreachable(store_id) => {
+                let ids: Vec<u64> = self
+                    .region()
+                    .peers
+                    .iter()
+                    .filter(|p| p.store_id == store_id)
+                    .map(|p| p.id)
+                    .collect();
+                for id in ids {
+                    self.raw.report_unreachable(id);
+                }
+            }
             PeerMsg::Campaign => {
                 if let Err(e) = self.raw.campaign() {
                     tracing::warn!(region = self.region_id, "campaign failed: {e}");

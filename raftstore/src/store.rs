@@ -311,6 +311,13 @@ impl RaftStore {
         out
     }
 
+    /// Tells every leader that `store_id` cannot be reached, so raft-rs stops
+    /// pipelining appends to its peers until they answer again.
+    pub fn report_unreachable(&self, store_id: u64) {
+        self.router
+            .broadcast(|| PeerMsg::StoreUnreachable(store_id));
+    }
+
     /// Asks a region's peer to campaign now.
     pub fn campaign(&self, region_id: u64) -> Result<(), CmdError> {
         self.send_to_region(region_id, PeerMsg::Campaign)

@@ -7,12 +7,16 @@
 //!   raftstore and serves until a shutdown future completes (tests pass their own).
 //! - [`kv_service`], [`admin_service`], [`raft_service`]: the tonic services.
 //! - [`transport`]: the Raft transport's sending side, one stream per remote store.
+//! - [`status`]: the status HTTP endpoint (`/metrics`).
 //! - [`cli`]: the `shoal kv` / `shoal admin` commands, on `shoal-client`.
+//! - [`playground`]: `shoal playground`, a local cluster of node processes.
 
 pub mod admin_service;
 pub mod cli;
 pub mod config;
 pub mod kv_service;
 pub mod node;
+pub mod playground;
 pub mod raft_service;
+pub mod status;
 pub mod transport;

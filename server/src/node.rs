@@ -57,10 +57,17 @@ pub async fn run(
         cfg.store_id,
         cfg.raftstore(),
         engines,
-        transport,
+        transport.clone(),
         TickMode::Timer,
     )?;
     let store = Arc::new(store);
+    let weak = Arc::downgrade(&store);
+    transport.on_unreachable(Arc::new(move |store_id| {
+        if let Some(s) = weak.upgrade() {
+            s.report_unreachable(store_id);
+        }
+    }));
+    let status = crate::status::spawn(&cfg.status_addr, store.clone()).await?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let me = membership
         .iter()
@@ -88,6 +95,8 @@ pub async fn run(
             shutdown,
         )
         .await;
+    status.abort();
+    let _ = status.await;
     // The services are gone; stop the store's threads (pending requests get errors).
     match Arc::try_unwrap(store) {
         Ok(store) => tokio::task::spawn_blocking(move || store.stop())

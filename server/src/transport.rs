@@ -4,10 +4,11 @@
 //! log-writer threads) only queues; a task per store drains the queue, merges what
 //! piled up into one `RaftMessageBatch`, and writes it to the stream. When the
 //! stream breaks the task reconnects with exponential backoff (50 ms .. 2 s);
-//! messages queued meanwhile are dropped, which Raft tolerates (it retransmits).
+//! messages queued meanwhile are dropped, which Raft tolerates (it retransmits),
+//! and the store is reported unreachable so leaders stop pipelining appends to it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use shoal_proto::raft_serverpb::raft_client::RaftClient;
@@ -20,11 +21,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Batches buffered toward one stream before the sender waits.
 const STREAM_BUFFER: usize = 256;
 
+/// Called with a store id when that store cannot be reached.
+pub type UnreachableHandler = Arc<dyn Fn(u64) + Send + Sync>;
+
 /// Sends raft message batches to other stores over gRPC.
 pub struct GrpcTransport {
     addresses: HashMap<u64, String>,
     queues: Mutex<HashMap<u64, mpsc::UnboundedSender<Vec<RaftMessage>>>>,
     runtime: tokio::runtime::Handle,
+    unreachable: Arc<OnceLock<UnreachableHandler>>,
 }
 
 impl GrpcTransport {
@@ -34,7 +39,13 @@ impl GrpcTransport {
             addresses,
             queues: Mutex::new(HashMap::new()),
             runtime,
+            unreachable: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// Sets who hears about unreachable stores (the raftstore, once started).
+    pub fn on_unreachable(&self, handler: UnreachableHandler) {
+        let _ = self.unreachable.set(handler);
     }
 
     fn queue(&self, store_id: u64) -> Option<mpsc::UnboundedSender<Vec<RaftMessage>>> {
@@ -46,7 +57,8 @@ impl GrpcTransport {
         }
         let addr = self.addresses.get(&store_id)?.clone();
         let (tx, rx) = mpsc::unbounded_channel();
-        self.runtime.spawn(stream_to(store_id, addr, rx));
+        self.runtime
+            .spawn(stream_to(store_id, addr, rx, self.unreachable.clone()));
         queues.insert(store_id, tx.clone());
         Some(tx)
     }
@@ -67,7 +79,17 @@ impl Transport for GrpcTransport {
 }
 
 /// Keeps one stream to `addr` alive and feeds it from `rx`; ends when `rx` closes.
-async fn stream_to(store_id: u64, addr: String, mut rx: mpsc::UnboundedReceiver<Vec<RaftMessage>>) {
+async fn stream_to(
+    store_id: u64,
+    addr: String,
+    mut rx: mpsc::UnboundedReceiver<Vec<RaftMessage>>,
+    unreachable: Arc<OnceLock<UnreachableHandler>>,
+) {
+    let report = || {
+        if let Some(h) = unreachable.get() {
+            h(store_id);
+        }
+    };
     let mut backoff = MIN_BACKOFF;
     loop {
         let endpoint = format!("http://{addr}");
@@ -75,6 +97,7 @@ async fn stream_to(store_id: u64, addr: String, mut rx: mpsc::UnboundedReceiver<
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(store = store_id, %addr, "raft connect failed: {e}");
+                report();
                 if !drop_for(&mut rx, backoff).await {
                     return;
                 }
@@ -102,6 +125,7 @@ async fn stream_to(store_id: u64, addr: String, mut rx: mpsc::UnboundedReceiver<
             }
         }
         tracing::debug!(store = store_id, %addr, "raft stream broke; reconnecting");
+        report();
         call.abort();
     }
 }

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use protobuf::Message as _;
+use raft::eraftpb::{Message as RaftPbMessage, MessageType};
 use shoal_engine::keys::data_key;
 use shoal_engine::rocks::Engines;
 use shoal_engine::{Cf, KvRead};
@@ -37,6 +39,45 @@ impl Filter for Isolate {
     }
 }
 
+/// Cuts the network in two: messages between the groups are dropped.
+pub struct Partition(pub Vec<u64>, pub Vec<u64>);
+
+impl Filter for Partition {
+    fn filter(&self, msgs: &mut Vec<RaftMessage>) {
+        let store = |p: &Option<shoal_proto::metapb::Peer>| p.as_ref().map_or(0, |p| p.store_id);
+        let across = |a: u64, b: u64| {
+            (self.0.contains(&a) && self.1.contains(&b))
+                || (self.1.contains(&a) && self.0.contains(&b))
+        };
+        msgs.retain(|m| !across(store(&m.from_peer), store(&m.to_peer)));
+    }
+}
+
+/// Drops every message of one region.
+pub struct DropRegion(pub u64);
+
+impl Filter for DropRegion {
+    fn filter(&self, msgs: &mut Vec<RaftMessage>) {
+        msgs.retain(|m| m.region_id != self.0);
+    }
+}
+
+/// Drops raft messages of one type (e.g. appends) sent to one store.
+pub struct DropType {
+    pub to_store: u64,
+    pub msg_type: MessageType,
+}
+
+impl Filter for DropType {
+    fn filter(&self, msgs: &mut Vec<RaftMessage>) {
+        msgs.retain(|m| {
+            let to = m.to_peer.as_ref().map_or(0, |p| p.store_id);
+            let ty = RaftPbMessage::parse_from_bytes(&m.message).map(|pb| pb.get_msg_type());
+            !(to == self.to_store && ty.map_or(false, |t| t == self.msg_type))
+        });
+    }
+}
+
 type Stores = Arc<RwLock<HashMap<u64, Arc<RaftStore>>>>;
 
 /// The simulated network.
@@ -44,6 +85,8 @@ type Stores = Arc<RwLock<HashMap<u64, Arc<RaftStore>>>>;
 pub struct SimNetwork {
     stores: Stores,
     filters: Arc<RwLock<Vec<Box<dyn Filter>>>>,
+    /// When set, every batch is delivered this much later (from another thread).
+    delay: Arc<RwLock<Option<Duration>>>,
 }
 
 struct SimTransport {
@@ -55,11 +98,25 @@ impl Transport for SimTransport {
         for f in self.net.filters.read().unwrap().iter() {
             f.filter(&mut msgs);
         }
-        let target = self.net.stores.read().unwrap().get(&store_id).cloned();
-        if let Some(store) = target {
-            for m in msgs {
-                store.on_raft_message(m);
+        let deliver = {
+            let stores = self.net.stores.clone();
+            move || {
+                let target = stores.read().unwrap().get(&store_id).cloned();
+                if let Some(store) = target {
+                    for m in msgs {
+                        store.on_raft_message(m);
+                    }
+                }
             }
+        };
+        match *self.net.delay.read().unwrap() {
+            Some(d) => {
+                std::thread::spawn(move || {
+                    std::thread::sleep(d);
+                    deliver();
+                });
+            }
+            None => deliver(),
         }
     }
 }
@@ -171,6 +228,12 @@ impl Cluster {
 
     pub fn clear_filters(&self) {
         self.net.filters.write().unwrap().clear();
+        *self.net.delay.write().unwrap() = None;
+    }
+
+    /// Delays every message by `d` (until `clear_filters`).
+    pub fn delay_all(&self, d: Duration) {
+        *self.net.delay.write().unwrap() = Some(d);
     }
 
     /// Ticks every store once (manual tick mode).

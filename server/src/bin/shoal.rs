@@ -25,6 +25,8 @@ enum Command {
     /// Inspects the cluster.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Starts a local cluster of node processes on free ports; Ctrl-C stops them all.
+    Playground(shoal_server::playground::PlaygroundArgs),
 }
 
 /// Flags of `shoal node`; each overrides the config file, which overrides the defaults.
@@ -134,6 +136,9 @@ fn main() -> ExitCode {
             Command::Node(args) => run_node(args).await,
             Command::Kv(cmd) => cli::run_kv(cmd).await,
             Command::Admin(cmd) => cli::run_admin(cmd).await,
+            Command::Playground(args) => {
+                shoal_server::playground::run(args, shutdown_signal()).await
+            }
         }
     });
     match result {

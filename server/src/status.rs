@@ -1,0 +1,118 @@
+//! The status HTTP endpoint (`--status-addr`): the store's counters as plain text,
+//! in the Prometheus exposition format, at `GET /metrics` (and `/`).
+//!
+//! Deliberately tiny (one request per connection, no keep-alive): it serves
+//! operators and scrapers, never the data path.
+
+use std::sync::Arc;
+
+use shoal_raftstore::RaftStore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Binds `addr` and serves until the returned task is aborted.
+pub async fn spawn(addr: &str, store: Arc<RaftStore>) -> Result<JoinHandle<()>, String> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on status address {addr}: {e}"))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                continue;
+            };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let path = request.split_whitespace().nth(1).unwrap_or("/");
+                let (status, body) = if path == "/" || path == "/metrics" {
+                    ("200 OK", render(&store))
+                } else {
+                    ("404 Not Found", "not found: try /metrics\n".to_string())
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(response.as_bytes()).await;
+            });
+        }
+    }))
+}
+
+/// The counters in the Prometheus text format.
+pub fn render(store: &RaftStore) -> String {
+    let c = store.counters();
+    let store_id = store.store_id();
+    let rows = [
+        (
+            "shoal_fsyncs_total",
+            "counter",
+            "Synced log engine writes.",
+            c.fsyncs,
+        ),
+        (
+            "shoal_regions_per_fsync_sum",
+            "counter",
+            "Sum over fsyncs of the regions each wrote.",
+            c.regions_per_fsync_sum,
+        ),
+        (
+            "shoal_entries_per_fsync_sum",
+            "counter",
+            "Sum over fsyncs of the entries each wrote.",
+            c.entries_per_fsync_sum,
+        ),
+        (
+            "shoal_raft_messages_sent_total",
+            "counter",
+            "Raft messages handed to the transport.",
+            c.raft_messages_sent,
+        ),
+        (
+            "shoal_transport_batches_sent_total",
+            "counter",
+            "Transport batches (one per remote store per round).",
+            c.transport_batches_sent,
+        ),
+        (
+            "shoal_proposals_total",
+            "counter",
+            "Commands proposed to Raft.",
+            c.proposals,
+        ),
+        (
+            "shoal_applied_entries_total",
+            "counter",
+            "Log entries applied.",
+            c.applied_entries,
+        ),
+        (
+            "shoal_reads_served_total",
+            "counter",
+            "Linearizable reads answered.",
+            c.reads_served,
+        ),
+        (
+            "shoal_regions",
+            "gauge",
+            "Peers on this store.",
+            c.region_count,
+        ),
+        (
+            "shoal_leaders",
+            "gauge",
+            "Peers on this store leading their region.",
+            c.leader_count,
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in rows {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{store=\"{store_id}\"}} {value}\n"
+        ));
+    }
+    out
+}
