@@ -73,7 +73,7 @@ impl Filter for DropType {
         msgs.retain(|m| {
             let to = m.to_peer.as_ref().map_or(0, |p| p.store_id);
             let ty = RaftPbMessage::parse_from_bytes(&m.message).map(|pb| pb.get_msg_type());
-            !(to == self.to_store && ty.map_or(false, |t| t == self.msg_type))
+            !(to == self.to_store && ty.is_ok_and(|t| t == self.msg_type))
         });
     }
 }
