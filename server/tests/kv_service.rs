@@ -1,0 +1,144 @@
+//! The Kv service of one in-process node, through the client: every operation, and
+//! bad input refused with `InvalidArgument` and a precise message before Raft.
+
+use std::time::Duration;
+
+use shoal_client::{Client, ClientConfig, Error, Mutation};
+use shoal_server::config::NodeConfig;
+use tokio::sync::oneshot;
+
+struct TestNode {
+    addr: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(regions: usize, max_value_size: usize) -> TestNode {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let status = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = NodeConfig {
+        data_dir: dir.path().join("data"),
+        addr: addr.clone(),
+        status_addr: status.to_string(),
+        initial_regions: regions,
+        max_value_size,
+        max_batch_keys: 4,
+        raft_tick_ms: 20,
+        ..NodeConfig::default()
+    };
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(shoal_server::node::run(cfg, listener, async {
+        let _ = rx.await;
+    }));
+    TestNode {
+        addr,
+        stop: Some(tx),
+        task: Some(task),
+        _dir: dir,
+    }
+}
+
+impl TestNode {
+    async fn client(&self) -> Client {
+        let cfg = ClientConfig {
+            request_timeout: Duration::from_secs(10),
+            ..ClientConfig::default()
+        };
+        Client::connect(vec![self.addr.clone()], cfg).await.unwrap()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+fn rejected_with(e: Error, words: &str) {
+    match e {
+        Error::Rejected { code, message, .. } => {
+            assert_eq!(code, tonic::Code::InvalidArgument, "{message}");
+            assert!(
+                message.contains(words),
+                "{message:?} should mention {words:?}"
+            );
+        }
+        other => panic!("want InvalidArgument mentioning {words:?}, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_works_across_regions() {
+    let node = start(4, 1 << 20).await;
+    let c = node.client().await;
+    // Keys in different regions (split at 0x40, 0x80, 0xc0).
+    for (k, v) in [
+        (&b"\x10a"[..], &b"1"[..]),
+        (b"\x50b", b"2"),
+        (b"\x90c", b"3"),
+        (b"\xd0d", b"4"),
+    ] {
+        c.put(k, v).await.unwrap();
+    }
+    assert_eq!(c.get(b"\x50b").await.unwrap(), Some(b"2".to_vec()));
+    let all = c.scan(b"", b"", 100).await.unwrap();
+    assert_eq!(all.len(), 4, "scan walks every region");
+    c.delete(b"\x50b").await.unwrap();
+    assert_eq!(c.get(b"\x50b").await.unwrap(), None);
+    // Compare-and-swap: expected-absent, then expected value, then a mismatch.
+    assert!(
+        c.compare_and_swap(b"\x11cas", None, b"one")
+            .await
+            .unwrap()
+            .succeeded
+    );
+    let o = c
+        .compare_and_swap(b"\x11cas", Some(b"one".to_vec()), b"two")
+        .await
+        .unwrap();
+    assert!(o.succeeded);
+    assert_eq!(o.previous, Some(b"one".to_vec()));
+    let o = c
+        .compare_and_swap(b"\x11cas", Some(b"one".to_vec()), b"three")
+        .await
+        .unwrap();
+    assert!(!o.succeeded);
+    assert_eq!(o.previous, Some(b"two".to_vec()));
+    assert_eq!(c.get(b"\x11cas").await.unwrap(), Some(b"two".to_vec()));
+    // An atomic batch in one region.
+    c.batch_write(vec![
+        Mutation::Put(b"\x12x".to_vec(), b"x".to_vec()),
+        Mutation::Put(b"\x12y".to_vec(), b"y".to_vec()),
+        Mutation::Delete(b"\x10a".to_vec()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(c.get(b"\x12y").await.unwrap(), Some(b"y".to_vec()));
+    assert_eq!(c.get(b"\x10a").await.unwrap(), None);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_before_raft() {
+    let node = start(1, 1024).await;
+    let c = node.client().await;
+    c.put(b"ok", b"fine").await.unwrap();
+    rejected_with(c.put(b"", b"v").await.unwrap_err(), "empty");
+    rejected_with(c.put(vec![b'k'; 4097], b"v").await.unwrap_err(), "4096");
+    rejected_with(
+        c.put(b"k", vec![0u8; 1025]).await.unwrap_err(),
+        "max-value-size",
+    );
+    let too_many = (0..5u8)
+        .map(|i| Mutation::Put(vec![b'b', i], b"v".to_vec()))
+        .collect();
+    rejected_with(c.batch_write(too_many).await.unwrap_err(), "max-batch-keys");
+    // Nothing refused reached the store.
+    assert_eq!(c.get(b"k").await.unwrap(), None);
+    node.stop().await;
+}
