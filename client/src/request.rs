@@ -287,6 +287,11 @@ impl Inner {
                     (failure, Next::Backoff(Duration::ZERO))
                 }
                 Err(_elapsed) => {
+                    // An attempt cut short by the request's own deadline says nothing
+                    // about the store: report what failed before it.
+                    if timeout < self.config.rpc_timeout && last.is_some() {
+                        continue;
+                    }
                     self.cache
                         .write()
                         .clear_leader_if(attempt.region.id, &attempt.peer);
