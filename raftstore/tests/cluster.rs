@@ -119,7 +119,8 @@ fn writes_to_many_regions_share_fsyncs() {
     for (i, id) in c.store_ids().into_iter().enumerate() {
         let after = c.store(id).counters();
         let fsyncs = after.fsyncs - before[i];
-        assert!(fsyncs < 40, "store {id} did {fsyncs} fsyncs for 64 writes");
+        println!("store {id}: {fsyncs} fsyncs for 64 writes");
+        assert!(fsyncs <= 32, "store {id} did {fsyncs} fsyncs for 64 writes");
         assert!(
             after.entries_per_fsync_sum >= 64,
             "store {id} wrote every entry"
