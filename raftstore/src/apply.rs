@@ -24,7 +24,7 @@ use shoal_proto::raft_serverpb::RaftApplyState;
 use shoal_proto::Message as _;
 use tokio::sync::oneshot;
 
-use crate::cmd::{check_epoch, key_in_region, key_not_in_region};
+use crate::cmd::{check_epoch, key_in_region, key_not_in_region, request_key};
 use crate::fsm::StoreRouter;
 use crate::metrics::StoreMetrics;
 use crate::msg::{CmdError, PeerMsg, WriteResult};
@@ -190,17 +190,9 @@ fn apply_entry(
     };
     let header = cmd.header.unwrap_or_default();
     check_epoch(&d.region, header.region_epoch.as_ref(), false)?;
-    let key_of = |c: &Option<Cmd>| match c {
-        Some(Cmd::Put(p)) => Some(p.key.clone()),
-        Some(Cmd::Delete(x)) => Some(x.key.clone()),
-        Some(Cmd::Cas(c)) => Some(c.key.clone()),
-        None => None,
-    };
-    for r in &cmd.requests {
-        if let Some(k) = key_of(&r.cmd) {
-            if !key_in_region(&k, &d.region) {
-                return Err(key_not_in_region(&k, &d.region));
-            }
+    for k in cmd.requests.iter().filter_map(request_key) {
+        if !key_in_region(k, &d.region) {
+            return Err(key_not_in_region(k, &d.region));
         }
     }
     let mut responses = Vec::with_capacity(cmd.requests.len());

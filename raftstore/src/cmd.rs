@@ -53,6 +53,17 @@ pub fn region_not_found(region_id: u64) -> CmdError {
     })
 }
 
+/// The key a data request touches.
+pub fn request_key(r: &shoal_proto::raft_cmdpb::Request) -> Option<&[u8]> {
+    use shoal_proto::raft_cmdpb::request::Cmd;
+    match &r.cmd {
+        Some(Cmd::Put(p)) => Some(&p.key),
+        Some(Cmd::Delete(d)) => Some(&d.key),
+        Some(Cmd::Cas(c)) => Some(&c.key),
+        None => None,
+    }
+}
+
 /// Whether `key` lies in `[region.start_key, region.end_key)`.
 pub fn key_in_region(key: &[u8], region: &Region) -> bool {
     key >= region.start_key.as_slice()

@@ -27,7 +27,9 @@ use shoal_proto::Message as _;
 use tokio::sync::oneshot;
 
 use crate::apply::ApplyTask;
-use crate::cmd::{check_epoch, encode_pb, key_in_region, key_not_in_region, not_leader};
+use crate::cmd::{
+    check_epoch, encode_pb, key_in_region, key_not_in_region, not_leader, request_key,
+};
 use crate::metrics::StoreMetrics;
 use crate::msg::{CmdError, Command, PeerMsg, ReadKind, ReadOutput, ReadRequest, WriteResult};
 use crate::poll::PollCtx;
@@ -208,15 +210,9 @@ impl Peer {
     }
 
     fn propose(&mut self, cmd: Command, metrics: &StoreMetrics) {
-        use shoal_proto::raft_cmdpb::request::Cmd;
         let Command { request, reply } = cmd;
         let header = request.header.unwrap_or_default();
-        let mut keys = request.requests.iter().filter_map(|r| match &r.cmd {
-            Some(Cmd::Put(p)) => Some(p.key.as_slice()),
-            Some(Cmd::Delete(d)) => Some(d.key.as_slice()),
-            Some(Cmd::Cas(c)) => Some(c.key.as_slice()),
-            None => None,
-        });
+        let mut keys = request.requests.iter().filter_map(request_key);
         if let Err(e) = self.check_request(&header, &mut keys) {
             let _ = reply.send(Err(e));
             return;
