@@ -4,6 +4,15 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Stops the playground (and so its nodes) even when an assertion fails.
+struct Stopper(u32);
+
+impl Drop for Stopper {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.to_string()]).status();
+    }
+}
+
 fn shoal(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_shoal"))
         .args(args)
@@ -22,6 +31,7 @@ fn the_playground_serves_writes_and_stops_every_node() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let _stopper = Stopper(pg.id());
     let mut lines = BufReader::new(pg.stdout.take().unwrap()).lines();
     let mut addrs = Vec::new();
     for line in lines.by_ref() {
