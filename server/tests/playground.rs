@@ -9,7 +9,9 @@ struct Stopper(u32);
 
 impl Drop for Stopper {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.to_string()])
+            .status();
     }
 }
 
