@@ -1,7 +1,32 @@
-//! Shoal's benchmarks.
+//! Shoal's load generator and benchmarks.
 //!
-//! - `benches/log_engine.rs` (criterion): log-engine appends with 1, 64 and 1024
-//!   regions per synced batch.
-//! - `benches/router.rs` (criterion): the batch system's message throughput and the
-//!   store ticker's cost.
-//! - The load generator behind `shoal bench` will live in this crate's library.
+//! - `shoal bench` ([`runner::run`]): a closed-loop load generator with `--clients`
+//!   requests in flight, against Shoal (through `shoal-client`) or etcd (through
+//!   etcd's v3 gRPC KV API), so that both are measured by the same code.
+//! - `shoal bench-compare` ([`compare`]): starts a 3-member etcd cluster and a 3-node
+//!   Shoal cluster on 127.0.0.1, runs the same workload against each and prints them
+//!   side by side (what `make bench-compare` runs).
+//! - `benches/log_engine.rs` and `benches/router.rs` (criterion): the log engine's
+//!   batched appends and the batch system's message throughput.
+//!
+//! Modules: [`args`] (options), [`workload`] (keys, values, operation streams),
+//! [`target`] (the two systems), [`stats`] (latency histograms, errors),
+//! [`counters`] (node counters and /proc CPU time), [`report`] (output).
+
+pub mod args;
+pub mod compare;
+pub mod counters;
+pub mod report;
+pub mod runner;
+pub mod stats;
+pub mod target;
+pub mod workload;
+
+/// The etcd v3 KV client generated from `proto/etcd_kv.proto`.
+#[allow(missing_docs, clippy::all)]
+pub mod etcdpb {
+    tonic::include_proto!("etcdserverpb");
+}
+
+pub use args::BenchArgs;
+pub use report::Report;

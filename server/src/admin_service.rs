@@ -91,6 +91,7 @@ impl Admin for AdminService {
             store: Some(self.me.clone()),
             counters: Some(self.store.counters()),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
         }))
     }
 }

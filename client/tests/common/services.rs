@@ -307,6 +307,7 @@ impl Admin for MockNode {
                 ..Default::default()
             }),
             version: "mock".to_string(),
+            pid: 0,
         }))
     }
 }

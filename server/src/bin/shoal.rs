@@ -27,6 +27,11 @@ enum Command {
     Admin(AdminCommand),
     /// Starts a local cluster of node processes on free ports; Ctrl-C stops them all.
     Playground(shoal_server::playground::PlaygroundArgs),
+    /// Load generator: measures throughput and latency of a Shoal (or etcd) cluster.
+    Bench(shoal_bench::BenchArgs),
+    /// Starts an etcd cluster and a Shoal cluster on 127.0.0.1 and runs the same
+    /// workload against each, side by side (what `make bench-compare` runs).
+    BenchCompare(shoal_bench::compare::CompareArgs),
 }
 
 /// Flags of `shoal node`; each overrides the config file, which overrides the defaults.
@@ -116,6 +121,15 @@ async fn run_node(args: NodeArgs) -> Result<i32, String> {
     Ok(0)
 }
 
+async fn run_bench(args: shoal_bench::BenchArgs) -> Result<i32, String> {
+    let report = tokio::select! {
+        r = shoal_bench::runner::run(&args) => r?,
+        _ = shutdown_signal() => return Err("interrupted".into()),
+    };
+    print!("{}", report.render());
+    Ok(if report.errors > 0 { 1 } else { 0 })
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -138,6 +152,15 @@ fn main() -> ExitCode {
             Command::Admin(cmd) => cli::run_admin(cmd).await,
             Command::Playground(args) => {
                 shoal_server::playground::run(args, shutdown_signal()).await
+            }
+            Command::Bench(args) => run_bench(args).await,
+            Command::BenchCompare(args) => {
+                let me = std::env::current_exe()
+                    .map_err(|e| format!("cannot find the shoal executable: {e}"));
+                match me {
+                    Ok(me) => shoal_bench::compare::run(args, me, shutdown_signal()).await,
+                    Err(e) => Err(e),
+                }
             }
         }
     });

@@ -1,0 +1,431 @@
+//! `shoal bench-compare`: Shoal and etcd measured side by side in one run.
+//!
+//! Starts an etcd cluster (`--nodes` members), runs the workload once per
+//! `--clients` value, stops it; then does the same with a Shoal cluster of
+//! `--nodes` node processes (this executable) bootstrapped with `--regions`
+//! regions. Both run on 127.0.0.1 with free ports and their data and logs under
+//! `--dir`, with fsync on (both systems' defaults). Prints a side-by-side table and
+//! writes every report as JSON.
+//!
+//! Every process started is stopped when the run ends, fails, or is interrupted:
+//! SIGTERM, then SIGKILL after 10 s; children also get SIGKILL if this process dies.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::args::{parse_duration, BenchArgs, TargetKind, Workload};
+use crate::report::Report;
+use crate::runner;
+use crate::target::Target;
+use crate::workload::Op;
+
+/// Options of `shoal bench-compare`.
+#[derive(Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// Nodes of the Shoal cluster and members of the etcd cluster. 1..=9.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Regions the Shoal cluster is bootstrapped with.
+    #[arg(long, default_value_t = 64)]
+    pub regions: usize,
+    /// One pass per value: requests in flight.
+    #[arg(long, value_delimiter = ',', default_value = "64,256")]
+    pub clients: Vec<usize>,
+    /// The workload of every pass.
+    #[arg(long, value_enum, default_value_t = Workload::Put)]
+    pub workload: Workload,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    /// Key space size.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// Measured phase of each pass.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub duration: Duration,
+    /// Warm-up before each pass.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub warmup: Duration,
+    /// The etcd server executable (Debian's etcd-server package installs `etcd`).
+    #[arg(long, default_value = "etcd")]
+    pub etcd_bin: PathBuf,
+    /// Where the clusters keep data and logs; emptied first.
+    #[arg(long, default_value = "target/bench-compare")]
+    pub dir: PathBuf,
+    /// The JSON result [default: DIR/compare.json].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// A child process that is stopped when dropped.
+struct Proc {
+    name: String,
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        // SAFETY: kill(2) on the pid of our own child, which we have not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if matches!(self.child.try_wait(), Ok(None)) {
+            eprintln!(
+                "bench-compare: {} did not stop in 10 s; killing it",
+                self.name
+            );
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A started cluster: its processes, client endpoints and pids.
+struct Cluster {
+    procs: Vec<Proc>,
+    endpoints: Vec<String>,
+}
+
+impl Cluster {
+    fn pids(&self) -> Vec<u32> {
+        self.procs.iter().map(|p| p.child.id()).collect()
+    }
+
+    /// Fails if a process has exited (with its log's path).
+    fn check_alive(&mut self, dir: &Path) -> Result<(), String> {
+        for p in &mut self.procs {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Err(format!(
+                    "{} exited ({status}); see {}/{}.log",
+                    p.name,
+                    dir.display(),
+                    p.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot find a free port: {e}"))
+}
+
+fn spawn(name: &str, mut cmd: Command, dir: &Path) -> Result<Proc, String> {
+    let log = std::fs::File::create(dir.join(format!("{name}.log")))
+        .map_err(|e| format!("cannot create {name}.log in {}: {e}", dir.display()))?;
+    let err = log.try_clone().map_err(|e| e.to_string())?;
+    cmd.stdin(Stdio::null()).stdout(log).stderr(err);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death
+        // signal so that it dies with us even if we are killed.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {name} ({:?}): {e}", cmd.get_program()))?;
+    Ok(Proc {
+        name: name.to_string(),
+        child,
+    })
+}
+
+fn start_etcd(args: &CompareArgs, dir: &Path) -> Result<Cluster, String> {
+    let mut peers = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..args.nodes {
+        peers.push(free_port()?);
+        clients.push(free_port()?);
+    }
+    let initial: Vec<String> = (0..args.nodes)
+        .map(|i| format!("m{i}=http://127.0.0.1:{}", peers[i]))
+        .collect();
+    let mut procs = Vec::new();
+    for i in 0..args.nodes {
+        let (c, p) = (clients[i], peers[i]);
+        let mut cmd = Command::new(&args.etcd_bin);
+        cmd.arg("--name")
+            .arg(format!("m{i}"))
+            .arg("--data-dir")
+            .arg(dir.join(format!("etcd-{i}")))
+            .arg(format!("--listen-client-urls=http://127.0.0.1:{c}"))
+            .arg(format!("--advertise-client-urls=http://127.0.0.1:{c}"))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{p}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{p}"
+            ))
+            .arg(format!("--initial-cluster={}", initial.join(",")))
+            .arg("--initial-cluster-state=new")
+            .arg("--initial-cluster-token=shoal-bench-compare")
+            .arg("--logger=zap")
+            .arg("--log-level=warn");
+        procs.push(spawn(&format!("etcd-{i}"), cmd, dir)?);
+    }
+    let endpoints = clients.iter().map(|c| format!("127.0.0.1:{c}")).collect();
+    Ok(Cluster { procs, endpoints })
+}
+
+fn start_shoal(args: &CompareArgs, node_bin: &Path, dir: &Path) -> Result<Cluster, String> {
+    let mut grpc = Vec::new();
+    for _ in 0..args.nodes {
+        grpc.push(free_port()?);
+    }
+    let initial: Vec<String> = (0..args.nodes)
+        .map(|i| format!("{}=127.0.0.1:{}", i + 1, grpc[i]))
+        .collect();
+    let mut procs = Vec::new();
+    for (i, port) in grpc.iter().enumerate() {
+        let mut cmd = Command::new(node_bin);
+        cmd.arg("node")
+            .arg(format!("--store-id={}", i + 1))
+            .arg("--data-dir")
+            .arg(dir.join(format!("shoal-{}", i + 1)))
+            .arg(format!("--addr=127.0.0.1:{port}"))
+            .arg(format!("--status-addr=127.0.0.1:{}", free_port()?))
+            .arg(format!("--initial-cluster={}", initial.join(",")))
+            .arg(format!("--initial-regions={}", args.regions));
+        procs.push(spawn(&format!("shoal-{}", i + 1), cmd, dir)?);
+    }
+    let endpoints = grpc.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    Ok(Cluster { procs, endpoints })
+}
+
+/// Waits (at most 60 s) until a write succeeds and, for Shoal, every region has a
+/// leader.
+async fn wait_ready(cluster: &mut Cluster, bench: &BenchArgs, dir: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::from("not tried");
+    while Instant::now() < deadline {
+        cluster.check_alive(dir)?;
+        match probe(bench).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(format!(
+        "the {:?} cluster was not ready in 60 s: {last}",
+        bench.target
+    ))
+}
+
+async fn probe(bench: &BenchArgs) -> Result<(), String> {
+    let quick = BenchArgs {
+        request_timeout: Duration::from_secs(2),
+        ..bench.clone()
+    };
+    let target = Target::connect(&quick).await?;
+    target
+        .execute(0, Op::Put(*b"\xffprobe\x00\x00"), 8)
+        .await
+        .map_err(|e| e.message)?;
+    if let Target::Shoal(c) = &target {
+        let (regions, _) = c.list_regions().await.map_err(|e| e.to_string())?;
+        let leaderless = regions.iter().filter(|r| r.leader.is_none()).count();
+        if leaderless > 0 {
+            return Err(format!(
+                "{leaderless} of {} regions have no leader yet",
+                regions.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One pass: the same workload against both systems.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pass {
+    /// Requests in flight.
+    pub clients: usize,
+    /// The etcd run.
+    pub etcd: Option<Report>,
+    /// The Shoal run.
+    pub shoal: Option<Report>,
+}
+
+/// The whole comparison, as written to JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// CPUs this machine has.
+    pub cores: usize,
+    /// Nodes per cluster.
+    pub nodes: usize,
+    /// Shoal's regions.
+    pub regions: usize,
+    /// One entry per client count.
+    pub passes: Vec<Pass>,
+}
+
+/// Runs the comparison. `node_bin` is the `shoal` executable; `shutdown` resolves
+/// on Ctrl-C or SIGTERM, which stops everything started.
+pub async fn run(
+    args: CompareArgs,
+    node_bin: PathBuf,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<i32, String> {
+    validate(&args)?;
+    tokio::select! {
+        r = compare(&args, &node_bin) => r.map(|_| 0),
+        _ = shutdown => Err("interrupted; every process started was stopped".into()),
+    }
+}
+
+fn validate(args: &CompareArgs) -> Result<(), String> {
+    if !(1..=9).contains(&args.nodes) {
+        return Err(format!("--nodes {}: must be 1..=9", args.nodes));
+    }
+    if args.clients.is_empty() || args.clients.contains(&0) {
+        return Err("--clients: give one or more counts > 0".into());
+    }
+    let found = Command::new(&args.etcd_bin)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !found.is_ok_and(|s| s.success()) {
+        return Err(format!(
+            "cannot run {:?}: install etcd (Debian: apt-get install etcd-server; \
+             `make bench-compare` does) or pass --etcd-bin",
+            args.etcd_bin
+        ));
+    }
+    Ok(())
+}
+
+fn bench_args(args: &CompareArgs, target: TargetKind, clients: usize, c: &Cluster) -> BenchArgs {
+    BenchArgs {
+        workload: args.workload,
+        target,
+        endpoints: c.endpoints.clone(),
+        clients,
+        value_size: args.value_size,
+        keys: args.keys,
+        duration: Some(args.duration),
+        warmup: args.warmup,
+        pids: if target == TargetKind::Etcd {
+            c.pids()
+        } else {
+            vec![]
+        },
+        ..BenchArgs::defaults()
+    }
+}
+
+async fn compare(args: &CompareArgs, node_bin: &Path) -> Result<(), String> {
+    let dir = &args.dir;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| format!("cannot empty {}: {e}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut passes: Vec<Pass> = args
+        .clients
+        .iter()
+        .map(|&clients| Pass {
+            clients,
+            etcd: None,
+            shoal: None,
+        })
+        .collect();
+    for target in [TargetKind::Etcd, TargetKind::Shoal] {
+        let name = format!("{target:?}").to_lowercase();
+        eprintln!(
+            "bench-compare: starting a {}-node {name} cluster",
+            args.nodes
+        );
+        let mut cluster = match target {
+            TargetKind::Etcd => start_etcd(args, dir)?,
+            TargetKind::Shoal => start_shoal(args, node_bin, dir)?,
+        };
+        let probe_args = bench_args(args, target, 1, &cluster);
+        wait_ready(&mut cluster, &probe_args, dir).await?;
+        for pass in passes.iter_mut() {
+            let mut bench = bench_args(args, target, pass.clients, &cluster);
+            bench.json = Some(dir.join(format!("{name}-{}.json", pass.clients)));
+            eprintln!("bench-compare: {name}, {} clients", pass.clients);
+            let report = runner::run(&bench).await?;
+            cluster.check_alive(dir)?;
+            print!("{}", report.render());
+            match target {
+                TargetKind::Etcd => pass.etcd = Some(report),
+                TargetKind::Shoal => pass.shoal = Some(report),
+            }
+        }
+        drop(cluster);
+    }
+    let cmp = Comparison {
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        nodes: args.nodes,
+        regions: args.regions,
+        passes,
+    };
+    println!("\n{}", table(args, &cmp));
+    let out = args.out.clone().unwrap_or_else(|| dir.join("compare.json"));
+    let text = serde_json::to_string_pretty(&cmp).map_err(|e| e.to_string())?;
+    std::fs::write(&out, text + "\n")
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    println!("JSON: {}", out.display());
+    Ok(())
+}
+
+/// The side-by-side table, in Markdown.
+pub fn table(args: &CompareArgs, cmp: &Comparison) -> String {
+    let mut s = format!(
+        "{}, {}-byte values, {} keys, {} s measured after {} s warm-up; {} nodes each, \
+         {} Shoal regions, {} cores\n\n",
+        format!("{:?}", args.workload).to_lowercase(),
+        args.value_size,
+        args.keys,
+        args.duration.as_secs_f64(),
+        args.warmup.as_secs_f64(),
+        cmp.nodes,
+        cmp.regions,
+        cmp.cores
+    );
+    s.push_str(
+        "| clients | Shoal ops/s | etcd ops/s | Shoal/etcd | Shoal p50 ms | etcd p50 ms \
+         | Shoal p99 ms | etcd p99 ms | Shoal entries/fsync | errors (Shoal, etcd) |\n",
+    );
+    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    for p in &cmp.passes {
+        let (Some(sh), Some(et)) = (&p.shoal, &p.etcd) else {
+            continue;
+        };
+        let ratio = sh.ops_per_sec / et.ops_per_sec.max(1e-9);
+        let epf = sh
+            .cluster_work
+            .as_ref()
+            .map_or(0.0, |w| w.entries_per_fsync);
+        s.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {ratio:.2}x | {:.2} | {:.2} | {:.2} | {:.2} | {epf:.1} | {}, {} |\n",
+            p.clients,
+            sh.ops_per_sec,
+            et.ops_per_sec,
+            sh.latency.p50_ms,
+            et.latency.p50_ms,
+            sh.latency.p99_ms,
+            et.latency.p99_ms,
+            sh.errors,
+            et.errors
+        ));
+    }
+    s
+}

@@ -1,0 +1,175 @@
+//! The result of one `shoal bench` run: printed for people, written as JSON for
+//! scripts (and for `shoal bench-compare`'s table).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::args::{BenchArgs, KeyDist, TargetKind, Workload};
+use crate::counters::{ClusterWork, ProcessCpu};
+use crate::stats::Latency;
+
+/// One run's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The system measured.
+    pub target: TargetKind,
+    /// The workload.
+    pub workload: Workload,
+    /// The endpoints used.
+    pub endpoints: Vec<String>,
+    /// Requests in flight.
+    pub clients: usize,
+    /// Bytes per value.
+    pub value_size: usize,
+    /// Key space size.
+    pub keys: u64,
+    /// Key distribution.
+    pub key_dist: KeyDist,
+    /// Share of reads (mixed only).
+    pub read_ratio: Option<f64>,
+    /// Warm-up length in seconds.
+    pub warmup_s: f64,
+    /// Length of the measured phase in seconds.
+    pub elapsed_s: f64,
+    /// Successful requests in the measured phase.
+    pub ops: u64,
+    /// Failed requests in the measured phase.
+    pub errors: u64,
+    /// Successful requests per second.
+    pub ops_per_sec: f64,
+    /// Latency of the successful requests.
+    pub latency: Latency,
+    /// Latency per operation kind.
+    pub latency_by_op: BTreeMap<String, Latency>,
+    /// Failed requests by kind.
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// The first message of each error kind.
+    pub error_samples: BTreeMap<String, String>,
+    /// Shoal only: the nodes' work during the measured phase.
+    pub cluster_work: Option<ClusterWork>,
+    /// CPU of the `--pids` processes.
+    pub process_cpu: Vec<ProcessCpu>,
+    /// Number of regions when the run started (Shoal only).
+    pub regions: Option<usize>,
+}
+
+impl Report {
+    /// The fields that come straight from the options.
+    pub fn header(args: &BenchArgs) -> Report {
+        Report {
+            target: args.target,
+            workload: args.workload,
+            endpoints: args.endpoints.clone(),
+            clients: args.clients,
+            value_size: args.value_size,
+            keys: args.keys,
+            key_dist: args.key_dist,
+            read_ratio: (args.workload == Workload::Mixed).then_some(args.read_ratio),
+            warmup_s: args.warmup.as_secs_f64(),
+            elapsed_s: 0.0,
+            ops: 0,
+            errors: 0,
+            ops_per_sec: 0.0,
+            latency: Latency {
+                count: 0,
+                mean_ms: 0.0,
+                p50_ms: 0.0,
+                p95_ms: 0.0,
+                p99_ms: 0.0,
+                max_ms: 0.0,
+            },
+            latency_by_op: BTreeMap::new(),
+            errors_by_kind: BTreeMap::new(),
+            error_samples: BTreeMap::new(),
+            cluster_work: None,
+            process_cpu: Vec::new(),
+            regions: None,
+        }
+    }
+
+    /// The report as text for a terminal.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let target = format!("{:?}", self.target).to_lowercase();
+        let workload = format!("{:?}", self.workload).to_lowercase();
+        let _ = writeln!(
+            s,
+            "{target} {workload}: {} clients, {}-byte values, {} keys ({:?}){}",
+            self.clients,
+            self.value_size,
+            self.keys,
+            self.key_dist,
+            self.regions
+                .map(|r| format!(", {r} regions"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            s,
+            "  throughput  {:.0} ops/s ({} ok, {} errors in {:.1} s)",
+            self.ops_per_sec, self.ops, self.errors, self.elapsed_s
+        );
+        let l = &self.latency;
+        let _ = writeln!(
+            s,
+            "  latency ms  p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}  mean {:.2}",
+            l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms, l.mean_ms
+        );
+        if self.latency_by_op.len() > 1 {
+            for (op, l) in &self.latency_by_op {
+                let _ = writeln!(
+                    s,
+                    "    {op:<5} {} ok, p50 {:.2}  p99 {:.2}",
+                    l.count, l.p50_ms, l.p99_ms
+                );
+            }
+        }
+        for (kind, n) in &self.errors_by_kind {
+            let sample = self.error_samples.get(kind).cloned().unwrap_or_default();
+            let _ = writeln!(s, "  errors      {n} x {kind}: {sample}");
+        }
+        if let Some(w) = &self.cluster_work {
+            let _ = writeln!(
+                s,
+                "  per op      {:.3} fsyncs, {:.2} raft messages, {:.3} transport RPCs; \
+                 {:.1} log entries per fsync",
+                w.fsyncs_per_op,
+                w.raft_messages_per_op,
+                w.transport_rpcs_per_op,
+                w.entries_per_fsync
+            );
+            for n in &w.nodes {
+                let cpu = n
+                    .cpu_s_per_1k_ops
+                    .map(|c| format!("{c:.3} CPU s per 1k ops"))
+                    .unwrap_or_else(|| "CPU n/a (not on this machine)".into());
+                let _ = writeln!(
+                    s,
+                    "    store {} ({}): {} fsyncs, {:.1} entries/fsync, {} raft msgs, {} RPCs, {cpu}",
+                    n.store_id,
+                    n.address,
+                    n.fsyncs,
+                    n.entries_per_fsync,
+                    n.raft_messages,
+                    n.transport_rpcs
+                );
+            }
+        }
+        for p in &self.process_cpu {
+            let _ = writeln!(
+                s,
+                "  process {} ({}): {:.2} CPU s, {:.3} per 1k ops",
+                p.pid, p.name, p.cpu_seconds, p.cpu_s_per_1k_ops
+            );
+        }
+        s
+    }
+
+    /// Writes the report as pretty JSON.
+    pub fn write_json(&self, path: &std::path::Path) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+}

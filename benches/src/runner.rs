@@ -1,0 +1,354 @@
+//! One `shoal bench` run: optional pre-split and preload, a warm-up, the measured
+//! phase, and the report.
+//!
+//! `--clients` loops each keep one request in flight. A request counts in the
+//! measured phase when it started after the warm-up and finished before the phase's
+//! end; a failed one counts as an error, never as throughput. Counters and CPU time
+//! are read right before and right after the measured phase. Every phase is bounded:
+//! preload by the key count, warm-up and measurement by their durations, and the
+//! final drain by the request deadline.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::args::BenchArgs;
+use crate::counters;
+use crate::report::Report;
+use crate::stats::{Latency, LoopStats};
+use crate::target::Target;
+use crate::workload::{key_of, Op, OpStream};
+
+/// State the client loops share with the driver.
+struct Shared {
+    /// Set after the warm-up: requests started from now on are measured.
+    measuring: AtomicBool,
+    /// End of the measured phase (set with `measuring`).
+    end: OnceLock<Instant>,
+    /// Set when the loops must stop.
+    stop: AtomicBool,
+    /// Measured requests still allowed (`--ops`); `i64::MAX` without a budget.
+    tickets: AtomicI64,
+    /// Requests finished in the current phase, ok or not (for the progress line).
+    done: AtomicU64,
+    /// Requests failed in the current phase.
+    failed: AtomicU64,
+}
+
+/// Runs the benchmark described by `args` and returns its report.
+pub async fn run(args: &BenchArgs) -> Result<Report, String> {
+    args.validate()?;
+    let target = Target::connect(args).await?;
+    let mut report = Report::header(args);
+    let progress = Progress::new(args.quiet);
+    match &target {
+        Target::Shoal(client) => {
+            if let Some(k) = args.regions {
+                ensure_regions(client, k, &progress).await?;
+            }
+            let (regions, _) = client
+                .list_regions()
+                .await
+                .map_err(|e| format!("cannot list regions: {e}"))?;
+            report.regions = Some(regions.len());
+        }
+        Target::Etcd(_) if args.regions.is_some() => {
+            progress.note("--regions applies to Shoal only; ignored for etcd");
+        }
+        Target::Etcd(_) => {}
+    }
+    if args.preload() {
+        preload(&target, args, &progress).await?;
+    }
+
+    let shared = Arc::new(Shared {
+        measuring: AtomicBool::new(false),
+        end: OnceLock::new(),
+        stop: AtomicBool::new(false),
+        tickets: AtomicI64::new(args.ops.map_or(i64::MAX, |n| n as i64)),
+        done: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    });
+    let mut loops = Vec::with_capacity(args.clients);
+    for i in 0..args.clients {
+        let (target, shared) = (target.clone(), shared.clone());
+        let (stream, value_size) = (OpStream::new(args, i), args.value_size);
+        loops.push(tokio::spawn(client_loop(
+            i, target, stream, value_size, shared,
+        )));
+    }
+
+    if !args.warmup.is_zero() {
+        let warm = progress.phase("warm-up", args.warmup, shared.clone());
+        tokio::time::sleep(args.warmup).await;
+        warm.finish();
+    }
+    let before = snapshot(&target).await?;
+    let pids_before = counters::snapshot_pids(&args.pids);
+    shared.done.store(0, Ordering::Relaxed);
+    shared.failed.store(0, Ordering::Relaxed);
+    let limit = args.measure_limit();
+    let start = Instant::now();
+    let end = start + limit;
+    let _ = shared.end.set(end);
+    shared.measuring.store(true, Ordering::SeqCst);
+    let measure = progress.phase("measure", limit, shared.clone());
+
+    // Wait for the end of the phase, or for every loop to spend the --ops budget.
+    let all_done = futures::future::join_all(loops.iter_mut());
+    let finished = tokio::select! {
+        _ = tokio::time::sleep_until(end.into()) => None,
+        results = all_done => Some(results),
+    };
+    shared.stop.store(true, Ordering::SeqCst);
+    let stopped = Instant::now();
+    measure.finish();
+    let results = match finished {
+        Some(r) => r,
+        None => {
+            // Loops finish their request in flight: bounded by the request deadline.
+            let drain = args.request_timeout + Duration::from_secs(5);
+            match tokio::time::timeout(drain, futures::future::join_all(loops)).await {
+                Ok(r) => r,
+                Err(_) => return Err(format!("requests still running {drain:?} after the end")),
+            }
+        }
+    };
+    let mut stats = LoopStats::default();
+    let mut last = start;
+    for r in results {
+        let (s, l) = r.map_err(|e| format!("a client loop failed: {e}"))?;
+        stats.merge(s);
+        last = last.max(l);
+    }
+    let after = snapshot(&target).await?;
+    let pids_after = counters::snapshot_pids(&args.pids);
+
+    let elapsed = if args.ops.is_some() && stopped < end {
+        last.duration_since(start)
+    } else {
+        limit
+    };
+    report.elapsed_s = elapsed.as_secs_f64();
+    report.ops = stats.ok_count();
+    report.errors = stats.error_count();
+    report.ops_per_sec = report.ops as f64 / report.elapsed_s.max(1e-9);
+    report.latency = stats.overall();
+    report.latency_by_op = stats
+        .latency
+        .iter()
+        .map(|(op, h)| (op.to_string(), Latency::of(h)))
+        .collect();
+    report.errors_by_kind = stats.errors.clone();
+    report.error_samples = stats.error_samples.clone();
+    let counted = report.ops + report.errors;
+    if let (Some(b), Some(a)) = (before, after) {
+        report.cluster_work = Some(counters::cluster_work(&b, &a, counted));
+    }
+    report.process_cpu = counters::pid_work(&pids_before, &pids_after, counted);
+    if let Some(path) = &args.json {
+        report.write_json(path)?;
+    }
+    Ok(report)
+}
+
+async fn snapshot(target: &Target) -> Result<Option<Vec<counters::NodeSnapshot>>, String> {
+    match target {
+        Target::Shoal(c) => counters::snapshot_shoal(c).await.map(Some),
+        Target::Etcd(_) => Ok(None),
+    }
+}
+
+/// One loop: issue, time and check requests until told to stop. Returns its stats and
+/// the instant its last measured request finished.
+async fn client_loop(
+    id: usize,
+    target: Target,
+    mut stream: OpStream,
+    value_size: usize,
+    shared: Arc<Shared>,
+) -> (LoopStats, Instant) {
+    let mut stats = LoopStats::default();
+    let mut last = Instant::now();
+    while !shared.stop.load(Ordering::Relaxed) {
+        let measured = shared.measuring.load(Ordering::SeqCst);
+        if measured && shared.tickets.fetch_sub(1, Ordering::Relaxed) <= 0 {
+            break;
+        }
+        let op: Op = stream.next_op();
+        let t0 = Instant::now();
+        let result = target.execute(id, op, value_size).await;
+        let t1 = Instant::now();
+        shared.done.fetch_add(1, Ordering::Relaxed);
+        if result.is_err() {
+            shared.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        if !measured || shared.end.get().is_some_and(|end| t1 > *end) {
+            continue;
+        }
+        last = t1;
+        match result {
+            Ok(()) => stats.ok(op.name(), t1 - t0),
+            Err(e) => stats.error(&e.kind, &e.message),
+        }
+    }
+    (stats, last)
+}
+
+/// Writes every key once, `--clients` at a time. Any failure aborts the run: the
+/// reads that follow would not know what to expect.
+async fn preload(target: &Target, args: &BenchArgs, progress: &Progress) -> Result<(), String> {
+    let next = Arc::new(AtomicU64::new(0));
+    let shared = Arc::new(Shared {
+        measuring: AtomicBool::new(false),
+        end: OnceLock::new(),
+        stop: AtomicBool::new(false),
+        tickets: AtomicI64::new(0),
+        done: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    });
+    let shown = progress.count("preload", args.keys, shared.clone());
+    let mut tasks = Vec::new();
+    for i in 0..args.clients.min(args.keys as usize) {
+        let (target, next, shared) = (target.clone(), next.clone(), shared.clone());
+        let (keys, value_size) = (args.keys, args.value_size);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= keys {
+                    return Ok::<(), crate::target::OpError>(());
+                }
+                let key = key_of(k);
+                target.execute(i, Op::Put(key), value_size).await?;
+                shared.done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in futures::future::join_all(tasks).await {
+        let r = t.map_err(|e| format!("a preload task failed: {e}"))?;
+        r.map_err(|e| format!("preload failed ({}): {}", e.kind, e.message))?;
+    }
+    shown.finish();
+    Ok(())
+}
+
+/// Splits the key space into `k` regions (even 2-byte prefixes) when there are fewer.
+async fn ensure_regions(
+    client: &shoal_client::Client,
+    k: usize,
+    progress: &Progress,
+) -> Result<(), String> {
+    let (regions, _) = client
+        .list_regions()
+        .await
+        .map_err(|e| format!("cannot list regions: {e}"))?;
+    if regions.len() >= k {
+        return Ok(());
+    }
+    let keys: Vec<Vec<u8>> = (1..k)
+        .map(|i| ((i * 65_536 / k) as u16).to_be_bytes().to_vec())
+        .collect();
+    progress.note(&format!(
+        "the cluster has {} regions; splitting into {k}",
+        regions.len()
+    ));
+    client.split(keys).await.map_err(|e| {
+        format!(
+            "--regions {k}: the cluster has {} regions and the split failed: {e}",
+            regions.len()
+        )
+    })?;
+    Ok(())
+}
+
+/// The live progress line on stderr: rewritten in place on a terminal, a line every
+/// 5 s otherwise.
+struct Progress {
+    quiet: bool,
+    tty: bool,
+}
+
+/// A running progress printer; `finish` stops it.
+struct Shown {
+    task: Option<tokio::task::JoinHandle<()>>,
+    tty: bool,
+}
+
+impl Shown {
+    fn finish(mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            if self.tty {
+                eprintln!();
+            }
+        }
+    }
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Progress {
+        Progress {
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn note(&self, text: &str) {
+        if !self.quiet {
+            eprintln!("bench: {text}");
+        }
+    }
+
+    fn spawn(&self, line: impl Fn(f64) -> String + Send + 'static) -> Shown {
+        if self.quiet {
+            return Shown {
+                task: None,
+                tty: false,
+            };
+        }
+        let (tty, started) = (self.tty, Instant::now());
+        let every = Duration::from_secs(if tty { 1 } else { 5 });
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let text = line(started.elapsed().as_secs_f64());
+                if tty {
+                    eprint!("\r\x1b[2K{text}");
+                } else {
+                    eprintln!("{text}");
+                }
+            }
+        });
+        Shown {
+            task: Some(task),
+            tty,
+        }
+    }
+
+    /// "measure 12.0 s / 30.0 s: 123456 requests, 10288 ops/s, 0 errors".
+    fn phase(&self, name: &'static str, total: Duration, shared: Arc<Shared>) -> Shown {
+        let total = total.as_secs_f64();
+        self.spawn(move |t| {
+            let done = shared.done.load(Ordering::Relaxed);
+            let failed = shared.failed.load(Ordering::Relaxed);
+            format!(
+                "bench: {name} {t:.1} s / {total:.1} s: {done} requests, {:.0} ops/s, {failed} errors",
+                (done - failed.min(done)) as f64 / t.max(1e-9)
+            )
+        })
+    }
+
+    /// "preload 50000/100000 keys".
+    fn count(&self, name: &'static str, total: u64, shared: Arc<Shared>) -> Shown {
+        self.spawn(move |t| {
+            let done = shared.done.load(Ordering::Relaxed);
+            format!(
+                "bench: {name} {done}/{total} keys, {:.0} keys/s",
+                done as f64 / t.max(1e-9)
+            )
+        })
+    }
+}

@@ -1,0 +1,148 @@
+//! What each client loop records: latencies per operation kind (an HDR histogram in
+//! microseconds, 3 significant digits) and errors by kind.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latencies from 1 µs to 10 minutes, 3 significant digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// The record of one or more client loops.
+#[derive(Clone)]
+pub struct LoopStats {
+    /// Successful requests per operation kind.
+    pub latency: BTreeMap<&'static str, Histogram<u64>>,
+    /// Failed requests by error kind.
+    pub errors: BTreeMap<String, u64>,
+    /// The first message seen of each error kind.
+    pub error_samples: BTreeMap<String, String>,
+}
+
+impl Default for LoopStats {
+    fn default() -> Self {
+        LoopStats {
+            latency: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            error_samples: BTreeMap::new(),
+        }
+    }
+}
+
+impl LoopStats {
+    /// Records a successful request.
+    pub fn ok(&mut self, op: &'static str, took: Duration) {
+        let us = (took.as_micros() as u64).clamp(1, 600_000_000);
+        self.latency
+            .entry(op)
+            .or_insert_with(histogram)
+            .saturating_record(us);
+    }
+
+    /// Records a failed request.
+    pub fn error(&mut self, kind: &str, message: &str) {
+        *self.errors.entry(kind.to_string()).or_default() += 1;
+        self.error_samples
+            .entry(kind.to_string())
+            .or_insert_with(|| message.to_string());
+    }
+
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: LoopStats) {
+        for (op, h) in other.latency {
+            self.latency
+                .entry(op)
+                .or_insert_with(histogram)
+                .add(&h)
+                .expect("histograms with the same bounds add");
+        }
+        for (k, n) in other.errors {
+            *self.errors.entry(k).or_default() += n;
+        }
+        for (k, m) in other.error_samples {
+            self.error_samples.entry(k).or_insert(m);
+        }
+    }
+
+    /// Successful requests.
+    pub fn ok_count(&self) -> u64 {
+        self.latency.values().map(|h| h.len()).sum()
+    }
+
+    /// Failed requests.
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// Latency summary over every operation kind.
+    pub fn overall(&self) -> Latency {
+        let mut all = histogram();
+        for h in self.latency.values() {
+            all.add(h).expect("same bounds");
+        }
+        Latency::of(&all)
+    }
+}
+
+/// A latency summary in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Latency {
+    /// Requests summarized.
+    pub count: u64,
+    /// Mean.
+    pub mean_ms: f64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Slowest.
+    pub max_ms: f64,
+}
+
+impl Latency {
+    /// Summarizes a histogram of microseconds.
+    pub fn of(h: &Histogram<u64>) -> Latency {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Latency {
+            count: h.len(),
+            mean_ms: h.mean() / 1000.0,
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p95_ms: ms(h.value_at_quantile(0.95)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_loops_give_percentiles_over_all_requests() {
+        let mut a = LoopStats::default();
+        let mut b = LoopStats::default();
+        for ms in 1..=90 {
+            a.ok("put", Duration::from_millis(ms));
+        }
+        for ms in 91..=100 {
+            b.ok("get", Duration::from_millis(ms));
+        }
+        b.error("deadline_exceeded", "first");
+        b.error("deadline_exceeded", "second");
+        a.merge(b);
+        assert_eq!(a.ok_count(), 100);
+        assert_eq!(a.error_count(), 2);
+        assert_eq!(a.error_samples["deadline_exceeded"], "first");
+        let l = a.overall();
+        assert!((49.9..=50.1).contains(&l.p50_ms), "{l:?}");
+        assert!((98.9..=99.1).contains(&l.p99_ms), "{l:?}");
+        assert!((99.9..=100.1).contains(&l.max_ms), "{l:?}");
+    }
+}

@@ -1,0 +1,154 @@
+//! Keys, values and the stream of operations each client loop issues.
+//!
+//! Key `i` of the key space is the 8-byte big-endian form of a bijective 64-bit mix
+//! of `i`, so consecutive indexes land far apart and any key space spreads evenly
+//! over regions split on leading bytes. A value is a pattern derived from its key,
+//! so every read can be checked: the generator only ever writes `value_of(key)`.
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Zipf};
+
+use crate::args::{BenchArgs, KeyDist, Workload};
+
+/// The key with index `i`.
+pub fn key_of(i: u64) -> [u8; 8] {
+    // The splitmix64 finalizer: every step is invertible, so distinct indexes give
+    // distinct keys.
+    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)).to_be_bytes()
+}
+
+/// The only value the generator writes under `key`, `size` bytes long.
+pub fn value_of(key: &[u8], size: usize) -> Vec<u8> {
+    (0..size)
+        .map(|j| key[j % key.len()] ^ (j as u8).wrapping_mul(31))
+        .collect()
+}
+
+/// One request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Write `value_of(key)`.
+    Put([u8; 8]),
+    /// Read the key.
+    Get([u8; 8]),
+    /// Read up to `limit` pairs from the key on.
+    Scan([u8; 8], u32),
+    /// Swap `value_of(key)` for itself.
+    Cas([u8; 8]),
+}
+
+impl Op {
+    /// The name used in reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Put(_) => "put",
+            Op::Get(_) => "get",
+            Op::Scan(..) => "scan",
+            Op::Cas(_) => "cas",
+        }
+    }
+}
+
+/// Draws the operations of one client loop.
+pub struct OpStream {
+    rng: SmallRng,
+    workload: Workload,
+    keys: u64,
+    zipf: Option<Zipf<f64>>,
+    read_ratio: f64,
+    scan_limit: u32,
+}
+
+impl OpStream {
+    /// The stream of client loop `client` (each loop has its own seed).
+    pub fn new(args: &BenchArgs, client: usize) -> OpStream {
+        let seed = args
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(client as u64);
+        let zipf = match args.key_dist {
+            KeyDist::Uniform => None,
+            // Validated: keys >= 1 and exponent > 0.
+            KeyDist::Zipf => Zipf::new(args.keys, args.zipf_exponent).ok(),
+        };
+        OpStream {
+            rng: SmallRng::seed_from_u64(seed),
+            workload: args.workload,
+            keys: args.keys,
+            zipf,
+            read_ratio: args.read_ratio,
+            scan_limit: args.scan_limit,
+        }
+    }
+
+    fn key(&mut self) -> [u8; 8] {
+        let i = match &self.zipf {
+            // Zipf draws 1..=n, most often 1.
+            Some(z) => (z.sample(&mut self.rng) as u64).clamp(1, self.keys) - 1,
+            None => self.rng.gen_range(0..self.keys),
+        };
+        key_of(i)
+    }
+
+    /// The next operation.
+    pub fn next_op(&mut self) -> Op {
+        let key = self.key();
+        match self.workload {
+            Workload::Put => Op::Put(key),
+            Workload::Get => Op::Get(key),
+            Workload::Scan => Op::Scan(key, self.scan_limit),
+            Workload::Cas => Op::Cas(key),
+            Workload::Mixed if self.rng.gen_bool(self.read_ratio) => Op::Get(key),
+            Workload::Mixed => Op::Put(key),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn keys_are_distinct_and_spread_over_leading_bytes() {
+        let keys: HashSet<[u8; 8]> = (0..10_000).map(key_of).collect();
+        assert_eq!(keys.len(), 10_000);
+        // 64 regions split on the first two bytes: every one gets keys.
+        let mut per_region = [0u32; 64];
+        for k in &keys {
+            per_region[(u16::from_be_bytes([k[0], k[1]]) as usize * 64) >> 16] += 1;
+        }
+        assert!(per_region.iter().all(|&n| n > 100), "{per_region:?}");
+    }
+
+    #[test]
+    fn values_depend_on_key_and_size() {
+        let (a, b) = (key_of(1), key_of(2));
+        assert_eq!(value_of(&a, 256).len(), 256);
+        assert_ne!(value_of(&a, 256), value_of(&b, 256));
+        assert_eq!(value_of(&a, 10), value_of(&a, 10));
+    }
+
+    #[test]
+    fn mixed_follows_the_read_ratio_and_zipf_skews() {
+        let mut args = crate::args::BenchArgs::defaults();
+        args.workload = Workload::Mixed;
+        args.read_ratio = 0.75;
+        args.keys = 1000;
+        args.key_dist = KeyDist::Zipf;
+        let mut s = OpStream::new(&args, 0);
+        let ops: Vec<Op> = (0..20_000).map(|_| s.next_op()).collect();
+        let reads = ops.iter().filter(|o| matches!(o, Op::Get(_))).count();
+        assert!((14_000..16_000).contains(&reads), "{reads}");
+        let hottest = ops
+            .iter()
+            .filter(|o| matches!(o, Op::Get(k) | Op::Put(k) if *k == key_of(0)))
+            .count();
+        // Key 0 is the most popular under zipf(0.99) over 1000 keys: about 13%.
+        assert!(hottest > 1000, "{hottest}");
+    }
+}
