@@ -95,6 +95,19 @@ struct Cluster {
     endpoints: Vec<String>,
 }
 
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Signal every process first, so that none waits on a peer still running;
+        // each Proc's drop then waits for its own (and kills it after 10 s).
+        for p in &mut self.procs {
+            if matches!(p.child.try_wait(), Ok(None)) {
+                // SAFETY: kill(2) on the pid of our own child, not yet reaped.
+                unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+            }
+        }
+    }
+}
+
 impl Cluster {
     fn pids(&self) -> Vec<u32> {
         self.procs.iter().map(|p| p.child.id()).collect()

@@ -232,11 +232,10 @@ impl raft::Storage for PeerStorage {
                 return Ok(out);
             }
         }
-        for e in self
-            .cache
-            .iter()
-            .filter(|e| e.index >= low && e.index < high)
-        {
+        // The cache is contiguous: start at `low`'s slot instead of filtering it all.
+        let first = self.first_cached();
+        let skip = low.saturating_sub(first) as usize;
+        for e in self.cache.iter().skip(skip).take_while(|e| e.index < high) {
             let esize = u64::from(e.compute_size());
             if !out.is_empty() && size + esize > max {
                 break;

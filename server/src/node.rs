@@ -20,6 +20,10 @@ use crate::kv_service::KvService;
 use crate::raft_service::RaftService;
 use crate::transport::GrpcTransport;
 
+/// How long shutdown waits for open connections (other nodes' Raft streams, clients)
+/// before closing them.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs a node on `listener` until `shutdown` completes. Errors say what to fix.
 pub async fn run(
     cfg: NodeConfig,
@@ -78,7 +82,15 @@ pub async fn run(
             address: local.to_string(),
         });
     tracing::info!(store = cfg.store_id, addr = %local, "serving Kv, Admin and Raft");
-    let served = tonic::transport::Server::builder()
+    // Graceful shutdown waits for open streams; peers keep their Raft streams open
+    // until they stop themselves, so the wait is bounded by SHUTDOWN_GRACE.
+    let signalled = Arc::new(tokio::sync::Notify::new());
+    let notify = signalled.clone();
+    let shutdown = async move {
+        shutdown.await;
+        notify.notify_one();
+    };
+    let serve = tonic::transport::Server::builder()
         .add_service(KvServer::new(KvService::new(
             store.clone(),
             cfg.max_value_size,
@@ -93,8 +105,14 @@ pub async fn run(
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
             shutdown,
-        )
-        .await;
+        );
+    let served = tokio::select! {
+        r = serve => r,
+        _ = async { signalled.notified().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after shutdown began; closing them");
+            Ok(())
+        }
+    };
     status.abort();
     let _ = status.await;
     // The services are gone; stop the store's threads (pending requests get errors).
