@@ -92,7 +92,14 @@ async fn stream_to(
     };
     let mut backoff = MIN_BACKOFF;
     loop {
-        let endpoint = format!("http://{addr}");
+        let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
+            Ok(e) => e.tcp_nodelay(true),
+            Err(e) => {
+                tracing::error!(store = store_id, %addr, "invalid store address: {e}");
+                report();
+                return;
+            }
+        };
         let mut client = match RaftClient::connect(endpoint).await {
             Ok(c) => c,
             Err(e) => {
