@@ -5,7 +5,7 @@ CARGO ?= cargo
 # Arguments passed to `shoal node` by `make run`, e.g. make run ARGS="--store-id 2".
 ARGS ?=
 
-.PHONY: run test bench fmt lint deps
+.PHONY: run test bench bench-compare fmt lint deps
 
 deps:
 	@scripts/ensure-deps.sh
@@ -21,6 +21,13 @@ test: deps
 ## bench: run the criterion micro-benchmarks (log engine, router)
 bench: deps
 	$(CARGO) bench -p shoal-bench
+
+## bench-compare: Shoal vs etcd, 3 nodes each on 127.0.0.1, same workload and client
+## (installs etcd-server when missing; pass options with ARGS, e.g. ARGS="--duration 10s")
+bench-compare: deps
+	@scripts/ensure-etcd.sh
+	$(CARGO) build --release -p shoal-server --bin shoal
+	target/release/shoal bench-compare $(ARGS)
 
 ## fmt: format the code
 fmt:

@@ -1,0 +1,138 @@
+//! `shoal bench` against a real node process: the report counts exactly the requests
+//! asked for, reads the node's counters and CPU time, and bad options or a missing
+//! etcd are refused with a clear message.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A single-node cluster, killed on drop.
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_node(dir: &Path, addr: &str) -> Node {
+    let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["node", "--store-id", "1", "--addr", addr])
+        .args(["--status-addr", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--initial-cluster", &format!("1={addr}"), "--initial-regions", "4"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start shoal node");
+    Node(child)
+}
+
+fn shoal(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run shoal")
+}
+
+fn json_number(json: &serde_json::Value, path: &[&str]) -> f64 {
+    let mut v = json;
+    for p in path {
+        v = &v[*p];
+    }
+    v.as_f64().unwrap_or_else(|| panic!("{path:?} missing in {json}"))
+}
+
+#[test]
+fn bench_reports_requests_counters_and_cpu_of_a_real_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _node = start_node(&dir.path().join("n1"), &addr);
+    let out_file = dir.path().join("report.json");
+    let mut last = None;
+    // The node needs a moment to elect its leaders; the client retries within its
+    // deadline, and we retry the whole run a few times on a slow machine.
+    for _ in 0..5 {
+        let out = shoal(&[
+            "bench",
+            "mixed",
+            "--endpoints",
+            &addr,
+            "--clients",
+            "4",
+            "--keys",
+            "200",
+            "--ops",
+            "300",
+            "--warmup",
+            "200ms",
+            "--json",
+            out_file.to_str().unwrap(),
+            "--quiet",
+        ]);
+        if out.status.success() {
+            last = Some(out);
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        last = Some(out);
+    }
+    let out = last.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ops/s"), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    assert_eq!(json_number(&json, &["ops"]), 300.0);
+    assert_eq!(json_number(&json, &["errors"]), 0.0);
+    assert_eq!(json_number(&json, &["regions"]), 4.0);
+    let node = &json["cluster_work"]["nodes"][0];
+    // Mixed is 90% reads: the 30-odd writes need at least one fsync, and the node
+    // runs here, so its CPU time is read from /proc.
+    assert!(json_number(node, &["fsyncs"]) >= 1.0, "{node}");
+    assert!(json_number(node, &["cpu_seconds"]) > 0.0, "{node}");
+    assert!(json_number(&json, &["latency", "p99_ms"]) > 0.0);
+}
+
+#[test]
+fn bench_refuses_bad_options_with_the_option_named() {
+    let out = shoal(&["bench", "--clients", "0", "--endpoints", "127.0.0.1:1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--clients 0"), "{err}");
+
+    let out = shoal(&["bench", "--duration", "soon"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a duration"));
+}
+
+#[test]
+fn bench_compare_without_etcd_says_what_to_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = shoal(&[
+        "bench-compare",
+        "--etcd-bin",
+        "/nonexistent/etcd",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("apt-get install etcd-server"), "{err}");
+}
