@@ -161,7 +161,9 @@ impl BenchArgs {
         if self.keys == 0 {
             return Err("--keys: the key space needs at least one key".into());
         }
-        if self.key_dist == KeyDist::Zipf && !(self.zipf_exponent > 0.0) {
+        if self.key_dist == KeyDist::Zipf
+            && self.zipf_exponent.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+        {
             return Err(format!(
                 "--zipf-exponent {}: must be > 0",
                 self.zipf_exponent
@@ -218,7 +220,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             ))
         }
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 86_400.0 * 7.0 {
+    if !secs.is_finite() || !(0.0..=86_400.0 * 7.0).contains(&secs) {
         return Err(format!("{s:?} is out of range (0 to 7 days)"));
     }
     Ok(Duration::from_secs_f64(secs))

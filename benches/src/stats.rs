@@ -13,7 +13,7 @@ fn histogram() -> Histogram<u64> {
 }
 
 /// The record of one or more client loops.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct LoopStats {
     /// Successful requests per operation kind.
     pub latency: BTreeMap<&'static str, Histogram<u64>>,
@@ -21,16 +21,6 @@ pub struct LoopStats {
     pub errors: BTreeMap<String, u64>,
     /// The first message seen of each error kind.
     pub error_samples: BTreeMap<String, String>,
-}
-
-impl Default for LoopStats {
-    fn default() -> Self {
-        LoopStats {
-            latency: BTreeMap::new(),
-            errors: BTreeMap::new(),
-            error_samples: BTreeMap::new(),
-        }
-    }
 }
 
 impl LoopStats {

@@ -26,7 +26,11 @@ impl Kv for MockEtcd {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let r = req.into_inner();
         let data = self.data.lock().unwrap();
-        let limit = if r.limit > 0 { r.limit as usize } else { usize::MAX };
+        let limit = if r.limit > 0 {
+            r.limit as usize
+        } else {
+            usize::MAX
+        };
         let kvs: Vec<KeyValue> = data
             .range(r.key.clone()..)
             .take_while(|(k, _)| match r.range_end.as_slice() {

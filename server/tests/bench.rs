@@ -30,7 +30,12 @@ fn start_node(dir: &Path, addr: &str) -> Node {
         .args(["--status-addr", &format!("127.0.0.1:{}", free_port())])
         .arg("--data-dir")
         .arg(dir)
-        .args(["--initial-cluster", &format!("1={addr}"), "--initial-regions", "4"])
+        .args([
+            "--initial-cluster",
+            &format!("1={addr}"),
+            "--initial-regions",
+            "4",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -52,7 +57,8 @@ fn json_number(json: &serde_json::Value, path: &[&str]) -> f64 {
     for p in path {
         v = &v[*p];
     }
-    v.as_f64().unwrap_or_else(|| panic!("{path:?} missing in {json}"))
+    v.as_f64()
+        .unwrap_or_else(|| panic!("{path:?} missing in {json}"))
 }
 
 #[test]
