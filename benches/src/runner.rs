@@ -70,13 +70,12 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
         done: AtomicU64::new(0),
         failed: AtomicU64::new(0),
     });
-    let mut loops = Vec::with_capacity(args.clients);
+    let mut loops = Loops(Vec::with_capacity(args.clients));
     for i in 0..args.clients {
         let (target, shared) = (target.clone(), shared.clone());
         let (stream, value_size) = (OpStream::new(args, i), args.value_size);
-        loops.push(tokio::spawn(client_loop(
-            i, target, stream, value_size, shared,
-        )));
+        let task = tokio::spawn(client_loop(i, target, stream, value_size, shared));
+        loops.0.push(task);
     }
 
     if !args.warmup.is_zero() {
@@ -96,7 +95,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     let measure = progress.phase("measure", limit, shared.clone());
 
     // Wait for the end of the phase, or for every loop to spend the --ops budget.
-    let all_done = futures::future::join_all(loops.iter_mut());
+    let all_done = futures::future::join_all(loops.0.iter_mut());
     let finished = tokio::select! {
         _ = tokio::time::sleep_until(end.into()) => None,
         results = all_done => Some(results),
@@ -109,7 +108,8 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
         None => {
             // Loops finish their request in flight: bounded by the request deadline.
             let drain = args.request_timeout + Duration::from_secs(5);
-            match tokio::time::timeout(drain, futures::future::join_all(loops)).await {
+            let all = futures::future::join_all(loops.0.iter_mut());
+            match tokio::time::timeout(drain, all).await {
                 Ok(r) => r,
                 Err(_) => return Err(format!("requests still running {drain:?} after the end")),
             }
@@ -157,6 +157,17 @@ async fn snapshot(target: &Target) -> Result<Option<Vec<counters::NodeSnapshot>>
     match target {
         Target::Shoal(c) => counters::snapshot_shoal(c).await.map(Some),
         Target::Etcd(_) => Ok(None),
+    }
+}
+
+/// Tasks aborted if the run is dropped (Ctrl-C) before they end.
+struct Loops<T>(Vec<tokio::task::JoinHandle<T>>);
+
+impl<T> Drop for Loops<T> {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
     }
 }
 
@@ -209,11 +220,11 @@ async fn preload(target: &Target, args: &BenchArgs, progress: &Progress) -> Resu
         failed: AtomicU64::new(0),
     });
     let shown = progress.count("preload", args.keys, shared.clone());
-    let mut tasks = Vec::new();
+    let mut tasks = Loops(Vec::new());
     for i in 0..args.clients.min(args.keys as usize) {
         let (target, next, shared) = (target.clone(), next.clone(), shared.clone());
         let (keys, value_size) = (args.keys, args.value_size);
-        tasks.push(tokio::spawn(async move {
+        tasks.0.push(tokio::spawn(async move {
             loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 if k >= keys {
@@ -225,7 +236,7 @@ async fn preload(target: &Target, args: &BenchArgs, progress: &Progress) -> Resu
             }
         }));
     }
-    for t in futures::future::join_all(tasks).await {
+    for t in futures::future::join_all(tasks.0.iter_mut()).await {
         let r = t.map_err(|e| format!("a preload task failed: {e}"))?;
         r.map_err(|e| format!("preload failed ({}): {}", e.kind, e.message))?;
     }
@@ -276,7 +287,11 @@ struct Shown {
 }
 
 impl Shown {
-    fn finish(mut self) {
+    fn finish(self) {}
+}
+
+impl Drop for Shown {
+    fn drop(&mut self) {
         if let Some(t) = self.task.take() {
             t.abort();
             if self.tty {
