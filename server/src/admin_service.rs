@@ -86,6 +86,13 @@ impl Admin for AdminService {
         Err(not_yet("membership change"))
     }
 
+    async fn checksum(
+        &self,
+        _: Request<ChecksumRequest>,
+    ) -> Result<Response<ChecksumResponse>, Status> {
+        Err(not_yet("region checksum"))
+    }
+
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         Ok(Response::new(StatusResponse {
             store: Some(self.me.clone()),

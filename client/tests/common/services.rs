@@ -292,6 +292,13 @@ impl Admin for MockNode {
         Err(Status::unimplemented("mock"))
     }
 
+    async fn checksum(
+        &self,
+        _req: Request<ChecksumRequest>,
+    ) -> Result<Response<ChecksumResponse>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
+
     async fn status(
         &self,
         _req: Request<StatusRequest>,
