@@ -15,12 +15,14 @@ use std::collections::HashMap;
 
 use crossbeam_channel::Receiver;
 use raft::eraftpb::{Entry, EntryType};
-use shoal_engine::keys::{apply_state_key, data_key};
+use shoal_engine::keys::{apply_state_key, data_key, region_state_key};
 use shoal_engine::rocks::RocksKvEngine;
 use shoal_engine::{Cf, KvBatch, KvEngine, KvRead};
 use shoal_proto::metapb::Region;
-use shoal_proto::raft_cmdpb::{request::Cmd, RaftCmdRequest, Response};
-use shoal_proto::raft_serverpb::RaftApplyState;
+use shoal_proto::raft_cmdpb::{
+    admin_request, request::Cmd, BatchSplitRequest, RaftCmdRequest, Response,
+};
+use shoal_proto::raft_serverpb::{PeerState, RaftApplyState, RegionLocalState};
 use shoal_proto::Message as _;
 use tokio::sync::oneshot;
 
@@ -97,6 +99,7 @@ fn apply_tasks(
     let mut overlay: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
     let mut answers: Vec<(oneshot::Sender<WriteResult>, WriteResult)> = Vec::new();
     let mut applied: Vec<(u64, u64)> = Vec::new();
+    let mut splits: Vec<SplitDone> = Vec::new();
     let mut count = 0u64;
     for task in tasks {
         let Some(d) = delegates.get_mut(&task.region_id) else {
@@ -111,7 +114,7 @@ fn apply_tasks(
             if entry.index <= d.state.applied_index {
                 continue;
             }
-            let result = apply_entry(d, entry, kv, &mut batch, &mut overlay);
+            let result = apply_entry(d, entry, kv, &mut batch, &mut overlay, &mut splits);
             d.state.applied_index = entry.index;
             count += 1;
             while replies.peek().is_some_and(|(i, _)| *i <= entry.index) {
@@ -150,10 +153,24 @@ fn apply_tasks(
     for (reply, result) in answers {
         let _ = reply.send(result);
     }
+    // Before `Applied`: the peer takes its new range before serving reads at the
+    // new applied index.
+    for (region_id, parent, new_regions) in splits {
+        let _ = router.send(
+            region_id,
+            PeerMsg::Split {
+                parent,
+                new_regions,
+            },
+        );
+    }
     for (region_id, applied_index) in applied {
         let _ = router.send(region_id, PeerMsg::Applied { applied_index });
     }
 }
+
+/// A split written by this batch: (parent region id, parent after, new regions).
+type SplitDone = (u64, Region, Vec<Region>);
 
 fn apply_entry(
     d: &mut Delegate,
@@ -161,6 +178,7 @@ fn apply_entry(
     kv: &RocksKvEngine,
     batch: &mut KvBatch,
     overlay: &mut HashMap<Vec<u8>, Option<Vec<u8>>>,
+    splits: &mut Vec<SplitDone>,
 ) -> WriteResult {
     if entry.data.is_empty() {
         // A new leader's empty entry: nothing to apply.
@@ -190,6 +208,13 @@ fn apply_entry(
     };
     let header = cmd.header.unwrap_or_default();
     check_epoch(&d.region, header.region_epoch.as_ref(), false)?;
+    if let Some(admin) = cmd.admin.and_then(|a| a.cmd) {
+        // Admin commands pair ids with the region's peers: conf_ver must match too.
+        check_epoch(&d.region, header.region_epoch.as_ref(), true)?;
+        return match admin {
+            admin_request::Cmd::Split(split) => apply_split(d, &split, batch, splits),
+        };
+    }
     for k in cmd.requests.iter().filter_map(request_key) {
         if !key_in_region(k, &d.region) {
             return Err(key_not_in_region(k, &d.region));
@@ -231,4 +256,41 @@ fn apply_entry(
         responses.push(resp);
     }
     Ok(responses)
+}
+
+/// Shrinks the parent and records the new regions, in the apply batch: every replica
+/// derives the same regions from the same entry.
+fn apply_split(
+    d: &mut Delegate,
+    split: &BatchSplitRequest,
+    batch: &mut KvBatch,
+    splits: &mut Vec<SplitDone>,
+) -> WriteResult {
+    let (parent, new_regions) = crate::split::derive_regions(&d.region, split)?;
+    let state = |region: &Region| RegionLocalState {
+        state: PeerState::Normal as i32,
+        region: Some(region.clone()),
+        merge_state: None,
+    };
+    batch.put(
+        Cf::Meta,
+        region_state_key(parent.id),
+        state(&parent).encode_to_vec(),
+    );
+    for r in &new_regions {
+        batch.put(Cf::Meta, region_state_key(r.id), state(r).encode_to_vec());
+        batch.put(
+            Cf::Meta,
+            apply_state_key(r.id),
+            crate::split::initial_apply_state().encode_to_vec(),
+        );
+    }
+    d.region = parent.clone();
+    let mut regions = vec![parent.clone()];
+    regions.extend(new_regions.iter().cloned());
+    splits.push((parent.id, parent, new_regions));
+    Ok(vec![Response {
+        regions,
+        ..Default::default()
+    }])
 }

@@ -23,6 +23,7 @@
 
 pub mod apply;
 pub mod bootstrap;
+pub mod checksum;
 pub mod cmd;
 pub mod config;
 pub mod fsm;
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod msg;
 pub mod peer;
 pub mod poll;
+pub mod split;
 pub mod storage;
 pub mod store;
 pub mod transport;

@@ -1,9 +1,10 @@
 //! The messages peers and the store receive through the router, and how callers
 //! get their answers (a oneshot channel per request, never a callback).
 
-use shoal_proto::adminpb::RegionInfo;
+use shoal_proto::adminpb::{ChecksumResponse, RegionInfo};
 use shoal_proto::errorpb::RegionError;
 use shoal_proto::kvrpcpb::KvPair;
+use shoal_proto::metapb::Region;
 use shoal_proto::raft_cmdpb::{RaftCmdRequest, Response};
 use shoal_proto::raft_serverpb::RaftMessage;
 use tokio::sync::oneshot;
@@ -36,6 +37,10 @@ pub enum CmdError {
     /// The store failed to read or write its engines.
     #[error("storage error: {0}")]
     Storage(String),
+    /// The request can never succeed as given (e.g. a split at the region's start
+    /// key); not retryable.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// What a write returns: one response per request of the command.
@@ -108,6 +113,16 @@ pub enum PeerMsg {
     /// The transport cannot reach this store: its peers should get no more appends
     /// until they answer (raft-rs `report_unreachable`).
     StoreUnreachable(u64),
+    /// Apply wrote a split of this region: the region shrank to `parent` and the
+    /// store must start peers for `new_regions`.
+    Split {
+        /// This region after the split.
+        parent: Region,
+        /// The regions split off, in key order.
+        new_regions: Vec<Region>,
+    },
+    /// A digest of this replica's data (see the Admin `Checksum` RPC).
+    Checksum(oneshot::Sender<Result<ChecksumResponse, CmdError>>),
 }
 
 /// Messages to the store (the control FSM).

@@ -21,7 +21,7 @@ use shoal_engine::{Cf, KvEngine, KvRead};
 use shoal_proto::adminpb::RegionInfo;
 use shoal_proto::kvrpcpb::KvPair;
 use shoal_proto::metapb::{Peer as PeerMeta, Region};
-use shoal_proto::raft_cmdpb::RaftRequestHeader;
+use shoal_proto::raft_cmdpb::{admin_request, BatchSplitRequest, RaftRequestHeader};
 use shoal_proto::raft_serverpb::RaftMessage;
 use shoal_proto::Message as _;
 use tokio::sync::oneshot;
@@ -149,6 +149,44 @@ impl Peer {
                     tracing::warn!(region = self.region_id, "campaign failed: {e}");
                 }
             }
+            PeerMsg::Split {
+                parent,
+                new_regions,
+            } => self.on_split_applied(parent, new_regions, ctx),
+            PeerMsg::Checksum(reply) => {
+                let _ = reply.send(crate::checksum::region_checksum(
+                    &ctx.store.kv,
+                    self.region_id,
+                ));
+            }
+        }
+    }
+
+    /// Apply wrote a split: take the shrunk range, start the new regions' peers here
+    /// (campaigning at once if this peer leads, so the new regions get leaders on
+    /// the same store).
+    fn on_split_applied(&mut self, parent: Region, new_regions: Vec<Region>, ctx: &PollCtx) {
+        tracing::info!(
+            region = self.region_id,
+            new = ?new_regions.iter().map(|r| r.id).collect::<Vec<_>>(),
+            "split applied"
+        );
+        self.raw.mut_store().set_region(parent);
+        for region in new_regions {
+            if ctx.store.router.contains(region.id) {
+                continue;
+            }
+            let id = region.id;
+            let started = crate::split::start_peer(
+                &ctx.store,
+                region,
+                crate::split::initial_raft_state(),
+                crate::split::initial_apply_state(),
+                self.is_leader,
+            );
+            if let Err(e) = started {
+                tracing::error!(region = id, "cannot start the peer of a split region: {e}");
+            }
         }
     }
 
@@ -212,8 +250,14 @@ impl Peer {
     fn propose(&mut self, cmd: Command, metrics: &StoreMetrics) {
         let Command { request, reply } = cmd;
         let header = request.header.unwrap_or_default();
-        let mut keys = request.requests.iter().filter_map(request_key);
-        if let Err(e) = self.check_request(&header, &mut keys) {
+        let checked = match request.admin.as_ref().and_then(|a| a.cmd.as_ref()) {
+            Some(admin_request::Cmd::Split(split)) => self.check_split(&header, split),
+            None => {
+                let mut keys = request.requests.iter().filter_map(request_key);
+                self.check_request(&header, &mut keys)
+            }
+        };
+        if let Err(e) = checked {
             let _ = reply.send(Err(e));
             return;
         }
@@ -235,6 +279,20 @@ impl Peer {
             term: self.raw.raft.term,
             reply,
         });
+    }
+
+    /// A split must reach the leader with the current epoch, conf_ver included (its
+    /// new peer ids pair with the parent's peers), and keys inside the region.
+    fn check_split(
+        &self,
+        header: &RaftRequestHeader,
+        split: &BatchSplitRequest,
+    ) -> Result<(), CmdError> {
+        if !self.is_leader {
+            return Err(not_leader(self.region_id, self.leader_meta()));
+        }
+        check_epoch(self.region(), header.region_epoch.as_ref(), true)?;
+        crate::split::derive_regions(self.region(), split).map(|_| ())
     }
 
     fn accept_read(&mut self, read: ReadRequest) {
@@ -419,11 +477,28 @@ impl Peer {
             let batch = self.read_batches.pop_front().expect("front exists");
             let served = batch.reads.len() as u64;
             for r in batch.reads {
-                let out = self.execute_read(&r.kind, ctx);
+                // A split may have been applied since the read was accepted: its keys
+                // may belong to another region now, whose writes this index misses.
+                let out = match self.recheck_read(&r) {
+                    Ok(()) => self.execute_read(&r.kind, ctx),
+                    Err(e) => Err(e),
+                };
                 let _ = r.reply.send(out);
             }
             StoreMetrics::add(&ctx.store.metrics.reads_served, served);
         }
+    }
+
+    fn recheck_read(&self, read: &ReadRequest) -> Result<(), CmdError> {
+        check_epoch(self.region(), read.header.region_epoch.as_ref(), false)?;
+        let key = match &read.kind {
+            ReadKind::Get(key) => key,
+            ReadKind::Scan { start, .. } => start,
+        };
+        if !key_in_region(key, self.region()) {
+            return Err(key_not_in_region(key, self.region()));
+        }
+        Ok(())
     }
 
     fn execute_read(&self, kind: &ReadKind, ctx: &PollCtx) -> Result<ReadOutput, CmdError> {

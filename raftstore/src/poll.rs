@@ -16,13 +16,13 @@ use crossbeam_channel::Sender;
 use shoal_engine::rocks::RocksKvEngine;
 use shoal_engine::{LogBatch, LogEngine, LogEntry};
 use shoal_proto::raft_serverpb::{RaftLocalState, RaftMessage};
-use shoal_router::PollHandler;
+use shoal_router::{PollHandler, Ticker};
 
 use crate::apply::{ApplyMsg, ApplyTask};
 use crate::config::Config;
-use crate::fsm::{PeerFsm, StoreFsm};
+use crate::fsm::{PeerFsm, StoreFsm, StoreRouter};
 use crate::metrics::StoreMetrics;
-use crate::msg::{PeerMsg, StoreMsg};
+use crate::msg::{PeerMsg, PeerTick, StoreMsg};
 use crate::transport::{send_counted, Transport};
 
 /// What every thread of a store shares.
@@ -43,6 +43,10 @@ pub struct StoreContext {
     pub writer: Sender<WriteTask>,
     /// The apply workers' queues; region `r` goes to `apply[r % len]`.
     pub apply: Vec<Sender<ApplyMsg>>,
+    /// The store's router, to start peers of regions split off.
+    pub router: StoreRouter,
+    /// The store's ticker, to register new peers' ticks.
+    pub ticker: Ticker<PeerTick>,
 }
 
 impl StoreContext {

@@ -1,34 +1,32 @@
 //! [`RaftStore`]: starts and stops everything of one store (pollers, log writer,
 //! apply workers, ticker), loads its peers, and is the door for requests.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use raft::RawNode;
 use shoal_engine::keys::{apply_state_key, decode_region_meta_key, region_meta_range};
 use shoal_engine::rocks::Engines;
 use shoal_engine::{Cf, KvRead, LogEngine};
-use shoal_proto::adminpb::{RegionInfo, StoreCounters};
-use shoal_proto::raft_cmdpb::{RaftCmdRequest, RaftRequestHeader};
+use shoal_proto::adminpb::{ChecksumResponse, RegionInfo, StoreCounters};
+use shoal_proto::metapb::{Region, RegionEpoch};
+use shoal_proto::raft_cmdpb::{admin_request, AdminRequest, RaftCmdRequest, RaftRequestHeader};
 use shoal_proto::raft_serverpb::{PeerState, RaftApplyState, RaftMessage, RegionLocalState};
 use shoal_proto::Message;
 use shoal_router::{create_system, BatchSystem, Ticker, TickerThread};
 use tokio::sync::oneshot;
 
-use crate::apply::{self, ApplyMsg};
+use crate::apply;
 use crate::cmd::peer_on_store;
 use crate::config::Config;
 use crate::fsm::{PeerFsm, StoreFsm, StoreRouter};
 use crate::log_writer::{self, LogWriter};
-use crate::logger::raft_logger;
 use crate::metrics::StoreMetrics;
 use crate::msg::{
     CmdError, Command, PeerMsg, PeerTick, ReadKind, ReadOutput, ReadRequest, StoreMsg, WriteResult,
 };
-use crate::peer::Peer;
 use crate::poll::{RaftPoller, StoreContext};
-use crate::storage::PeerStorage;
+use crate::split;
+use crate::storage::INIT_INDEX;
 use crate::transport::Transport;
 
 /// Who drives the Raft ticks.
@@ -50,6 +48,7 @@ pub struct RaftStore {
     ctx: Option<Arc<StoreContext>>,
     threads: Vec<JoinHandle<()>>,
     metrics: Arc<StoreMetrics>,
+    ids: split::IdAllocator,
 }
 
 /// Everything persisted about one region in `kv/` meta.
@@ -129,6 +128,7 @@ impl RaftStore {
             })?);
             apply_txs.push(tx);
         }
+        let ticker = Ticker::default();
         let ctx = Arc::new(StoreContext {
             store_id,
             cfg: cfg.clone(),
@@ -138,55 +138,28 @@ impl RaftStore {
             transport,
             writer: writer_tx,
             apply: apply_txs,
+            router: router.clone(),
+            ticker: ticker.clone(),
         });
-        let ticker = Ticker::default();
-        let logger = raft_logger();
         for (state, apply_state) in load_regions(&engines.kv)? {
             let region = state.region.unwrap_or_default();
-            let Some(me) = peer_on_store(&region, store_id).cloned() else {
-                continue;
+            let mut raft_state = match log.raft_state(region.id).map_err(|e| e.to_string())? {
+                Some(s) => s,
+                // A region split off just before a crash: its first ready never ran.
+                None if apply_state.applied_index == INIT_INDEX => split::initial_raft_state(),
+                None => {
+                    return Err(format!(
+                        "region {} has no raft state in the log engine",
+                        region.id
+                    ))
+                }
             };
-            let mut raft_state = log
-                .raft_state(region.id)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| {
-                    format!("region {} has no raft state in the log engine", region.id)
-                })?;
             // The commit index is persisted lazily; what was applied was committed.
             let hs = raft_state.hard_state.get_or_insert_with(Default::default);
             hs.commit = hs.commit.max(apply_state.applied_index);
-            let raft_cfg = raft::Config {
-                id: me.id,
-                election_tick: cfg.raft_election_ticks,
-                heartbeat_tick: cfg.raft_heartbeat_ticks,
-                applied: apply_state.applied_index,
-                max_size_per_msg: cfg.raft_max_size_per_msg,
-                max_inflight_msgs: cfg.raft_max_inflight_msgs,
-                pre_vote: true,
-                check_quorum: true,
-                ..Default::default()
-            };
-            let _ = ctx.apply_worker(region.id).send(ApplyMsg::Register {
-                region: region.clone(),
-                state: apply_state,
-            });
-            let applied = apply_state.applied_index;
-            let storage = PeerStorage::new(
-                log.clone(),
-                region.clone(),
-                raft_state,
-                apply_state,
-                cfg.entry_cache_limit,
-            );
-            let raw = RawNode::new(&raft_cfg, storage, &logger)
-                .map_err(|e| format!("region {}: {e}", region.id))?;
-            let peer = Peer::new(store_id, me.id, raw, applied);
-            router
-                .register(region.id, Box::new(PeerFsm { peer }))
-                .map_err(|e| format!("region {}: {e}", region.id))?;
-            ticker.schedule_every(region.id, PeerTick::Raft, 1);
-            metrics.region_count.fetch_add(1, Ordering::Relaxed);
+            split::start_peer(&ctx, region, raft_state, apply_state, false)?;
         }
+        let ids = split::IdAllocator::open(engines.kv.clone(), store_id)?;
         let poll_ctx = ctx.clone();
         system
             .spawn(&format!("shoal-poll-{store_id}"), move |_| {
@@ -217,6 +190,7 @@ impl RaftStore {
             ctx: Some(ctx),
             threads,
             metrics,
+            ids,
         })
     }
 
@@ -321,6 +295,46 @@ impl RaftStore {
     /// Asks a region's peer to campaign now.
     pub fn campaign(&self, region_id: u64) -> Result<(), CmdError> {
         self.send_to_region(region_id, PeerMsg::Campaign)
+    }
+
+    /// Splits region `region_id` (whose epoch the caller saw as `epoch`) at `keys`.
+    /// Must be asked of the region's leader. Returns every region now covering the
+    /// parent's old range, in key order.
+    pub async fn split(
+        &self,
+        region_id: u64,
+        epoch: Option<RegionEpoch>,
+        mut keys: Vec<Vec<u8>>,
+    ) -> Result<Vec<Region>, CmdError> {
+        keys.sort();
+        keys.dedup();
+        let info = self.region_info(region_id).await?;
+        let region = info.region.unwrap_or_default();
+        split::check_split_keys(&region, &keys)?;
+        let ids = self.ids.alloc(keys.len() * (1 + region.peers.len()))?;
+        let request = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id,
+                peer: peer_on_store(&region, self.store_id).cloned(),
+                region_epoch: epoch,
+            }),
+            requests: Vec::new(),
+            admin: Some(AdminRequest {
+                cmd: Some(admin_request::Cmd::Split(split::build_batch_split(
+                    &region, &keys, &ids,
+                ))),
+            }),
+        };
+        let mut responses = self.write(request).await?;
+        Ok(responses.pop().map(|r| r.regions).unwrap_or_default())
+    }
+
+    /// A digest of this store's replica of `region_id`.
+    pub async fn checksum(&self, region_id: u64) -> Result<ChecksumResponse, CmdError> {
+        let (tx, rx) = oneshot::channel();
+        self.send_to_region(region_id, PeerMsg::Checksum(tx))?;
+        rx.await
+            .map_err(|_| CmdError::Dropped("the store stopped before answering".into()))?
     }
 
     /// The store's counters.

@@ -1,10 +1,12 @@
-//! The Admin gRPC service: regions, store status and counters. Split, merge,
-//! leader transfer and membership changes are refused as not implemented yet.
+//! The Admin gRPC service: regions, split, replica checksums, store status and
+//! counters. Merge, leader transfer and membership changes are refused as not
+//! implemented yet.
 
 use std::sync::Arc;
 
 use shoal_proto::adminpb::admin_server::Admin;
 use shoal_proto::adminpb::*;
+use shoal_proto::errorpb::RegionError;
 use shoal_proto::metapb::Store;
 use shoal_raftstore::{CmdError, RaftStore};
 use tonic::{Request, Response, Status};
@@ -24,6 +26,18 @@ impl AdminService {
             me,
             membership,
         }
+    }
+}
+
+/// Region errors go in the response (the client retries or re-routes); the rest
+/// become gRPC statuses.
+fn region_error<T>(r: Result<T, CmdError>) -> Result<Result<T, RegionError>, Status> {
+    match r {
+        Ok(v) => Ok(Ok(v)),
+        Err(CmdError::Region(e)) => Ok(Err(e)),
+        Err(CmdError::Invalid(m)) => Err(Status::invalid_argument(m)),
+        Err(CmdError::Dropped(m)) => Err(Status::unavailable(m)),
+        Err(CmdError::Storage(m)) => Err(Status::internal(m)),
     }
 }
 
@@ -64,8 +78,22 @@ impl Admin for AdminService {
         Ok(Response::new(resp))
     }
 
-    async fn split(&self, _: Request<SplitRequest>) -> Result<Response<SplitResponse>, Status> {
-        Err(not_yet("region split"))
+    async fn split(&self, req: Request<SplitRequest>) -> Result<Response<SplitResponse>, Status> {
+        let req = req.into_inner();
+        let done = self
+            .store
+            .split(req.region_id, req.region_epoch, req.split_keys)
+            .await;
+        match region_error(done)? {
+            Ok(regions) => Ok(Response::new(SplitResponse {
+                region_error: None,
+                regions,
+            })),
+            Err(e) => Ok(Response::new(SplitResponse {
+                region_error: Some(e),
+                regions: Vec::new(),
+            })),
+        }
     }
 
     async fn merge(&self, _: Request<MergeRequest>) -> Result<Response<MergeResponse>, Status> {
@@ -88,9 +116,16 @@ impl Admin for AdminService {
 
     async fn checksum(
         &self,
-        _: Request<ChecksumRequest>,
+        req: Request<ChecksumRequest>,
     ) -> Result<Response<ChecksumResponse>, Status> {
-        Err(not_yet("region checksum"))
+        let done = self.store.checksum(req.into_inner().region_id).await;
+        match region_error(done)? {
+            Ok(resp) => Ok(Response::new(resp)),
+            Err(e) => Ok(Response::new(ChecksumResponse {
+                region_error: Some(e),
+                ..Default::default()
+            })),
+        }
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {

@@ -109,6 +109,7 @@ fn split_error<T>(r: Result<T, CmdError>) -> Result<Result<T, RegionError>, Stat
         Err(CmdError::Region(e)) => Ok(Err(e)),
         Err(CmdError::Dropped(m)) => Err(Status::unavailable(m)),
         Err(CmdError::Storage(m)) => Err(Status::internal(m)),
+        Err(CmdError::Invalid(m)) => Err(Status::invalid_argument(m)),
     }
 }
 

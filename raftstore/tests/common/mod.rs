@@ -20,6 +20,8 @@ use shoal_proto::raft_serverpb::RaftMessage;
 use shoal_raftstore::bootstrap::{bootstrap, initial_regions};
 use shoal_raftstore::{CmdError, Config, RaftStore, ReadKind, ReadOutput, TickMode, Transport};
 
+mod regions;
+
 /// Decides which messages a network delivers.
 pub trait Filter: Send + Sync {
     /// Keeps only the messages that get through.
@@ -277,13 +279,29 @@ impl Cluster {
         }
     }
 
-    /// The region that holds `key` (from the initial layout).
+    /// The region that holds `key`: the newest (highest version) any running store
+    /// knows, else the initial layout.
     pub fn region_for(&self, key: &[u8]) -> Region {
-        self.regions
-            .iter()
-            .find(|r| shoal_raftstore::cmd::key_in_region(key, r))
-            .cloned()
-            .expect("the regions cover the key space")
+        let mut best: Option<Region> = None;
+        for id in self.store_ids() {
+            for info in self.rt.block_on(self.store(id).regions()) {
+                let Some(r) = info.region else { continue };
+                if !shoal_raftstore::cmd::key_in_region(key, &r) {
+                    continue;
+                }
+                let version = |r: &Region| r.region_epoch.unwrap_or_default().version;
+                if best.as_ref().is_none_or(|b| version(&r) > version(b)) {
+                    best = Some(r);
+                }
+            }
+        }
+        best.unwrap_or_else(|| {
+            self.regions
+                .iter()
+                .find(|r| shoal_raftstore::cmd::key_in_region(key, r))
+                .cloned()
+                .expect("the regions cover the key space")
+        })
     }
 
     fn header(&self, region: &Region) -> RaftRequestHeader {
@@ -297,10 +315,11 @@ impl Cluster {
     /// Writes through whichever store leads, retrying until `timeout`. Records the
     /// write as acknowledged only when the store says it was applied.
     pub fn put(&self, key: &[u8], value: &[u8], timeout: Duration) -> Result<(), String> {
-        let region = self.region_for(key);
         let deadline = Instant::now() + timeout;
         let mut last = String::new();
         while Instant::now() < deadline {
+            // Fresh each round: a split may have moved the key to another region.
+            let region = self.region_for(key);
             for id in self.store_ids() {
                 let cmd = RaftCmdRequest {
                     header: Some(self.header(&region)),
@@ -341,10 +360,10 @@ impl Cluster {
 
     /// A linearizable get through the leader, retrying until `timeout`.
     pub fn get(&self, key: &[u8], timeout: Duration) -> Result<Option<Vec<u8>>, String> {
-        let region = self.region_for(key);
         let deadline = Instant::now() + timeout;
         let mut last = String::new();
         while Instant::now() < deadline {
+            let region = self.region_for(key);
             for id in self.store_ids() {
                 let store = self.store(id);
                 let r = self.rt.block_on(async {
