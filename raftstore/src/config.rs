@@ -27,6 +27,14 @@ pub struct Config {
     pub apply_workers: usize,
     /// Most raft commands queued per peer before `ServerIsBusy`. Default 4096.
     pub max_pending_proposals: usize,
+    /// A leader splits its region near the middle once it holds more than this many
+    /// bytes of keys and values. Default 96 MiB; >= 1.
+    pub region_max_size: u64,
+    /// ... or more than this many keys. Default 960,000; >= 1.
+    pub region_max_keys: u64,
+    /// How often each leader checks its region against the two limits (a store-level
+    /// tick, not per write). Default 10 s; a multiple of the raft tick, >= 1 tick.
+    pub split_check_interval: Duration,
 }
 
 impl Default for Config {
@@ -43,11 +51,21 @@ impl Default for Config {
             max_batch_size: 256,
             apply_workers: 1,
             max_pending_proposals: 4096,
+            region_max_size: 96 << 20,
+            region_max_keys: 960_000,
+            split_check_interval: Duration::from_secs(10),
         }
     }
 }
 
 impl Config {
+    /// The split check period in raft ticks.
+    pub fn split_check_ticks(&self) -> u32 {
+        let ticks =
+            self.split_check_interval.as_millis() / self.raft_tick_interval.as_millis().max(1);
+        ticks.clamp(1, u32::MAX as u128) as u32
+    }
+
     /// Checks every bound, saying exactly which field is wrong.
     pub fn validate(&self) -> Result<(), String> {
         let tick = self.raft_tick_interval;
@@ -63,6 +81,15 @@ impl Config {
             return Err(format!(
                 "raft-election-ticks ({}) must exceed raft-heartbeat-ticks ({})",
                 self.raft_election_ticks, self.raft_heartbeat_ticks
+            ));
+        }
+        if self.region_max_size == 0 || self.region_max_keys == 0 {
+            return Err("region-max-size and region-max-keys must be at least 1".into());
+        }
+        if self.split_check_interval < tick {
+            return Err(format!(
+                "split-check-interval ({:?}) must be at least one raft tick ({tick:?})",
+                self.split_check_interval
             ));
         }
         if self.raft_max_size_per_msg < 1024 {

@@ -34,6 +34,7 @@ pub mod msg;
 pub mod peer;
 pub mod poll;
 pub mod split;
+pub mod split_check;
 pub mod storage;
 pub mod store;
 pub mod transport;

@@ -15,6 +15,8 @@ use tokio::sync::oneshot;
 pub enum PeerTick {
     /// Drives Raft's election and heartbeat timers.
     Raft = 0,
+    /// Checks the region's size against the split limits (leaders only).
+    SplitCheck = 1,
 }
 
 impl From<PeerTick> for u8 {
@@ -121,6 +123,8 @@ pub enum PeerMsg {
         /// The regions split off, in key order.
         new_regions: Vec<Region>,
     },
+    /// The split checker measured the region (see [`crate::split_check`]).
+    SplitCheckResult(crate::split_check::CheckResult),
     /// A digest of this replica's data (see the Admin `Checksum` RPC).
     Checksum(oneshot::Sender<Result<ChecksumResponse, CmdError>>),
 }

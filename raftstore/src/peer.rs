@@ -21,18 +21,24 @@ use shoal_engine::{Cf, KvEngine, KvRead};
 use shoal_proto::adminpb::RegionInfo;
 use shoal_proto::kvrpcpb::KvPair;
 use shoal_proto::metapb::{Peer as PeerMeta, Region};
-use shoal_proto::raft_cmdpb::{admin_request, BatchSplitRequest, RaftRequestHeader};
+use shoal_proto::raft_cmdpb::{
+    admin_request, AdminRequest, BatchSplitRequest, RaftCmdRequest, RaftRequestHeader,
+};
 use shoal_proto::raft_serverpb::RaftMessage;
 use shoal_proto::Message as _;
 use tokio::sync::oneshot;
 
 use crate::apply::ApplyTask;
 use crate::cmd::{
-    check_epoch, encode_pb, key_in_region, key_not_in_region, not_leader, request_key,
+    check_epoch, encode_pb, key_in_region, key_not_in_region, not_leader, peer_on_store,
+    request_key,
 };
 use crate::metrics::StoreMetrics;
-use crate::msg::{CmdError, Command, PeerMsg, ReadKind, ReadOutput, ReadRequest, WriteResult};
+use crate::msg::{
+    CmdError, Command, PeerMsg, PeerTick, ReadKind, ReadOutput, ReadRequest, WriteResult,
+};
 use crate::poll::PollCtx;
+use crate::split_check::{CheckResult, CheckTask};
 use crate::storage::PeerStorage;
 
 /// A write waiting for its entry to commit and apply.
@@ -67,6 +73,16 @@ pub struct Peer {
     is_leader: bool,
     /// The newest ready handed to the log writer and not yet reported persisted.
     unpersisted_ready: Option<u64>,
+    split_check: SplitCheckState,
+}
+
+/// Where this peer's automatic split checks stand.
+#[derive(Default)]
+struct SplitCheckState {
+    /// A check is running.
+    pending: bool,
+    /// (applied index, bytes, keys) of the last check.
+    last: Option<(u64, u64, u64)>,
 }
 
 impl Peer {
@@ -85,6 +101,7 @@ impl Peer {
             leader_id: 0,
             is_leader: false,
             unpersisted_ready: None,
+            split_check: SplitCheckState::default(),
         }
     }
 
@@ -112,9 +129,11 @@ impl Peer {
             PeerMsg::Raft(m) => self.step(*m),
             PeerMsg::Command(cmd) => self.propose(cmd, &ctx.store.metrics),
             PeerMsg::Read(r) => self.accept_read(r),
-            PeerMsg::Tick(_) => {
+            PeerMsg::Tick(PeerTick::Raft) => {
                 self.raw.tick();
             }
+            PeerMsg::Tick(PeerTick::SplitCheck) => self.on_split_check_tick(ctx),
+            PeerMsg::SplitCheckResult(r) => self.on_split_check_result(r, ctx),
             PeerMsg::Persisted { number } => {
                 self.raw.on_persist_ready(number);
                 self.raw.mut_store().on_persisted(number);
@@ -160,6 +179,75 @@ impl Peer {
                 ));
             }
         }
+    }
+
+    /// Asks the split checker to measure the region, if this peer leads, no check is
+    /// running and something was applied since the last one.
+    fn on_split_check_tick(&mut self, ctx: &PollCtx) {
+        if !self.is_leader || self.split_check.pending {
+            return;
+        }
+        if self
+            .split_check
+            .last
+            .is_some_and(|(applied, ..)| applied == self.applied_index)
+        {
+            return;
+        }
+        let task = CheckTask {
+            region: self.region().clone(),
+            applied_index: self.applied_index,
+            previous: self.split_check.last.map(|(_, size, keys)| (size, keys)),
+        };
+        self.split_check.pending = ctx.store.split_check.send(task).is_ok();
+    }
+
+    /// Proposes the split the checker asked for, if the region is unchanged and this
+    /// peer still leads.
+    fn on_split_check_result(&mut self, r: CheckResult, ctx: &PollCtx) {
+        self.split_check.pending = false;
+        self.split_check.last = Some((r.applied_index, r.size, r.keys));
+        let region = self.region().clone();
+        let version = region.region_epoch.unwrap_or_default().version;
+        let Some(key) = r.split_key else { return };
+        if !self.is_leader || version != r.version {
+            return;
+        }
+        let ids = match ctx.store.ids.alloc(1 + region.peers.len()) {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(
+                    region = self.region_id,
+                    "no ids for an automatic split: {e}"
+                );
+                return;
+            }
+        };
+        tracing::info!(
+            region = self.region_id,
+            size = r.size,
+            keys = r.keys,
+            "region over its size limit; splitting"
+        );
+        let request = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: self.region_id,
+                peer: peer_on_store(&region, self.store_id).cloned(),
+                region_epoch: region.region_epoch,
+            }),
+            requests: Vec::new(),
+            admin: Some(AdminRequest {
+                cmd: Some(admin_request::Cmd::Split(crate::split::build_batch_split(
+                    &region,
+                    &[key],
+                    &ids,
+                ))),
+            }),
+        };
+        // Nobody waits for the answer: the next check sees the outcome.
+        let (reply, _) = oneshot::channel();
+        self.propose(Command { request, reply }, &ctx.store.metrics);
+        self.split_check.last = None;
     }
 
     /// Apply wrote a split: take the shrunk range, start the new regions' peers here

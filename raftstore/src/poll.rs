@@ -23,6 +23,8 @@ use crate::config::Config;
 use crate::fsm::{PeerFsm, StoreFsm, StoreRouter};
 use crate::metrics::StoreMetrics;
 use crate::msg::{PeerMsg, PeerTick, StoreMsg};
+use crate::split::IdAllocator;
+use crate::split_check::CheckTask;
 use crate::transport::{send_counted, Transport};
 
 /// What every thread of a store shares.
@@ -47,6 +49,10 @@ pub struct StoreContext {
     pub router: StoreRouter,
     /// The store's ticker, to register new peers' ticks.
     pub ticker: Ticker<PeerTick>,
+    /// Ids for regions and peers created by splits.
+    pub ids: Arc<IdAllocator>,
+    /// The split checker's queue.
+    pub split_check: Sender<CheckTask>,
 }
 
 impl StoreContext {

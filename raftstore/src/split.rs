@@ -259,6 +259,8 @@ pub fn start_peer(
         .register(region.id, Box::new(PeerFsm { peer }))
         .map_err(|e| format!("region {}: {e}", region.id))?;
     ctx.ticker.schedule_every(region.id, PeerTick::Raft, 1);
+    ctx.ticker
+        .schedule_every(region.id, PeerTick::SplitCheck, cfg.split_check_ticks());
     ctx.metrics.region_count.fetch_add(1, Ordering::Relaxed);
     if campaign {
         let _ = ctx.router.send(region.id, PeerMsg::Campaign);

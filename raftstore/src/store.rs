@@ -25,9 +25,9 @@ use crate::msg::{
     CmdError, Command, PeerMsg, PeerTick, ReadKind, ReadOutput, ReadRequest, StoreMsg, WriteResult,
 };
 use crate::poll::{RaftPoller, StoreContext};
-use crate::split;
 use crate::storage::INIT_INDEX;
 use crate::transport::Transport;
+use crate::{split, split_check};
 
 /// Who drives the Raft ticks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +48,7 @@ pub struct RaftStore {
     ctx: Option<Arc<StoreContext>>,
     threads: Vec<JoinHandle<()>>,
     metrics: Arc<StoreMetrics>,
-    ids: split::IdAllocator,
+    ids: Arc<split::IdAllocator>,
 }
 
 /// Everything persisted about one region in `kv/` meta.
@@ -129,6 +129,16 @@ impl RaftStore {
             apply_txs.push(tx);
         }
         let ticker = Ticker::default();
+        let ids = Arc::new(split::IdAllocator::open(engines.kv.clone(), store_id)?);
+        let (check_tx, check_rx) = crossbeam_channel::unbounded();
+        let limits = split_check::Limits {
+            max_size: cfg.region_max_size,
+            max_keys: cfg.region_max_keys,
+        };
+        let (kv, r) = (engines.kv.clone(), router.clone());
+        threads.push(spawn(format!("shoal-split-check-{store_id}"), move || {
+            split_check::run(check_rx, kv, r, limits)
+        })?);
         let ctx = Arc::new(StoreContext {
             store_id,
             cfg: cfg.clone(),
@@ -140,6 +150,8 @@ impl RaftStore {
             apply: apply_txs,
             router: router.clone(),
             ticker: ticker.clone(),
+            ids: ids.clone(),
+            split_check: check_tx,
         });
         for (state, apply_state) in load_regions(&engines.kv)? {
             let region = state.region.unwrap_or_default();
@@ -159,7 +171,6 @@ impl RaftStore {
             hs.commit = hs.commit.max(apply_state.applied_index);
             split::start_peer(&ctx, region, raft_state, apply_state, false)?;
         }
-        let ids = split::IdAllocator::open(engines.kv.clone(), store_id)?;
         let poll_ctx = ctx.clone();
         system
             .spawn(&format!("shoal-poll-{store_id}"), move |_| {

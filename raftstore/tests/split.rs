@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::Cluster;
+use common::{test_config, Cluster};
 use shoal_raftstore::{CmdError, TickMode};
 
 const T: Duration = Duration::from_secs(20);
@@ -134,4 +134,46 @@ fn split_regions_survive_a_restart_of_every_store() {
     let new_id = again.last().unwrap().id;
     assert!(regions.iter().all(|r| r.id != new_id));
     c.wait_cover(3, T);
+}
+
+#[test]
+fn a_region_over_its_key_limit_splits_by_itself() {
+    let cfg = shoal_raftstore::Config {
+        region_max_keys: 40,
+        split_check_interval: Duration::from_millis(100),
+        ..test_config()
+    };
+    let c = Cluster::start_with(3, 1, TickMode::Timer, cfg);
+    c.wait_leader(1, T);
+    // 100 keys: the check splits the region near its middle key, then again while
+    // a half still holds more than 40.
+    for i in 0..100u32 {
+        c.put(&key(i), b"v", T).unwrap();
+    }
+    let deadline = std::time::Instant::now() + T;
+    let regions = loop {
+        let regions = c.regions_of(c.store_ids()[0]);
+        if regions.len() >= 3 {
+            break regions;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no automatic split: {regions:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    c.wait_cover(regions.len(), T);
+    c.check_acked();
+    c.check_replicas_agree(T);
+    for id in c.store_ids() {
+        for r in c.regions_of(id) {
+            let sum = c.rt.block_on(c.store(id).checksum(r.id)).unwrap();
+            assert!(
+                sum.keys <= 50,
+                "region {} still holds {} keys",
+                r.id,
+                sum.keys
+            );
+        }
+    }
 }

@@ -35,6 +35,14 @@ pub struct NodeConfig {
     pub raft_tick_ms: u64,
     /// Poller threads. Default: the machine's cores, at most 4.
     pub pollers: usize,
+    /// A region's leader splits it near its middle key once it holds more than this
+    /// many bytes. Default 100663296 (96 MiB); >= 1.
+    pub region_max_size: u64,
+    /// ... or more than this many keys. Default 960000; >= 1.
+    pub region_max_keys: u64,
+    /// How often each leader checks its region's size, in milliseconds.
+    /// Default 10000; >= raft-tick-ms.
+    pub split_check_interval_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -50,6 +58,9 @@ impl Default for NodeConfig {
             max_batch_keys: 1024,
             raft_tick_ms: 100,
             pollers: shoal_raftstore::Config::default().pollers,
+            region_max_size: 96 << 20,
+            region_max_keys: 960_000,
+            split_check_interval_ms: 10_000,
         }
     }
 }
@@ -135,6 +146,7 @@ impl NodeConfig {
         if self.pollers == 0 {
             return Err("pollers must be at least 1".into());
         }
+        self.raftstore().validate()?;
         self.initial_stores().map(|_| ())
     }
 
@@ -143,6 +155,9 @@ impl NodeConfig {
         shoal_raftstore::Config {
             raft_tick_interval: std::time::Duration::from_millis(self.raft_tick_ms),
             pollers: self.pollers,
+            region_max_size: self.region_max_size,
+            region_max_keys: self.region_max_keys,
+            split_check_interval: std::time::Duration::from_millis(self.split_check_interval_ms),
             ..shoal_raftstore::Config::default()
         }
     }

@@ -132,6 +132,7 @@ pub struct Cluster {
     pub tick_mode: TickMode,
     pub rt: tokio::runtime::Runtime,
     pub acked: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
+    pub cfg: Config,
 }
 
 /// Fast timers so elections take a fraction of a second.
@@ -146,6 +147,11 @@ pub fn test_config() -> Config {
 impl Cluster {
     /// Bootstraps and starts `n` stores with `k` initial regions.
     pub fn start(n: u64, k: usize, tick_mode: TickMode) -> Cluster {
+        Cluster::start_with(n, k, tick_mode, test_config())
+    }
+
+    /// Like [`Cluster::start`] with the given store config.
+    pub fn start_with(n: u64, k: usize, tick_mode: TickMode, cfg: Config) -> Cluster {
         let ids: Vec<u64> = (1..=n).collect();
         let members: Vec<Store> = ids
             .iter()
@@ -166,6 +172,7 @@ impl Cluster {
                 .build()
                 .unwrap(),
             acked: Mutex::new(HashMap::new()),
+            cfg,
         };
         for &id in &ids {
             let dir = tempfile::tempdir().unwrap();
@@ -186,7 +193,7 @@ impl Cluster {
             net: self.net.clone(),
         });
         let store =
-            RaftStore::start(id, test_config(), engines, transport, self.tick_mode).unwrap();
+            RaftStore::start(id, self.cfg.clone(), engines, transport, self.tick_mode).unwrap();
         self.net.stores.write().unwrap().insert(id, Arc::new(store));
     }
 

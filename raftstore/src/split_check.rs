@@ -1,0 +1,195 @@
+//! Automatic split by size: a worker thread that measures regions for their leaders.
+//!
+//! Every `split-check-interval` (a per-peer tick of the store ticker, never per
+//! write), a leader whose applied index moved since its last check sends a
+//! [`CheckTask`]. The worker measures the region and answers with a
+//! [`CheckResult`]; when the region holds more than `region-max-size` bytes or
+//! `region-max-keys` keys, the result names a split key near the middle (by bytes,
+//! or by keys when only the key limit is exceeded) and the leader proposes the split.
+//!
+//! Measuring scans the region's data, so it is skipped when cheap evidence says the
+//! region is far from both limits: its previous scan found less than a quarter of
+//! each, and RocksDB's approximate size (SST files only) is below a quarter of the
+//! size limit too.
+
+use crossbeam_channel::Receiver;
+use shoal_engine::keys::{data_end_key, data_key, origin_key};
+use shoal_engine::rocks::RocksKvEngine;
+use shoal_engine::{Cf, KvEngine, KvRead};
+use shoal_proto::metapb::Region;
+
+use crate::fsm::StoreRouter;
+use crate::msg::PeerMsg;
+
+/// A leader asks for its region to be measured.
+pub struct CheckTask {
+    /// The region as the leader knows it.
+    pub region: Region,
+    /// The leader's applied index when it asked.
+    pub applied_index: u64,
+    /// (bytes, keys) the previous scan found, if any.
+    pub previous: Option<(u64, u64)>,
+}
+
+/// What the worker found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    /// The region's epoch version the result belongs to.
+    pub version: u64,
+    /// The applied index of the task.
+    pub applied_index: u64,
+    /// Bytes of keys and values (when scanned; else the previous figure).
+    pub size: u64,
+    /// Keys (when scanned; else the previous figure).
+    pub keys: u64,
+    /// Where to split, when a limit is exceeded.
+    pub split_key: Option<Vec<u8>>,
+}
+
+/// The limits a region is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `region-max-size`.
+    pub max_size: u64,
+    /// `region-max-keys`.
+    pub max_keys: u64,
+}
+
+/// The worker's loop; returns when every sender is gone.
+pub fn run(rx: Receiver<CheckTask>, kv: RocksKvEngine, router: StoreRouter, limits: Limits) {
+    while let Ok(task) = rx.recv() {
+        let id = task.region.id;
+        match check(&kv, &task, limits) {
+            Ok(result) => {
+                let _ = router.send(id, PeerMsg::SplitCheckResult(result));
+            }
+            Err(e) => tracing::warn!(region = id, "split check failed: {e}"),
+        }
+    }
+}
+
+/// Measures `task.region` and picks a split key if it is over a limit.
+pub fn check(
+    kv: &RocksKvEngine,
+    task: &CheckTask,
+    limits: Limits,
+) -> Result<CheckResult, shoal_engine::Error> {
+    let region = &task.region;
+    let (start, end) = (data_key(&region.start_key), data_end_key(&region.end_key));
+    let mut result = CheckResult {
+        version: region.region_epoch.unwrap_or_default().version,
+        applied_index: task.applied_index,
+        size: 0,
+        keys: 0,
+        split_key: None,
+    };
+    if let Some((size, keys)) = task.previous {
+        let far = size < limits.max_size / 4 && keys < limits.max_keys / 4;
+        if far && kv.approximate_size(Cf::Default, &start, &end)? < limits.max_size / 4 {
+            result.size = size;
+            result.keys = keys;
+            return Ok(result);
+        }
+    }
+    let snap = kv.snapshot();
+    let (mut size, mut keys) = (0u64, 0u64);
+    snap.for_each(Cf::Default, &start, &end, &mut |k, v| {
+        size += (k.len() + v.len()) as u64;
+        keys += 1;
+        true
+    })?;
+    result.size = size;
+    result.keys = keys;
+    let by_size = size > limits.max_size;
+    if !by_size && keys <= limits.max_keys {
+        return Ok(result);
+    }
+    // Second pass on the same snapshot: the first key past the middle.
+    let (mut seen_size, mut seen_keys) = (0u64, 0u64);
+    let mut split = None;
+    snap.for_each(Cf::Default, &start, &end, &mut |k, v| {
+        let past_middle = if by_size {
+            seen_size >= size / 2
+        } else {
+            seen_keys >= keys / 2
+        };
+        if past_middle && origin_key(k) != region.start_key.as_slice() {
+            split = Some(origin_key(k).to_vec());
+            return false;
+        }
+        seen_size += (k.len() + v.len()) as u64;
+        seen_keys += 1;
+        true
+    })?;
+    result.split_key = split;
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_engine::KvBatch;
+    use shoal_proto::metapb::RegionEpoch;
+
+    fn region() -> Region {
+        Region {
+            id: 1,
+            start_key: b"a".to_vec(),
+            end_key: b"z".to_vec(),
+            region_epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version: 4,
+            }),
+            peers: vec![],
+        }
+    }
+
+    #[test]
+    fn a_region_over_a_limit_is_split_near_its_middle() {
+        let dir = tempfile::tempdir().unwrap();
+        let engines = shoal_engine::rocks::Engines::open(dir.path()).unwrap();
+        let mut b = KvBatch::new();
+        for i in 0..100u32 {
+            b.put(
+                Cf::Default,
+                data_key(format!("k{i:03}").as_bytes()),
+                vec![0; 100],
+            );
+        }
+        // Outside the region: must not be counted.
+        b.put(Cf::Default, data_key(b"zz"), vec![0; 10_000]);
+        engines.kv.write(&b).unwrap();
+        let task = CheckTask {
+            region: region(),
+            applied_index: 9,
+            previous: None,
+        };
+        let roomy = Limits {
+            max_size: 1 << 20,
+            max_keys: 1000,
+        };
+        let r = check(&engines.kv, &task, roomy).unwrap();
+        assert_eq!((r.keys, r.split_key.clone()), (100, None));
+        assert_eq!(r.size, 100 * (5 + 100));
+        assert_eq!(r.version, 4);
+        let by_keys = Limits {
+            max_size: 1 << 20,
+            max_keys: 50,
+        };
+        let r = check(&engines.kv, &task, by_keys).unwrap();
+        assert_eq!(r.split_key.as_deref(), Some(&b"k050"[..]));
+        let by_size = Limits {
+            max_size: 5_000,
+            max_keys: 1000,
+        };
+        let r = check(&engines.kv, &task, by_size).unwrap();
+        assert_eq!(r.split_key.as_deref(), Some(&b"k050"[..]));
+        // Far below both limits last time, and SSTs say so too: no scan.
+        let skip = CheckTask {
+            previous: Some((10, 1)),
+            ..task
+        };
+        let r = check(&engines.kv, &skip, roomy).unwrap();
+        assert_eq!((r.size, r.keys), (10, 1));
+    }
+}
