@@ -17,12 +17,12 @@ use crossbeam_channel::Receiver;
 use raft::eraftpb::{Entry, EntryType};
 use shoal_engine::keys::{apply_state_key, data_key, region_state_key};
 use shoal_engine::rocks::RocksKvEngine;
-use shoal_engine::{Cf, KvBatch, KvEngine, KvRead};
+use shoal_engine::{Cf, KvBatch, KvEngine, KvRead, LogEngine};
 use shoal_proto::metapb::Region;
 use shoal_proto::raft_cmdpb::{
     admin_request, request::Cmd, BatchSplitRequest, RaftCmdRequest, Response,
 };
-use shoal_proto::raft_serverpb::{PeerState, RaftApplyState, RegionLocalState};
+use shoal_proto::raft_serverpb::{MergeState, PeerState, RaftApplyState, RegionLocalState};
 use shoal_proto::Message as _;
 use tokio::sync::oneshot;
 
@@ -43,28 +43,50 @@ pub struct ApplyTask {
     pub replies: Vec<(u64, oneshot::Sender<WriteResult>)>,
 }
 
+/// A region an apply worker starts applying for.
+pub struct Registration {
+    /// The region as of `state.applied_index`.
+    pub region: Region,
+    /// Where apply resumes.
+    pub state: RaftApplyState,
+    /// The region's merge in progress, when it is a frozen merge source.
+    pub merging: Option<MergeState>,
+}
+
 /// Messages to an apply worker.
 pub enum ApplyMsg {
-    /// Starts applying for a region from `state`.
-    Register {
-        /// The region as of `state.applied_index`.
-        region: Region,
-        /// Where apply resumes.
-        state: RaftApplyState,
-    },
+    /// Starts applying for a region (boxed: rare, and large next to `Tasks`).
+    Register(Box<Registration>),
     /// Committed entries from one poll round.
     Tasks(Vec<ApplyTask>),
 }
 
-struct Delegate {
-    region: Region,
-    state: RaftApplyState,
+/// What apply knows of one region on this store.
+pub(crate) struct Delegate {
+    pub(crate) region: Region,
+    pub(crate) state: RaftApplyState,
+    /// Set by an applied `PrepareMerge` until commit or rollback.
+    pub(crate) merging: Option<MergeState>,
+}
+
+/// Everything one drained batch of tasks writes and reports.
+pub(crate) struct ApplyCtx<'a> {
+    pub(crate) kv: &'a RocksKvEngine,
+    pub(crate) log: &'a dyn LogEngine,
+    pub(crate) batch: KvBatch,
+    /// The batch's own writes, for CAS.
+    pub(crate) overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Messages to peers once the batch is written (before their `Applied`).
+    pub(crate) events: Vec<(u64, PeerMsg)>,
+    /// The other regions of this worker (a merge catches its source up here).
+    pub(crate) delegates: &'a mut HashMap<u64, Delegate>,
 }
 
 /// One apply worker's loop; returns when every sender is gone.
 pub fn run(
     rx: Receiver<ApplyMsg>,
     kv: RocksKvEngine,
+    log: std::sync::Arc<dyn LogEngine>,
     router: StoreRouter,
     metrics: std::sync::Arc<StoreMetrics>,
 ) {
@@ -72,8 +94,20 @@ pub fn run(
     while let Ok(first) = rx.recv() {
         let mut tasks = Vec::new();
         let mut take = |m: ApplyMsg, tasks: &mut Vec<ApplyTask>| match m {
-            ApplyMsg::Register { region, state } => {
-                delegates.insert(region.id, Delegate { region, state });
+            ApplyMsg::Register(r) => {
+                let Registration {
+                    region,
+                    state,
+                    merging,
+                } = *r;
+                delegates.insert(
+                    region.id,
+                    Delegate {
+                        region,
+                        state,
+                        merging,
+                    },
+                );
             }
             ApplyMsg::Tasks(t) => tasks.extend(t),
         };
@@ -84,29 +118,37 @@ pub fn run(
         if tasks.is_empty() {
             continue;
         }
-        apply_tasks(tasks, &mut delegates, &kv, &router, &metrics);
+        let mut ctx = ApplyCtx {
+            kv: &kv,
+            log: log.as_ref(),
+            batch: KvBatch::new(),
+            overlay: HashMap::new(),
+            events: Vec::new(),
+            delegates: &mut delegates,
+        };
+        apply_tasks(tasks, &mut ctx, &router, &metrics);
     }
 }
 
 fn apply_tasks(
     tasks: Vec<ApplyTask>,
-    delegates: &mut HashMap<u64, Delegate>,
-    kv: &RocksKvEngine,
+    ctx: &mut ApplyCtx,
     router: &StoreRouter,
     metrics: &StoreMetrics,
 ) {
-    let mut batch = KvBatch::new();
-    let mut overlay: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
     let mut answers: Vec<(oneshot::Sender<WriteResult>, WriteResult)> = Vec::new();
     let mut applied: Vec<(u64, u64)> = Vec::new();
-    let mut splits: Vec<SplitDone> = Vec::new();
     let mut count = 0u64;
     for task in tasks {
-        let Some(d) = delegates.get_mut(&task.region_id) else {
-            tracing::warn!(
+        // Out of the map while applying: a merge may need the map for its source.
+        let Some(mut d) = ctx.delegates.remove(&task.region_id) else {
+            tracing::debug!(
                 region = task.region_id,
-                "apply task for an unregistered region"
+                "apply task for a region that is not (or no longer) here"
             );
+            for (_, reply) in task.replies {
+                answers.push((reply, Err(crate::cmd::region_not_found(task.region_id))));
+            }
             continue;
         };
         let mut replies = task.replies.into_iter().peekable();
@@ -114,7 +156,7 @@ fn apply_tasks(
             if entry.index <= d.state.applied_index {
                 continue;
             }
-            let result = apply_entry(d, entry, kv, &mut batch, &mut overlay, &mut splits);
+            let result = apply_entry(&mut d, entry, ctx);
             d.state.applied_index = entry.index;
             count += 1;
             while replies.peek().is_some_and(|(i, _)| *i <= entry.index) {
@@ -135,14 +177,15 @@ fn apply_tasks(
                 Err(CmdError::Dropped("entry was already applied".into())),
             ));
         }
-        batch.put(
+        ctx.batch.put(
             Cf::Meta,
             apply_state_key(task.region_id),
             d.state.encode_to_vec(),
         );
         applied.push((task.region_id, d.state.applied_index));
+        ctx.delegates.insert(task.region_id, d);
     }
-    if let Err(e) = kv.write(&batch) {
+    if let Err(e) = ctx.kv.write(&ctx.batch) {
         // The kv engine refusing a write leaves apply unable to go on consistently.
         for (reply, _) in answers {
             let _ = reply.send(Err(CmdError::Storage(e.to_string())));
@@ -153,33 +196,18 @@ fn apply_tasks(
     for (reply, result) in answers {
         let _ = reply.send(result);
     }
-    // Before `Applied`: the peer takes its new range before serving reads at the
-    // new applied index.
-    for (region_id, parent, new_regions) in splits {
-        let _ = router.send(
-            region_id,
-            PeerMsg::Split {
-                parent,
-                new_regions,
-            },
-        );
+    // Before `Applied`: a peer takes its new range (split, merge) before serving
+    // reads at the new applied index.
+    for (region_id, msg) in ctx.events.drain(..) {
+        let _ = router.send(region_id, msg);
     }
     for (region_id, applied_index) in applied {
         let _ = router.send(region_id, PeerMsg::Applied { applied_index });
     }
 }
 
-/// A split written by this batch: (parent region id, parent after, new regions).
-type SplitDone = (u64, Region, Vec<Region>);
-
-fn apply_entry(
-    d: &mut Delegate,
-    entry: &Entry,
-    kv: &RocksKvEngine,
-    batch: &mut KvBatch,
-    overlay: &mut HashMap<Vec<u8>, Option<Vec<u8>>>,
-    splits: &mut Vec<SplitDone>,
-) -> WriteResult {
+/// Applies one committed entry of `d`'s region into the batch.
+pub(crate) fn apply_entry(d: &mut Delegate, entry: &Entry, ctx: &mut ApplyCtx) -> WriteResult {
     if entry.data.is_empty() {
         // A new leader's empty entry: nothing to apply.
         return Ok(Vec::new());
@@ -212,7 +240,12 @@ fn apply_entry(
         // Admin commands pair ids with the region's peers: conf_ver must match too.
         check_epoch(&d.region, header.region_epoch.as_ref(), true)?;
         return match admin {
-            admin_request::Cmd::Split(split) => apply_split(d, &split, batch, splits),
+            admin_request::Cmd::Split(split) => apply_split(d, &split, ctx),
+            admin_request::Cmd::PrepareMerge(req) => {
+                crate::merge::apply_prepare(d, req, entry.index, ctx)
+            }
+            admin_request::Cmd::CommitMerge(req) => crate::merge::apply_commit(d, req, ctx),
+            admin_request::Cmd::RollbackMerge(req) => crate::merge::apply_rollback(d, req, ctx),
         };
     }
     for k in cmd.requests.iter().filter_map(request_key) {
@@ -225,17 +258,19 @@ fn apply_entry(
         let mut resp = Response::default();
         match r.cmd {
             Some(Cmd::Put(p)) => {
-                batch.put(Cf::Default, data_key(&p.key), p.value.clone());
-                overlay.insert(p.key, Some(p.value));
+                ctx.batch
+                    .put(Cf::Default, data_key(&p.key), p.value.clone());
+                ctx.overlay.insert(p.key, Some(p.value));
             }
             Some(Cmd::Delete(x)) => {
-                batch.delete(Cf::Default, data_key(&x.key));
-                overlay.insert(x.key, None);
+                ctx.batch.delete(Cf::Default, data_key(&x.key));
+                ctx.overlay.insert(x.key, None);
             }
             Some(Cmd::Cas(c)) => {
-                let current = match overlay.get(&c.key) {
+                let current = match ctx.overlay.get(&c.key) {
                     Some(v) => v.clone(),
-                    None => kv
+                    None => ctx
+                        .kv
                         .get(Cf::Default, &data_key(&c.key))
                         .map_err(|e| CmdError::Storage(e.to_string()))?,
                 };
@@ -247,8 +282,9 @@ fn apply_entry(
                 resp.previous_value = current.unwrap_or_default();
                 resp.succeeded = matches;
                 if matches {
-                    batch.put(Cf::Default, data_key(&c.key), c.new_value.clone());
-                    overlay.insert(c.key, Some(c.new_value));
+                    ctx.batch
+                        .put(Cf::Default, data_key(&c.key), c.new_value.clone());
+                    ctx.overlay.insert(c.key, Some(c.new_value));
                 }
             }
             None => {}
@@ -260,26 +296,25 @@ fn apply_entry(
 
 /// Shrinks the parent and records the new regions, in the apply batch: every replica
 /// derives the same regions from the same entry.
-fn apply_split(
-    d: &mut Delegate,
-    split: &BatchSplitRequest,
-    batch: &mut KvBatch,
-    splits: &mut Vec<SplitDone>,
-) -> WriteResult {
+fn apply_split(d: &mut Delegate, split: &BatchSplitRequest, ctx: &mut ApplyCtx) -> WriteResult {
+    if d.merging.is_some() {
+        return Err(crate::cmd::region_merging(d.region.id));
+    }
     let (parent, new_regions) = crate::split::derive_regions(&d.region, split)?;
     let state = |region: &Region| RegionLocalState {
         state: PeerState::Normal as i32,
         region: Some(region.clone()),
         merge_state: None,
     };
-    batch.put(
+    ctx.batch.put(
         Cf::Meta,
         region_state_key(parent.id),
         state(&parent).encode_to_vec(),
     );
     for r in &new_regions {
-        batch.put(Cf::Meta, region_state_key(r.id), state(r).encode_to_vec());
-        batch.put(
+        ctx.batch
+            .put(Cf::Meta, region_state_key(r.id), state(r).encode_to_vec());
+        ctx.batch.put(
             Cf::Meta,
             apply_state_key(r.id),
             crate::split::initial_apply_state().encode_to_vec(),
@@ -288,7 +323,13 @@ fn apply_split(
     d.region = parent.clone();
     let mut regions = vec![parent.clone()];
     regions.extend(new_regions.iter().cloned());
-    splits.push((parent.id, parent, new_regions));
+    ctx.events.push((
+        parent.id,
+        PeerMsg::Split {
+            parent,
+            new_regions,
+        },
+    ));
     Ok(vec![Response {
         regions,
         ..Default::default()

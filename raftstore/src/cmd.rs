@@ -1,7 +1,9 @@
 //! Helpers around commands: building region errors, checking a request's epoch and
 //! keys against a region, encoding entries.
 
-use shoal_proto::errorpb::{region_error, EpochNotMatch, KeyNotInRegion, NotLeader, RegionError};
+use shoal_proto::errorpb::{
+    region_error, EpochNotMatch, KeyNotInRegion, NotLeader, RegionError, ServerIsBusy,
+};
 use shoal_proto::metapb::{Peer, Region, RegionEpoch};
 
 use crate::msg::CmdError;
@@ -26,6 +28,17 @@ pub fn epoch_not_match(current: &Region, requested: Option<&RegionEpoch>) -> Cmd
         ),
         kind: Some(region_error::Kind::EpochNotMatch(EpochNotMatch {
             current_regions: vec![current.clone()],
+        })),
+    })
+}
+
+/// `ServerIsBusy` for a region frozen by a merge in progress: retry shortly.
+pub fn region_merging(region_id: u64) -> CmdError {
+    CmdError::Region(RegionError {
+        message: format!("region {region_id} is being merged; retry shortly"),
+        kind: Some(region_error::Kind::ServerIsBusy(ServerIsBusy {
+            reason: "merging".into(),
+            backoff_ms: 50,
         })),
     })
 }

@@ -29,6 +29,7 @@ pub mod config;
 pub mod fsm;
 pub mod log_writer;
 pub mod logger;
+pub mod merge;
 pub mod metrics;
 pub mod msg;
 pub mod peer;

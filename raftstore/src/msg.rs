@@ -123,6 +123,40 @@ pub enum PeerMsg {
         /// The regions split off, in key order.
         new_regions: Vec<Region>,
     },
+    /// Apply froze (prepare) or unfroze (rollback) this region as a merge source.
+    MergeState {
+        /// The region with its new epoch.
+        region: Region,
+        /// The merge in progress, `None` after a rollback.
+        merging: Option<shoal_proto::raft_serverpb::MergeState>,
+    },
+    /// Apply committed a merge into this region: it now spans `region`.
+    Merged {
+        /// The region after the merge.
+        region: Region,
+    },
+    /// This region was merged into `merged_into`: the peer goes away.
+    Destroy {
+        /// The target that took the range.
+        merged_into: u64,
+    },
+    /// From this store's peer of a merge source: propose (or forward to the leader)
+    /// the commit, unless this target's epoch moved on, in which case the source is
+    /// told to roll back.
+    ProposeCommitMerge {
+        /// The `CommitMerge` command, its header carrying the target epoch expected.
+        request: RaftCmdRequest,
+        /// The source region.
+        source_id: u64,
+        /// The prepare index.
+        commit: u64,
+    },
+    /// From the target's peer: the commit of the merge prepared at `commit` can never
+    /// apply; roll it back (if this peer leads).
+    RollbackMerge {
+        /// The prepare index.
+        commit: u64,
+    },
     /// The split checker measured the region (see [`crate::split_check`]).
     SplitCheckResult(crate::split_check::CheckResult),
     /// A digest of this replica's data (see the Admin `Checksum` RPC).

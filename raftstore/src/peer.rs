@@ -24,14 +24,14 @@ use shoal_proto::metapb::{Peer as PeerMeta, Region};
 use shoal_proto::raft_cmdpb::{
     admin_request, AdminRequest, BatchSplitRequest, RaftCmdRequest, RaftRequestHeader,
 };
-use shoal_proto::raft_serverpb::RaftMessage;
+use shoal_proto::raft_serverpb::{MergeState, RaftMessage};
 use shoal_proto::Message as _;
 use tokio::sync::oneshot;
 
 use crate::apply::ApplyTask;
 use crate::cmd::{
     check_epoch, encode_pb, key_in_region, key_not_in_region, not_leader, peer_on_store,
-    request_key,
+    region_merging, region_not_found, request_key,
 };
 use crate::metrics::StoreMetrics;
 use crate::msg::{
@@ -40,6 +40,8 @@ use crate::msg::{
 use crate::poll::PollCtx;
 use crate::split_check::{CheckResult, CheckTask};
 use crate::storage::PeerStorage;
+
+mod merge;
 
 /// A write waiting for its entry to commit and apply.
 struct Proposal {
@@ -74,6 +76,12 @@ pub struct Peer {
     /// The newest ready handed to the log writer and not yet reported persisted.
     unpersisted_ready: Option<u64>,
     split_check: SplitCheckState,
+    /// Set while this region is a frozen merge source.
+    merging: Option<MergeState>,
+    /// Raft ticks seen (paces re-driving a merge).
+    ticks: u64,
+    /// The region merged away: the peer only waits to be dropped.
+    destroyed: bool,
 }
 
 /// Where this peer's automatic split checks stand.
@@ -87,7 +95,13 @@ struct SplitCheckState {
 
 impl Peer {
     /// Wraps a `RawNode` built over `storage`.
-    pub fn new(store_id: u64, peer_id: u64, raw: RawNode<PeerStorage>, applied_index: u64) -> Self {
+    pub fn new(
+        store_id: u64,
+        peer_id: u64,
+        raw: RawNode<PeerStorage>,
+        applied_index: u64,
+        merging: Option<MergeState>,
+    ) -> Self {
         Peer {
             region_id: raw.store().region().id,
             peer_id,
@@ -102,6 +116,9 @@ impl Peer {
             is_leader: false,
             unpersisted_ready: None,
             split_check: SplitCheckState::default(),
+            merging,
+            ticks: 0,
+            destroyed: false,
         }
     }
 
@@ -125,13 +142,41 @@ impl Peer {
 
     /// Handles one message of the round.
     pub fn on_msg(&mut self, msg: PeerMsg, ctx: &mut PollCtx) {
+        if self.destroyed {
+            match msg {
+                PeerMsg::Command(c) => {
+                    let _ = c.reply.send(Err(region_not_found(self.region_id)));
+                }
+                PeerMsg::Read(r) => {
+                    let _ = r.reply.send(Err(region_not_found(self.region_id)));
+                }
+                _ => {}
+            }
+            return;
+        }
         match msg {
             PeerMsg::Raft(m) => self.step(*m),
             PeerMsg::Command(cmd) => self.propose(cmd, &ctx.store.metrics),
             PeerMsg::Read(r) => self.accept_read(r),
             PeerMsg::Tick(PeerTick::Raft) => {
                 self.raw.tick();
+                self.ticks += 1;
+                if self.merging.is_some() && self.ticks.is_multiple_of(merge::DRIVE_EVERY_TICKS) {
+                    self.drive_merge(ctx);
+                }
             }
+            PeerMsg::MergeState { region, merging } => self.on_merge_state(region, merging, ctx),
+            PeerMsg::Merged { region } => {
+                tracing::info!(region = self.region_id, "merge applied: {region:?}");
+                self.raw.mut_store().set_region(region);
+            }
+            PeerMsg::Destroy { merged_into } => self.destroy(merged_into, ctx),
+            PeerMsg::ProposeCommitMerge {
+                request,
+                source_id,
+                commit,
+            } => self.on_propose_commit_merge(request, source_id, commit, ctx),
+            PeerMsg::RollbackMerge { commit } => self.propose_rollback(commit, ctx),
             PeerMsg::Tick(PeerTick::SplitCheck) => self.on_split_check_tick(ctx),
             PeerMsg::SplitCheckResult(r) => self.on_split_check_result(r, ctx),
             PeerMsg::Persisted { number } => {
@@ -197,7 +242,6 @@ impl Peer {
         let task = CheckTask {
             region: self.region().clone(),
             applied_index: self.applied_index,
-            previous: self.split_check.last.map(|(_, size, keys)| (size, keys)),
         };
         self.split_check.pending = ctx.store.split_check.send(task).is_ok();
     }
@@ -270,6 +314,7 @@ impl Peer {
                 region,
                 crate::split::initial_raft_state(),
                 crate::split::initial_apply_state(),
+                None,
                 self.is_leader,
             );
             if let Err(e) = started {
@@ -336,10 +381,16 @@ impl Peer {
     }
 
     fn propose(&mut self, cmd: Command, metrics: &StoreMetrics) {
-        let Command { request, reply } = cmd;
+        let Command { mut request, reply } = cmd;
         let header = request.header.unwrap_or_default();
         let checked = match request.admin.as_ref().and_then(|a| a.cmd.as_ref()) {
+            Some(admin_request::Cmd::PrepareMerge(_)) => {
+                self.check_prepare_merge(&header, &mut request)
+            }
+            Some(admin_request::Cmd::RollbackMerge(_)) => self.check_admin(&header, false),
+            _ if self.merging.is_some() => Err(region_merging(self.region_id)),
             Some(admin_request::Cmd::Split(split)) => self.check_split(&header, split),
+            Some(admin_request::Cmd::CommitMerge(_)) => self.check_admin(&header, true),
             None => {
                 let mut keys = request.requests.iter().filter_map(request_key);
                 self.check_request(&header, &mut keys)
@@ -369,6 +420,15 @@ impl Peer {
         });
     }
 
+    /// An admin command other than split must reach the leader with the current
+    /// epoch (conf_ver too when `conf_ver`).
+    fn check_admin(&self, header: &RaftRequestHeader, conf_ver: bool) -> Result<(), CmdError> {
+        if !self.is_leader {
+            return Err(not_leader(self.region_id, self.leader_meta()));
+        }
+        check_epoch(self.region(), header.region_epoch.as_ref(), conf_ver)
+    }
+
     /// A split must reach the leader with the current epoch, conf_ver included (its
     /// new peer ids pair with the parent's peers), and keys inside the region.
     fn check_split(
@@ -384,6 +444,10 @@ impl Peer {
     }
 
     fn accept_read(&mut self, read: ReadRequest) {
+        if self.merging.is_some() {
+            let _ = read.reply.send(Err(region_merging(self.region_id)));
+            return;
+        }
         let check = match &read.kind {
             ReadKind::Get(key) => {
                 self.check_request(&read.header, &mut std::iter::once(key.as_slice()))
@@ -402,6 +466,9 @@ impl Peer {
 
     /// After the round's messages: one read index for the reads gathered, then the ready.
     pub fn on_round_end(&mut self, ctx: &mut PollCtx) {
+        if self.destroyed {
+            return;
+        }
         if !self.new_reads.is_empty() {
             let id = self.next_read_ctx;
             self.next_read_ctx += 1;

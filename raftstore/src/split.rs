@@ -26,9 +26,9 @@ use shoal_engine::rocks::RocksKvEngine;
 use shoal_engine::{Cf, KvBatch, KvEngine, KvRead};
 use shoal_proto::metapb::{Peer as PeerMeta, Region, RegionEpoch};
 use shoal_proto::raft_cmdpb::{BatchSplitRequest, SplitRequest};
-use shoal_proto::raft_serverpb::{HardState, RaftApplyState, RaftLocalState};
+use shoal_proto::raft_serverpb::{HardState, MergeState, RaftApplyState, RaftLocalState};
 
-use crate::apply::ApplyMsg;
+use crate::apply::{ApplyMsg, Registration};
 use crate::cmd::peer_on_store;
 use crate::fsm::PeerFsm;
 use crate::logger::raft_logger;
@@ -223,6 +223,7 @@ pub fn start_peer(
     region: Region,
     raft_state: RaftLocalState,
     apply_state: RaftApplyState,
+    merging: Option<MergeState>,
     campaign: bool,
 ) -> Result<(), String> {
     let Some(me) = peer_on_store(&region, ctx.store_id).cloned() else {
@@ -240,10 +241,13 @@ pub fn start_peer(
         check_quorum: true,
         ..Default::default()
     };
-    let _ = ctx.apply_worker(region.id).send(ApplyMsg::Register {
-        region: region.clone(),
-        state: apply_state,
-    });
+    let _ = ctx
+        .apply_worker(region.id)
+        .send(ApplyMsg::Register(Box::new(Registration {
+            region: region.clone(),
+            state: apply_state,
+            merging: merging.clone(),
+        })));
     let applied = apply_state.applied_index;
     let storage = PeerStorage::new(
         ctx.log.clone(),
@@ -254,7 +258,7 @@ pub fn start_peer(
     );
     let raw = RawNode::new(&raft_cfg, storage, &raft_logger())
         .map_err(|e| format!("region {}: {e}", region.id))?;
-    let peer = Peer::new(ctx.store_id, me.id, raw, applied);
+    let peer = Peer::new(ctx.store_id, me.id, raw, applied, merging);
     ctx.router
         .register(region.id, Box::new(PeerFsm { peer }))
         .map_err(|e| format!("region {}: {e}", region.id))?;

@@ -7,10 +7,11 @@
 //! `region-max-keys` keys, the result names a split key near the middle (by bytes,
 //! or by keys when only the key limit is exceeded) and the leader proposes the split.
 //!
-//! Measuring scans the region's data, so it is skipped when cheap evidence says the
-//! region is far from both limits: its previous scan found less than a quarter of
-//! each, and RocksDB's approximate size (SST files only) is below a quarter of the
-//! size limit too.
+//! Measuring scans the region's data, at most up to the limits: a region that took
+//! no writes since its last check is not measured again, and a scan stops as soon
+//! as a limit is passed, splitting at the key where half of that limit was reached
+//! (the middle of a region just over the limit; a much larger region is split
+//! again by the following checks).
 
 use crossbeam_channel::Receiver;
 use shoal_engine::keys::{data_end_key, data_key, origin_key};
@@ -27,8 +28,6 @@ pub struct CheckTask {
     pub region: Region,
     /// The leader's applied index when it asked.
     pub applied_index: u64,
-    /// (bytes, keys) the previous scan found, if any.
-    pub previous: Option<(u64, u64)>,
 }
 
 /// What the worker found.
@@ -38,9 +37,9 @@ pub struct CheckResult {
     pub version: u64,
     /// The applied index of the task.
     pub applied_index: u64,
-    /// Bytes of keys and values (when scanned; else the previous figure).
+    /// Bytes of keys and values seen (up to just past a limit).
     pub size: u64,
-    /// Keys (when scanned; else the previous figure).
+    /// Keys seen (up to just past a limit).
     pub keys: u64,
     /// Where to split, when a limit is exceeded.
     pub split_key: Option<Vec<u8>>,
@@ -83,44 +82,32 @@ pub fn check(
         keys: 0,
         split_key: None,
     };
-    if let Some((size, keys)) = task.previous {
-        let far = size < limits.max_size / 4 && keys < limits.max_keys / 4;
-        if far && kv.approximate_size(Cf::Default, &start, &end)? < limits.max_size / 4 {
-            result.size = size;
-            result.keys = keys;
-            return Ok(result);
-        }
-    }
     let snap = kv.snapshot();
     let (mut size, mut keys) = (0u64, 0u64);
+    let (mut half_size, mut half_keys): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
+    let mut split = None;
     snap.for_each(Cf::Default, &start, &end, &mut |k, v| {
+        let key = origin_key(k);
+        // A split key must be past the region's start.
+        if key != region.start_key.as_slice() {
+            if half_size.is_none() && size >= limits.max_size / 2 {
+                half_size = Some(key.to_vec());
+            }
+            if half_keys.is_none() && keys >= limits.max_keys / 2 {
+                half_keys = Some(key.to_vec());
+            }
+        }
         size += (k.len() + v.len()) as u64;
         keys += 1;
-        true
+        if size > limits.max_size {
+            split = half_size.clone();
+        } else if keys > limits.max_keys {
+            split = half_keys.clone();
+        }
+        split.is_none()
     })?;
     result.size = size;
     result.keys = keys;
-    let by_size = size > limits.max_size;
-    if !by_size && keys <= limits.max_keys {
-        return Ok(result);
-    }
-    // Second pass on the same snapshot: the first key past the middle.
-    let (mut seen_size, mut seen_keys) = (0u64, 0u64);
-    let mut split = None;
-    snap.for_each(Cf::Default, &start, &end, &mut |k, v| {
-        let past_middle = if by_size {
-            seen_size >= size / 2
-        } else {
-            seen_keys >= keys / 2
-        };
-        if past_middle && origin_key(k) != region.start_key.as_slice() {
-            split = Some(origin_key(k).to_vec());
-            return false;
-        }
-        seen_size += (k.len() + v.len()) as u64;
-        seen_keys += 1;
-        true
-    })?;
     result.split_key = split;
     Ok(result)
 }
@@ -162,7 +149,6 @@ mod tests {
         let task = CheckTask {
             region: region(),
             applied_index: 9,
-            previous: None,
         };
         let roomy = Limits {
             max_size: 1 << 20,
@@ -171,25 +157,22 @@ mod tests {
         let r = check(&engines.kv, &task, roomy).unwrap();
         assert_eq!((r.keys, r.split_key.clone()), (100, None));
         assert_eq!(r.size, 100 * (5 + 100));
+        // Over a limit: the scan stops early and splits where half the limit was.
         assert_eq!(r.version, 4);
         let by_keys = Limits {
             max_size: 1 << 20,
             max_keys: 50,
         };
         let r = check(&engines.kv, &task, by_keys).unwrap();
-        assert_eq!(r.split_key.as_deref(), Some(&b"k050"[..]));
+        assert_eq!(r.split_key.as_deref(), Some(&b"k025"[..]));
+        assert_eq!(r.keys, 51);
         let by_size = Limits {
             max_size: 5_000,
             max_keys: 1000,
         };
         let r = check(&engines.kv, &task, by_size).unwrap();
-        assert_eq!(r.split_key.as_deref(), Some(&b"k050"[..]));
-        // Far below both limits last time, and SSTs say so too: no scan.
-        let skip = CheckTask {
-            previous: Some((10, 1)),
-            ..task
-        };
-        let r = check(&engines.kv, &skip, roomy).unwrap();
-        assert_eq!((r.size, r.keys), (10, 1));
+        // 105 bytes a pair: 2,500 bytes are passed at the 24th key (index 23).
+        assert_eq!(r.split_key.as_deref(), Some(&b"k024"[..]));
+        assert!(r.size > 5_000 && r.size <= 5_000 + 105, "{}", r.size);
     }
 }

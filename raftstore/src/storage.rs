@@ -178,7 +178,8 @@ impl PeerStorage {
         self.cache.front().map_or(u64::MAX, |e| e.index)
     }
 
-    fn truncated_index(&self) -> u64 {
+    /// The index of the last entry removed by log compaction (5 when none was).
+    pub fn truncated_index(&self) -> u64 {
         self.apply_state.truncated_index
     }
 }

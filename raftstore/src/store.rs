@@ -9,7 +9,9 @@ use shoal_engine::rocks::Engines;
 use shoal_engine::{Cf, KvRead, LogEngine};
 use shoal_proto::adminpb::{ChecksumResponse, RegionInfo, StoreCounters};
 use shoal_proto::metapb::{Region, RegionEpoch};
-use shoal_proto::raft_cmdpb::{admin_request, AdminRequest, RaftCmdRequest, RaftRequestHeader};
+use shoal_proto::raft_cmdpb::{
+    admin_request, AdminRequest, PrepareMergeRequest, RaftCmdRequest, RaftRequestHeader,
+};
 use shoal_proto::raft_serverpb::{PeerState, RaftApplyState, RaftMessage, RegionLocalState};
 use shoal_proto::Message;
 use shoal_router::{create_system, BatchSystem, Ticker, TickerThread};
@@ -27,7 +29,7 @@ use crate::msg::{
 use crate::poll::{RaftPoller, StoreContext};
 use crate::storage::INIT_INDEX;
 use crate::transport::Transport;
-use crate::{split, split_check};
+use crate::{merge, split, split_check};
 
 /// Who drives the Raft ticks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,7 +76,9 @@ fn load_regions(kv: &impl KvRead) -> Result<Vec<(RegionLocalState, RaftApplyStat
     }
     let mut out = Vec::new();
     for s in states {
-        if s.state != PeerState::Normal as i32 {
+        // Tombstones (merged away) stay down; a frozen merge source comes back
+        // frozen and its leader drives the merge on.
+        if s.state != PeerState::Normal as i32 && s.state != PeerState::Merging as i32 {
             continue;
         }
         let id = s.region.as_ref().map_or(0, |r| r.id);
@@ -123,8 +127,9 @@ impl RaftStore {
         for i in 0..cfg.apply_workers {
             let (tx, rx) = crossbeam_channel::unbounded();
             let (kv, r, m) = (engines.kv.clone(), router.clone(), metrics.clone());
+            let log = log.clone();
             threads.push(spawn(format!("shoal-apply-{store_id}-{i}"), move || {
-                apply::run(rx, kv, r, m)
+                apply::run(rx, kv, log, r, m)
             })?);
             apply_txs.push(tx);
         }
@@ -169,7 +174,10 @@ impl RaftStore {
             // The commit index is persisted lazily; what was applied was committed.
             let hs = raft_state.hard_state.get_or_insert_with(Default::default);
             hs.commit = hs.commit.max(apply_state.applied_index);
-            split::start_peer(&ctx, region, raft_state, apply_state, false)?;
+            let merging = state
+                .merge_state
+                .filter(|_| state.state == PeerState::Merging as i32);
+            split::start_peer(&ctx, region, raft_state, apply_state, merging, false)?;
         }
         let poll_ctx = ctx.clone();
         system
@@ -321,6 +329,9 @@ impl RaftStore {
         keys.dedup();
         let info = self.region_info(region_id).await?;
         let region = info.region.unwrap_or_default();
+        // A stale epoch first: the keys may be outside only because the caller's
+        // view is old, and EpochNotMatch tells it to refresh and retry.
+        crate::cmd::check_epoch(&region, epoch.as_ref(), true)?;
         split::check_split_keys(&region, &keys)?;
         let ids = self.ids.alloc(keys.len() * (1 + region.peers.len()))?;
         let request = RaftCmdRequest {
@@ -338,6 +349,96 @@ impl RaftStore {
         };
         let mut responses = self.write(request).await?;
         Ok(responses.pop().map(|r| r.regions).unwrap_or_default())
+    }
+
+    /// Merges region `source_id` into its neighbour `target_id`; must be asked of the
+    /// source's leader, and both regions need peers on the same stores (this one
+    /// included). Waits (up to 30 s) for the outcome: the merged target, or an
+    /// error saying the merge was rolled back or is still going on.
+    pub async fn merge(&self, source_id: u64, target_id: u64) -> Result<Region, CmdError> {
+        let workers = self.ctx.as_ref().map_or(1, |c| c.cfg.apply_workers);
+        if workers != 1 {
+            return Err(CmdError::Invalid(format!(
+                "merge needs apply-workers = 1 (this store runs {workers})"
+            )));
+        }
+        let source = self
+            .region_info(source_id)
+            .await?
+            .region
+            .unwrap_or_default();
+        let target = match self.region_info(target_id).await {
+            Ok(info) => info.region.unwrap_or_default(),
+            Err(CmdError::Region(_)) => {
+                return Err(CmdError::Invalid(format!(
+                    "region {target_id} has no peer on store {}: merge needs both regions on \
+                     the same stores",
+                    self.store_id
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let prepared = self
+            .prepare_merge(source_id, &source, target.clone())
+            .await?;
+        let prepared_version = prepared.region_epoch.unwrap_or_default().version;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(info) = self.region_info(target_id).await {
+                let now = info.region.unwrap_or_default();
+                if merge::covers(&now, &source) {
+                    return Ok(now);
+                }
+            }
+            if let Ok(info) = self.region_info(source_id).await {
+                let version = info.region.and_then(|r| r.region_epoch).unwrap_or_default();
+                if version.version > prepared_version {
+                    return Err(CmdError::Invalid(format!(
+                        "the merge of region {source_id} into {target_id} was rolled back: \
+                         the target changed (split or merge) before the commit"
+                    )));
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(CmdError::Dropped(format!(
+                    "the merge of region {source_id} into {target_id} is prepared but not \
+                     committed after 30 s; it goes on in the background"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Proposes `PrepareMerge` of `source_id` (seen as `source`) into `target` as
+    /// given, and returns the frozen source once the prepare is applied here.
+    /// [`RaftStore::merge`] is the whole merge; tests use this step alone to
+    /// prepare against a stale target.
+    pub async fn prepare_merge(
+        &self,
+        source_id: u64,
+        source: &Region,
+        target: Region,
+    ) -> Result<Region, CmdError> {
+        merge::check_merge(source, &target)?;
+        let request = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: source_id,
+                peer: peer_on_store(source, self.store_id).cloned(),
+                region_epoch: source.region_epoch,
+            }),
+            requests: Vec::new(),
+            admin: Some(AdminRequest {
+                cmd: Some(admin_request::Cmd::PrepareMerge(PrepareMergeRequest {
+                    min_index: 0,
+                    target: Some(target),
+                })),
+            }),
+        };
+        let mut responses = self.write(request).await?;
+        Ok(responses
+            .pop()
+            .and_then(|r| r.regions.into_iter().next())
+            .unwrap_or_default())
     }
 
     /// A digest of this store's replica of `region_id`.

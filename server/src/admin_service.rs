@@ -1,5 +1,5 @@
-//! The Admin gRPC service: regions, split, replica checksums, store status and
-//! counters. Merge, leader transfer and membership changes are refused as not
+//! The Admin gRPC service: regions, split, merge, replica checksums, store status
+//! and counters. Leader transfer and membership changes are refused as not
 //! implemented yet.
 
 use std::sync::Arc;
@@ -96,8 +96,22 @@ impl Admin for AdminService {
         }
     }
 
-    async fn merge(&self, _: Request<MergeRequest>) -> Result<Response<MergeResponse>, Status> {
-        Err(not_yet("region merge"))
+    async fn merge(&self, req: Request<MergeRequest>) -> Result<Response<MergeResponse>, Status> {
+        let req = req.into_inner();
+        let done = self
+            .store
+            .merge(req.source_region_id, req.target_region_id)
+            .await;
+        match region_error(done)? {
+            Ok(target) => Ok(Response::new(MergeResponse {
+                region_error: None,
+                target: Some(target),
+            })),
+            Err(e) => Ok(Response::new(MergeResponse {
+                region_error: Some(e),
+                target: None,
+            })),
+        }
     }
 
     async fn transfer_leader(

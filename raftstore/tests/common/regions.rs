@@ -45,6 +45,34 @@ impl Cluster {
         }
     }
 
+    /// Merges `source` into `target` through the source's leader, retrying
+    /// leadership races until `timeout`. Returns the merged target.
+    pub fn merge(&self, source: u64, target: u64, timeout: Duration) -> Result<Region, CmdError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut last = None;
+            for id in self.store_ids() {
+                let store = self.store(id);
+                let r = self.rt.block_on(async {
+                    tokio::time::timeout(Duration::from_secs(35), store.merge(source, target)).await
+                });
+                match r {
+                    Ok(Ok(region)) => return Ok(region),
+                    Ok(Err(e @ CmdError::Invalid(_))) => return Err(e),
+                    Ok(Err(e)) => last = Some(e),
+                    Err(_) => last = Some(CmdError::Dropped("timed out".into())),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(last.unwrap_or(CmdError::Dropped("no store".into())));
+            }
+            if self.tick_mode == TickMode::Manual {
+                self.tick_all();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The regions store `id` has peers for, in key order.
     pub fn regions_of(&self, id: u64) -> Vec<Region> {
         self.rt

@@ -1,0 +1,170 @@
+//! Region merge on a 3-store cluster, with faults in the middle: concurrent writes,
+//! a follower partitioned during the prepare, a target that changes before the
+//! commit (rollback), and every store restarted between prepare and commit. After
+//! each: the regions cover the key space on every store, every acknowledged write
+//! is readable, and replicas agree.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, DropRegion, Isolate};
+use shoal_raftstore::{CmdError, TickMode};
+
+const T: Duration = Duration::from_secs(30);
+
+/// A key in the first half of the key space (region 1 of 2) or the second.
+fn key(high: bool, i: u32) -> Vec<u8> {
+    let mut k = vec![if high { 0xa0 } else { 0x10 }];
+    k.extend_from_slice(format!("{i:04}").as_bytes());
+    k
+}
+
+#[test]
+fn merge_under_concurrent_writes_loses_nothing() {
+    let c = Cluster::start(3, 2, TickMode::Timer);
+    let (r1, r2) = (c.regions[0].id, c.regions[1].id);
+    c.wait_leader(r1, T);
+    c.wait_leader(r2, T);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            for i in 0..200u32 {
+                c.put(&key(i % 2 == 0, i), format!("v{i}").as_bytes(), T)
+                    .unwrap();
+            }
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let merged = c.merge(r2, r1, T).unwrap();
+        assert_eq!(merged.id, r1);
+        assert!(merged.start_key.is_empty() && merged.end_key.is_empty());
+        writer.join().unwrap();
+    });
+    let regions = c.wait_cover(1, T);
+    assert_eq!(regions[0].id, r1);
+    c.check_acked();
+    c.check_replicas_agree(T);
+}
+
+#[test]
+fn split_then_merge_back_repeatedly() {
+    let c = Cluster::start(3, 1, TickMode::Timer);
+    c.wait_leader(1, T);
+    for round in 0..3u32 {
+        c.put(&key(false, round), b"left", T).unwrap();
+        c.put(&key(true, round), b"right", T).unwrap();
+        let regions = c.split(&[0x80], T).unwrap();
+        c.wait_cover(2, T);
+        let new = regions.iter().find(|r| r.id != 1).unwrap().id;
+        c.wait_leader(new, T);
+        c.put(&key(true, 100 + round), b"split", T).unwrap();
+        c.merge(new, 1, T).unwrap();
+        c.wait_cover(1, T);
+        c.put(&key(true, 200 + round), b"merged", T).unwrap();
+    }
+    c.check_acked();
+    c.check_replicas_agree(T);
+}
+
+#[test]
+fn a_follower_partitioned_during_prepare_converges_after_heal() {
+    let c = Cluster::start(3, 2, TickMode::Timer);
+    let (r1, r2) = (c.regions[0].id, c.regions[1].id);
+    let leader = c.wait_leader(r2, T);
+    c.wait_leader(r1, T);
+    let follower = c.store_ids().into_iter().find(|&id| id != leader).unwrap();
+    c.add_filter(Isolate(follower));
+    // Writes the isolated follower misses: they reach it only through the commit.
+    for i in 0..30u32 {
+        c.put(&key(true, i), b"missed", T).unwrap();
+    }
+    c.merge(r2, r1, T).unwrap();
+    c.put(&key(true, 500), b"after", T).unwrap();
+    c.clear_filters();
+    c.wait_cover(1, T);
+    c.wait_local(follower, &key(true, 500), b"after", T);
+    c.wait_local(follower, &key(true, 0), b"missed", T);
+    c.check_acked();
+    c.check_replicas_agree(T);
+}
+
+#[test]
+fn a_prepare_against_a_target_that_changed_rolls_back() {
+    let c = Cluster::start(3, 2, TickMode::Timer);
+    let (r1, r2) = (c.regions[0].id, c.regions[1].id);
+    c.wait_leader(r1, T);
+    let source_leader = c.wait_leader(r2, T);
+    let stale_target = c.regions_of(source_leader)[0].clone();
+    let source = c.regions_of(source_leader)[1].clone();
+    // The target splits after the proposer looked at it.
+    c.split(&[0x40], T).unwrap();
+    c.wait_cover(3, T);
+    let prepared =
+        c.rt.block_on(
+            c.store(source_leader)
+                .prepare_merge(r2, &source, stale_target),
+        )
+        .unwrap();
+    let v = source.region_epoch.unwrap().version;
+    assert_eq!(prepared.region_epoch.unwrap().version, v + 1);
+    // The commit can never apply: the source rolls back and takes writes again.
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let now = c
+            .regions_of(source_leader)
+            .into_iter()
+            .find(|r| r.id == r2)
+            .unwrap();
+        if now.region_epoch.unwrap().version == v + 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no rollback: {now:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.put(&key(true, 1), b"after rollback", T).unwrap();
+    c.wait_cover(3, T);
+    c.check_acked();
+    c.check_replicas_agree(T);
+}
+
+#[test]
+fn every_store_restarted_between_prepare_and_commit() {
+    let mut c = Cluster::start(3, 2, TickMode::Timer);
+    let (r1, r2) = (c.regions[0].id, c.regions[1].id);
+    c.wait_leader(r1, T);
+    let source_leader = c.wait_leader(r2, T);
+    for i in 0..20u32 {
+        c.put(&key(i % 2 == 0, i), b"before", T).unwrap();
+    }
+    let source = c.regions_of(source_leader)[1].clone();
+    let target = c.regions_of(source_leader)[0].clone();
+    // The target hears nothing: the commit cannot get through.
+    c.add_filter(DropRegion(r1));
+    c.rt.block_on(c.store(source_leader).prepare_merge(r2, &source, target))
+        .unwrap();
+    for id in c.store_ids() {
+        c.stop_store(id);
+    }
+    c.clear_filters();
+    for id in 1..=3 {
+        c.start_store(id);
+    }
+    // The frozen source comes back frozen; its new leader drives the commit.
+    c.wait_cover(1, T);
+    c.check_acked();
+    c.check_replicas_agree(T);
+}
+
+#[test]
+fn bad_merges_are_refused_with_a_clear_error() {
+    let c = Cluster::start(3, 3, TickMode::Timer);
+    let ids: Vec<u64> = c.regions.iter().map(|r| r.id).collect();
+    for &id in &ids {
+        c.wait_leader(id, T);
+    }
+    let err = c.merge(ids[0], ids[2], T).unwrap_err();
+    assert!(matches!(err, CmdError::Invalid(_)), "{err:?}");
+    assert!(err.to_string().contains("not adjacent"), "{err}");
+    let err = c.merge(ids[1], ids[1], T).unwrap_err();
+    assert!(err.to_string().contains("itself"), "{err}");
+    c.wait_cover(3, T);
+}
