@@ -469,7 +469,10 @@ impl Peer {
         if self.destroyed {
             return;
         }
-        if !self.new_reads.is_empty() {
+        // raft-rs silently drops a read index asked of a leader that has not yet
+        // committed an entry of its term: keep the reads until it has (the commit
+        // of its first entry wakes this peer again).
+        if !self.new_reads.is_empty() && self.raw.raft.commit_to_current_term() {
             let id = self.next_read_ctx;
             self.next_read_ctx += 1;
             self.raw.read_index(id.to_be_bytes().to_vec());

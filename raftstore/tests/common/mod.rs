@@ -369,6 +369,7 @@ impl Cluster {
     pub fn get(&self, key: &[u8], timeout: Duration) -> Result<Option<Vec<u8>>, String> {
         let deadline = Instant::now() + timeout;
         let mut last = String::new();
+        let mut errors = std::collections::BTreeMap::new();
         while Instant::now() < deadline {
             let region = self.region_for(key);
             for id in self.store_ids() {
@@ -383,13 +384,16 @@ impl Cluster {
                 match r {
                     Ok(Ok(ReadOutput::Value(v))) => return Ok(v),
                     Ok(Ok(other)) => return Err(format!("unexpected read output {other:?}")),
-                    Ok(Err(e)) => last = e.to_string(),
-                    Err(_) => last = "timed out".into(),
+                    Ok(Err(e)) => last = format!("store {id}: {e}"),
+                    Err(_) => last = format!("store {id}: timed out"),
                 }
+                errors.insert(id, last.clone());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err(format!("get {key:?} failed until the deadline: {last}"))
+        Err(format!(
+            "get {key:?} failed until the deadline: {last}; last per store: {errors:?}"
+        ))
     }
 
     /// The value of `key` in store `id`'s kv engine, as applied there.
