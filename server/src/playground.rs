@@ -138,6 +138,8 @@ pub async fn run(
     println!("  shoal kv put hello world --endpoints {endpoints}");
     println!("  shoal kv get hello --endpoints {endpoints}");
     println!("  shoal admin regions --endpoints {endpoints}");
+    println!("  shoal admin split hello --endpoints {endpoints}");
+    println!("  shoal admin merge SOURCE_ID TARGET_ID --endpoints {endpoints}");
     println!("Press Ctrl-C to stop every node.");
     tokio::pin!(shutdown);
     let code = loop {
