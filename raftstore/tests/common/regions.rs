@@ -12,24 +12,28 @@ use shoal_raftstore::{CmdError, TickMode};
 use super::Cluster;
 
 impl Cluster {
-    /// Splits the region holding `key` at `key` through its leader, retrying
-    /// leadership and epoch races until `timeout`. Returns the resulting regions.
-    pub fn split(&self, key: &[u8], timeout: Duration) -> Result<Vec<Region>, CmdError> {
+    /// Runs an admin call on every store in turn until one succeeds, retrying
+    /// leadership and epoch races until `timeout`; `Invalid` ends it at once.
+    fn retry_admin<T, F, Fut>(
+        &self,
+        timeout: Duration,
+        per_try: Duration,
+        call: F,
+    ) -> Result<T, CmdError>
+    where
+        F: Fn(std::sync::Arc<shoal_raftstore::RaftStore>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, CmdError>>,
+    {
         let deadline = Instant::now() + timeout;
         loop {
-            let region = self.region_for(key);
             let mut last = None;
             for id in self.store_ids() {
-                let store = self.store(id);
-                let r = self.rt.block_on(async {
-                    tokio::time::timeout(
-                        Duration::from_secs(3),
-                        store.split(region.id, region.region_epoch, vec![key.to_vec()]),
-                    )
-                    .await
-                });
-                match r {
-                    Ok(Ok(regions)) => return Ok(regions),
+                let attempt = call(self.store(id));
+                match self
+                    .rt
+                    .block_on(async { tokio::time::timeout(per_try, attempt).await })
+                {
+                    Ok(Ok(v)) => return Ok(v),
                     Ok(Err(e @ CmdError::Invalid(_))) => return Err(e),
                     Ok(Err(e)) => last = Some(e),
                     Err(_) => last = Some(CmdError::Dropped("timed out".into())),
@@ -45,32 +49,22 @@ impl Cluster {
         }
     }
 
-    /// Merges `source` into `target` through the source's leader, retrying
-    /// leadership races until `timeout`. Returns the merged target.
+    /// Splits the region holding `key` at `key` through its leader. Returns the
+    /// resulting regions.
+    pub fn split(&self, key: &[u8], timeout: Duration) -> Result<Vec<Region>, CmdError> {
+        self.retry_admin(timeout, Duration::from_secs(3), |store| {
+            let region = self.region_for(key);
+            let key = key.to_vec();
+            async move { store.split(region.id, region.region_epoch, vec![key]).await }
+        })
+    }
+
+    /// Merges `source` into `target` through the source's leader. Returns the
+    /// merged target.
     pub fn merge(&self, source: u64, target: u64, timeout: Duration) -> Result<Region, CmdError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let mut last = None;
-            for id in self.store_ids() {
-                let store = self.store(id);
-                let r = self.rt.block_on(async {
-                    tokio::time::timeout(Duration::from_secs(35), store.merge(source, target)).await
-                });
-                match r {
-                    Ok(Ok(region)) => return Ok(region),
-                    Ok(Err(e @ CmdError::Invalid(_))) => return Err(e),
-                    Ok(Err(e)) => last = Some(e),
-                    Err(_) => last = Some(CmdError::Dropped("timed out".into())),
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(last.unwrap_or(CmdError::Dropped("no store".into())));
-            }
-            if self.tick_mode == TickMode::Manual {
-                self.tick_all();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.retry_admin(timeout, Duration::from_secs(35), |store| async move {
+            store.merge(source, target).await
+        })
     }
 
     /// The regions store `id` has peers for, in key order.
