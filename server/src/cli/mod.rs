@@ -1,7 +1,23 @@
 //! The client-side commands of `shoal`: `kv` and `admin`, on `shoal-client`.
+//!
+//! Layout:
+//! - this module: [`Endpoints`], [`KvCommand`] and [`run_kv`];
+//! - [`admin`]: [`AdminCommand`] and [`run_admin`] (`status`, `regions`, `region`,
+//!   `split`, `merge`, `checksum`);
+//! - [`checksum`]: `admin checksum`, comparing the replicas' digests;
+//! - [`keys`]: how keys are printed (escaped, `-inf`/`+inf`) and read (text, hex,
+//!   escaped);
+//! - [`render`]: the region table, detail view and JSON.
+
+pub mod admin;
+pub mod checksum;
+pub mod keys;
+pub mod render;
 
 use clap::{Args, Subcommand};
 use shoal_client::{Client, ClientConfig};
+
+pub use admin::{run_admin, AdminCommand};
 
 /// Where the cluster is.
 #[derive(Args, Clone, Debug)]
@@ -46,21 +62,6 @@ pub enum KvCommand {
         /// Most pairs to print.
         #[arg(long, default_value_t = 100)]
         limit: usize,
-        #[command(flatten)]
-        endpoints: Endpoints,
-    },
-}
-
-/// `shoal admin ...`
-#[derive(Subcommand, Debug)]
-pub enum AdminCommand {
-    /// Prints each store's counters (fsyncs, entries per fsync, messages, ...).
-    Status {
-        #[command(flatten)]
-        endpoints: Endpoints,
-    },
-    /// Prints the regions: id, range, epoch, leader store, peers.
-    Regions {
         #[command(flatten)]
         endpoints: Endpoints,
     },
@@ -124,77 +125,6 @@ pub async fn run_kv(cmd: KvCommand) -> Result<i32, String> {
                 .map_err(|e| e.to_string())?;
             for (k, v) in pairs {
                 println!("{}\t{}", show(&k), show(&v));
-            }
-        }
-    }
-    Ok(0)
-}
-
-/// Runs an `admin` command. Returns the process exit code.
-pub async fn run_admin(cmd: AdminCommand) -> Result<i32, String> {
-    match cmd {
-        AdminCommand::Status { endpoints } => {
-            let client = connect(&endpoints).await?;
-            let (_, stores) = client.list_regions().await.map_err(|e| e.to_string())?;
-            for s in stores {
-                match client.status(&s.address).await {
-                    Ok(st) => {
-                        let c = st.counters.unwrap_or_default();
-                        let per = |sum: u64| {
-                            if c.fsyncs == 0 {
-                                0.0
-                            } else {
-                                sum as f64 / c.fsyncs as f64
-                            }
-                        };
-                        println!(
-                            "store {} ({}): regions {} leaders {} | fsyncs {} entries/fsync {:.1} regions/fsync {:.1} | proposals {} applied {} reads {} | raft msgs {} batches {}",
-                            s.id,
-                            s.address,
-                            c.region_count,
-                            c.leader_count,
-                            c.fsyncs,
-                            per(c.entries_per_fsync_sum),
-                            per(c.regions_per_fsync_sum),
-                            c.proposals,
-                            c.applied_entries,
-                            c.reads_served,
-                            c.raft_messages_sent,
-                            c.transport_batches_sent
-                        );
-                    }
-                    Err(e) => println!("store {} ({}): unreachable: {e}", s.id, s.address),
-                }
-            }
-        }
-        AdminCommand::Regions { endpoints } => {
-            let (regions, _) = connect(&endpoints)
-                .await?
-                .list_regions()
-                .await
-                .map_err(|e| e.to_string())?;
-            println!(
-                "{:>8}  {:<20} {:<20} {:>8} {:>7}  peers",
-                "id", "start", "end", "epoch", "leader"
-            );
-            for info in regions {
-                let r = info.region.unwrap_or_default();
-                let epoch = r.region_epoch.unwrap_or_default();
-                let peers: Vec<String> = r
-                    .peers
-                    .iter()
-                    .map(|p| format!("{}@{}", p.id, p.store_id))
-                    .collect();
-                println!(
-                    "{:>8}  {:<20} {:<20} {:>8} {:>7}  {}",
-                    r.id,
-                    format!("{:?}", show(&r.start_key)),
-                    format!("{:?}", show(&r.end_key)),
-                    format!("{}/{}", epoch.conf_ver, epoch.version),
-                    info.leader
-                        .map_or("-".to_string(), |l| l.store_id.to_string()),
-                    peers.join(",")
-                );
             }
         }
     }
