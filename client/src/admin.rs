@@ -1,13 +1,17 @@
 //! Admin helpers for operators and the CLI: list regions, read a store's status, look
-//! up, split and merge regions. Region-targeted calls go through the same request loop
-//! as key-value calls (routed to the region's leader, retried on region errors), and
-//! their answers refresh the cache.
+//! up, split and merge regions, and read a replica's checksum. Region-targeted calls
+//! go through the same request loop as key-value calls (routed to the region's leader,
+//! retried on region errors), and their answers refresh the cache. Store-targeted
+//! calls (`status`, `checksum`) make one attempt at the given store.
 
 use std::collections::BTreeMap;
 
+use std::future::Future;
+
+use shoal_proto::adminpb::admin_client::AdminClient;
 use shoal_proto::adminpb::{
-    GetRegionRequest, MergeRequest, RegionInfo, SplitRequest, SplitResponse, StatusRequest,
-    StatusResponse,
+    ChecksumRequest, ChecksumResponse, GetRegionRequest, MergeRequest, RegionInfo, SplitRequest,
+    SplitResponse, StatusRequest, StatusResponse,
 };
 use shoal_proto::metapb::{Region, Store};
 
@@ -29,18 +33,70 @@ impl Client {
     /// bounded by `rpc_timeout` (and `request_timeout`): a status probe should not wait
     /// for a dead store to come back.
     pub async fn status(&self, endpoint: &str) -> Result<StatusResponse> {
+        self.at_store(endpoint, "status", "Status", None, |mut admin| async move {
+            admin.status(StatusRequest {}).await
+        })
+        .await
+    }
+
+    /// The checksum of the replica of region `region_id` held by the store at
+    /// `endpoint` ("host:port"): the region as that replica knows it, the applied index
+    /// the digest was taken at, the number of keys and the digest. Any replica answers,
+    /// not only the leader; replicas are comparable only at the same applied index.
+    /// One attempt, bounded like [`status`](Self::status). A store without a replica
+    /// of the region answers with a region error ([`Error::Region`], `RegionNotFound`);
+    /// a store that cannot compute checksums with [`Error::Rejected`]
+    /// (`Unimplemented`).
+    pub async fn checksum(&self, endpoint: &str, region_id: u64) -> Result<ChecksumResponse> {
+        let mut resp = self
+            .at_store(
+                endpoint,
+                "checksum",
+                "Checksum",
+                Some(region_id),
+                |mut admin| async move { admin.checksum(ChecksumRequest { region_id }).await },
+            )
+            .await?;
+        match resp.region_error.take() {
+            None => Ok(resp),
+            Some(error) => Err(Error::Region {
+                request: RequestInfo {
+                    op: "checksum",
+                    key: None,
+                    region_id: Some(region_id),
+                },
+                store_id: self.inner.cache.read().store_at(endpoint).unwrap_or(0),
+                error: Box::new(error),
+            }),
+        }
+    }
+
+    /// One Admin RPC to the store at `endpoint`, bounded by `rpc_timeout` (and
+    /// `request_timeout`), not retried. A refusal (non-transport status) is
+    /// [`Error::Rejected`]; a transport error or timeout is [`Error::Unreachable`].
+    async fn at_store<R, F, Fut>(
+        &self,
+        endpoint: &str,
+        op: &'static str,
+        rpc: &'static str,
+        region_id: Option<u64>,
+        call: F,
+    ) -> Result<R>
+    where
+        F: FnOnce(AdminClient<tonic::transport::Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<R>, tonic::Status>>,
+    {
         let inner = &self.inner;
         let channel = inner.channel(endpoint)?;
         let timeout = inner.config.rpc_timeout.min(inner.config.request_timeout);
-        let mut admin = admin_client(channel);
-        let failure = match tokio::time::timeout(timeout, admin.status(StatusRequest {})).await {
+        let failure = match tokio::time::timeout(timeout, call(admin_client(channel))).await {
             Ok(Ok(resp)) => return Ok(resp.into_inner()),
             Ok(Err(status)) if !is_transport_error(&status) => {
                 return Err(Error::Rejected {
                     request: RequestInfo {
-                        op: "status",
+                        op,
                         key: None,
-                        region_id: None,
+                        region_id,
                     },
                     address: endpoint.to_string(),
                     code: status.code(),
@@ -58,7 +114,7 @@ impl Client {
             },
         };
         Err(Error::Unreachable {
-            op: "Status",
+            op: rpc,
             endpoints: vec![endpoint.to_string()],
             timeout,
             last: Box::new(failure),
@@ -137,6 +193,50 @@ impl Client {
         }
         let mut regions: Vec<Region> = result.into_values().collect();
         regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        Ok(regions)
+    }
+
+    /// Splits region `region_id` at each of `keys` in one request, so that each key
+    /// starts a region. The keys are sorted and deduplicated; an empty key, or no key
+    /// at all, is refused with [`Error::InvalidArgument`] before anything is sent. The
+    /// request goes to the region's leader with the region's epoch (as cached, loaded
+    /// on a miss) and is retried on region errors like every routed call (an
+    /// `EpochNotMatch` refreshes the region first). A key outside the region or at its
+    /// start is the server's to refuse (`InvalidArgument`, as [`Error::Rejected`]).
+    /// Returns the regions that now cover the region's old range, in key order, and
+    /// caches them.
+    pub async fn split_region(&self, region_id: u64, keys: Vec<Vec<u8>>) -> Result<Vec<Region>> {
+        let mut keys = keys;
+        keys.sort();
+        keys.dedup();
+        if keys.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "no split key given for region {region_id}"
+            )));
+        }
+        if keys[0].is_empty() {
+            return Err(Error::InvalidArgument(
+                "cannot split at the empty key: it always starts the first region".to_string(),
+            ));
+        }
+        let done = self
+            .inner
+            .execute("split_region", RouteBy::Region(region_id), |channel, at| {
+                let req = SplitRequest {
+                    region_id: at.region.id,
+                    region_epoch: at.region.region_epoch,
+                    split_keys: keys.clone(),
+                };
+                async move { admin_client(channel).split(req).await }
+            })
+            .await?;
+        let mut regions = done.resp.regions;
+        regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        self.inner.cache.write().replace_regions(
+            &done.attempt.region,
+            regions.clone(),
+            done.attempt.peer.store_id,
+        );
         Ok(regions)
     }
 

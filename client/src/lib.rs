@@ -17,7 +17,8 @@
 //!   back off); its module docs give the retry policy.
 //! - `client`: [`Client`] and the key-value calls (`get`, `put`, `delete`, `scan`,
 //!   `batch_write`, `compare_and_swap`).
-//! - `admin`: operator calls (`list_regions`, `status`, `region`, `split`, `merge`).
+//! - `admin`: operator calls (`list_regions`, `status`, `region`, `split`,
+//!   `split_region`, `merge`, `checksum`).
 //!
 //! ```no_run
 //! # async fn example() -> shoal_client::Result<()> {
@@ -43,5 +44,5 @@ pub use client::{CasOutcome, Client, Mutation};
 pub use config::ClientConfig;
 pub use error::{Error, Failure, RequestInfo, Result};
 pub use region_cache::CachedRegion;
-pub use shoal_proto::adminpb::{RegionInfo, StatusResponse};
+pub use shoal_proto::adminpb::{ChecksumResponse, RegionInfo, StatusResponse};
 pub use shoal_proto::metapb::{Peer, Region, RegionEpoch, Store};

@@ -62,6 +62,8 @@ pub struct State {
     pub log: Vec<Logged>,
     pub list_calls: usize,
     pub next_id: u64,
+    /// The applied index each store's Checksum reports (1 when unset).
+    pub applied_index: HashMap<u64, u64>,
 }
 
 pub fn peer_of(region_id: u64, store_id: u64) -> Peer {
@@ -72,7 +74,7 @@ pub fn peer_of(region_id: u64, store_id: u64) -> Peer {
     }
 }
 
-fn in_region(region: &Region, key: &[u8]) -> bool {
+pub(crate) fn in_region(region: &Region, key: &[u8]) -> bool {
     key >= region.start_key.as_slice() && (region.end_key.is_empty() || key < &region.end_key[..])
 }
 

@@ -12,7 +12,16 @@ use shoal_proto::kvrpcpb::*;
 use shoal_proto::metapb::Store;
 use tonic::{Request, Response, Status};
 
-use super::{kind_name, region_error, Answer, Logged, State};
+use super::{in_region, kind_name, region_error, Answer, Logged, State};
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a 64 of `bytes`, continuing from `hash`.
+fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
 
 /// One mock store's services.
 #[derive(Clone)]
@@ -240,8 +249,22 @@ impl Admin for MockNode {
             region_epoch: req.region_epoch,
             peer: None,
         });
-        let keys = req.split_keys.iter().map(|k| &k[..]).collect();
-        let (mut state, _) = checked!(self, "split", ctx, keys, SplitResponse);
+        let (mut state, region) = checked!(self, "split", ctx, vec![], SplitResponse);
+        // As the real store (after the region, leader and epoch checks): each key
+        // strictly inside the region, in order, or the request is invalid.
+        if let Some(key) = req
+            .split_keys
+            .iter()
+            .find(|k| k.is_empty() || **k == region.start_key || !in_region(&region, k))
+        {
+            return Err(Status::invalid_argument(format!(
+                "split key {key:?} is not strictly inside region {}",
+                region.id
+            )));
+        }
+        if !req.split_keys.is_sorted() {
+            return Err(Status::invalid_argument("split keys are not sorted"));
+        }
         let mut regions = Vec::new();
         let mut id = req.region_id;
         for key in &req.split_keys {
@@ -292,11 +315,68 @@ impl Admin for MockNode {
         Err(Status::unimplemented("mock"))
     }
 
+    /// Any replica answers (every store holds one of every region): FNV-1a 64 over the
+    /// region's pairs, at the store's applied index (see `State::applied_index`).
+    /// Scriptable with op "checksum"; an unknown region is `RegionNotFound`.
     async fn checksum(
         &self,
-        _req: Request<ChecksumRequest>,
+        req: Request<ChecksumRequest>,
     ) -> Result<Response<ChecksumResponse>, Status> {
-        Err(Status::unimplemented("mock"))
+        let region_id = req.into_inner().region_id;
+        let mut state = self.state.lock().unwrap();
+        let scripted = state.scripted(self.store_id, "checksum");
+        let region = state.regions.get(&region_id).cloned();
+        let outcome = match (&scripted, &region) {
+            (Some(answer), _) => kind_name(answer),
+            (None, None) => "RegionNotFound",
+            (None, Some(_)) => "ok",
+        };
+        state.log.push(Logged {
+            store_id: self.store_id,
+            op: "checksum",
+            region_id,
+            key: Vec::new(),
+            outcome,
+        });
+        match scripted {
+            Some(Answer::Region(e)) => {
+                return Ok(Response::new(ChecksumResponse {
+                    region_error: Some(e),
+                    ..Default::default()
+                }))
+            }
+            Some(Answer::Status(code, message)) => return Err(Status::new(code, message)),
+            None => {}
+        }
+        let Some(region) = region else {
+            let Answer::Region(e) =
+                region_error(Kind::RegionNotFound(errorpb::RegionNotFound { region_id }))
+            else {
+                unreachable!()
+            };
+            return Ok(Response::new(ChecksumResponse {
+                region_error: Some(e),
+                ..Default::default()
+            }));
+        };
+        let mut hash = FNV_OFFSET;
+        let mut keys = 0;
+        for (k, v) in state.data.iter().filter(|(k, _)| in_region(&region, k)) {
+            hash = fnv1a(fnv1a(hash, k), v);
+            keys += 1;
+        }
+        let applied_index = state
+            .applied_index
+            .get(&self.store_id)
+            .copied()
+            .unwrap_or(1);
+        Ok(Response::new(ChecksumResponse {
+            region_error: None,
+            region: Some(region),
+            applied_index,
+            checksum: hash,
+            keys,
+        }))
     }
 
     async fn status(
