@@ -53,7 +53,8 @@ pub struct CompareArgs {
     /// The etcd server executable (Debian's etcd-server package installs `etcd`).
     #[arg(long, default_value = "etcd")]
     pub etcd_bin: PathBuf,
-    /// Where the clusters keep data and logs; emptied first.
+    /// Where the clusters keep data and logs; emptied first. The data dirs are
+    /// removed after each cluster stops; logs and JSON reports stay.
     #[arg(long, default_value = "target/bench-compare")]
     pub dir: PathBuf,
     /// The JSON result [default: DIR/compare.json].
@@ -383,6 +384,10 @@ async fn compare(args: &CompareArgs, node_bin: &Path) -> Result<(), String> {
             }
         }
         drop(cluster);
+        // Keep the logs and reports, not the data (gigabytes after a full run).
+        for i in 0..=args.nodes {
+            let _ = std::fs::remove_dir_all(dir.join(format!("{name}-{i}")));
+        }
     }
     let cmp = Comparison {
         cores: std::thread::available_parallelism().map_or(0, |n| n.get()),

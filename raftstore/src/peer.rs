@@ -334,11 +334,17 @@ impl Peer {
                 &data_end_key(&region.end_key),
             )
             .unwrap_or_default();
+        // RocksDB's estimate covers SST files only; the last split check (leaders,
+        // every split-check interval) counted memtables too, and the keys.
+        let (scanned_size, scanned_keys) = self
+            .split_check
+            .last
+            .map_or((0, 0), |(_, size, keys)| (size, keys));
         RegionInfo {
             leader: self.leader_meta(),
             region: Some(region),
-            approximate_size: size,
-            approximate_keys: 0,
+            approximate_size: size.max(scanned_size),
+            approximate_keys: scanned_keys,
         }
     }
 
