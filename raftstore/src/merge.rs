@@ -89,13 +89,23 @@ pub fn merged_region(target: &Region, source: &Region) -> Region {
     r
 }
 
-/// Whether this store's kv says `region_id` was merged away (tombstoned).
-pub fn is_tombstone(kv: &impl KvRead, region_id: u64) -> bool {
+/// The state this store's kv records for `region_id`, if any.
+fn local_state(kv: &impl KvRead, region_id: u64) -> Option<PeerState> {
     kv.get(Cf::Meta, &region_state_key(region_id))
         .ok()
         .flatten()
         .and_then(|v| RegionLocalState::decode(v.as_slice()).ok())
-        .is_some_and(|s| s.state == PeerState::Tombstone as i32)
+        .and_then(|s| PeerState::try_from(s.state).ok())
+}
+
+/// Whether this store's kv says `region_id` was merged away (tombstoned).
+pub fn is_tombstone(kv: &impl KvRead, region_id: u64) -> bool {
+    local_state(kv, region_id) == Some(PeerState::Tombstone)
+}
+
+/// Whether this store's kv says `region_id` is a frozen merge source.
+pub fn is_merging(kv: &impl KvRead, region_id: u64) -> bool {
+    local_state(kv, region_id) == Some(PeerState::Merging)
 }
 
 /// Whether `outer` covers all of `inner`'s range.

@@ -378,6 +378,15 @@ impl RaftStore {
             }
             Err(e) => return Err(e),
         };
+        if let Some(ctx) = &self.ctx {
+            for id in [source_id, target_id] {
+                if merge::is_merging(&ctx.kv, id) {
+                    return Err(CmdError::Invalid(format!(
+                        "region {id} has a merge in progress"
+                    )));
+                }
+            }
+        }
         let prepared = self
             .prepare_merge(source_id, &source, target.clone())
             .await?;

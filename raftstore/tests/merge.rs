@@ -166,5 +166,32 @@ fn bad_merges_are_refused_with_a_clear_error() {
     assert!(err.to_string().contains("not adjacent"), "{err}");
     let err = c.merge(ids[1], ids[1], T).unwrap_err();
     assert!(err.to_string().contains("itself"), "{err}");
-    c.wait_cover(3, T);
+
+    // Region 3 frozen by a prepare whose commit cannot reach region 2 yet: a merge
+    // into region 3 is refused while it is in progress.
+    let leader = c.wait_leader(ids[2], T);
+    let regions = c.regions_of(leader);
+    let (target, source) = (regions[1].clone(), regions[2].clone());
+    c.add_filter(DropRegion(ids[1]));
+    c.rt.block_on(c.store(leader).prepare_merge(ids[2], &source, target))
+        .unwrap();
+    let frozen = source.region_epoch.unwrap().version + 1;
+    let deadline = std::time::Instant::now() + T;
+    while !c.store_ids().iter().all(|&id| {
+        c.regions_of(id)
+            .iter()
+            .any(|r| r.id == ids[2] && r.region_epoch.unwrap().version == frozen)
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "prepare not applied everywhere"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let err = c.merge(ids[1], ids[2], T).unwrap_err();
+    assert!(err.to_string().contains("merge in progress"), "{err}");
+    // Once region 2 hears again, the prepared merge completes.
+    c.clear_filters();
+    c.wait_cover(2, T);
+    c.check_replicas_agree(T);
 }
