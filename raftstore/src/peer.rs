@@ -89,8 +89,8 @@ pub struct Peer {
 struct SplitCheckState {
     /// A check is running.
     pending: bool,
-    /// (applied index, bytes, keys) of the last check.
-    last: Option<(u64, u64, u64)>,
+    /// The last check's figures.
+    last: Option<CheckResult>,
 }
 
 impl Peer {
@@ -169,6 +169,8 @@ impl Peer {
             PeerMsg::Merged { region } => {
                 tracing::info!(region = self.region_id, "merge applied: {region:?}");
                 self.raw.mut_store().set_region(region);
+                // The range grew: the next split check measures it afresh.
+                self.split_check.last = None;
             }
             PeerMsg::Destroy { merged_into } => self.destroy(merged_into, ctx),
             PeerMsg::ProposeCommitMerge {
@@ -235,13 +237,15 @@ impl Peer {
         if self
             .split_check
             .last
-            .is_some_and(|(applied, ..)| applied == self.applied_index)
+            .as_ref()
+            .is_some_and(|r| r.applied_index == self.applied_index)
         {
             return;
         }
         let task = CheckTask {
             region: self.region().clone(),
             applied_index: self.applied_index,
+            previous: self.split_check.last.clone(),
         };
         self.split_check.pending = ctx.store.split_check.send(task).is_ok();
     }
@@ -250,7 +254,7 @@ impl Peer {
     /// peer still leads.
     fn on_split_check_result(&mut self, r: CheckResult, ctx: &PollCtx) {
         self.split_check.pending = false;
-        self.split_check.last = Some((r.applied_index, r.size, r.keys));
+        self.split_check.last = Some(r.clone());
         let region = self.region().clone();
         let version = region.region_epoch.unwrap_or_default().version;
         let Some(key) = r.split_key else { return };
@@ -339,7 +343,8 @@ impl Peer {
         let (scanned_size, scanned_keys) = self
             .split_check
             .last
-            .map_or((0, 0), |(_, size, keys)| (size, keys));
+            .as_ref()
+            .map_or((0, 0), |r| (r.size, r.keys));
         RegionInfo {
             leader: self.leader_meta(),
             region: Some(region),

@@ -7,11 +7,17 @@
 //! `region-max-keys` keys, the result names a split key near the middle (by bytes,
 //! or by keys when only the key limit is exceeded) and the leader proposes the split.
 //!
-//! Measuring scans the region's data, at most up to the limits: a region that took
-//! no writes since its last check is not measured again, and a scan stops as soon
-//! as a limit is passed, splitting at the key where half of that limit was reached
-//! (the middle of a region just over the limit; a much larger region is split
-//! again by the following checks).
+//! Measuring scans the region's data, at most up to the limits, and only when the
+//! region may have grown enough to matter since its last scan:
+//! - a region that took no writes since its last check is not measured again;
+//! - nor one whose applied entries since the last scan are fewer than an eighth of
+//!   the keys it then held (at least 8), and whose SST size (RocksDB's estimate)
+//!   grew by less than a sixteenth of `region-max-size`.
+//!
+//! So a region is scanned about once per 12% growth, not at every check. A scan stops
+//! as soon as a limit is passed and splits at the key where half of that limit was
+//! reached (the middle of a region just over the limit; a much larger region is
+//! split again by the following checks).
 
 use crossbeam_channel::Receiver;
 use shoal_engine::keys::{data_end_key, data_key, origin_key};
@@ -28,6 +34,8 @@ pub struct CheckTask {
     pub region: Region,
     /// The leader's applied index when it asked.
     pub applied_index: u64,
+    /// The result of the last scan, if any.
+    pub previous: Option<CheckResult>,
 }
 
 /// What the worker found.
@@ -35,8 +43,10 @@ pub struct CheckTask {
 pub struct CheckResult {
     /// The region's epoch version the result belongs to.
     pub version: u64,
-    /// The applied index of the task.
+    /// The applied index the figures are from (the last scan's when skipped).
     pub applied_index: u64,
+    /// RocksDB's estimate of the region's SST size at that scan.
+    pub sst_size: u64,
     /// Bytes of keys and values seen (up to just past a limit).
     pub size: u64,
     /// Keys seen (up to just past a limit).
@@ -75,9 +85,21 @@ pub fn check(
 ) -> Result<CheckResult, shoal_engine::Error> {
     let region = &task.region;
     let (start, end) = (data_key(&region.start_key), data_end_key(&region.end_key));
+    let sst_size = kv.approximate_size(Cf::Default, &start, &end)?;
+    if let Some(p) = &task.previous {
+        let entries = task.applied_index.saturating_sub(p.applied_index);
+        let grown = sst_size.saturating_sub(p.sst_size);
+        if entries.saturating_mul(8) < p.keys.max(8) && grown < limits.max_size / 16 {
+            return Ok(CheckResult {
+                split_key: None,
+                ..p.clone()
+            });
+        }
+    }
     let mut result = CheckResult {
         version: region.region_epoch.unwrap_or_default().version,
         applied_index: task.applied_index,
+        sst_size,
         size: 0,
         keys: 0,
         split_key: None,
@@ -149,6 +171,7 @@ mod tests {
         let task = CheckTask {
             region: region(),
             applied_index: 9,
+            previous: None,
         };
         let roomy = Limits {
             max_size: 1 << 20,
@@ -174,5 +197,24 @@ mod tests {
         // 105 bytes a pair: 2,500 bytes are passed at the 24th key (index 23).
         assert_eq!(r.split_key.as_deref(), Some(&b"k024"[..]));
         assert!(r.size > 5_000 && r.size <= 5_000 + 105, "{}", r.size);
+
+        // Few entries since a scan that found 100 keys: not scanned again.
+        let full = check(&engines.kv, &task, roomy).unwrap();
+        let soon = CheckTask {
+            region: region(),
+            applied_index: 9 + 12,
+            previous: Some(full.clone()),
+        };
+        assert_eq!(check(&engines.kv, &soon, by_keys).unwrap(), full);
+        // An eighth more entries than keys: scanned, and now over the key limit.
+        let later = CheckTask {
+            applied_index: 9 + 13,
+            ..soon
+        };
+        let r = check(&engines.kv, &later, by_keys).unwrap();
+        assert_eq!(
+            (r.applied_index, r.split_key.as_deref()),
+            (22, Some(&b"k025"[..]))
+        );
     }
 }
