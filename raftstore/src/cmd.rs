@@ -32,6 +32,17 @@ pub fn epoch_not_match(current: &Region, requested: Option<&RegionEpoch>) -> Cmd
     })
 }
 
+/// `ServerIsBusy` for `region_id`, with why: retry shortly.
+pub fn server_busy(region_id: u64, reason: &str) -> CmdError {
+    CmdError::Region(RegionError {
+        message: format!("region {region_id}: {reason}; retry shortly"),
+        kind: Some(region_error::Kind::ServerIsBusy(ServerIsBusy {
+            reason: reason.to_string(),
+            backoff_ms: 50,
+        })),
+    })
+}
+
 /// `ServerIsBusy` for a region frozen by a merge in progress: retry shortly.
 pub fn region_merging(region_id: u64) -> CmdError {
     CmdError::Region(RegionError {

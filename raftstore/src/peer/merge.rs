@@ -70,6 +70,16 @@ impl Peer {
             .map(|(_, p)| p.matched)
             .min()
             .unwrap_or(last);
+        // Every source replica must have acknowledged an entry of this group: then
+        // its peer exists on its store, so each target replica finds a local source
+        // to catch up when the commit applies (a region just split off may not have
+        // all its peers yet).
+        if min_matched < first {
+            return Err(crate::cmd::server_busy(
+                self.region_id,
+                "a replica of the merge source has not caught up yet",
+            ));
+        }
         let min_index = min_matched.max(first - 1);
         let entries = self
             .raw
