@@ -146,8 +146,16 @@ fn apply_tasks(
                 region = task.region_id,
                 "apply task for a region that is not (or no longer) here"
             );
+            // Merged away (its entries up to the prepare were applied by the target's
+            // catch-up) or never here: the outcome is unknown to the proposer.
             for (_, reply) in task.replies {
-                answers.push((reply, Err(crate::cmd::region_not_found(task.region_id))));
+                answers.push((
+                    reply,
+                    Err(CmdError::Dropped(format!(
+                        "region {} is no longer applied here (merged away?)",
+                        task.region_id
+                    ))),
+                ));
             }
             continue;
         };

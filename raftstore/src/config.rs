@@ -23,7 +23,8 @@ pub struct Config {
     pub pollers: usize,
     /// Most FSMs one poll round handles. Default 256; >= 1.
     pub max_batch_size: usize,
-    /// Apply worker threads. Default 1; >= 1.
+    /// Apply worker threads. Default 1, and 1 is the only value accepted while a
+    /// merge must find its source and target on one worker.
     pub apply_workers: usize,
     /// Most raft commands queued per peer before `ServerIsBusy`. Default 4096.
     pub max_pending_proposals: usize,
@@ -95,6 +96,13 @@ impl Config {
         if self.raft_max_size_per_msg < 1024 {
             return Err("raft-max-size-per-msg must be at least 1024 bytes".into());
         }
+        if self.apply_workers != 1 {
+            return Err(format!(
+                "apply-workers must be 1 (got {}): a merge applies the source and the \
+                 target on one apply worker",
+                self.apply_workers
+            ));
+        }
         for (name, v) in [
             ("raft-max-inflight-msgs", self.raft_max_inflight_msgs),
             ("pollers", self.pollers),
@@ -127,5 +135,10 @@ mod tests {
             ..Config::default()
         };
         assert!(bad.validate().unwrap_err().contains("pollers"));
+        let bad = Config {
+            apply_workers: 2,
+            ..Config::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("apply-workers must be 1"));
     }
 }

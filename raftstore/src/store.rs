@@ -356,12 +356,6 @@ impl RaftStore {
     /// included). Waits (up to 30 s) for the outcome: the merged target, or an
     /// error saying the merge was rolled back or is still going on.
     pub async fn merge(&self, source_id: u64, target_id: u64) -> Result<Region, CmdError> {
-        let workers = self.ctx.as_ref().map_or(1, |c| c.cfg.apply_workers);
-        if workers != 1 {
-            return Err(CmdError::Invalid(format!(
-                "merge needs apply-workers = 1 (this store runs {workers})"
-            )));
-        }
         let source = self
             .region_info(source_id)
             .await?

@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 
 use raft::eraftpb::EntryType;
 use raft::Storage as _;
+use shoal_engine::KvEngine as _;
 use shoal_proto::metapb::Region;
 use shoal_proto::raft_cmdpb::{
     admin_request, AdminRequest, CommitMergeRequest, RaftCmdRequest, RaftRequestHeader,
@@ -63,10 +64,11 @@ impl Peer {
         let raft = &self.raw.raft;
         let last = raft.raft_log.last_index();
         let first = self.raw.store().truncated_index() + 1;
+        // The leader counts too: its own progress is what it has persisted, and a
+        // leader that crashed before syncing must find the entries in the commit.
         let min_matched = raft
             .prs()
             .iter()
-            .filter(|(id, _)| **id != self.peer_id)
             .map(|(_, p)| p.matched)
             .min()
             .unwrap_or(last);
@@ -257,8 +259,13 @@ impl Peer {
             "destroying the merged source"
         );
         let gone = || region_not_found(self.region_id);
+        // A pending write may have been applied by the merge's catch-up: its outcome
+        // is unknown to this peer, not "never executed".
         for p in self.proposals.drain(..) {
-            let _ = p.reply.send(Err(gone()));
+            let _ = p.reply.send(Err(CmdError::Dropped(format!(
+                "region {} was merged into {merged_into}; the write may have been applied",
+                self.region_id
+            ))));
         }
         for b in self.read_batches.drain(..) {
             for r in b.reads {
@@ -276,6 +283,16 @@ impl Peer {
         store.metrics.region_count.fetch_sub(1, Ordering::Relaxed);
         store.ticker.cancel_all(self.region_id);
         store.router.close(self.region_id);
+        // The tombstone and the merged target must be durable before the source's
+        // log goes: a restart in between would find a merging source without a log.
+        if let Err(e) = store.kv.sync() {
+            tracing::warn!(
+                region = self.region_id,
+                "cannot sync the merge; keeping the log: {e}"
+            );
+            self.destroyed = true;
+            return;
+        }
         if let Err(e) = store.log.remove_region(self.region_id) {
             tracing::warn!(region = self.region_id, "cannot remove the merged log: {e}");
         }
