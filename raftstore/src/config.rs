@@ -139,6 +139,9 @@ mod tests {
             apply_workers: 2,
             ..Config::default()
         };
-        assert!(bad.validate().unwrap_err().contains("apply-workers must be 1"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .contains("apply-workers must be 1"));
     }
 }
