@@ -1,58 +1,15 @@
 //! `shoal admin ...` against a real single-node cluster with 4 initial regions: the
 //! region table, JSON and detail views show the 4 regions covering the key space with
 //! their leader on store 1; an unknown region and an empty split key are refused with
-//! a clear message and a non-zero exit code. (Successful splits and merges need the
-//! server side, which this branch does not have.)
+//! a clear message and a non-zero exit code. Successful splits and merges through the
+//! Admin API are in `split_merge.rs`.
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::process::Output;
+
+use common::{free_port, shoal, start_nodes};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A single-node cluster, killed on drop.
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_node(dir: &Path, addr: &str) -> Node {
-    let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(["node", "--store-id", "1", "--addr", addr])
-        .args(["--status-addr", &format!("127.0.0.1:{}", free_port())])
-        .arg("--data-dir")
-        .arg(dir)
-        .args([
-            "--initial-cluster",
-            &format!("1={addr}"),
-            "--initial-regions",
-            "4",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start shoal node");
-    Node(child)
-}
-
-fn shoal(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run shoal")
-}
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -107,7 +64,7 @@ fn wait_for_leaders(addr: &str) -> Vec<serde_json::Value> {
 fn admin_commands_against_a_real_node() {
     let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
-    let _node = start_node(&dir.path().join("n1"), &addr);
+    let _node = start_nodes(dir.path(), std::slice::from_ref(&addr), 4);
 
     // JSON: 4 regions, ids 1..=4, contiguous from -inf to +inf, led by store 1.
     let regions = wait_for_leaders(&addr);

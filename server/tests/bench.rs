@@ -2,55 +2,11 @@
 //! asked for, reads the node's counters and CPU time, and bad options or a missing
 //! etcd are refused with a clear message.
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
 use std::time::Duration;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A single-node cluster, killed on drop.
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_node(dir: &Path, addr: &str) -> Node {
-    let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(["node", "--store-id", "1", "--addr", addr])
-        .args(["--status-addr", &format!("127.0.0.1:{}", free_port())])
-        .arg("--data-dir")
-        .arg(dir)
-        .args([
-            "--initial-cluster",
-            &format!("1={addr}"),
-            "--initial-regions",
-            "4",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start shoal node");
-    Node(child)
-}
-
-fn shoal(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run shoal")
-}
+use common::{free_port, shoal, start_nodes};
 
 fn json_number(json: &serde_json::Value, path: &[&str]) -> f64 {
     let mut v = json;
@@ -65,7 +21,7 @@ fn json_number(json: &serde_json::Value, path: &[&str]) -> f64 {
 fn bench_reports_requests_counters_and_cpu_of_a_real_node() {
     let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
-    let _node = start_node(&dir.path().join("n1"), &addr);
+    let _node = start_nodes(dir.path(), std::slice::from_ref(&addr), 4);
     let out_file = dir.path().join("report.json");
     let mut last = None;
     // The node needs a moment to elect its leaders; the client retries within its

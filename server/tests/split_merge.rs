@@ -3,7 +3,8 @@
 //! acknowledged write stays readable, every node reports the same gap-free cover of
 //! the key space, and the replicas of each region have equal checksums.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use shoal_client::{Client, ClientConfig};
@@ -11,56 +12,7 @@ use shoal_proto::adminpb::admin_client::AdminClient;
 use shoal_proto::adminpb::{ChecksumRequest, ListRegionsRequest};
 use shoal_proto::metapb::Region;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Node processes, killed on drop.
-struct Nodes(Vec<Child>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn start(dir: &std::path::Path, addrs: &[String]) -> Nodes {
-    let cluster: Vec<String> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect();
-    let children = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| {
-            Command::new(env!("CARGO_BIN_EXE_shoal"))
-                .args(["node", "--store-id", &(i + 1).to_string(), "--addr", addr])
-                .args(["--status-addr", &format!("127.0.0.1:{}", free_port())])
-                .arg("--data-dir")
-                .arg(dir.join(format!("store{}", i + 1)))
-                .args([
-                    "--initial-cluster",
-                    &cluster.join(","),
-                    "--initial-regions",
-                    "2",
-                ])
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start shoal node")
-        })
-        .collect();
-    Nodes(children)
-}
+use common::{free_port, start_nodes};
 
 async fn regions_of(addr: &str) -> Vec<Region> {
     let mut admin = AdminClient::connect(format!("http://{addr}"))
@@ -133,7 +85,7 @@ async fn split_and_merge_while_the_client_writes() {
     let addrs: Vec<String> = (0..3)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
-    let _nodes = start(base.path(), &addrs);
+    let _nodes = start_nodes(base.path(), &addrs, 2);
     let config = ClientConfig {
         request_timeout: Duration::from_secs(30),
         ..ClientConfig::default()
