@@ -116,6 +116,26 @@ pub fn peer_on_store(region: &Region, store_id: u64) -> Option<&Peer> {
     region.peers.iter().find(|p| p.store_id == store_id)
 }
 
+/// An admin command for `region`, proposed through this store's peer (`store_id`),
+/// routed with `epoch` (the region's own, or the one a caller saw).
+pub fn admin_cmd(
+    region: &Region,
+    store_id: u64,
+    epoch: Option<RegionEpoch>,
+    cmd: shoal_proto::raft_cmdpb::admin_request::Cmd,
+) -> shoal_proto::raft_cmdpb::RaftCmdRequest {
+    use shoal_proto::raft_cmdpb::{AdminRequest, RaftCmdRequest, RaftRequestHeader};
+    RaftCmdRequest {
+        header: Some(RaftRequestHeader {
+            region_id: region.id,
+            peer: peer_on_store(region, store_id).cloned(),
+            region_epoch: epoch,
+        }),
+        requests: Vec::new(),
+        admin: Some(AdminRequest { cmd: Some(cmd) }),
+    }
+}
+
 /// Encodes a raft-rs protobuf message.
 pub fn encode_pb<M: protobuf::Message>(m: &M) -> Vec<u8> {
     m.write_to_bytes()

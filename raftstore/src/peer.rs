@@ -21,16 +21,14 @@ use shoal_engine::{Cf, KvEngine, KvRead};
 use shoal_proto::adminpb::RegionInfo;
 use shoal_proto::kvrpcpb::KvPair;
 use shoal_proto::metapb::{Peer as PeerMeta, Region};
-use shoal_proto::raft_cmdpb::{
-    admin_request, AdminRequest, BatchSplitRequest, RaftCmdRequest, RaftRequestHeader,
-};
+use shoal_proto::raft_cmdpb::{admin_request, BatchSplitRequest, RaftRequestHeader};
 use shoal_proto::raft_serverpb::{MergeState, RaftMessage};
 use shoal_proto::Message as _;
 use tokio::sync::oneshot;
 
 use crate::apply::ApplyTask;
 use crate::cmd::{
-    check_epoch, encode_pb, key_in_region, key_not_in_region, not_leader, peer_on_store,
+    admin_cmd, check_epoch, encode_pb, key_in_region, key_not_in_region, not_leader,
     region_merging, region_not_found, request_key,
 };
 use crate::metrics::StoreMetrics;
@@ -277,21 +275,13 @@ impl Peer {
             keys = r.keys,
             "region over its size limit; splitting"
         );
-        let request = RaftCmdRequest {
-            header: Some(RaftRequestHeader {
-                region_id: self.region_id,
-                peer: peer_on_store(&region, self.store_id).cloned(),
-                region_epoch: region.region_epoch,
-            }),
-            requests: Vec::new(),
-            admin: Some(AdminRequest {
-                cmd: Some(admin_request::Cmd::Split(crate::split::build_batch_split(
-                    &region,
-                    &[key],
-                    &ids,
-                ))),
-            }),
-        };
+        let split = crate::split::build_batch_split(&region, &[key], &ids);
+        let request = admin_cmd(
+            &region,
+            self.store_id,
+            region.region_epoch,
+            admin_request::Cmd::Split(split),
+        );
         // Nobody waits for the answer: the next check sees the outcome.
         let (reply, _) = oneshot::channel();
         self.propose(Command { request, reply }, &ctx.store.metrics);

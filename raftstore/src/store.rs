@@ -10,7 +10,7 @@ use shoal_engine::{Cf, KvRead, LogEngine};
 use shoal_proto::adminpb::{ChecksumResponse, RegionInfo, StoreCounters};
 use shoal_proto::metapb::{Region, RegionEpoch};
 use shoal_proto::raft_cmdpb::{
-    admin_request, AdminRequest, PrepareMergeRequest, RaftCmdRequest, RaftRequestHeader,
+    admin_request, PrepareMergeRequest, RaftCmdRequest, RaftRequestHeader,
 };
 use shoal_proto::raft_serverpb::{PeerState, RaftApplyState, RaftMessage, RegionLocalState};
 use shoal_proto::Message;
@@ -18,7 +18,7 @@ use shoal_router::{create_system, BatchSystem, Ticker, TickerThread};
 use tokio::sync::oneshot;
 
 use crate::apply;
-use crate::cmd::peer_on_store;
+use crate::cmd::admin_cmd;
 use crate::config::Config;
 use crate::fsm::{PeerFsm, StoreFsm, StoreRouter};
 use crate::log_writer::{self, LogWriter};
@@ -334,19 +334,13 @@ impl RaftStore {
         crate::cmd::check_epoch(&region, epoch.as_ref(), true)?;
         split::check_split_keys(&region, &keys)?;
         let ids = self.ids.alloc(keys.len() * (1 + region.peers.len()))?;
-        let request = RaftCmdRequest {
-            header: Some(RaftRequestHeader {
-                region_id,
-                peer: peer_on_store(&region, self.store_id).cloned(),
-                region_epoch: epoch,
-            }),
-            requests: Vec::new(),
-            admin: Some(AdminRequest {
-                cmd: Some(admin_request::Cmd::Split(split::build_batch_split(
-                    &region, &keys, &ids,
-                ))),
-            }),
-        };
+        let split = split::build_batch_split(&region, &keys, &ids);
+        let request = admin_cmd(
+            &region,
+            self.store_id,
+            epoch,
+            admin_request::Cmd::Split(split),
+        );
         let mut responses = self.write(request).await?;
         Ok(responses.pop().map(|r| r.regions).unwrap_or_default())
     }
@@ -381,9 +375,7 @@ impl RaftStore {
                 }
             }
         }
-        let prepared = self
-            .prepare_merge(source_id, &source, target.clone())
-            .await?;
+        let prepared = self.prepare_merge(&source, target.clone()).await?;
         let prepared_version = prepared.region_epoch.unwrap_or_default().version;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
@@ -412,31 +404,22 @@ impl RaftStore {
         }
     }
 
-    /// Proposes `PrepareMerge` of `source_id` (seen as `source`) into `target` as
+    /// Proposes `PrepareMerge` of `source` (as seen) into `target` as
     /// given, and returns the frozen source once the prepare is applied here.
     /// [`RaftStore::merge`] is the whole merge; tests use this step alone to
     /// prepare against a stale target.
-    pub async fn prepare_merge(
-        &self,
-        source_id: u64,
-        source: &Region,
-        target: Region,
-    ) -> Result<Region, CmdError> {
+    pub async fn prepare_merge(&self, source: &Region, target: Region) -> Result<Region, CmdError> {
         merge::check_merge(source, &target)?;
-        let request = RaftCmdRequest {
-            header: Some(RaftRequestHeader {
-                region_id: source_id,
-                peer: peer_on_store(source, self.store_id).cloned(),
-                region_epoch: source.region_epoch,
-            }),
-            requests: Vec::new(),
-            admin: Some(AdminRequest {
-                cmd: Some(admin_request::Cmd::PrepareMerge(PrepareMergeRequest {
-                    min_index: 0,
-                    target: Some(target),
-                })),
-            }),
+        let prepare = PrepareMergeRequest {
+            min_index: 0,
+            target: Some(target),
         };
+        let request = admin_cmd(
+            source,
+            self.store_id,
+            source.region_epoch,
+            admin_request::Cmd::PrepareMerge(prepare),
+        );
         let mut responses = self.write(request).await?;
         Ok(responses
             .pop()

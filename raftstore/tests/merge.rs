@@ -99,11 +99,8 @@ fn a_prepare_against_a_target_that_changed_rolls_back() {
     c.split(&[0x40], T).unwrap();
     c.wait_cover(3, T);
     let prepared =
-        c.rt.block_on(
-            c.store(source_leader)
-                .prepare_merge(r2, &source, stale_target),
-        )
-        .unwrap();
+        c.rt.block_on(c.store(source_leader).prepare_merge(&source, stale_target))
+            .unwrap();
     let v = source.region_epoch.unwrap().version;
     assert_eq!(prepared.region_epoch.unwrap().version, v + 1);
     // The commit can never apply: the source rolls back and takes writes again.
@@ -139,7 +136,7 @@ fn every_store_restarted_between_prepare_and_commit() {
     let target = c.regions_of(source_leader)[0].clone();
     // The target hears nothing: the commit cannot get through.
     c.add_filter(DropRegion(r1));
-    c.rt.block_on(c.store(source_leader).prepare_merge(r2, &source, target))
+    c.rt.block_on(c.store(source_leader).prepare_merge(&source, target))
         .unwrap();
     for id in c.store_ids() {
         c.stop_store(id);
@@ -173,7 +170,7 @@ fn bad_merges_are_refused_with_a_clear_error() {
     let regions = c.regions_of(leader);
     let (target, source) = (regions[1].clone(), regions[2].clone());
     c.add_filter(DropRegion(ids[1]));
-    c.rt.block_on(c.store(leader).prepare_merge(ids[2], &source, target))
+    c.rt.block_on(c.store(leader).prepare_merge(&source, target))
         .unwrap();
     let frozen = source.region_epoch.unwrap().version + 1;
     let deadline = std::time::Instant::now() + T;

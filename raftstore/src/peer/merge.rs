@@ -22,15 +22,14 @@ use raft::Storage as _;
 use shoal_engine::KvEngine as _;
 use shoal_proto::metapb::Region;
 use shoal_proto::raft_cmdpb::{
-    admin_request, AdminRequest, CommitMergeRequest, RaftCmdRequest, RaftRequestHeader,
-    RollbackMergeRequest,
+    admin_request, CommitMergeRequest, RaftCmdRequest, RaftRequestHeader, RollbackMergeRequest,
 };
 use shoal_proto::raft_serverpb::MergeState;
 use shoal_proto::Message as _;
 use tokio::sync::oneshot;
 
 use super::Peer;
-use crate::cmd::{check_epoch, not_leader, peer_on_store, region_merging, region_not_found};
+use crate::cmd::{admin_cmd, check_epoch, not_leader, region_merging, region_not_found};
 use crate::merge::{check_merge, covers};
 use crate::msg::{CmdError, Command, PeerMsg};
 use crate::poll::PollCtx;
@@ -154,21 +153,17 @@ impl Peer {
                 return;
             }
         };
-        let request = RaftCmdRequest {
-            header: Some(RaftRequestHeader {
-                region_id: target.id,
-                peer: peer_on_store(&target, self.store_id).cloned(),
-                region_epoch: target.region_epoch,
-            }),
-            requests: Vec::new(),
-            admin: Some(AdminRequest {
-                cmd: Some(admin_request::Cmd::CommitMerge(CommitMergeRequest {
-                    source: Some(self.region().clone()),
-                    commit: state.commit,
-                    entries,
-                })),
-            }),
+        let commit = CommitMergeRequest {
+            source: Some(self.region().clone()),
+            commit: state.commit,
+            entries,
         };
+        let request = admin_cmd(
+            &target,
+            self.store_id,
+            target.region_epoch,
+            admin_request::Cmd::CommitMerge(commit),
+        );
         let msg = PeerMsg::ProposeCommitMerge {
             request,
             source_id: self.region_id,
@@ -233,19 +228,12 @@ impl Peer {
             commit,
             "merge cannot commit; rolling back"
         );
-        let request = RaftCmdRequest {
-            header: Some(RaftRequestHeader {
-                region_id: self.region_id,
-                peer: peer_on_store(self.region(), self.store_id).cloned(),
-                region_epoch: self.region().region_epoch,
-            }),
-            requests: Vec::new(),
-            admin: Some(AdminRequest {
-                cmd: Some(admin_request::Cmd::RollbackMerge(RollbackMergeRequest {
-                    commit,
-                })),
-            }),
-        };
+        let request = admin_cmd(
+            self.region(),
+            self.store_id,
+            self.region().region_epoch,
+            admin_request::Cmd::RollbackMerge(RollbackMergeRequest { commit }),
+        );
         let (reply, _) = oneshot::channel();
         self.propose(Command { request, reply }, &ctx.store.metrics);
     }
