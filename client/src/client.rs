@@ -223,6 +223,7 @@ impl Client {
                         start_key: cursor.clone(),
                         end_key: clip_end(&at.region.end_key, end).to_vec(),
                         limit: want as u32,
+                        exclusive_start: false,
                     };
                     async move { kv_client(channel).scan(req).await }
                 })

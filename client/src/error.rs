@@ -259,6 +259,14 @@ pub fn describe_region_error(err: &RegionError) -> String {
             "StoreNotMatch (request for store {}, this is store {})",
             s.request_store_id, s.actual_store_id
         ),
+        Some(Kind::StaleCommand(s)) => format!(
+            "StaleCommand for region {}: not applied ({})",
+            s.region_id, s.reason
+        ),
+        Some(Kind::Undetermined(u)) => format!(
+            "Undetermined for region {}: outcome unknown ({})",
+            u.region_id, u.reason
+        ),
         None => "an unknown region error".to_string(),
     };
     if err.message.is_empty() {

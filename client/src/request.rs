@@ -393,6 +393,10 @@ impl Inner {
                 Next::Backoff(Duration::ZERO)
             }
             Some(Kind::EntryTooLarge(_)) => return Err(Box::new(err)),
+            // Certainly not applied: safe to retry after a pause.
+            Some(Kind::StaleCommand(_)) => Next::Backoff(Duration::ZERO),
+            // The outcome is unknown: the caller decides.
+            Some(Kind::Undetermined(_)) => return Err(Box::new(err)),
             None => Next::Backoff(Duration::ZERO),
         };
         Ok((

@@ -15,6 +15,11 @@ pub struct Config {
     pub raft_heartbeat_ticks: usize,
     /// Most bytes of entries in one append message. Default 1 MiB; >= 1 KiB.
     pub raft_max_size_per_msg: u64,
+    /// Largest Raft entry (an encoded command) a proposal may make; larger ones are
+    /// refused with `EntryTooLarge` before they reach Raft. Every gRPC message
+    /// limit derives from it (see the server's config). Default 8 MiB;
+    /// 64 KiB ..= 256 MiB.
+    pub raft_entry_max_size: u64,
     /// Most append messages in flight per follower. Default 256; >= 1.
     pub raft_max_inflight_msgs: usize,
     /// Entries kept in each peer's in-memory cache once persisted. Default 1024.
@@ -46,6 +51,7 @@ impl Default for Config {
             raft_election_ticks: 10,
             raft_heartbeat_ticks: 2,
             raft_max_size_per_msg: 1 << 20,
+            raft_entry_max_size: 8 << 20,
             raft_max_inflight_msgs: 256,
             entry_cache_limit: 1024,
             pollers: cores.clamp(1, 4),
@@ -95,6 +101,18 @@ impl Config {
         }
         if self.raft_max_size_per_msg < 1024 {
             return Err("raft-max-size-per-msg must be at least 1024 bytes".into());
+        }
+        if !(64 << 10..=256 << 20).contains(&self.raft_entry_max_size) {
+            return Err(format!(
+                "raft-entry-max-size must be 65536..=268435456 bytes, got {}",
+                self.raft_entry_max_size
+            ));
+        }
+        if self.raft_max_size_per_msg > self.raft_entry_max_size {
+            return Err(format!(
+                "raft-max-size-per-msg ({}) must not exceed raft-entry-max-size ({})",
+                self.raft_max_size_per_msg, self.raft_entry_max_size
+            ));
         }
         if self.apply_workers != 1 {
             return Err(format!(

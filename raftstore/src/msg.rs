@@ -32,10 +32,17 @@ pub enum CmdError {
     /// its region cache and retries.
     #[error("region error: {}", .0.message)]
     Region(RegionError),
-    /// The proposal was dropped (leader or term change) and may not have been
-    /// applied; retrying is safe for idempotent writes.
+    /// The command **certainly was not applied** (refused or dropped before it
+    /// entered the log, or its log position went to another leader's entry):
+    /// retrying any request is safe. Clients see `StaleCommand`.
     #[error("proposal dropped: {0}")]
     Dropped(String),
+    /// The command entered the log but its **outcome is unknown** to this peer
+    /// (leadership moved, the region was merged away, the store stopped): it may
+    /// or may not be applied. Clients see `Undetermined`; a compare-and-swap must
+    /// not be retried blindly.
+    #[error("outcome unknown: {0}")]
+    Undetermined(String),
     /// The store failed to read or write its engines.
     #[error("storage error: {0}")]
     Storage(String),
@@ -43,6 +50,33 @@ pub enum CmdError {
     /// key); not retryable.
     #[error("{0}")]
     Invalid(String),
+}
+
+impl CmdError {
+    /// The region error a service answers with, for the errors that are about the
+    /// region (`Region`, `Dropped` as `StaleCommand`, `Undetermined`); `None` for
+    /// storage failures and invalid requests, which become gRPC statuses.
+    pub fn to_region_error(&self, region_id: u64) -> Option<RegionError> {
+        use shoal_proto::errorpb::{region_error::Kind, StaleCommand, Undetermined};
+        match self {
+            CmdError::Region(e) => Some(e.clone()),
+            CmdError::Dropped(reason) => Some(RegionError {
+                message: format!("region {region_id}: not applied, safe to retry: {reason}"),
+                kind: Some(Kind::StaleCommand(StaleCommand {
+                    region_id,
+                    reason: reason.clone(),
+                })),
+            }),
+            CmdError::Undetermined(reason) => Some(RegionError {
+                message: format!("region {region_id}: outcome unknown: {reason}"),
+                kind: Some(Kind::Undetermined(Undetermined {
+                    region_id,
+                    reason: reason.clone(),
+                })),
+            }),
+            CmdError::Storage(_) | CmdError::Invalid(_) => None,
+        }
+    }
 }
 
 /// What a write returns: one response per request of the command.

@@ -37,6 +37,7 @@ fn region_error<T>(r: Result<T, CmdError>) -> Result<Result<T, RegionError>, Sta
         Err(CmdError::Region(e)) => Ok(Err(e)),
         Err(CmdError::Invalid(m)) => Err(Status::invalid_argument(m)),
         Err(CmdError::Dropped(m)) => Err(Status::unavailable(m)),
+        Err(CmdError::Undetermined(m)) => Err(Status::unavailable(format!("outcome unknown: {m}"))),
         Err(CmdError::Storage(m)) => Err(Status::internal(m)),
     }
 }

@@ -68,12 +68,14 @@ impl KvService {
         ctx: Option<Context>,
         requests: Vec<CmdRequest>,
     ) -> Result<Result<Vec<CmdResponse>, RegionError>, Status> {
+        let header = header(ctx)?;
+        let region_id = header.region_id;
         let request = RaftCmdRequest {
-            header: Some(header(ctx)?),
+            header: Some(header),
             requests,
             admin: None,
         };
-        split_error(self.store.write(request).await)
+        split_error(region_id, self.store.write(request).await)
     }
 
     async fn read(
@@ -81,7 +83,9 @@ impl KvService {
         ctx: Option<Context>,
         kind: ReadKind,
     ) -> Result<Result<ReadOutput, RegionError>, Status> {
-        split_error(self.store.read(header(ctx)?, kind).await)
+        let header = header(ctx)?;
+        let region_id = header.region_id;
+        split_error(region_id, self.store.read(header, kind).await)
     }
 }
 
@@ -102,14 +106,21 @@ fn header(ctx: Option<Context>) -> Result<RaftRequestHeader, Status> {
     })
 }
 
-/// Region errors go in the response; the rest become gRPC statuses.
-fn split_error<T>(r: Result<T, CmdError>) -> Result<Result<T, RegionError>, Status> {
+/// Region errors (`StaleCommand` and `Undetermined` included) go in the response;
+/// the rest become gRPC statuses.
+fn split_error<T>(
+    region_id: u64,
+    r: Result<T, CmdError>,
+) -> Result<Result<T, RegionError>, Status> {
     match r {
         Ok(v) => Ok(Ok(v)),
-        Err(CmdError::Region(e)) => Ok(Err(e)),
-        Err(CmdError::Dropped(m)) => Err(Status::unavailable(m)),
-        Err(CmdError::Storage(m)) => Err(Status::internal(m)),
-        Err(CmdError::Invalid(m)) => Err(Status::invalid_argument(m)),
+        Err(e) => match e.to_region_error(region_id) {
+            Some(re) => Ok(Err(re)),
+            None => match e {
+                CmdError::Invalid(m) => Err(Status::invalid_argument(m)),
+                other => Err(Status::internal(other.to_string())),
+            },
+        },
     }
 }
 

@@ -208,6 +208,8 @@ pub fn kind_name(answer: &Answer) -> &'static str {
             Some(Kind::ServerIsBusy(_)) => "ServerIsBusy",
             Some(Kind::EntryTooLarge(_)) => "EntryTooLarge",
             Some(Kind::StoreNotMatch(_)) => "StoreNotMatch",
+            Some(Kind::StaleCommand(_)) => "StaleCommand",
+            Some(Kind::Undetermined(_)) => "Undetermined",
             None => "unknown",
         },
     }
