@@ -80,6 +80,11 @@ pub(crate) struct ApplyCtx<'a> {
     pub(crate) events: Vec<(u64, PeerMsg)>,
     /// The other regions of this worker (a merge catches its source up here).
     pub(crate) delegates: &'a mut HashMap<u64, Delegate>,
+    /// An admin command (split, merge step) is in the batch: the write is synced
+    /// before its effects (peers created or destroyed) happen. Otherwise a power
+    /// loss could forget the command while its effects' own writes (a new peer's
+    /// votes and entries in the synced log) survive.
+    pub(crate) sync: bool,
 }
 
 /// One apply worker's loop; returns when every sender is gone.
@@ -125,6 +130,7 @@ pub fn run(
             overlay: HashMap::new(),
             events: Vec::new(),
             delegates: &mut delegates,
+            sync: false,
         };
         apply_tasks(tasks, &mut ctx, &router, &metrics);
     }
@@ -151,7 +157,7 @@ fn apply_tasks(
             for (_, reply) in task.replies {
                 answers.push((
                     reply,
-                    Err(CmdError::Dropped(format!(
+                    Err(CmdError::Undetermined(format!(
                         "region {} is no longer applied here (merged away?)",
                         task.region_id
                     ))),
@@ -172,18 +178,14 @@ fn apply_tasks(
                 if i == entry.index {
                     answers.push((reply, result.clone()));
                 } else {
-                    answers.push((
-                        reply,
-                        Err(CmdError::Dropped("entry was already applied".into())),
-                    ));
+                    answers.push((reply, Err(already_applied(task.region_id, i))));
                 }
             }
         }
-        for (_, reply) in replies {
-            answers.push((
-                reply,
-                Err(CmdError::Dropped("entry was already applied".into())),
-            ));
+        // Entries applied before (a merge's catch-up, say): their outcome was not
+        // recorded for the proposer.
+        for (i, reply) in replies {
+            answers.push((reply, Err(already_applied(task.region_id, i))));
         }
         ctx.batch.put(
             Cf::Meta,
@@ -193,7 +195,14 @@ fn apply_tasks(
         applied.push((task.region_id, d.state.applied_index));
         ctx.delegates.insert(task.region_id, d);
     }
-    if let Err(e) = ctx.kv.write(&ctx.batch) {
+    let written = ctx.kv.write(&ctx.batch).and_then(|()| match ctx.sync {
+        true => {
+            StoreMetrics::add(&metrics.admin_kv_syncs, 1);
+            ctx.kv.sync()
+        }
+        false => Ok(()),
+    });
+    if let Err(e) = written {
         // The kv engine refusing a write leaves apply unable to go on consistently.
         for (reply, _) in answers {
             let _ = reply.send(Err(CmdError::Storage(e.to_string())));
@@ -212,6 +221,12 @@ fn apply_tasks(
     for (region_id, applied_index) in applied {
         let _ = router.send(region_id, PeerMsg::Applied { applied_index });
     }
+}
+
+fn already_applied(region_id: u64, index: u64) -> CmdError {
+    CmdError::Undetermined(format!(
+        "region {region_id}: entry {index} was applied before its answer was owed"
+    ))
 }
 
 /// Applies one committed entry of `d`'s region into the batch.
@@ -247,6 +262,7 @@ pub(crate) fn apply_entry(d: &mut Delegate, entry: &Entry, ctx: &mut ApplyCtx) -
     if let Some(admin) = cmd.admin.and_then(|a| a.cmd) {
         // Admin commands pair ids with the region's peers: conf_ver must match too.
         check_epoch(&d.region, header.region_epoch.as_ref(), true)?;
+        ctx.sync = true;
         return match admin {
             admin_request::Cmd::Split(split) => apply_split(d, &split, ctx),
             admin_request::Cmd::PrepareMerge(req) => {
@@ -328,6 +344,22 @@ fn apply_split(d: &mut Delegate, split: &BatchSplitRequest, ctx: &mut ApplyCtx) 
             crate::split::initial_apply_state().encode_to_vec(),
         );
     }
+    // A new region's peer may have lived before: a power loss can take back the
+    // (unsynced) kv writes of an earlier apply of this split while the peer's votes
+    // and entries, synced in the log, survive. Its peer must resume from that raft
+    // state, never from the initial one (it would vote twice in a term, forget
+    // entries it acknowledged). Read here, on the apply thread, not on a poller.
+    let mut starts = Vec::with_capacity(new_regions.len());
+    for r in &new_regions {
+        let raft_state = ctx
+            .log
+            .raft_state(r.id)
+            .map_err(|e| CmdError::Storage(format!("region {} raft state: {e}", r.id)))?;
+        starts.push(crate::split::NewPeer {
+            region: r.clone(),
+            raft_state,
+        });
+    }
     d.region = parent.clone();
     let mut regions = vec![parent.clone()];
     regions.extend(new_regions.iter().cloned());
@@ -335,7 +367,7 @@ fn apply_split(d: &mut Delegate, split: &BatchSplitRequest, ctx: &mut ApplyCtx) 
         parent.id,
         PeerMsg::Split {
             parent,
-            new_regions,
+            new_regions: starts,
         },
     ));
     Ok(vec![Response {

@@ -54,6 +54,35 @@ pub fn region_merging(region_id: u64) -> CmdError {
     })
 }
 
+/// `EntryTooLarge`: the command would make a Raft entry of `size` bytes, over `limit`.
+pub fn entry_too_large(region_id: u64, size: u64, limit: u64) -> CmdError {
+    CmdError::Region(RegionError {
+        message: format!(
+            "region {region_id}: the command is {size} bytes, over the raft-entry-max-size \
+             limit of {limit} bytes"
+        ),
+        kind: Some(region_error::Kind::EntryTooLarge(
+            shoal_proto::errorpb::EntryTooLarge {
+                region_id,
+                entry_size: size,
+            },
+        )),
+    })
+}
+
+/// `StoreNotMatch`: the request names a peer on `requested`, this is `actual`.
+pub fn store_not_match(requested: u64, actual: u64) -> CmdError {
+    CmdError::Region(RegionError {
+        message: format!("the request is for store {requested}, this is store {actual}"),
+        kind: Some(region_error::Kind::StoreNotMatch(
+            shoal_proto::errorpb::StoreNotMatch {
+                request_store_id: requested,
+                actual_store_id: actual,
+            },
+        )),
+    })
+}
+
 /// `KeyNotInRegion`.
 pub fn key_not_in_region(key: &[u8], region: &Region) -> CmdError {
     CmdError::Region(RegionError {

@@ -31,8 +31,19 @@ pub struct Config {
     /// Apply worker threads. Default 1, and 1 is the only value accepted while a
     /// merge must find its source and target on one worker.
     pub apply_workers: usize,
-    /// Most raft commands queued per peer before `ServerIsBusy`. Default 4096.
+    /// Most proposals a leader keeps waiting for apply, and most client requests a
+    /// region's mailbox holds, before new ones get `ServerIsBusy`. Default 4096; >= 1.
     pub max_pending_proposals: usize,
+    /// Most bytes of entries a leader keeps uncommitted (raft-rs
+    /// `max_uncommitted_size`) before refusing proposals with `ServerIsBusy`: a
+    /// leader whose followers stall stops taking writes instead of growing.
+    /// Default 128 MiB; >= raft-entry-max-size.
+    pub raft_max_uncommitted_size: u64,
+    /// Threads that run scans and region checksums. Default 2; >= 1.
+    pub read_pool_threads: usize,
+    /// Reads queued for the read pool before more are refused with `ServerIsBusy`.
+    /// Default 1024; >= 1.
+    pub read_pool_queue: usize,
     /// A leader splits its region near the middle once it holds more than this many
     /// bytes of keys and values. Default 96 MiB; >= 1.
     pub region_max_size: u64,
@@ -58,6 +69,9 @@ impl Default for Config {
             max_batch_size: 256,
             apply_workers: 1,
             max_pending_proposals: 4096,
+            raft_max_uncommitted_size: 128 << 20,
+            read_pool_threads: 2,
+            read_pool_queue: 1024,
             region_max_size: 96 << 20,
             region_max_keys: 960_000,
             split_check_interval: Duration::from_secs(10),
@@ -114,6 +128,12 @@ impl Config {
                 self.raft_max_size_per_msg, self.raft_entry_max_size
             ));
         }
+        if self.raft_max_uncommitted_size < self.raft_entry_max_size {
+            return Err(format!(
+                "raft-max-uncommitted-size ({}) must be at least raft-entry-max-size ({})",
+                self.raft_max_uncommitted_size, self.raft_entry_max_size
+            ));
+        }
         if self.apply_workers != 1 {
             return Err(format!(
                 "apply-workers must be 1 (got {}): a merge applies the source and the \
@@ -127,6 +147,8 @@ impl Config {
             ("max-batch-size", self.max_batch_size),
             ("apply-workers", self.apply_workers),
             ("max-pending-proposals", self.max_pending_proposals),
+            ("read-pool-threads", self.read_pool_threads),
+            ("read-pool-queue", self.read_pool_queue),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be at least 1"));

@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod msg;
 pub mod peer;
 pub mod poll;
+pub mod read_pool;
 pub mod split;
 pub mod split_check;
 pub mod storage;
@@ -41,6 +42,6 @@ pub mod store;
 pub mod transport;
 
 pub use config::Config;
-pub use msg::{CmdError, ReadKind, ReadOutput};
+pub use msg::{CmdError, ReadKind, ReadOutput, WriteResult};
 pub use store::{RaftStore, TickMode};
 pub use transport::Transport;

@@ -18,10 +18,15 @@ pub struct StoreMetrics {
     pub raft_messages_sent: AtomicU64,
     /// Batches handed to the transport (one per remote store per round).
     pub transport_batches_sent: AtomicU64,
+    /// Raft messages dropped before raft-rs: not addressed to this store or peer, or
+    /// from a peer the region does not have.
+    pub raft_messages_refused: AtomicU64,
     /// Commands proposed to Raft.
     pub proposals: AtomicU64,
     /// Entries applied to the kv engine.
     pub applied_entries: AtomicU64,
+    /// Synced kv writes of apply batches holding an admin command (split, merge).
+    pub admin_kv_syncs: AtomicU64,
     /// Reads answered.
     pub reads_served: AtomicU64,
     /// Peers on this store.

@@ -154,8 +154,8 @@ pub enum PeerMsg {
     Split {
         /// This region after the split.
         parent: Region,
-        /// The regions split off, in key order.
-        new_regions: Vec<Region>,
+        /// The regions split off, in key order, with what their peers start from.
+        new_regions: Vec<crate::split::NewPeer>,
     },
     /// Apply froze (prepare) or unfroze (rollback) this region as a merge source.
     MergeState {

@@ -28,14 +28,14 @@ use tokio::sync::oneshot;
 
 use crate::apply::ApplyTask;
 use crate::cmd::{
-    admin_cmd, check_epoch, encode_pb, key_in_region, key_not_in_region, not_leader,
-    region_merging, region_not_found, request_key,
+    admin_cmd, check_epoch, encode_pb, entry_too_large, key_in_region, key_not_in_region,
+    not_leader, region_merging, region_not_found, request_key,
 };
 use crate::metrics::StoreMetrics;
 use crate::msg::{
     CmdError, Command, PeerMsg, PeerTick, ReadKind, ReadOutput, ReadRequest, WriteResult,
 };
-use crate::poll::PollCtx;
+use crate::poll::{PollCtx, StoreContext};
 use crate::split_check::{CheckResult, CheckTask};
 use crate::storage::PeerStorage;
 
@@ -53,8 +53,15 @@ struct ReadBatch {
     ctx: u64,
     /// Set when the leader confirmed the index.
     index: Option<u64>,
+    /// The raft tick count when the read index was asked.
+    asked_at: u64,
     reads: Vec<ReadRequest>,
 }
+
+/// A read index unanswered for this many election timeouts is given up: raft-rs
+/// drops some requests silently (a follower without a leader, a leader that lost
+/// its term in the same round), and a batch must never wait for ever.
+const READ_INDEX_TIMEOUT_ELECTIONS: u64 = 2;
 
 /// One region's replica on this store.
 pub struct Peer {
@@ -153,12 +160,13 @@ impl Peer {
             return;
         }
         match msg {
-            PeerMsg::Raft(m) => self.step(*m),
-            PeerMsg::Command(cmd) => self.propose(cmd, &ctx.store.metrics),
+            PeerMsg::Raft(m) => self.step(*m, &ctx.store.metrics),
+            PeerMsg::Command(cmd) => self.propose(cmd, &ctx.store),
             PeerMsg::Read(r) => self.accept_read(r),
             PeerMsg::Tick(PeerTick::Raft) => {
                 self.raw.tick();
                 self.ticks += 1;
+                self.expire_read_indexes(ctx);
                 if self.merging.is_some() && self.ticks.is_multiple_of(merge::DRIVE_EVERY_TICKS) {
                     self.drive_merge(ctx);
                 }
@@ -218,10 +226,16 @@ impl Peer {
                 new_regions,
             } => self.on_split_applied(parent, new_regions, ctx),
             PeerMsg::Checksum(reply) => {
-                let _ = reply.send(crate::checksum::region_checksum(
-                    &ctx.store.kv,
-                    self.region_id,
-                ));
+                // Digesting a region reads all of it: on the read pool, never here.
+                let kv = ctx.store.kv.clone();
+                let region_id = self.region_id;
+                ctx.store.read_pool.spawn(Box::new(move |run| {
+                    let out = match run {
+                        true => crate::checksum::region_checksum(&kv, region_id),
+                        false => Err(crate::cmd::server_busy(region_id, "the read pool is full")),
+                    };
+                    let _ = reply.send(out);
+                }));
             }
         }
     }
@@ -284,29 +298,49 @@ impl Peer {
         );
         // Nobody waits for the answer: the next check sees the outcome.
         let (reply, _) = oneshot::channel();
-        self.propose(Command { request, reply }, &ctx.store.metrics);
+        self.propose(Command { request, reply }, &ctx.store);
         self.split_check.last = None;
     }
 
     /// Apply wrote a split: take the shrunk range, start the new regions' peers here
     /// (campaigning at once if this peer leads, so the new regions get leaders on
     /// the same store).
-    fn on_split_applied(&mut self, parent: Region, new_regions: Vec<Region>, ctx: &PollCtx) {
+    fn on_split_applied(
+        &mut self,
+        parent: Region,
+        new_regions: Vec<crate::split::NewPeer>,
+        ctx: &PollCtx,
+    ) {
         tracing::info!(
             region = self.region_id,
-            new = ?new_regions.iter().map(|r| r.id).collect::<Vec<_>>(),
+            new = ?new_regions.iter().map(|r| r.region.id).collect::<Vec<_>>(),
             "split applied"
         );
         self.raw.mut_store().set_region(parent);
-        for region in new_regions {
+        for crate::split::NewPeer { region, raft_state } in new_regions {
             if ctx.store.router.contains(region.id) {
                 continue;
             }
             let id = region.id;
+            // A raft state left in the log by an earlier life of this peer wins over
+            // the initial one (see `split`'s module docs); the commit index is
+            // persisted lazily, what was applied was committed.
+            let raft_state = match raft_state {
+                Some(mut s) => {
+                    tracing::warn!(
+                        region = id,
+                        "split peer resumes from its raft state in the log: {s:?}"
+                    );
+                    let hs = s.hard_state.get_or_insert_with(Default::default);
+                    hs.commit = hs.commit.max(crate::storage::INIT_INDEX);
+                    s
+                }
+                None => crate::split::initial_raft_state(),
+            };
             let started = crate::split::start_peer(
                 &ctx.store,
                 region,
-                crate::split::initial_raft_state(),
+                raft_state,
                 crate::split::initial_apply_state(),
                 None,
                 self.is_leader,
@@ -343,24 +377,54 @@ impl Peer {
         }
     }
 
-    fn step(&mut self, msg: RaftMessage) {
-        if msg.to_peer.as_ref().map(|p| p.id) != Some(self.peer_id) {
-            tracing::debug!(
-                region = self.region_id,
-                "dropping a raft message for another peer"
-            );
-            return;
-        }
-        let m = match RaftPbMessage::parse_from_bytes(&msg.message) {
+    /// Steps a message from another store into raft-rs, after checking that it is
+    /// addressed to this peer and comes from a peer of the region as this store knows
+    /// it (ids and stores agreeing in the envelope and in the raft message). What
+    /// fails the check is dropped and counted: raft-rs trusts its input, and some
+    /// inconsistent messages reach its fatal paths.
+    fn step(&mut self, msg: RaftMessage, metrics: &StoreMetrics) {
+        let m = match self.check_raft_message(&msg) {
             Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(region = self.region_id, "undecodable raft message: {e}");
+            Err(why) => {
+                tracing::warn!(region = self.region_id, "dropping a raft message: {why}");
+                StoreMetrics::add(&metrics.raft_messages_refused, 1);
                 return;
             }
         };
         if let Err(e) = self.raw.step(m) {
             tracing::debug!(region = self.region_id, "step: {e}");
         }
+    }
+
+    fn check_raft_message(&self, msg: &RaftMessage) -> Result<RaftPbMessage, String> {
+        let to = msg.to_peer.unwrap_or_default();
+        if to.id != self.peer_id || to.store_id != self.store_id {
+            return Err(format!(
+                "addressed to peer {} on store {}, this is peer {} on store {}",
+                to.id, to.store_id, self.peer_id, self.store_id
+            ));
+        }
+        let from = msg.from_peer.unwrap_or_default();
+        let known = self
+            .region()
+            .peers
+            .iter()
+            .any(|p| p.id == from.id && p.store_id == from.store_id);
+        if !known || from.id == self.peer_id {
+            return Err(format!(
+                "from peer {} on store {}, not a peer of the region",
+                from.id, from.store_id
+            ));
+        }
+        let m = RaftPbMessage::parse_from_bytes(&msg.message)
+            .map_err(|e| format!("undecodable: {e}"))?;
+        if m.from != from.id || m.to != to.id {
+            return Err(format!(
+                "raft message from {} to {} in an envelope from {} to {}",
+                m.from, m.to, from.id, to.id
+            ));
+        }
+        Ok(m)
     }
 
     /// Checks that this peer leads and that the request's epoch and keys fit.
@@ -381,7 +445,8 @@ impl Peer {
         Ok(())
     }
 
-    fn propose(&mut self, cmd: Command, metrics: &StoreMetrics) {
+    pub(crate) fn propose(&mut self, cmd: Command, store: &StoreContext) {
+        let metrics = &store.metrics;
         let Command { mut request, reply } = cmd;
         let header = request.header.unwrap_or_default();
         let checked = match request.admin.as_ref().and_then(|a| a.cmd.as_ref()) {
@@ -397,15 +462,28 @@ impl Peer {
                 self.check_request(&header, &mut keys)
             }
         };
+        let checked = checked.and_then(|()| self.check_can_propose(store));
         if let Err(e) = checked {
             let _ = reply.send(Err(e));
             return;
         }
+        let data = request.encode_to_vec();
+        if data.len() as u64 > store.cfg.raft_entry_max_size {
+            let _ = reply.send(Err(entry_too_large(
+                self.region_id,
+                data.len() as u64,
+                store.cfg.raft_entry_max_size,
+            )));
+            return;
+        }
         let before = self.raw.raft.raft_log.last_index();
-        if let Err(e) = self.raw.propose(Vec::new(), request.encode_to_vec()) {
-            let _ = reply.send(Err(CmdError::Dropped(format!(
-                "raft refused the proposal: {e}"
-            ))));
+        if let Err(e) = self.raw.propose(Vec::new(), data) {
+            // As leader, raft-rs refuses only while a leader transfer is under way or
+            // when too many bytes are uncommitted: nothing entered the log.
+            let _ = reply.send(Err(crate::cmd::server_busy(
+                self.region_id,
+                &format!("raft refused the proposal ({e})"),
+            )));
             return;
         }
         let index = self.raw.raft.raft_log.last_index();
@@ -414,11 +492,37 @@ impl Peer {
             return;
         }
         StoreMetrics::add(&metrics.proposals, 1);
+        // Our own older proposals at this index or after were in a log a newer
+        // leader overwrote (we appended here): they can never commit.
+        while self.proposals.back().is_some_and(|p| p.index >= index) {
+            let p = self.proposals.pop_back().expect("back exists");
+            let _ = p.reply.send(Err(CmdError::Dropped(format!(
+                "region {}: index {} was overwritten by a newer leader's log",
+                self.region_id, p.index
+            ))));
+        }
         self.proposals.push_back(Proposal {
             index,
             term: self.raw.raft.term,
             reply,
         });
+    }
+
+    /// The last checks before a proposal enters raft-rs: this peer must be the
+    /// leader **now** (it may have stepped down earlier in this round; raft-rs would
+    /// then forward the proposal, which may still be applied, so it is refused here
+    /// instead), and the queue of proposals waiting for apply must have room.
+    fn check_can_propose(&self, store: &StoreContext) -> Result<(), CmdError> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(not_leader(self.region_id, self.leader_meta()));
+        }
+        if self.proposals.len() >= store.cfg.max_pending_proposals {
+            return Err(crate::cmd::server_busy(
+                self.region_id,
+                "too many proposals waiting to be applied",
+            ));
+        }
+        Ok(())
     }
 
     /// An admin command other than split must reach the leader with the current
@@ -470,6 +574,14 @@ impl Peer {
         if self.destroyed {
             return;
         }
+        // A message of this round may have made this peer step down: a read index
+        // asked now would be forwarded (or dropped) by raft-rs; refuse the reads.
+        if !self.new_reads.is_empty() && self.raw.raft.state != StateRole::Leader {
+            let leader = self.leader_meta();
+            for r in self.new_reads.drain(..) {
+                let _ = r.reply.send(Err(not_leader(self.region_id, leader)));
+            }
+        }
         // raft-rs silently drops a read index asked of a leader that has not yet
         // committed an entry of its term: keep the reads until it has (the commit
         // of its first entry wakes this peer again).
@@ -480,6 +592,7 @@ impl Peer {
             self.read_batches.push_back(ReadBatch {
                 ctx: id,
                 index: None,
+                asked_at: self.ticks,
                 reads: std::mem::take(&mut self.new_reads),
             });
         }
@@ -555,10 +668,9 @@ impl Peer {
         if !leading {
             // Reads wait on this peer's leadership: without it their index means nothing.
             let leader = self.leader_meta();
-            for batch in self.read_batches.drain(..) {
-                for r in batch.reads {
-                    let _ = r.reply.send(Err(not_leader(self.region_id, leader)));
-                }
+            let batches = self.read_batches.drain(..).flat_map(|b| b.reads);
+            for r in batches.chain(self.new_reads.drain(..)) {
+                let _ = r.reply.send(Err(not_leader(self.region_id, leader)));
             }
         }
     }
@@ -588,8 +700,10 @@ impl Peer {
         }
     }
 
-    /// Sends committed entries to apply with the answers owed for them. A proposal
-    /// whose index now holds another term's entry was dropped by a leader change.
+    /// Sends committed entries to apply with the answers owed for them. Proposals
+    /// are matched to entries by (index, term): a proposal whose index committed
+    /// with another term's entry can never apply (certainly dropped); one whose
+    /// index passed without this peer seeing its entry has an unknown outcome.
     fn schedule_apply(&mut self, committed: Vec<Entry>, ctx: &mut PollCtx) {
         let (Some(first), Some(last)) = (committed.first(), committed.last()) else {
             return;
@@ -598,8 +712,16 @@ impl Peer {
         let mut replies = Vec::new();
         while self.proposals.front().is_some_and(|p| p.index <= last) {
             let p = self.proposals.pop_front().expect("front exists");
-            let term = (p.index >= first).then(|| committed[(p.index - first) as usize].term);
-            if term == Some(p.term) {
+            if p.index < first {
+                let _ = p.reply.send(Err(CmdError::Undetermined(format!(
+                    "region {}: index {} committed before this peer saw it",
+                    self.region_id, p.index
+                ))));
+                continue;
+            }
+            let entry = &committed[(p.index - first) as usize];
+            debug_assert_eq!(entry.index, p.index);
+            if entry.term == p.term {
                 replies.push((p.index, p.reply));
             } else {
                 let _ = p.reply.send(Err(CmdError::Dropped(format!(
@@ -626,23 +748,58 @@ impl Peer {
         }
     }
 
-    /// Serves every read whose index is applied, in order.
+    /// Gives up the read batches whose index raft-rs has not confirmed within
+    /// [`READ_INDEX_TIMEOUT_ELECTIONS`] election timeouts: their reads get a
+    /// retryable error (nothing was read, so a retry is always safe).
+    fn expire_read_indexes(&mut self, ctx: &PollCtx) {
+        let limit = READ_INDEX_TIMEOUT_ELECTIONS * ctx.store.cfg.raft_election_ticks as u64;
+        let now = self.ticks;
+        let expired = |b: &ReadBatch| b.index.is_none() && now.saturating_sub(b.asked_at) >= limit;
+        if !self.read_batches.iter().any(expired) {
+            return;
+        }
+        let (gone, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.read_batches)
+            .into_iter()
+            .partition(expired);
+        self.read_batches = kept;
+        for b in gone {
+            tracing::debug!(
+                region = self.region_id,
+                ctx = b.ctx,
+                "read index lost; refusing its reads"
+            );
+            for r in b.reads {
+                let _ = r.reply.send(Err(crate::cmd::server_busy(
+                    self.region_id,
+                    "the read index was not confirmed in time",
+                )));
+            }
+        }
+    }
+
+    /// Serves every read whose index is applied. Batches are independent: one whose
+    /// index is not known yet does not hold back those behind it.
     fn serve_applied_reads(&mut self, ctx: &mut PollCtx) {
-        while self
-            .read_batches
-            .front()
-            .is_some_and(|b| b.index.is_some_and(|i| i <= self.applied_index))
-        {
-            let batch = self.read_batches.pop_front().expect("front exists");
+        let applied = self.applied_index;
+        let ready = |b: &ReadBatch| b.index.is_some_and(|i| i <= applied);
+        if !self.read_batches.iter().any(ready) {
+            return;
+        }
+        let (serve, wait): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.read_batches)
+            .into_iter()
+            .partition(ready);
+        self.read_batches = wait;
+        for batch in serve {
             let served = batch.reads.len() as u64;
             for r in batch.reads {
                 // A split may have been applied since the read was accepted: its keys
                 // may belong to another region now, whose writes this index misses.
-                let out = match self.recheck_read(&r) {
-                    Ok(()) => self.execute_read(&r.kind, ctx),
-                    Err(e) => Err(e),
-                };
-                let _ = r.reply.send(out);
+                match self.recheck_read(&r) {
+                    Ok(()) => self.execute_read(r, ctx),
+                    Err(e) => {
+                        let _ = r.reply.send(Err(e));
+                    }
+                }
             }
             StoreMetrics::add(&ctx.store.metrics.reads_served, served);
         }
@@ -660,36 +817,58 @@ impl Peer {
         Ok(())
     }
 
-    fn execute_read(&self, kind: &ReadKind, ctx: &PollCtx) -> Result<ReadOutput, CmdError> {
-        let kv = &ctx.store.kv;
+    /// Answers a confirmed read: a get here (one point lookup), a scan on the read
+    /// pool over a kv snapshot taken now, once everything up to the read index is
+    /// applied, so the scan sees exactly what the index promises.
+    fn execute_read(&self, read: ReadRequest, ctx: &PollCtx) {
         let storage = |e: shoal_engine::Error| CmdError::Storage(e.to_string());
+        let ReadRequest { kind, reply, .. } = read;
         match kind {
-            ReadKind::Get(key) => kv
-                .get(Cf::Default, &data_key(key))
-                .map(ReadOutput::Value)
-                .map_err(storage),
+            ReadKind::Get(key) => {
+                let out = ctx
+                    .store
+                    .kv
+                    .get(Cf::Default, &data_key(&key))
+                    .map(ReadOutput::Value)
+                    .map_err(storage);
+                let _ = reply.send(out);
+            }
             ReadKind::Scan { start, end, limit } => {
                 // Clip to the region: a scan never reads past the range this peer owns.
                 let region = self.region();
                 let end = if end.is_empty()
                     || (!region.end_key.is_empty() && end.as_slice() > region.end_key.as_slice())
                 {
-                    region.end_key.as_slice()
+                    region.end_key.clone()
                 } else {
-                    end.as_slice()
+                    end
                 };
-                let pairs = kv
-                    .scan(Cf::Default, &data_key(start), &data_end_key(end), *limit)
-                    .map_err(storage)?;
-                Ok(ReadOutput::Pairs(
-                    pairs
-                        .into_iter()
-                        .map(|(k, v)| KvPair {
-                            key: origin_key(&k).to_vec(),
-                            value: v,
-                        })
-                        .collect(),
-                ))
+                let snap = ctx.store.kv.snapshot();
+                let region_id = self.region_id;
+                ctx.store.read_pool.spawn(Box::new(move |run| {
+                    if !run {
+                        let _ = reply.send(Err(crate::cmd::server_busy(
+                            region_id,
+                            "the read pool is full",
+                        )));
+                        return;
+                    }
+                    let out = snap
+                        .scan(Cf::Default, &data_key(&start), &data_end_key(&end), limit)
+                        .map_err(storage)
+                        .map(|pairs| {
+                            ReadOutput::Pairs(
+                                pairs
+                                    .into_iter()
+                                    .map(|(k, v)| KvPair {
+                                        key: origin_key(&k).to_vec(),
+                                        value: v,
+                                    })
+                                    .collect(),
+                            )
+                        });
+                    let _ = reply.send(out);
+                }));
             }
         }
     }
@@ -702,9 +881,9 @@ impl Peer {
     /// Answers everything still pending: the store is stopping.
     pub fn abort_pending(&mut self) {
         for p in self.proposals.drain(..) {
-            let _ = p
-                .reply
-                .send(Err(CmdError::Dropped("the store is shutting down".into())));
+            let _ = p.reply.send(Err(CmdError::Undetermined(
+                "the store is shutting down; the write may still be applied".into(),
+            )));
         }
         for b in self.read_batches.drain(..) {
             for r in b.reads {

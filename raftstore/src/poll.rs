@@ -53,6 +53,8 @@ pub struct StoreContext {
     pub ids: Arc<IdAllocator>,
     /// The split checker's queue.
     pub split_check: Sender<CheckTask>,
+    /// Threads for scans and checksums (never on a poller).
+    pub read_pool: crate::read_pool::ReadPool,
 }
 
 impl StoreContext {

@@ -16,6 +16,13 @@
 //! A new region starts like a bootstrapped one, at index/term 5; its raft state is
 //! written by its first ready, and a restart before that synthesizes it
 //! ([`initial_raft_state`]).
+//!
+//! Crash safety: the apply batch holding the split is **synced** before the new
+//! peers start, so no new peer votes or appends (in the synced log) while the split
+//! itself could still be lost. And a peer started by a split whose region already
+//! has raft state in the log (the split was applied, then forgotten by a power loss
+//! of an older version, or the apply state was rewound) resumes from that state:
+//! its hard state never goes backwards.
 
 use std::sync::atomic::Ordering;
 
@@ -36,6 +43,41 @@ use crate::msg::{CmdError, PeerMsg, PeerTick};
 use crate::peer::Peer;
 use crate::poll::StoreContext;
 use crate::storage::{PeerStorage, INIT_INDEX, INIT_TERM};
+
+/// Longest key a request may carry, in bytes (the Kv service's limit too).
+pub const MAX_KEY_SIZE: usize = 4096;
+
+/// Most split keys one request may carry: each makes a region, created in one apply.
+pub const MAX_SPLIT_KEYS: usize = 1000;
+
+/// Checks a split request before anything else: at least one key and at most
+/// [`MAX_SPLIT_KEYS`], each non-empty and at most [`MAX_KEY_SIZE`] bytes, in
+/// strictly ascending order (unsorted or repeated keys are refused, not fixed up).
+pub fn check_split_request(keys: &[Vec<u8>]) -> Result<(), CmdError> {
+    if keys.is_empty() {
+        return Err(CmdError::Invalid("no split key given".into()));
+    }
+    if keys.len() > MAX_SPLIT_KEYS {
+        return Err(CmdError::Invalid(format!(
+            "{} split keys in one request, over the limit of {MAX_SPLIT_KEYS}",
+            keys.len()
+        )));
+    }
+    for k in keys {
+        if k.len() > MAX_KEY_SIZE {
+            return Err(CmdError::Invalid(format!(
+                "a split key is {} bytes, over the {MAX_KEY_SIZE}-byte key limit",
+                k.len()
+            )));
+        }
+    }
+    if keys.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(CmdError::Invalid(
+            "split keys must be ascending and distinct".into(),
+        ));
+    }
+    Ok(())
+}
 
 /// Checks split keys against the region: non-empty, strictly inside the range (not
 /// its start key), ascending and distinct.
@@ -140,6 +182,15 @@ pub fn build_batch_split(region: &Region, keys: &[Vec<u8>], ids: &[u64]) -> Batc
     }
 }
 
+/// A region a split made, and the raft state its peer on this store left in the
+/// log in an earlier life (`None` for a peer never started here).
+pub struct NewPeer {
+    /// The new region.
+    pub region: Region,
+    /// The peer's persisted raft state, if any.
+    pub raft_state: Option<RaftLocalState>,
+}
+
 /// The apply state of a region created by a split (or bootstrap).
 pub fn initial_apply_state() -> RaftApplyState {
     RaftApplyState {
@@ -174,12 +225,21 @@ pub struct IdAllocator {
     state: Mutex<(u64, u64)>,
 }
 
+/// Store ids must be below this (2^24): a store's ids are `store_id << 40 | n`.
+pub const MAX_STORE_ID: u64 = 1 << 24;
+
 /// Ids reserved per synced write of the allocator's high-water mark.
 const ID_BLOCK: u64 = 1024;
 
 impl IdAllocator {
     /// The allocator of `store_id`, resuming after its persisted high-water mark.
     pub fn open(kv: RocksKvEngine, store_id: u64) -> Result<IdAllocator, String> {
+        if store_id == 0 || store_id >= MAX_STORE_ID {
+            return Err(format!(
+                "store id {store_id} is out of range: ids are store_id << 40 | n, so store \
+                 ids must be 1..{MAX_STORE_ID}"
+            ));
+        }
         let mark = kv
             .get(Cf::Meta, &store_key("next-id"))
             .map_err(|e| e.to_string())?
@@ -237,6 +297,7 @@ pub fn start_peer(
         applied: apply_state.applied_index,
         max_size_per_msg: cfg.raft_max_size_per_msg,
         max_inflight_msgs: cfg.raft_max_inflight_msgs,
+        max_uncommitted_size: cfg.raft_max_uncommitted_size,
         pre_vote: true,
         check_quorum: true,
         ..Default::default()

@@ -27,6 +27,7 @@ use crate::msg::{
     CmdError, Command, PeerMsg, PeerTick, ReadKind, ReadOutput, ReadRequest, StoreMsg, WriteResult,
 };
 use crate::poll::{RaftPoller, StoreContext};
+use crate::read_pool::ReadPool;
 use crate::storage::INIT_INDEX;
 use crate::transport::Transport;
 use crate::{merge, split, split_check};
@@ -51,6 +52,8 @@ pub struct RaftStore {
     threads: Vec<JoinHandle<()>>,
     metrics: Arc<StoreMetrics>,
     ids: Arc<split::IdAllocator>,
+    /// Messages a region's mailbox may hold before client requests are refused.
+    max_mailbox: usize,
 }
 
 /// Everything persisted about one region in `kv/` meta.
@@ -144,6 +147,12 @@ impl RaftStore {
         threads.push(spawn(format!("shoal-split-check-{store_id}"), move || {
             split_check::run(check_rx, kv, r, limits)
         })?);
+        let (read_pool, read_threads) = ReadPool::start(
+            &format!("shoal-read-{store_id}"),
+            cfg.read_pool_threads,
+            cfg.read_pool_queue,
+        )?;
+        threads.extend(read_threads);
         let ctx = Arc::new(StoreContext {
             store_id,
             cfg: cfg.clone(),
@@ -157,6 +166,7 @@ impl RaftStore {
             ticker: ticker.clone(),
             ids: ids.clone(),
             split_check: check_tx,
+            read_pool,
         });
         for (state, apply_state) in load_regions(&engines.kv)? {
             let region = state.region.unwrap_or_default();
@@ -210,6 +220,7 @@ impl RaftStore {
             threads,
             metrics,
             ids,
+            max_mailbox: cfg.max_pending_proposals,
         })
     }
 
@@ -230,8 +241,20 @@ impl RaftStore {
             .advance(|id, kind| r.send(id, PeerMsg::Tick(kind)).is_ok());
     }
 
-    /// Delivers a raft message from another store.
+    /// Delivers a raft message from another store. A message for another store is
+    /// dropped (and counted) here; the peer checks the rest (see `Peer::step`).
     pub fn on_raft_message(&self, msg: RaftMessage) {
+        let to_store = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
+        if to_store != self.store_id {
+            tracing::warn!(
+                store = self.store_id,
+                region = msg.region_id,
+                to_store,
+                "dropping a raft message addressed to another store"
+            );
+            StoreMetrics::add(&self.metrics.raft_messages_refused, 1);
+            return;
+        }
         let region_id = msg.region_id;
         if let Err(e) = self.router.send(region_id, PeerMsg::Raft(Box::new(msg))) {
             if let PeerMsg::Raft(m) = e.into_inner() {
@@ -242,14 +265,42 @@ impl RaftStore {
 
     /// Replicates and applies a write; answers once applied.
     pub async fn write(&self, request: RaftCmdRequest) -> WriteResult {
-        let region_id = request.header.as_ref().map_or(0, |h| h.region_id);
+        let header = request.header.clone().unwrap_or_default();
+        self.check_header(&header)?;
         let (tx, rx) = oneshot::channel();
-        self.send_to_region(region_id, PeerMsg::Command(Command { request, reply: tx }))?;
+        let cmd = PeerMsg::Command(Command { request, reply: tx });
+        self.send_request(header.region_id, cmd)?;
         rx.await.unwrap_or_else(|_| {
-            Err(CmdError::Dropped(
+            Err(CmdError::Undetermined(
                 "the store stopped before answering".into(),
             ))
         })
+    }
+
+    /// A request naming a peer on another store is refused (`StoreNotMatch`): the
+    /// client's view of the cluster is wrong.
+    fn check_header(&self, header: &RaftRequestHeader) -> Result<(), CmdError> {
+        match header.peer {
+            Some(p) if p.store_id != self.store_id => {
+                Err(crate::cmd::store_not_match(p.store_id, self.store_id))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends a client request to its region's mailbox, unless the mailbox already
+    /// holds `max_pending_proposals` messages (`ServerIsBusy`: memory stays bounded
+    /// when a region cannot keep up).
+    fn send_request(&self, region_id: u64, msg: PeerMsg) -> Result<(), CmdError> {
+        if let Some(mb) = self.router.mailbox(region_id) {
+            if mb.len() >= self.max_mailbox {
+                return Err(crate::cmd::server_busy(
+                    region_id,
+                    "too many requests queued for the region",
+                ));
+            }
+        }
+        self.send_to_region(region_id, msg)
     }
 
     /// A linearizable read through ReadIndex.
@@ -259,8 +310,9 @@ impl RaftStore {
         kind: ReadKind,
     ) -> Result<ReadOutput, CmdError> {
         let region_id = header.region_id;
+        self.check_header(&header)?;
         let (tx, rx) = oneshot::channel();
-        self.send_to_region(
+        self.send_request(
             region_id,
             PeerMsg::Read(ReadRequest {
                 header,
@@ -323,10 +375,10 @@ impl RaftStore {
         &self,
         region_id: u64,
         epoch: Option<RegionEpoch>,
-        mut keys: Vec<Vec<u8>>,
+        keys: Vec<Vec<u8>>,
     ) -> Result<Vec<Region>, CmdError> {
-        keys.sort();
-        keys.dedup();
+        // Bad input first, before any look-up: the limits hold whatever the region.
+        split::check_split_request(&keys)?;
         let info = self.region_info(region_id).await?;
         let region = info.region.unwrap_or_default();
         // A stale epoch first: the keys may be outside only because the caller's
@@ -395,7 +447,7 @@ impl RaftStore {
                 }
             }
             if std::time::Instant::now() >= deadline {
-                return Err(CmdError::Dropped(format!(
+                return Err(CmdError::Undetermined(format!(
                     "the merge of region {source_id} into {target_id} is prepared but not \
                      committed after 30 s; it goes on in the background"
                 )));
@@ -433,6 +485,11 @@ impl RaftStore {
         self.send_to_region(region_id, PeerMsg::Checksum(tx))?;
         rx.await
             .map_err(|_| CmdError::Dropped("the store stopped before answering".into()))?
+    }
+
+    /// The store's live counters (tests read the ones not in [`StoreCounters`]).
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.metrics
     }
 
     /// The store's counters.

@@ -244,3 +244,45 @@ pub fn out_of_range_fetch_is_unavailable<H: Harness>() {
     log.fetch(1, 3, 3, None, &mut out).unwrap();
     assert!(out.is_empty(), "an empty range reads nothing");
 }
+
+/// Readers asking for bounds while a writer appends (to regions they have not
+/// read before) never see the log go backwards, and every append right after the
+/// last index is accepted.
+pub fn concurrent_readers_see_monotonic_bounds<H: Harness>()
+where
+    H::Log: Sync,
+{
+    let dir = temp_dir();
+    let log = H::open_log(dir.path());
+    let regions: Vec<u64> = (1..=32).collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                let mut seen = std::collections::HashMap::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for &r in &regions {
+                        let last = log.last_index(r).expect("last index").unwrap_or(0);
+                        let prev = seen.insert(r, last).unwrap_or(0);
+                        assert!(last >= prev, "region {r}: last index went {prev} -> {last}");
+                        if let Some(first) = log.first_index(r).expect("first index") {
+                            assert_eq!(first, 1, "region {r}: first index moved");
+                        }
+                    }
+                }
+            });
+        }
+        for round in 0..50u64 {
+            let mut b = LogBatch::new();
+            for &r in &regions {
+                b.add(r, entries(round * 4 + 1, round * 4 + 5, 1), None);
+            }
+            log.write(&b).expect("append after the last index");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    for &r in &regions {
+        assert_eq!(log.last_index(r).unwrap(), Some(200));
+        assert_eq!(fetch_all(&log, r, 1, 201).len(), 200);
+    }
+}

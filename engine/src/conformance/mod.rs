@@ -50,7 +50,8 @@ macro_rules! engine_conformance {
             compaction_and_fetch_across_the_boundary,
             remove_region_forgets_everything,
             regions_are_listed_after_reopen,
-            out_of_range_fetch_is_unavailable
+            out_of_range_fetch_is_unavailable,
+            concurrent_readers_see_monotonic_bounds
         );
         $crate::engine_conformance!(@cases $harness, kv:
             empty_and_large_values,

@@ -124,12 +124,13 @@ impl RocksLogEngine {
         if let Some(b) = self.bounds.read().expect("bounds lock").get(&region_id) {
             return Ok(*b);
         }
-        let b = self.load_bounds(region_id)?;
-        self.bounds
-            .write()
-            .expect("bounds lock")
-            .insert(region_id, b);
-        Ok(b)
+        let loaded = self.load_bounds(region_id)?;
+        #[cfg(test)]
+        tests::after_load_hook();
+        // Only if still absent: a write (or compaction) that landed after our read
+        // has already published newer bounds, and a stale load must not replace them.
+        let mut cache = self.bounds.write().expect("bounds lock");
+        Ok(*cache.entry(region_id).or_insert(loaded))
     }
 
     /// Checks that `[lo, hi)` is within the region's log and returns its bounds.
@@ -402,5 +403,79 @@ impl LogEngine for RocksLogEngine {
             entries_written: self.entries_written.load(Ordering::Relaxed),
             bytes_written: self.bytes_written.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::sync::{Arc, Barrier};
+
+    use super::*;
+
+    thread_local! {
+        /// Runs on this thread between loading a region's bounds and caching them.
+        static AFTER_LOAD: RefCell<Option<Box<dyn FnMut()>>> = RefCell::new(None);
+    }
+
+    pub(super) fn after_load_hook() {
+        AFTER_LOAD.with(|h| {
+            if let Some(f) = h.borrow_mut().as_mut() {
+                f();
+            }
+        });
+    }
+
+    fn append(log: &RocksLogEngine, region: u64, lo: u64, hi: u64) -> Result<()> {
+        let mut b = LogBatch::new();
+        let es = (lo..hi)
+            .map(|index| LogEntry {
+                index,
+                term: 1,
+                data: vec![index as u8],
+            })
+            .collect();
+        b.add(region, es, None);
+        log.write(&b)
+    }
+
+    /// A reader that loaded a region's bounds before a write landed must not cache
+    /// them after it: the next append would then be refused as a hole (or the log
+    /// would lose its first index).
+    #[test]
+    fn a_stale_load_never_replaces_bounds_a_write_published() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = RocksLogEngine::open(dir.path()).unwrap();
+            append(&log, 7, 1, 11).unwrap();
+        }
+        // Reopened, region 7 is not cached: the reader loads it (10 entries) and waits.
+        let log = Arc::new(RocksLogEngine::open(dir.path()).unwrap());
+        let loaded = Arc::new(Barrier::new(2));
+        let written = Arc::new(Barrier::new(2));
+        let reader = {
+            let (log, loaded, written) = (log.clone(), loaded.clone(), written.clone());
+            std::thread::spawn(move || {
+                AFTER_LOAD.with(|h| {
+                    *h.borrow_mut() = Some(Box::new(move || {
+                        loaded.wait();
+                        written.wait();
+                    }))
+                });
+                log.last_index(7).unwrap()
+            })
+        };
+        loaded.wait();
+        // The writer appends 11..=20 while the reader holds bounds ending at 10.
+        append(&log, 7, 11, 21).unwrap();
+        written.wait();
+        let seen = reader.join().unwrap();
+        assert_eq!(seen, Some(20), "the reader returned stale bounds");
+        assert_eq!(log.last_index(7).unwrap(), Some(20));
+        assert_eq!(log.first_index(7).unwrap(), Some(1));
+        append(&log, 7, 21, 22).expect("an append right after the last index");
+        let mut out = Vec::new();
+        log.fetch(7, 1, 22, None, &mut out).unwrap();
+        assert_eq!(out.len(), 21);
     }
 }

@@ -19,7 +19,6 @@ use std::sync::atomic::Ordering;
 
 use raft::eraftpb::EntryType;
 use raft::Storage as _;
-use shoal_engine::KvEngine as _;
 use shoal_proto::metapb::Region;
 use shoal_proto::raft_cmdpb::{
     admin_request, CommitMergeRequest, RaftCmdRequest, RaftRequestHeader, RollbackMergeRequest,
@@ -235,7 +234,7 @@ impl Peer {
             admin_request::Cmd::RollbackMerge(RollbackMergeRequest { commit }),
         );
         let (reply, _) = oneshot::channel();
-        self.propose(Command { request, reply }, &ctx.store.metrics);
+        self.propose(Command { request, reply }, &ctx.store);
     }
 
     /// The merge into `merged_into` committed here: answer what is pending, drop the
@@ -271,16 +270,8 @@ impl Peer {
         store.metrics.region_count.fetch_sub(1, Ordering::Relaxed);
         store.ticker.cancel_all(self.region_id);
         store.router.close(self.region_id);
-        // The tombstone and the merged target must be durable before the source's
-        // log goes: a restart in between would find a merging source without a log.
-        if let Err(e) = store.kv.sync() {
-            tracing::warn!(
-                region = self.region_id,
-                "cannot sync the merge; keeping the log: {e}"
-            );
-            self.destroyed = true;
-            return;
-        }
+        // The tombstone and the merged target are durable before the source's log
+        // goes: apply synced the batch holding the commit before sending Destroy.
         if let Err(e) = store.log.remove_region(self.region_id) {
             tracing::warn!(region = self.region_id, "cannot remove the merged log: {e}");
         }
