@@ -4,8 +4,12 @@ mod common;
 
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
 use common::{Cluster, DropRegion, DropType, Partition};
-use raft::eraftpb::MessageType;
+use raft::eraftpb::{Message as RaftPbMessage, MessageType};
+use shoal_proto::metapb::Peer;
+use shoal_proto::raft_serverpb::RaftMessage;
 use shoal_raftstore::TickMode;
 
 const T: Duration = Duration::from_secs(20);
@@ -80,4 +84,60 @@ fn writes_commit_over_a_slow_network() {
     }
     c.clear_filters();
     c.check_acked();
+}
+
+/// A heartbeat from a far-future term whose commit index is far beyond the
+/// receiver's log reaches raft-rs's fatal path. Messages whose addressing does not
+/// hold together are dropped before raft-rs sees them, and the store goes on.
+#[test]
+fn raft_messages_with_inconsistent_ids_are_dropped_before_raft() {
+    let c = Cluster::start(3, 1, TickMode::Timer);
+    let leader = c.wait_leader(1, T);
+    c.put(b"k", b"1", T).unwrap();
+    let region = c.region_for(b"k");
+    let peer_on = |s: u64| *region.peers.iter().find(|p| p.store_id == s).unwrap();
+    let follower = c.store_ids().into_iter().find(|&s| s != leader).unwrap();
+    let (from, to) = (peer_on(leader), peer_on(follower));
+    let forged = |env_from: Peer, env_to: Peer, inner_from: u64| {
+        let mut m = RaftPbMessage::default();
+        m.set_msg_type(MessageType::MsgHeartbeat);
+        m.from = inner_from;
+        m.to = env_to.id;
+        m.term = 1_000;
+        m.commit = 1_000_000;
+        RaftMessage {
+            region_id: region.id,
+            from_peer: Some(env_from),
+            to_peer: Some(env_to),
+            region_epoch: region.region_epoch,
+            message: protobuf::Message::write_to_bytes(&m).unwrap(),
+            ..Default::default()
+        }
+    };
+    let store = c.store(follower);
+    let refused = || {
+        store
+            .metrics()
+            .raft_messages_refused
+            .load(Ordering::Relaxed)
+    };
+    // To this peer's id, but on another store.
+    store.on_raft_message(forged(from, Peer { store_id: 99, ..to }, from.id));
+    // From a peer the region does not have.
+    store.on_raft_message(forged(Peer { id: 999, ..from }, to, 999));
+    // The envelope and the raft message disagree on the sender.
+    store.on_raft_message(forged(from, to, 999));
+    let deadline = std::time::Instant::now() + T;
+    while refused() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "refused only {}",
+            refused()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The follower's peer is alive and its term did not jump: it keeps applying.
+    c.put(b"k", b"2", T).unwrap();
+    c.wait_local(follower, b"k", b"2", T);
+    assert_eq!(c.leader_of(region.id), Some(leader));
 }

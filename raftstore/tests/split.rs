@@ -179,3 +179,30 @@ fn a_region_over_its_key_limit_splits_by_itself() {
     c.check_acked();
     c.check_replicas_agree(T);
 }
+
+#[test]
+fn split_requests_over_the_key_limits_or_unsorted_are_refused_before_raft() {
+    let c = Cluster::start(3, 1, TickMode::Timer);
+    let leader = c.wait_leader(1, T);
+    let r = c.region_for(b"a");
+    let too_many: Vec<Vec<u8>> = (0..1001u32).map(key).collect();
+    let too_long = vec![vec![b'k'; 4097]];
+    let descending = vec![key(20), key(10)];
+    let repeated = vec![key(10), key(10)];
+    let cases = [
+        (too_many, "over the limit of 1000"),
+        (too_long, "4096-byte"),
+        (descending, "ascending"),
+        (repeated, "ascending"),
+    ];
+    for (keys, why) in cases {
+        let err =
+            c.rt.block_on(c.store(leader).split(r.id, r.region_epoch, keys))
+                .unwrap_err();
+        assert!(matches!(err, CmdError::Invalid(_)), "{err:?}");
+        assert!(err.to_string().contains(why), "{why}: {err}");
+    }
+    // Nothing was split.
+    c.wait_cover(1, T);
+    assert_eq!(c.store(leader).counters().proposals, 0);
+}
