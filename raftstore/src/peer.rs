@@ -451,7 +451,7 @@ impl Peer {
         let header = request.header.unwrap_or_default();
         let checked = match request.admin.as_ref().and_then(|a| a.cmd.as_ref()) {
             Some(admin_request::Cmd::PrepareMerge(_)) => {
-                self.check_prepare_merge(&header, &mut request)
+                self.check_prepare_merge(&header, &mut request, store.cfg.raft_entry_max_size)
             }
             Some(admin_request::Cmd::RollbackMerge(_)) => self.check_admin(&header, false),
             _ if self.merging.is_some() => Err(region_merging(self.region_id)),

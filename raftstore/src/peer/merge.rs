@@ -18,6 +18,7 @@
 use std::sync::atomic::Ordering;
 
 use raft::eraftpb::EntryType;
+use protobuf::Message as _;
 use raft::Storage as _;
 use shoal_proto::metapb::Region;
 use shoal_proto::raft_cmdpb::{
@@ -42,6 +43,7 @@ impl Peer {
         &self,
         header: &RaftRequestHeader,
         request: &mut RaftCmdRequest,
+        entry_limit: u64,
     ) -> Result<(), CmdError> {
         if !self.is_leader {
             return Err(not_leader(self.region_id, self.leader_meta()));
@@ -91,6 +93,18 @@ impl Peer {
                 raft::GetEntriesContext::empty(false),
             )
             .map_err(|e| CmdError::Storage(format!("reading the log: {e}")))?;
+        // The commit carries these entries (and the prepare) in one entry of its
+        // own: past half the entry limit, wait for the lagging replica instead.
+        let carried: u64 = entries.iter().map(|e| u64::from(e.compute_size())).sum();
+        if carried > entry_limit / 2 {
+            return Err(crate::cmd::server_busy(
+                self.region_id,
+                &format!(
+                    "the merge would carry {carried} bytes of entries to a lagging replica, \
+                     over half the raft-entry-max-size of {entry_limit}"
+                ),
+            ));
+        }
         for e in &entries {
             if e.get_entry_type() != EntryType::EntryNormal {
                 return Err(CmdError::Invalid(format!(
