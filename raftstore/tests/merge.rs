@@ -98,9 +98,9 @@ fn a_prepare_against_a_target_that_changed_rolls_back() {
     // The target splits after the proposer looked at it.
     c.split(&[0x40], T).unwrap();
     c.wait_cover(3, T);
-    let prepared =
-        c.rt.block_on(c.store(source_leader).prepare_merge(&source, stale_target))
-            .unwrap();
+    let prepared = c
+        .prepare_merge(source_leader, &source, &stale_target, T)
+        .unwrap();
     let v = source.region_epoch.unwrap().version;
     assert_eq!(prepared.region_epoch.unwrap().version, v + 1);
     // The commit can never apply: the source rolls back and takes writes again.
@@ -136,8 +136,7 @@ fn every_store_restarted_between_prepare_and_commit() {
     let target = c.regions_of(source_leader)[0].clone();
     // The target hears nothing: the commit cannot get through.
     c.add_filter(DropRegion(r1));
-    c.rt.block_on(c.store(source_leader).prepare_merge(&source, target))
-        .unwrap();
+    c.prepare_merge(source_leader, &source, &target, T).unwrap();
     for id in c.store_ids() {
         c.stop_store(id);
     }
@@ -170,8 +169,7 @@ fn bad_merges_are_refused_with_a_clear_error() {
     let regions = c.regions_of(leader);
     let (target, source) = (regions[1].clone(), regions[2].clone());
     c.add_filter(DropRegion(ids[1]));
-    c.rt.block_on(c.store(leader).prepare_merge(&source, target))
-        .unwrap();
+    c.prepare_merge(leader, &source, &target, T).unwrap();
     let frozen = source.region_epoch.unwrap().version + 1;
     let deadline = std::time::Instant::now() + T;
     while !c.store_ids().iter().all(|&id| {

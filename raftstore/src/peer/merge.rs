@@ -17,8 +17,8 @@
 
 use std::sync::atomic::Ordering;
 
-use raft::eraftpb::EntryType;
 use protobuf::Message as _;
+use raft::eraftpb::EntryType;
 use raft::Storage as _;
 use shoal_proto::metapb::Region;
 use shoal_proto::raft_cmdpb::{

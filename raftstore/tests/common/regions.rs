@@ -67,6 +67,35 @@ impl Cluster {
         })
     }
 
+    /// Prepares the merge of `source` into `target` through store `id` (the source's
+    /// leader), retrying while it is refused as busy (a source replica has not
+    /// acknowledged an entry yet).
+    pub fn prepare_merge(
+        &self,
+        id: u64,
+        source: &Region,
+        target: &Region,
+        timeout: Duration,
+    ) -> Result<Region, CmdError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self
+                .rt
+                .block_on(self.store(id).prepare_merge(source, target.clone()));
+            match r {
+                Err(CmdError::Region(e))
+                    if matches!(
+                        e.kind,
+                        Some(shoal_proto::errorpb::region_error::Kind::ServerIsBusy(_))
+                    ) && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The regions store `id` has peers for, in key order.
     pub fn regions_of(&self, id: u64) -> Vec<Region> {
         self.rt
