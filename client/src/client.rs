@@ -169,6 +169,7 @@ impl Client {
     pub async fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
         let max_msg = self.inner.config.max_message_size;
         let (key, value) = (key.as_ref(), value.as_ref());
+        self.inner.check_size("put", key.len() + value.len())?;
         self.inner
             .execute("put", RouteBy::Key(key), |channel, at| {
                 let req = PutRequest {
@@ -281,6 +282,14 @@ impl Client {
         if mutations.is_empty() {
             return Ok(());
         }
+        let size = mutations
+            .iter()
+            .map(|m| match m {
+                Mutation::Put(k, v) => k.len() + v.len(),
+                Mutation::Delete(k) => k.len(),
+            })
+            .sum();
+        self.inner.check_size("batch_write", size)?;
         let mutations: Vec<kvrpcpb::Mutation> =
             mutations.into_iter().map(Mutation::into_proto).collect();
         let keys: Vec<&[u8]> = mutations.iter().map(|m| m.key.as_slice()).collect();
@@ -313,6 +322,8 @@ impl Client {
     ) -> Result<CasOutcome> {
         let max_msg = self.inner.config.max_message_size;
         let (key, new_value) = (key.as_ref(), new_value.as_ref());
+        let size = key.len() + new_value.len() + expected.as_ref().map_or(0, Vec::len);
+        self.inner.check_size("compare_and_swap", size)?;
         let expected_absent = expected.is_none();
         let expected_value = expected.unwrap_or_default();
         let done = self
@@ -343,6 +354,26 @@ impl Client {
     /// The regions the client has cached, in key order, with the leaders it believes.
     pub fn regions_cached(&self) -> Vec<CachedRegion> {
         self.inner.cache.read().snapshot()
+    }
+}
+
+impl Inner {
+    /// Refuses a write whose keys and values (`size` bytes) could not fit in one gRPC
+    /// message of `max_message_size`, before sending it: tonic would refuse to encode
+    /// it with a message about its codec.
+    fn check_size(&self, op: &str, size: usize) -> Result<()> {
+        // Room for the context and the protobuf framing of up to 1024 mutations.
+        const FRAMING: usize = 64 << 10;
+        let limit = self.config.max_message_size;
+        if size + FRAMING > limit {
+            return Err(Error::InvalidArgument(format!(
+                "{op} carries {size} bytes of keys and values, more than one request may \
+                 (max_message_size {limit} bytes, the limit that goes with the cluster's \
+                 raft-entry-max-size); a store refuses any value over its max-value-size \
+                 (1048576 bytes by default)"
+            )));
+        }
+        Ok(())
     }
 }
 
