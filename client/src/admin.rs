@@ -89,7 +89,7 @@ impl Client {
         let inner = &self.inner;
         let channel = inner.channel(endpoint)?;
         let timeout = inner.config.rpc_timeout.min(inner.config.request_timeout);
-        let failure = match tokio::time::timeout(timeout, call(admin_client(channel))).await {
+        let failure = match tokio::time::timeout(timeout, call(admin_client(channel, inner.config.max_message_size))).await {
             Ok(Ok(resp)) => return Ok(resp.into_inner()),
             Ok(Err(status)) if !is_transport_error(&status) => {
                 return Err(Error::Rejected {
@@ -125,11 +125,12 @@ impl Client {
     /// leader, approximate size). Fails with [`Error::RegionNotFound`] if no store
     /// knows the region.
     pub async fn region(&self, region_id: u64) -> Result<RegionInfo> {
+        let max_msg = self.inner.config.max_message_size;
         let done = self
             .inner
             .execute("region", RouteBy::Region(region_id), |channel, _at| {
                 let req = GetRegionRequest { region_id };
-                async move { admin_client(channel).get_region(req).await }
+                async move { admin_client(channel, max_msg).get_region(req).await }
             })
             .await?;
         let info = done.resp.region.ok_or(Error::RegionNotFound {
@@ -151,6 +152,7 @@ impl Client {
         &self,
         keys: impl IntoIterator<Item = K>,
     ) -> Result<Vec<Region>> {
+        let max_msg = self.inner.config.max_message_size;
         let mut keys: Vec<Vec<u8>> = keys.into_iter().map(|k| k.as_ref().to_vec()).collect();
         keys.sort();
         keys.dedup();
@@ -178,7 +180,7 @@ impl Client {
                                 regions: vec![region],
                             }));
                         }
-                        admin_client(channel).split(req).await
+                        admin_client(channel, max_msg).split(req).await
                     }
                 })
                 .await?;
@@ -206,6 +208,7 @@ impl Client {
     /// Returns the regions that now cover the region's old range, in key order, and
     /// caches them.
     pub async fn split_region(&self, region_id: u64, keys: Vec<Vec<u8>>) -> Result<Vec<Region>> {
+        let max_msg = self.inner.config.max_message_size;
         let mut keys = keys;
         keys.sort();
         keys.dedup();
@@ -227,7 +230,7 @@ impl Client {
                     region_epoch: at.region.region_epoch,
                     split_keys: keys.clone(),
                 };
-                async move { admin_client(channel).split(req).await }
+                async move { admin_client(channel, max_msg).split(req).await }
             })
             .await?;
         let mut regions = done.resp.regions;
@@ -244,6 +247,7 @@ impl Client {
     /// request goes to the source's leader (a merge starts by freezing the source).
     /// Returns the target region after the merge.
     pub async fn merge(&self, source_region_id: u64, target_region_id: u64) -> Result<Region> {
+        let max_msg = self.inner.config.max_message_size;
         let done = self
             .inner
             .execute(
@@ -254,7 +258,7 @@ impl Client {
                         source_region_id,
                         target_region_id,
                     };
-                    async move { admin_client(channel).merge(req).await }
+                    async move { admin_client(channel, max_msg).merge(req).await }
                 },
             )
             .await?;

@@ -18,7 +18,7 @@ use crate::config::ClientConfig;
 use crate::discovery::{kv_client, Want};
 use crate::error::{Error, Result};
 use crate::region_cache::{CachedRegion, RegionCache};
-use crate::request::{Backoff, RouteBy};
+use crate::request::{Backoff, Idempotence, RouteBy};
 
 /// A Shoal client. Cheap to clone (clones share the region cache and connections)
 /// and safe to use from many tasks at once.
@@ -150,6 +150,7 @@ impl Client {
 
     /// The value of `key`, or `None` if it does not exist.
     pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        let max_msg = self.inner.config.max_message_size;
         let key = key.as_ref();
         let done = self
             .inner
@@ -158,7 +159,7 @@ impl Client {
                     context: Some(at.context()),
                     key: key.to_vec(),
                 };
-                async move { kv_client(channel).get(req).await }
+                async move { kv_client(channel, max_msg).get(req).await }
             })
             .await?;
         Ok(done.resp.found.then_some(done.resp.value))
@@ -166,7 +167,9 @@ impl Client {
 
     /// Sets `key` to `value`.
     pub async fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
+        let max_msg = self.inner.config.max_message_size;
         let (key, value) = (key.as_ref(), value.as_ref());
+        self.inner.check_size("put", key.len() + value.len())?;
         self.inner
             .execute("put", RouteBy::Key(key), |channel, at| {
                 let req = PutRequest {
@@ -174,7 +177,7 @@ impl Client {
                     key: key.to_vec(),
                     value: value.to_vec(),
                 };
-                async move { kv_client(channel).put(req).await }
+                async move { kv_client(channel, max_msg).put(req).await }
             })
             .await?;
         Ok(())
@@ -182,6 +185,7 @@ impl Client {
 
     /// Removes `key` (no error if it does not exist).
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<()> {
+        let max_msg = self.inner.config.max_message_size;
         let key = key.as_ref();
         self.inner
             .execute("delete", RouteBy::Key(key), |channel, at| {
@@ -189,7 +193,7 @@ impl Client {
                     context: Some(at.context()),
                     key: key.to_vec(),
                 };
-                async move { kv_client(channel).delete(req).await }
+                async move { kv_client(channel, max_msg).delete(req).await }
             })
             .await?;
         Ok(())
@@ -201,18 +205,24 @@ impl Client {
     /// Walks region after region, each with `Scan` RPCs of at most
     /// `config.scan_batch_size` pairs clipped to the region's range. Each RPC has its
     /// own deadline and retries. The result is not a snapshot: writes made during the
-    /// scan may or may not be seen. Relies on the server returning fewer pairs than
-    /// the RPC's limit only when the range is exhausted.
+    /// scan may or may not be seen. After a non-empty answer the walk continues in the
+    /// same region right after the last key it got (`exclusive_start`, so that a key of
+    /// the maximum size still continues: no longer key is made up); a store may answer
+    /// with fewer pairs than asked when the pairs would not fit in one gRPC message.
+    /// Only an empty answer moves the walk to the next region.
     pub async fn scan(
         &self,
         start: impl AsRef<[u8]>,
         end: impl AsRef<[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let max_msg = self.inner.config.max_message_size;
         let end = end.as_ref();
         let batch = self.inner.config.scan_batch_size as usize;
         let mut out = Vec::new();
         let mut cursor = start.as_ref().to_vec();
+        // Whether `cursor` itself was already returned (the walk continues after it).
+        let mut exclusive = false;
         while out.len() < limit && (end.is_empty() || cursor.as_slice() < end) {
             let want = (limit - out.len()).min(batch);
             let done = self
@@ -223,35 +233,40 @@ impl Client {
                         start_key: cursor.clone(),
                         end_key: clip_end(&at.region.end_key, end).to_vec(),
                         limit: want as u32,
-                        exclusive_start: false,
+                        exclusive_start: exclusive,
                     };
-                    async move { kv_client(channel).scan(req).await }
+                    async move { kv_client(channel, max_msg).scan(req).await }
                 })
                 .await?;
-            let returned = done.resp.pairs.len();
-            let mut last_key = None;
+            let mut last_key: Option<Vec<u8>> = None;
             for pair in done.resp.pairs.into_iter().take(want) {
                 // Ignore pairs outside what was asked (a misbehaving server must not
-                // make the walk go backwards or past `end`).
-                let in_range = pair.key >= cursor && (end.is_empty() || pair.key.as_slice() < end);
+                // make the walk go backwards, repeat a key, or pass `end`).
+                let after_start = if exclusive {
+                    pair.key > cursor
+                } else {
+                    pair.key >= cursor
+                };
+                let in_range = after_start && (end.is_empty() || pair.key.as_slice() < end);
                 if in_range && last_key.as_ref().is_none_or(|k| &pair.key > k) {
                     last_key = Some(pair.key.clone());
                     out.push((pair.key, pair.value));
                 }
             }
             match last_key {
-                // A full batch: the region may hold more after the last key.
-                Some(mut key) if returned >= want => {
-                    key.push(0);
+                // The region may hold more after the last key.
+                Some(key) => {
                     cursor = key;
+                    exclusive = true;
                 }
                 // The region's part of the range is exhausted: go on with the next one.
-                _ => {
+                None => {
                     let region_end = done.attempt.region.end_key;
                     if region_end.is_empty() {
                         break;
                     }
                     cursor = region_end;
+                    exclusive = false;
                 }
             }
         }
@@ -263,9 +278,18 @@ impl Client {
     /// client first refreshes its regions, in case the cache is stale). An empty batch
     /// is a no-op.
     pub async fn batch_write(&self, mutations: Vec<Mutation>) -> Result<()> {
+        let max_msg = self.inner.config.max_message_size;
         if mutations.is_empty() {
             return Ok(());
         }
+        let size = mutations
+            .iter()
+            .map(|m| match m {
+                Mutation::Put(k, v) => k.len() + v.len(),
+                Mutation::Delete(k) => k.len(),
+            })
+            .sum();
+        self.inner.check_size("batch_write", size)?;
         let mutations: Vec<kvrpcpb::Mutation> =
             mutations.into_iter().map(Mutation::into_proto).collect();
         let keys: Vec<&[u8]> = mutations.iter().map(|m| m.key.as_slice()).collect();
@@ -275,7 +299,7 @@ impl Client {
                     context: Some(at.context()),
                     mutations: mutations.clone(),
                 };
-                async move { kv_client(channel).batch_write(req).await }
+                async move { kv_client(channel, max_msg).batch_write(req).await }
             })
             .await?;
         Ok(())
@@ -284,21 +308,31 @@ impl Client {
     /// Sets `key` to `new_value` if its current value is `expected` (`None`: only if
     /// the key does not exist). Returns whether it did and the value found before.
     ///
-    /// If an attempt fails in a way that leaves its outcome unknown (connection lost
-    /// after sending, RPC timeout) and the retry finds the swap already applied, the
-    /// retry reports `succeeded: false` with `previous == Some(new_value)`.
+    /// Not idempotent, so retried only after failures that say it certainly was not
+    /// applied (region errors answered before proposing, `StaleCommand`, connection
+    /// refused). When an attempt fails in a way that leaves its outcome unknown (an
+    /// `Undetermined` answer, an RPC timeout, a connection lost after sending), the
+    /// call ends with [`Error::Undetermined`]: the swap may or may not have happened;
+    /// read the key to find out.
     pub async fn compare_and_swap(
         &self,
         key: impl AsRef<[u8]>,
         expected: Option<Vec<u8>>,
         new_value: impl AsRef<[u8]>,
     ) -> Result<CasOutcome> {
+        let max_msg = self.inner.config.max_message_size;
         let (key, new_value) = (key.as_ref(), new_value.as_ref());
+        let size = key.len() + new_value.len() + expected.as_ref().map_or(0, Vec::len);
+        self.inner.check_size("compare_and_swap", size)?;
         let expected_absent = expected.is_none();
         let expected_value = expected.unwrap_or_default();
         let done = self
             .inner
-            .execute("compare_and_swap", RouteBy::Key(key), |channel, at| {
+            .execute_with(
+                "compare_and_swap",
+                RouteBy::Key(key),
+                Idempotence::NotIdempotent,
+                |channel, at| {
                 let req = CompareAndSwapRequest {
                     context: Some(at.context()),
                     key: key.to_vec(),
@@ -306,8 +340,9 @@ impl Client {
                     expected_absent,
                     new_value: new_value.to_vec(),
                 };
-                async move { kv_client(channel).compare_and_swap(req).await }
-            })
+                async move { kv_client(channel, max_msg).compare_and_swap(req).await }
+            },
+            )
             .await?;
         let resp = done.resp;
         Ok(CasOutcome {
@@ -319,6 +354,26 @@ impl Client {
     /// The regions the client has cached, in key order, with the leaders it believes.
     pub fn regions_cached(&self) -> Vec<CachedRegion> {
         self.inner.cache.read().snapshot()
+    }
+}
+
+impl Inner {
+    /// Refuses a write whose keys and values (`size` bytes) could not fit in one gRPC
+    /// message of `max_message_size`, before sending it: tonic would refuse to encode
+    /// it with a message about its codec.
+    fn check_size(&self, op: &str, size: usize) -> Result<()> {
+        // Room for the context and the protobuf framing of up to 1024 mutations.
+        const FRAMING: usize = 64 << 10;
+        let limit = self.config.max_message_size;
+        if size + FRAMING > limit {
+            return Err(Error::InvalidArgument(format!(
+                "{op} carries {size} bytes of keys and values, more than one request may \
+                 (max_message_size {limit} bytes, the limit that goes with the cluster's \
+                 raft-entry-max-size); a store refuses any value over its max-value-size \
+                 (1048576 bytes by default)"
+            )));
+        }
+        Ok(())
     }
 }
 

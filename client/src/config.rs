@@ -3,8 +3,32 @@
 //! Every request runs under one deadline (`request_timeout`). Inside it, each RPC
 //! attempt is bounded by `rpc_timeout`, and failed attempts are separated by an
 //! exponential backoff (`initial_backoff`, doubling up to `max_backoff`, with jitter).
+//!
+//! ## Message size limits
+//!
+//! Every gRPC message limit in Shoal derives from one number, the node's
+//! `raft-entry-max-size` (the largest Raft entry, default 8 MiB): a node's Kv, Admin
+//! and Raft servers, its Raft transport, this client and the load generator all use
+//! [`max_message_size_for`]`(raft-entry-max-size)` = the entry limit plus
+//! [`MESSAGE_HEADROOM`] (1 MiB for headers, region keys and framing). Anything the API
+//! accepts therefore fits in one entry, and one entry (with its headers) in one
+//! message. `ClientConfig::max_message_size` defaults to the value for the node's
+//! default (9 MiB); set it from the cluster's `raft-entry-max-size` when that differs.
 
 use std::time::Duration;
+
+/// Room a gRPC message has beyond one Raft entry: request and Raft headers, region
+/// keys (up to 4 KiB each), and protobuf framing. 1 MiB.
+pub const MESSAGE_HEADROOM: usize = 1 << 20;
+
+/// The node's default `raft-entry-max-size`: 8 MiB.
+pub const DEFAULT_RAFT_ENTRY_MAX_SIZE: usize = 8 << 20;
+
+/// The gRPC message limit (decoding and encoding) that goes with a cluster whose
+/// `raft-entry-max-size` is `raft_entry_max_size`: that plus [`MESSAGE_HEADROOM`].
+pub const fn max_message_size_for(raft_entry_max_size: usize) -> usize {
+    raft_entry_max_size + MESSAGE_HEADROOM
+}
 
 /// Configuration of a [`Client`](crate::Client). Build it with [`Default`] and
 /// override fields; [`ClientConfig::validate`] (called by `Client::connect`) says
@@ -29,6 +53,13 @@ pub struct ClientConfig {
     pub store_down_cooldown: Duration,
     /// Pairs asked for per `Scan` RPC when walking regions. Default 256. Must be > 0.
     pub scan_batch_size: u32,
+    /// Largest gRPC message the client sends or accepts, in bytes. Default
+    /// `max_message_size_for(DEFAULT_RAFT_ENTRY_MAX_SIZE)` = 9 MiB, the limit of a
+    /// node with the default `raft-entry-max-size` (see the module docs). A request
+    /// that would be larger is refused
+    /// before it is sent (see [`Error::InvalidArgument`](crate::Error::InvalidArgument)).
+    /// Must be >= 64 KiB.
+    pub max_message_size: usize,
 }
 
 impl Default for ClientConfig {
@@ -41,6 +72,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(3),
             store_down_cooldown: Duration::from_secs(2),
             scan_batch_size: 256,
+            max_message_size: max_message_size_for(DEFAULT_RAFT_ENTRY_MAX_SIZE),
         }
     }
 }
@@ -67,6 +99,12 @@ impl ClientConfig {
         }
         if self.scan_batch_size == 0 {
             return Err("scan_batch_size must be > 0".to_string());
+        }
+        if self.max_message_size < 64 << 10 {
+            return Err(format!(
+                "max_message_size must be >= 65536 bytes, got {}",
+                self.max_message_size
+            ));
         }
         Ok(())
     }

@@ -19,9 +19,6 @@ use tracing::debug;
 use crate::client::Inner;
 use crate::error::{Error, Failure};
 
-/// Largest gRPC message the client sends or accepts (scan batches can be large).
-const MAX_MESSAGE_BYTES: usize = 64 << 20;
-
 /// What a reload must make the cache know about.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Want<'a> {
@@ -33,18 +30,19 @@ pub(crate) enum Want<'a> {
     Region(u64),
 }
 
-/// A Kv client on `channel` with the client's message size limits.
-pub(crate) fn kv_client(channel: Channel) -> KvClient<Channel> {
+/// A Kv client on `channel` with the message size limit `max_message_size`
+/// (`ClientConfig::max_message_size`, derived as the module docs of `config` say).
+pub(crate) fn kv_client(channel: Channel, max_message_size: usize) -> KvClient<Channel> {
     KvClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(max_message_size)
+        .max_encoding_message_size(max_message_size)
 }
 
-/// An Admin client on `channel` with the client's message size limits.
-pub(crate) fn admin_client(channel: Channel) -> AdminClient<Channel> {
+/// An Admin client on `channel` with the message size limit `max_message_size`.
+pub(crate) fn admin_client(channel: Channel, max_message_size: usize) -> AdminClient<Channel> {
     AdminClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(max_message_size)
+        .max_encoding_message_size(max_message_size)
 }
 
 /// Whether a status was produced by the client's transport (connection refused or
@@ -55,6 +53,29 @@ pub(crate) fn is_transport_error(status: &tonic::Status) -> bool {
         status.code(),
         tonic::Code::Unavailable | tonic::Code::Cancelled
     ) || std::error::Error::source(status).is_some()
+}
+
+/// Whether a transport error happened while connecting, so that nothing of the
+/// request can have been sent: the TCP connection was refused, timed out, or the
+/// HTTP/2 handshake failed. Any other transport error (a reset, a broken pipe, a
+/// cancelled stream) may have cut a request the server already received.
+pub(crate) fn is_connect_failure(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        // hyper-util's `ConnectError` ("tcp connect error") and tonic's wrapping of
+        // a failed connection ("error trying to connect") are not public types.
+        let text = err.to_string();
+        if text.contains("tcp connect error") || text.contains("error trying to connect") {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 impl Inner {
@@ -186,7 +207,7 @@ impl Inner {
         let channel = self
             .channel(address)
             .map_err(|e| Failure::Routing(e.to_string()))?;
-        let mut admin = admin_client(channel);
+        let mut admin = admin_client(channel, self.config.max_message_size);
         match tokio::time::timeout(timeout, admin.list_regions(ListRegionsRequest {})).await {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
             Ok(Err(status)) => {

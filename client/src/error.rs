@@ -3,7 +3,9 @@
 //! Failures of single attempts ([`Failure`]) are retried inside the request loop; what
 //! reaches the caller is an [`Error`], which says which request failed (op, key,
 //! region) and, when the client gave up at its deadline, what the last failure was.
-//! [`Error::is_retryable`] separates "try again later" from "this request is wrong".
+//! [`Error::is_retryable`] separates "try again later" from "this request is wrong",
+//! and [`Error::Undetermined`] (see [`Error::is_undetermined`]) says a
+//! non-idempotent request may or may not have been applied.
 
 use std::fmt;
 use std::time::Duration;
@@ -170,6 +172,23 @@ pub enum Error {
         /// The region asked for.
         region_id: u64,
     },
+    /// A non-idempotent request (compare-and-swap) failed in a way that leaves its
+    /// outcome unknown: the store answered `Undetermined`, the RPC timed out, or the
+    /// connection was lost after the request was sent. It may or may not have been
+    /// applied, so the client did not retry it: read the key to learn what happened.
+    /// (Idempotent requests are retried on these failures instead.)
+    #[error(
+        "{request}: outcome unknown, it may or may not have been applied (not retried \
+         after attempt {attempts}): {cause}"
+    )]
+    Undetermined {
+        /// The request.
+        request: RequestInfo,
+        /// Which attempt failed this way (earlier ones certainly were not applied).
+        attempts: u32,
+        /// The failure that left the outcome unknown.
+        cause: Box<Failure>,
+    },
     /// The request kept failing with retryable errors until its deadline.
     #[error(
         "{request} gave up after {attempts} attempts in {elapsed:?} (request_timeout \
@@ -192,7 +211,8 @@ pub enum Error {
 impl Error {
     /// Whether the same call may succeed if made again later: true for deadline and
     /// reachability errors (the cluster may recover), false for errors in the request
-    /// itself or the configuration.
+    /// itself or the configuration, and false for [`Error::Undetermined`]: the call
+    /// may already have taken effect, so read before deciding to make it again.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Unreachable { .. } | Error::DeadlineExceeded { .. } => true,
@@ -202,14 +222,24 @@ impl Error {
             | Error::InvalidArgument(_)
             | Error::CrossRegionBatch { .. }
             | Error::Region { .. }
-            | Error::RegionNotFound { .. } => false,
+            | Error::RegionNotFound { .. }
+            | Error::Undetermined { .. } => false,
         }
     }
 
-    /// The last failure behind a [`Error::DeadlineExceeded`] or [`Error::Unreachable`].
+    /// Whether the request may or may not have been applied ([`Error::Undetermined`]).
+    /// Every other error of a write means it certainly was not applied, except
+    /// [`Error::DeadlineExceeded`] of an idempotent write, which may have been.
+    pub fn is_undetermined(&self) -> bool {
+        matches!(self, Error::Undetermined { .. })
+    }
+
+    /// The last failure behind a [`Error::DeadlineExceeded`], [`Error::Unreachable`] or
+    /// [`Error::Undetermined`].
     pub fn last_failure(&self) -> Option<&Failure> {
         match self {
             Error::DeadlineExceeded { last, .. } | Error::Unreachable { last, .. } => Some(last),
+            Error::Undetermined { cause, .. } => Some(cause),
             _ => None,
         }
     }

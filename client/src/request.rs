@@ -7,25 +7,41 @@
 //!    miss; pick the cached leader, or, when it is unknown or its store recently
 //!    failed, the `cursor`-th usable voter.
 //! 2. **Send** with `Context{region_id, region_epoch, peer}`, bounded by `rpc_timeout`.
-//! 3. **React.**
-//!    - success: remember the peer as leader, return;
-//!    - `NotLeader{leader}`: cache the hint and retry at once; without a hint, try the
-//!      next peer after a backoff;
-//!    - `EpochNotMatch{current_regions}`: replace the stale region by the given ones,
-//!      retry at once;
-//!    - `RegionNotFound` / `KeyNotInRegion`: drop the region, reload, retry;
-//!    - `ServerIsBusy{backoff_ms}`: back off (at least `backoff_ms`), retry;
-//!    - `StoreNotMatch`: reload (the store map is wrong), back off, retry;
-//!    - `EntryTooLarge`: return it (retrying cannot help);
-//!    - transport error (`Unavailable`, connection reset, refused): mark the store
-//!      down (its leader guesses are dropped), reload, try another peer after a backoff;
-//!    - RPC timeout: forget that leader guess, try another peer after a backoff;
-//!    - any other gRPC status (`InvalidArgument`, ...): return it at once.
+//! 3. **React** as the table says.
+//!
+//! Whether a failed attempt may be retried depends on two things: whether the
+//! failure says the request **certainly was not applied**, or leaves its **outcome
+//! unknown**; and whether the request is **idempotent** (reads, put, delete, a batch
+//! of puts and deletes: applying it twice is the same as once) or not
+//! (compare-and-swap: a second attempt after a first that was applied sees the new
+//! value and reports failure). A non-idempotent request is retried only on the
+//! "certainly not applied" rows; on an "outcome unknown" row it ends with
+//! [`Error::Undetermined`], and the caller reads the key to learn what happened.
+//!
+//! | answer | applied? | cache update, then | non-idempotent (CAS) |
+//! |---|---|---|---|
+//! | success | yes | remember the peer as leader; return | same |
+//! | `NotLeader{leader}` | no | cache the hint, retry at once; without a hint, next peer after a backoff | same |
+//! | `EpochNotMatch{current_regions}` | no | replace the stale region by the given ones, retry at once | same |
+//! | `RegionNotFound`, `KeyNotInRegion` | no | drop the region, reload, retry | same |
+//! | `ServerIsBusy{backoff_ms}` | no | back off (at least `backoff_ms`), retry | same |
+//! | `StoreNotMatch` | no | reload (the store map is wrong), back off, retry | same |
+//! | `StaleCommand` | no | back off, retry | same |
+//! | `EntryTooLarge` | no | return it as [`Error::Region`] (retrying cannot help) | same |
+//! | `Undetermined` | unknown | back off, retry | return [`Error::Undetermined`] |
+//! | connection refused / connect failed (nothing sent) | no | mark the store down, reload, next peer after a backoff | same |
+//! | connection lost, reset or cancelled after sending | unknown | mark the store down, reload, next peer after a backoff | return [`Error::Undetermined`] |
+//! | RPC timeout (`rpc_timeout`, or the deadline, cut the attempt short) | unknown | forget that leader guess, next peer after a backoff | return [`Error::Undetermined`] |
+//! | `Unavailable`/`Cancelled` sent by a server | no (refused before serving) | as a lost connection | retry |
+//! | `DeadlineExceeded`/`Aborted` sent by a server | unknown | back off, retry | return [`Error::Undetermined`] |
+//! | any other gRPC status (`InvalidArgument`, ...) | no | return it as [`Error::Rejected`] | same |
 //!
 //! "At once" retries are limited to [`MAX_IMMEDIATE_RETRIES`] in a row, so two stores
 //! that disagree about the leader cannot make the client spin. Backoff is exponential
 //! with jitter and never sleeps past the deadline. Every retry is logged at debug level
-//! with its reason.
+//! with its reason. A call that runs out of time ends with [`Error::DeadlineExceeded`]
+//! (for a non-idempotent call that is only possible when no attempt's outcome was
+//! unknown, so it certainly was not applied).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -43,12 +59,23 @@ use tracing::debug;
 
 use crate::client::Inner;
 use crate::config::ClientConfig;
-use crate::discovery::{is_transport_error, Want};
+use crate::discovery::{is_connect_failure, is_transport_error, Want};
 use crate::error::{is_retryable_code, Error, Failure, RequestInfo, Result};
 use crate::region_cache::contains;
 
 /// Retries without backoff allowed in a row (after a leader hint or a new epoch).
 pub(crate) const MAX_IMMEDIATE_RETRIES: u32 = 3;
+
+/// Whether a request may be applied twice without harm; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Idempotence {
+    /// Reads, put, delete, batches of puts and deletes: retried on every retryable
+    /// failure, "outcome unknown" included.
+    Idempotent,
+    /// Compare-and-swap: retried only when the failed attempt certainly was not
+    /// applied; otherwise the call ends with [`Error::Undetermined`].
+    NotIdempotent,
+}
 
 /// How a request finds its region.
 #[derive(Debug, Clone, Copy)]
@@ -179,12 +206,31 @@ enum RouteError {
 }
 
 impl Inner {
-    /// Runs one request to completion; see the module docs. `call` builds and sends the
-    /// RPC for an attempt; it runs once per attempt.
+    /// Runs one idempotent request to completion; see [`Inner::execute_with`].
     pub(crate) async fn execute<R, F, Fut>(
         &self,
         op: &'static str,
         by: RouteBy<'_>,
+        call: F,
+    ) -> Result<Done<R>>
+    where
+        R: HasRegionError,
+        F: FnMut(Channel, &Attempt) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        self.execute_with(op, by, Idempotence::Idempotent, call)
+            .await
+    }
+
+    /// Runs one request to completion; see the module docs. `call` builds and sends the
+    /// RPC for an attempt; it runs once per attempt. A [`Idempotence::NotIdempotent`]
+    /// request ends with [`Error::Undetermined`] at the first failure that leaves its
+    /// outcome unknown.
+    pub(crate) async fn execute_with<R, F, Fut>(
+        &self,
+        op: &'static str,
+        by: RouteBy<'_>,
+        idempotence: Idempotence,
         mut call: F,
     ) -> Result<Done<R>>
     where
@@ -204,6 +250,12 @@ impl Inner {
             op,
             key: by.key().map(<[u8]>::to_vec),
             region_id,
+        };
+        let once = idempotence == Idempotence::NotIdempotent;
+        let undetermined = |region_id, attempts, cause: Failure| Error::Undetermined {
+            request: request(region_id),
+            attempts,
+            cause: Box::new(cause),
         };
         loop {
             if Instant::now() >= deadline {
@@ -246,6 +298,13 @@ impl Inner {
                         }
                         Some(err) => {
                             self.cache.write().mark_up(attempt.peer.store_id);
+                            if once && matches!(err.kind, Some(Kind::Undetermined(_))) {
+                                let cause = Failure::Region {
+                                    store_id: attempt.peer.store_id,
+                                    error: Box::new(err),
+                                };
+                                return Err(undetermined(region_id, attempts, cause));
+                            }
                             match self
                                 .on_region_error(&attempt, err, &mut cursor, deadline)
                                 .await
@@ -272,10 +331,22 @@ impl Inner {
                         self.cache
                             .write()
                             .mark_down(attempt.peer.store_id, Instant::now());
+                        // A status the server sent (no source error) refused the
+                        // request; a local one may have cut a request already sent,
+                        // unless the connection was never made.
+                        let sent = std::error::Error::source(&status).is_some()
+                            && !is_connect_failure(&status);
+                        if once && sent {
+                            return Err(undetermined(region_id, attempts, failure));
+                        }
                         cursor += 1;
                         // The store may be gone for good: learn the current layout
                         // (and leaders) from the others.
                         let _ = self.reload(Want::Any, deadline).await;
+                    } else if once && is_retryable_code(status.code()) {
+                        // `DeadlineExceeded` / `Aborted` from the server: it may have
+                        // been working on the request.
+                        return Err(undetermined(region_id, attempts, failure));
                     } else if !is_retryable_code(status.code()) {
                         return Err(Error::Rejected {
                             request: request(region_id),
@@ -287,6 +358,14 @@ impl Inner {
                     (failure, Next::Backoff(Duration::ZERO))
                 }
                 Err(_elapsed) => {
+                    if once {
+                        // The request may have reached the store and been applied.
+                        let failure = Failure::Timeout {
+                            address: attempt.address.clone(),
+                            after: timeout,
+                        };
+                        return Err(undetermined(region_id, attempts, failure));
+                    }
                     // An attempt cut short by the request's own deadline says nothing
                     // about the store: report what failed before it.
                     if timeout < self.config.rpc_timeout && last.is_some() {
@@ -395,8 +474,9 @@ impl Inner {
             Some(Kind::EntryTooLarge(_)) => return Err(Box::new(err)),
             // Certainly not applied: safe to retry after a pause.
             Some(Kind::StaleCommand(_)) => Next::Backoff(Duration::ZERO),
-            // The outcome is unknown: the caller decides.
-            Some(Kind::Undetermined(_)) => return Err(Box::new(err)),
+            // The outcome is unknown: only idempotent requests get here (the request
+            // loop ends a non-idempotent one first), and applying them again is fine.
+            Some(Kind::Undetermined(_)) => Next::Backoff(Duration::ZERO),
             None => Next::Backoff(Duration::ZERO),
         };
         Ok((

@@ -87,3 +87,30 @@ async fn empty_regions_are_walked_through() {
     let rest = client.scan("c", "", 3).await.unwrap();
     assert_eq!(keys(&rest), ["c", "p", "q"]);
 }
+
+#[tokio::test]
+async fn continues_after_keys_of_the_maximum_size() {
+    // 4096 bytes is the longest key a store accepts; continuing "after" such a key
+    // must not make up a longer one.
+    let cluster = MockCluster::start(1, &[], &[1]).await;
+    let keys: Vec<Vec<u8>> = (0..5u8).map(|i| vec![b'a' + i; 4096]).collect();
+    {
+        let mut state = cluster.state();
+        for k in &keys {
+            state.data.insert(k.clone(), b"v".to_vec());
+        }
+    }
+    let config = ClientConfig {
+        scan_batch_size: 2,
+        ..test_config()
+    };
+    let client = Client::connect(cluster.endpoints(), config).await.unwrap();
+    let got: Vec<Vec<u8>> = client
+        .scan("", "", 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(got, keys);
+}

@@ -1,5 +1,17 @@
 //! The node's configuration: command-line flags and an equivalent TOML file
 //! (kebab-case keys, every field optional with the default below).
+//!
+//! ## Message size limits
+//!
+//! One number bounds every message: `raft-entry-max-size`, the largest Raft entry
+//! (an encoded command). [`NodeConfig::max_message_size`] derives the gRPC limit
+//! from it (the entry plus 1 MiB of headroom for headers, region keys and framing,
+//! `shoal_client::config::max_message_size_for`), and the node's Kv, Admin and Raft
+//! servers and its Raft transport all use that limit for decoding and encoding; the
+//! client's `max_message_size` defaults to the same value for the default entry size.
+//! [`NodeConfig::validate`] refuses a `max-value-size` whose put (plus a 4 KiB key
+//! and encoding overhead) could not fit in one entry, so that every value the Kv
+//! service accepts can replicate.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +20,15 @@ use serde::Deserialize;
 
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_SIZE: usize = 4096;
+
+/// Bytes one put adds to its key and value once encoded as a Raft command (request
+/// header with region id, epoch and peer; protobuf framing), generously rounded up.
+pub const PUT_ENTRY_OVERHEAD: usize = 1024;
+
+/// Store ids must be below this: region and peer ids are allocated as
+/// `store_id << 40 | counter`, so a larger store id would lose bits and two stores
+/// could hand out the same ids. 2^24.
+pub const MAX_STORE_ID_EXCLUSIVE: u64 = 1 << 24;
 
 /// How one node runs.
 #[derive(Clone, Debug, Deserialize)]
@@ -27,8 +48,15 @@ pub struct NodeConfig {
     /// Regions bootstrapped on first boot, evenly splitting the key space.
     /// Default 1; 1..=65536. Used on first boot only.
     pub initial_regions: usize,
-    /// Largest value accepted, in bytes. Default 1 MiB; 1..=64 MiB.
+    /// Largest value accepted, in bytes. Default 1 MiB; 1..=64 MiB, and a put of a
+    /// value this large with a 4 KiB key must fit in one Raft entry
+    /// (`max-value-size + 4096 + 1024 <= raft-entry-max-size`).
     pub max_value_size: usize,
+    /// Largest Raft entry (one encoded command), in bytes. Larger proposals are
+    /// refused with `EntryTooLarge`; every gRPC message limit of the node is this
+    /// plus 1 MiB (see the module docs). Default 8388608 (8 MiB);
+    /// 65536..=268435456.
+    pub raft_entry_max_size: usize,
     /// Most keys in one BatchWrite. Default 1024; >= 1.
     pub max_batch_keys: usize,
     /// Raft tick in milliseconds. Default 100; 1..=10000.
@@ -55,6 +83,7 @@ impl Default for NodeConfig {
             initial_cluster: String::new(),
             initial_regions: 1,
             max_value_size: 1 << 20,
+            raft_entry_max_size: shoal_client::config::DEFAULT_RAFT_ENTRY_MAX_SIZE,
             max_batch_keys: 1024,
             raft_tick_ms: 100,
             pollers: shoal_raftstore::Config::default().pollers,
@@ -97,6 +126,13 @@ impl NodeConfig {
                     "initial-cluster entry {part:?}: store ids start at 1"
                 ));
             }
+            if id >= MAX_STORE_ID_EXCLUSIVE {
+                return Err(format!(
+                    "initial-cluster entry {part:?}: store id {id} is too large; store ids \
+                     must be below {MAX_STORE_ID_EXCLUSIVE} (2^24) because region and peer \
+                     ids are allocated as store_id << 40"
+                ));
+            }
             if out.iter().any(|(i, _)| *i == id) {
                 return Err(format!("initial-cluster names store {id} twice"));
             }
@@ -116,6 +152,13 @@ impl NodeConfig {
         if self.store_id == 0 {
             return Err("store-id must be at least 1".into());
         }
+        if self.store_id >= MAX_STORE_ID_EXCLUSIVE {
+            return Err(format!(
+                "store-id {} is too large: store ids must be below {MAX_STORE_ID_EXCLUSIVE} \
+                 (2^24) because region and peer ids are allocated as store_id << 40",
+                self.store_id
+            ));
+        }
         self.addr
             .parse::<SocketAddr>()
             .map_err(|e| format!("addr {:?} is not HOST:PORT: {e}", self.addr))?;
@@ -134,6 +177,24 @@ impl NodeConfig {
                 self.max_value_size
             ));
         }
+        if !(64 << 10..=256 << 20).contains(&self.raft_entry_max_size) {
+            return Err(format!(
+                "raft-entry-max-size must be 65536..=268435456, got {}",
+                self.raft_entry_max_size
+            ));
+        }
+        let largest_put = self.max_value_size + MAX_KEY_SIZE + PUT_ENTRY_OVERHEAD;
+        if largest_put > self.raft_entry_max_size {
+            return Err(format!(
+                "max-value-size {} cannot replicate: a put of that size with a {MAX_KEY_SIZE}-byte \
+                 key is up to {largest_put} bytes as a Raft entry, over raft-entry-max-size {}; \
+                 lower max-value-size to at most {} or raise raft-entry-max-size",
+                self.max_value_size,
+                self.raft_entry_max_size,
+                self.raft_entry_max_size
+                    .saturating_sub(MAX_KEY_SIZE + PUT_ENTRY_OVERHEAD)
+            ));
+        }
         if self.max_batch_keys == 0 {
             return Err("max-batch-keys must be at least 1".into());
         }
@@ -150,6 +211,12 @@ impl NodeConfig {
         self.initial_stores().map(|_| ())
     }
 
+    /// The gRPC message limit (decoding and encoding) of every server and client of
+    /// this node: `raft-entry-max-size` plus 1 MiB (see the module docs).
+    pub fn max_message_size(&self) -> usize {
+        shoal_client::config::max_message_size_for(self.raft_entry_max_size)
+    }
+
     /// The raftstore settings this node uses.
     pub fn raftstore(&self) -> shoal_raftstore::Config {
         shoal_raftstore::Config {
@@ -158,6 +225,7 @@ impl NodeConfig {
             region_max_size: self.region_max_size,
             region_max_keys: self.region_max_keys,
             split_check_interval: std::time::Duration::from_millis(self.split_check_interval_ms),
+            raft_entry_max_size: self.raft_entry_max_size as u64,
             ..shoal_raftstore::Config::default()
         }
     }
@@ -195,5 +263,57 @@ mod tests {
             ..NodeConfig::default()
         };
         assert!(bad.validate().unwrap_err().contains("does not include"));
+    }
+
+    #[test]
+    fn store_ids_past_2_pow_24_are_refused() {
+        let ok = NodeConfig {
+            store_id: MAX_STORE_ID_EXCLUSIVE - 1,
+            ..NodeConfig::default()
+        };
+        ok.validate().unwrap();
+        let bad = NodeConfig {
+            store_id: MAX_STORE_ID_EXCLUSIVE,
+            ..NodeConfig::default()
+        };
+        let err = bad.validate().unwrap_err();
+        assert!(err.contains("store-id 16777216 is too large"), "{err}");
+        assert!(err.contains("store_id << 40"), "{err}");
+        let bad = NodeConfig {
+            initial_cluster: format!("1=127.0.0.1:1,{}=127.0.0.1:2", 1u64 << 30),
+            ..NodeConfig::default()
+        };
+        let err = bad.validate().unwrap_err();
+        assert!(err.contains("store id 1073741824 is too large"), "{err}");
+    }
+
+    #[test]
+    fn max_value_size_must_fit_in_one_raft_entry() {
+        let c = NodeConfig::default();
+        assert_eq!(c.max_message_size(), (8 << 20) + (1 << 20));
+        assert_eq!(c.raftstore().raft_entry_max_size, 8 << 20);
+        // 8 MiB values cannot replicate in 8 MiB entries.
+        let bad = NodeConfig {
+            max_value_size: 8 << 20,
+            ..NodeConfig::default()
+        };
+        let err = bad.validate().unwrap_err();
+        assert!(err.contains("max-value-size 8388608 cannot replicate"), "{err}");
+        assert!(err.contains("raft-entry-max-size"), "{err}");
+        // ... but fit in 16 MiB entries.
+        let ok = NodeConfig {
+            max_value_size: 8 << 20,
+            raft_entry_max_size: 16 << 20,
+            ..NodeConfig::default()
+        };
+        ok.validate().unwrap();
+        let bad = NodeConfig {
+            raft_entry_max_size: 1 << 10,
+            ..NodeConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("raft-entry-max-size"));
+        let toml: NodeConfig = toml::from_str("raft-entry-max-size = 1048576\nmax-value-size = 1000000\n").unwrap();
+        assert_eq!(toml.raft_entry_max_size, 1 << 20);
+        toml.validate().unwrap();
     }
 }

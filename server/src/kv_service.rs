@@ -1,13 +1,23 @@
 //! The Kv gRPC service: validates input, then hands each request to the store.
 //!
 //! Bad input (empty key, key over 4 KiB, value over `max-value-size`, batch over
-//! `max-batch-keys`) is refused with `InvalidArgument` before it reaches Raft.
-//! Region errors come back in the response's `region_error`; a dropped proposal is
-//! `Unavailable` (retryable); a storage failure is `Internal`.
+//! `max-batch-keys`) is refused with `InvalidArgument` before it reaches Raft; a
+//! request too large for the node's gRPC message limit is refused the same way,
+//! naming the limits (`message_limit`). A write whose Raft command would exceed
+//! `raft-entry-max-size` (a large BatchWrite) gets the `EntryTooLarge` region error
+//! before it is proposed. Region errors come back in the response's `region_error`:
+//! a proposal that certainly was not applied is `StaleCommand`, one whose outcome is
+//! unknown is `Undetermined`; a storage failure is `Internal`.
+//!
+//! A scan answer holds at most `limit` pairs and at most `raft-entry-max-size` bytes
+//! of pairs (always at least one pair), so that it fits in one gRPC message; the
+//! client continues after the last key it got. With `exclusive_start` the start key
+//! itself is never returned.
 
 use std::sync::Arc;
 
-use shoal_proto::errorpb::RegionError;
+use shoal_proto::errorpb::{region_error, EntryTooLarge, RegionError};
+use shoal_proto::Message;
 use shoal_proto::kvrpcpb::kv_server::Kv;
 use shoal_proto::kvrpcpb::*;
 use shoal_proto::raft_cmdpb::{
@@ -27,15 +37,22 @@ pub struct KvService {
     store: Arc<RaftStore>,
     max_value_size: usize,
     max_batch_keys: usize,
+    raft_entry_max_size: usize,
 }
 
 impl KvService {
-    /// A service over `store`.
-    pub fn new(store: Arc<RaftStore>, max_value_size: usize, max_batch_keys: usize) -> Self {
+    /// A service over `store` with the node's limits (see `NodeConfig`).
+    pub fn new(
+        store: Arc<RaftStore>,
+        max_value_size: usize,
+        max_batch_keys: usize,
+        raft_entry_max_size: usize,
+    ) -> Self {
         KvService {
             store,
             max_value_size,
             max_batch_keys,
+            raft_entry_max_size,
         }
     }
 
@@ -75,6 +92,20 @@ impl KvService {
             requests,
             admin: None,
         };
+        let size = request.encoded_len();
+        if size > self.raft_entry_max_size {
+            return Ok(Err(RegionError {
+                message: format!(
+                    "the write is {size} bytes as a Raft command, over raft-entry-max-size \
+                     ({} bytes); split it into smaller writes",
+                    self.raft_entry_max_size
+                ),
+                kind: Some(region_error::Kind::EntryTooLarge(EntryTooLarge {
+                    region_id,
+                    entry_size: size as u64,
+                })),
+            }));
+        }
         split_error(region_id, self.store.write(request).await)
     }
 
@@ -124,6 +155,33 @@ fn split_error<T>(
     }
 }
 
+/// What one scan answers: `pairs` without the start key when `exclusive`, at most
+/// `limit` of them, and no more pairs than fit in `max_bytes` (encoded), but at
+/// least one.
+fn scan_page(
+    pairs: Vec<KvPair>,
+    start: &[u8],
+    exclusive: bool,
+    limit: usize,
+    max_bytes: usize,
+) -> Vec<KvPair> {
+    let mut bytes = 0usize;
+    let mut page = Vec::new();
+    for pair in pairs {
+        if exclusive && pair.key.as_slice() <= start {
+            continue;
+        }
+        // Field tag and length prefix of the repeated `pairs` entry.
+        let size = pair.encoded_len() + 8;
+        if page.len() == limit || (!page.is_empty() && bytes + size > max_bytes) {
+            break;
+        }
+        bytes += size;
+        page.push(pair);
+    }
+    page
+}
+
 fn put_op(key: Vec<u8>, value: Vec<u8>) -> CmdRequest {
     CmdRequest {
         cmd: Some(request::Cmd::Put(PutOp { key, value })),
@@ -133,6 +191,32 @@ fn put_op(key: Vec<u8>, value: Vec<u8>) -> CmdRequest {
 fn delete_op(key: Vec<u8>) -> CmdRequest {
     CmdRequest {
         cmd: Some(request::Cmd::Delete(DeleteOp { key })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(key: &[u8], value_len: usize) -> KvPair {
+        KvPair {
+            key: key.to_vec(),
+            value: vec![0; value_len],
+        }
+    }
+
+    #[test]
+    fn a_scan_page_drops_the_excluded_start_and_keeps_to_its_limits() {
+        let pairs = vec![pair(b"a", 1), pair(b"b", 1), pair(b"c", 1)];
+        let keys = |p: Vec<KvPair>| p.into_iter().map(|p| p.key).collect::<Vec<_>>();
+        assert_eq!(keys(scan_page(pairs.clone(), b"a", true, 2, 1 << 20)), [b"b", b"c"]);
+        assert_eq!(keys(scan_page(pairs.clone(), b"a", false, 2, 1 << 20)), [b"a", b"b"]);
+        // The start key absent: the extra pair read is cut by the limit.
+        assert_eq!(keys(scan_page(pairs.clone(), b"0", true, 2, 1 << 20)), [b"a", b"b"]);
+        // Byte budget: at least one pair, then only what fits.
+        let big = vec![pair(b"a", 600), pair(b"b", 600), pair(b"c", 600)];
+        assert_eq!(keys(scan_page(big.clone(), b"", false, 10, 100)), [b"a"]);
+        assert_eq!(keys(scan_page(big, b"", false, 10, 1300)), [b"a", b"b"]);
     }
 }
 
@@ -172,15 +256,18 @@ impl Kv for KvService {
             0 => MAX_SCAN_LIMIT,
             n => n.min(MAX_SCAN_LIMIT),
         };
+        let exclusive = req.exclusive_start;
+        let start = req.start_key;
         let kind = ReadKind::Scan {
-            start: req.start_key,
+            start: start.clone(),
             end: req.end_key,
-            limit,
+            // One more, in case the first pair is the excluded start key.
+            limit: limit + usize::from(exclusive),
         };
         let resp = match self.read(req.context, kind).await? {
             Ok(ReadOutput::Pairs(pairs)) => ScanResponse {
                 region_error: None,
-                pairs,
+                pairs: scan_page(pairs, &start, exclusive, limit, self.raft_entry_max_size),
             },
             Ok(ReadOutput::Value(_)) => return Err(Status::internal("a scan returned a value")),
             Err(e) => ScanResponse {

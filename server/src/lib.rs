@@ -6,6 +6,7 @@
 //! - [`node`]: [`node::run`] opens the data dir, bootstraps on first boot, starts the
 //!   raftstore and serves until a shutdown future completes (tests pass their own).
 //! - [`kv_service`], [`admin_service`], [`raft_service`]: the tonic services.
+//! - `message_limit`: a tower layer that names the limit an oversized request hit.
 //! - [`transport`]: the Raft transport's sending side, one stream per remote store.
 //! - [`status`]: the status HTTP endpoint (`/metrics`).
 //! - [`cli`]: the `shoal kv` / `shoal admin` commands, on `shoal-client`.
@@ -15,6 +16,7 @@ pub mod admin_service;
 pub mod cli;
 pub mod config;
 pub mod kv_service;
+mod message_limit;
 pub mod node;
 pub mod playground;
 pub mod raft_service;

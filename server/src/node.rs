@@ -18,7 +18,8 @@ use crate::admin_service::AdminService;
 use crate::config::NodeConfig;
 use crate::kv_service::KvService;
 use crate::raft_service::RaftService;
-use crate::transport::GrpcTransport;
+use crate::message_limit::TooLargeLayer;
+use crate::transport::{GrpcTransport, TransportLimits};
 
 /// How long shutdown waits for open connections (other nodes' Raft streams, clients)
 /// before closing them.
@@ -56,7 +57,12 @@ pub async fn run(
         .filter(|s| s.id != cfg.store_id)
         .map(|s| (s.id, s.address.clone()))
         .collect();
-    let transport = GrpcTransport::new(addresses, tokio::runtime::Handle::current());
+    let limit = cfg.max_message_size();
+    let transport = GrpcTransport::new(
+        addresses,
+        tokio::runtime::Handle::current(),
+        TransportLimits::new(limit),
+    );
     let store = RaftStore::start(
         cfg.store_id,
         cfg.raftstore(),
@@ -90,18 +96,34 @@ pub async fn run(
         shutdown.await;
         notify.notify_one();
     };
+    // Every server decodes and encodes at most `limit` bytes per message (see the
+    // config's module docs); a larger request is refused naming the limits.
     let serve = tonic::transport::Server::builder()
-        .add_service(KvServer::new(KvService::new(
-            store.clone(),
+        .layer(TooLargeLayer::new(
             cfg.max_value_size,
-            cfg.max_batch_keys,
-        )))
-        .add_service(AdminServer::new(AdminService::new(
-            store.clone(),
-            me,
-            membership,
-        )))
-        .add_service(RaftServer::new(RaftService::new(store.clone())))
+            cfg.raft_entry_max_size,
+            limit,
+        ))
+        .add_service(
+            KvServer::new(KvService::new(
+                store.clone(),
+                cfg.max_value_size,
+                cfg.max_batch_keys,
+                cfg.raft_entry_max_size,
+            ))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        )
+        .add_service(
+            AdminServer::new(AdminService::new(store.clone(), me, membership))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
+            RaftServer::new(RaftService::new(store.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
         .serve_with_incoming_shutdown(
             // Without TCP_NODELAY, small answers and raft messages wait on Nagle's
             // algorithm (~40 ms against a delayed ACK).

@@ -1,45 +1,118 @@
 //! [`GrpcTransport`]: the sending side of the Raft transport.
 //!
 //! One long-lived client stream per remote store. `send` (called from poller and
-//! log-writer threads) only queues; a task per store drains the queue, merges what
-//! piled up into one `RaftMessageBatch`, and writes it to the stream. When the
+//! log-writer threads) only queues; a task per store drains the queue, packs what
+//! piled up into `RaftMessageBatch`es, and writes them to the stream. When the
 //! stream breaks the task reconnects with exponential backoff (50 ms .. 2 s);
 //! messages queued meanwhile are dropped, which Raft tolerates (it retransmits),
 //! and the store is reported unreachable so leaders stop pipelining appends to it.
+//!
+//! Two limits ([`TransportLimits`]) keep the transport from hurting the node:
+//!
+//! - **Frame size.** No batch is larger than the node's gRPC message limit
+//!   (`raft-entry-max-size` + 1 MiB, which the receiving Raft service decodes): the
+//!   drain splits what piled up into as many batches as needed. One message alone
+//!   always fits, since raft-rs never puts more than one entry past
+//!   `raft-max-size-per-msg` (<= `raft-entry-max-size`) in a message and the rest
+//!   is headers; a message that does not fit anyway is dropped with an error log
+//!   rather than sent to kill the stream (and every other region's messages in it).
+//! - **Queue size.** The bytes queued toward one store, in the queue and in the
+//!   stream's buffer toward tonic, are bounded by `max_queued_bytes`. A peer that
+//!   is connected but not reading (paused, overloaded) stalls the stream; once the
+//!   bound is reached `send` drops new messages and reports the store unreachable,
+//!   so memory stays bounded however long the stall lasts.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use shoal_proto::raft_serverpb::raft_client::RaftClient;
 use shoal_proto::raft_serverpb::{RaftMessage, RaftMessageBatch};
+use shoal_proto::Message;
 use shoal_raftstore::Transport;
 use tokio::sync::mpsc;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// Batches buffered toward one stream before the sender waits.
+/// Batches buffered toward one stream before the drain waits.
 const STREAM_BUFFER: usize = 256;
+/// Default bound on the bytes queued toward one store: 64 MiB, and at least two
+/// full batches.
+pub const MAX_QUEUED_BYTES: usize = 64 << 20;
+/// Bytes a message adds to its batch besides its own encoding: the field tag and
+/// the length prefix (at most 5 bytes of varint).
+const PER_MESSAGE_FRAMING: usize = 6;
 
 /// Called with a store id when that store cannot be reached.
 pub type UnreachableHandler = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// The transport's size limits; see the module docs.
+#[derive(Clone, Copy, Debug)]
+pub struct TransportLimits {
+    /// Largest encoded `RaftMessageBatch` sent (the gRPC message limit).
+    pub max_message_size: usize,
+    /// Most bytes of messages queued or buffered toward one store.
+    pub max_queued_bytes: usize,
+}
+
+impl TransportLimits {
+    /// Limits for a node whose gRPC message limit is `max_message_size`: the queue
+    /// bound is [`MAX_QUEUED_BYTES`], or two full batches if that is more.
+    pub fn new(max_message_size: usize) -> Self {
+        TransportLimits {
+            max_message_size,
+            max_queued_bytes: MAX_QUEUED_BYTES.max(2 * max_message_size),
+        }
+    }
+}
+
+/// The queue toward one store.
+struct StoreQueue {
+    tx: mpsc::UnboundedSender<Queued>,
+    /// Bytes in the queue and in the stream buffer (released when tonic takes a
+    /// batch, or when queued messages are dropped).
+    queued: Arc<AtomicUsize>,
+    /// Set while `send` drops messages for a full queue, so that the store is
+    /// reported unreachable once per overflow, not once per message.
+    overflowing: AtomicBool,
+}
+
+/// Messages (or a batch) counted in a store's queued bytes until dropped.
+struct Queued {
+    msgs: Vec<RaftMessage>,
+    bytes: usize,
+    counter: Arc<AtomicUsize>,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 /// Sends raft message batches to other stores over gRPC.
 pub struct GrpcTransport {
     addresses: HashMap<u64, String>,
-    queues: Mutex<HashMap<u64, mpsc::UnboundedSender<Vec<RaftMessage>>>>,
+    queues: Mutex<HashMap<u64, Arc<StoreQueue>>>,
     runtime: tokio::runtime::Handle,
     unreachable: Arc<OnceLock<UnreachableHandler>>,
+    limits: TransportLimits,
 }
 
 impl GrpcTransport {
     /// A transport to the stores of `addresses`, running its tasks on `runtime`.
-    pub fn new(addresses: HashMap<u64, String>, runtime: tokio::runtime::Handle) -> Arc<Self> {
+    pub fn new(
+        addresses: HashMap<u64, String>,
+        runtime: tokio::runtime::Handle,
+        limits: TransportLimits,
+    ) -> Arc<Self> {
         Arc::new(GrpcTransport {
             addresses,
             queues: Mutex::new(HashMap::new()),
             runtime,
             unreachable: Arc::new(OnceLock::new()),
+            limits,
         })
     }
 
@@ -48,42 +121,126 @@ impl GrpcTransport {
         let _ = self.unreachable.set(handler);
     }
 
-    fn queue(&self, store_id: u64) -> Option<mpsc::UnboundedSender<Vec<RaftMessage>>> {
+    /// Bytes queued or buffered toward `store_id`.
+    pub fn queued_bytes(&self, store_id: u64) -> usize {
+        let queues = self.queues.lock().expect("transport lock");
+        queues
+            .get(&store_id)
+            .map_or(0, |q| q.queued.load(Ordering::Acquire))
+    }
+
+    fn queue(&self, store_id: u64) -> Option<Arc<StoreQueue>> {
         let mut queues = self.queues.lock().expect("transport lock");
         if let Some(q) = queues.get(&store_id) {
-            if !q.is_closed() {
+            if !q.tx.is_closed() {
                 return Some(q.clone());
             }
         }
         let addr = self.addresses.get(&store_id)?.clone();
         let (tx, rx) = mpsc::unbounded_channel();
-        self.runtime
-            .spawn(stream_to(store_id, addr, rx, self.unreachable.clone()));
-        queues.insert(store_id, tx.clone());
-        Some(tx)
+        let queue = Arc::new(StoreQueue {
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+            overflowing: AtomicBool::new(false),
+        });
+        self.runtime.spawn(stream_to(
+            store_id,
+            addr,
+            rx,
+            self.unreachable.clone(),
+            self.limits.max_message_size,
+        ));
+        queues.insert(store_id, queue.clone());
+        Some(queue)
+    }
+
+    fn report(&self, store_id: u64) {
+        if let Some(h) = self.unreachable.get() {
+            h(store_id);
+        }
     }
 }
 
 impl Transport for GrpcTransport {
     fn send(&self, store_id: u64, msgs: Vec<RaftMessage>) {
-        match self.queue(store_id) {
-            Some(q) => {
-                let _ = q.send(msgs);
-            }
-            None => tracing::warn!(
+        let Some(q) = self.queue(store_id) else {
+            tracing::warn!(
                 store = store_id,
                 "no address known for store; dropping raft messages"
-            ),
+            );
+            return;
+        };
+        let bytes: usize = msgs.iter().map(RaftMessage::encoded_len).sum();
+        let before = q.queued.fetch_add(bytes, Ordering::AcqRel);
+        if before + bytes > self.limits.max_queued_bytes {
+            q.queued.fetch_sub(bytes, Ordering::AcqRel);
+            if !q.overflowing.swap(true, Ordering::AcqRel) {
+                tracing::warn!(
+                    store = store_id,
+                    queued = before,
+                    limit = self.limits.max_queued_bytes,
+                    "raft queue toward store is full (stream stalled?); dropping messages"
+                );
+                self.report(store_id);
+            }
+            return;
         }
+        q.overflowing.store(false, Ordering::Release);
+        let item = Queued {
+            msgs,
+            bytes,
+            counter: q.queued.clone(),
+        };
+        // On a closed queue the item is dropped, releasing its bytes.
+        let _ = q.tx.send(item);
     }
+}
+
+/// Splits `msgs` into batches whose encoding is at most `max_batch_bytes`, in
+/// order, each paired with the bytes it counts in the queue. A message too large
+/// for any batch is dropped (logged), its bytes returned as the third value.
+fn pack(
+    msgs: Vec<RaftMessage>,
+    max_batch_bytes: usize,
+) -> (Vec<(RaftMessageBatch, usize)>, Vec<RaftMessage>, usize) {
+    let mut out = Vec::new();
+    let mut dropped = Vec::new();
+    let mut dropped_bytes = 0;
+    let mut batch = Vec::new();
+    let (mut framed, mut counted) = (0usize, 0usize);
+    for m in msgs {
+        let size = m.encoded_len();
+        if size + PER_MESSAGE_FRAMING > max_batch_bytes {
+            dropped_bytes += size;
+            dropped.push(m);
+            continue;
+        }
+        if framed + size + PER_MESSAGE_FRAMING > max_batch_bytes {
+            out.push((
+                RaftMessageBatch {
+                    msgs: std::mem::take(&mut batch),
+                },
+                counted,
+            ));
+            (framed, counted) = (0, 0);
+        }
+        framed += size + PER_MESSAGE_FRAMING;
+        counted += size;
+        batch.push(m);
+    }
+    if !batch.is_empty() {
+        out.push((RaftMessageBatch { msgs: batch }, counted));
+    }
+    (out, dropped, dropped_bytes)
 }
 
 /// Keeps one stream to `addr` alive and feeds it from `rx`; ends when `rx` closes.
 async fn stream_to(
     store_id: u64,
     addr: String,
-    mut rx: mpsc::UnboundedReceiver<Vec<RaftMessage>>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
     unreachable: Arc<OnceLock<UnreachableHandler>>,
+    max_message_size: usize,
 ) {
     let report = || {
         if let Some(h) = unreachable.get() {
@@ -100,8 +257,10 @@ async fn stream_to(
                 return;
             }
         };
-        let mut client = match RaftClient::connect(endpoint).await {
-            Ok(c) => c,
+        let client = match RaftClient::connect(endpoint).await {
+            Ok(c) => c
+                .max_decoding_message_size(max_message_size)
+                .max_encoding_message_size(max_message_size),
             Err(e) => {
                 tracing::debug!(store = store_id, %addr, "raft connect failed: {e}");
                 report();
@@ -112,23 +271,52 @@ async fn stream_to(
                 continue;
             }
         };
-        let (tx, body_rx) = mpsc::channel::<RaftMessageBatch>(STREAM_BUFFER);
-        let body =
-            futures::stream::unfold(
-                body_rx,
-                |mut r| async move { r.recv().await.map(|b| (b, r)) },
-            );
+        let mut client = client;
+        let (tx, body_rx) = mpsc::channel::<Queued>(STREAM_BUFFER);
+        // Dropping the `Queued` once tonic has taken its batch releases its bytes.
+        let body = futures::stream::unfold(body_rx, |mut r| async move {
+            r.recv().await.map(|mut q| {
+                let msgs = std::mem::take(&mut q.msgs);
+                (RaftMessageBatch { msgs }, r)
+            })
+        });
         let call = tokio::spawn(async move { client.send(body).await });
         backoff = MIN_BACKOFF;
-        loop {
-            let Some(mut msgs) = rx.recv().await else {
+        'stream: loop {
+            let Some(first) = rx.recv().await else {
                 return;
             };
+            let counter = first.counter.clone();
+            let mut items = vec![first];
             while let Ok(more) = rx.try_recv() {
-                msgs.extend(more);
+                items.push(more);
             }
-            if tx.send(RaftMessageBatch { msgs }).await.is_err() || call.is_finished() {
-                break;
+            let mut msgs = Vec::new();
+            for mut item in items {
+                msgs.append(&mut item.msgs);
+                // Its bytes move to the batches below.
+                item.bytes = 0;
+            }
+            let (batches, dropped, dropped_bytes) = pack(msgs, max_message_size);
+            counter.fetch_sub(dropped_bytes, Ordering::AcqRel);
+            for m in &dropped {
+                tracing::error!(
+                    store = store_id,
+                    region = m.region_id,
+                    bytes = m.encoded_len(),
+                    limit = max_message_size,
+                    "raft message larger than the gRPC message limit; dropped"
+                );
+            }
+            for (batch, bytes) in batches {
+                let item = Queued {
+                    msgs: batch.msgs,
+                    bytes,
+                    counter: counter.clone(),
+                };
+                if tx.send(item).await.is_err() || call.is_finished() {
+                    break 'stream;
+                }
             }
         }
         tracing::debug!(store = store_id, %addr, "raft stream broke; reconnecting");
@@ -138,7 +326,7 @@ async fn stream_to(
 }
 
 /// Waits `backoff` while dropping what arrives. False when the queue closed.
-async fn drop_for(rx: &mut mpsc::UnboundedReceiver<Vec<RaftMessage>>, backoff: Duration) -> bool {
+async fn drop_for(rx: &mut mpsc::UnboundedReceiver<Queued>, backoff: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + backoff;
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -146,5 +334,96 @@ async fn drop_for(rx: &mut mpsc::UnboundedReceiver<Vec<RaftMessage>>, backoff: D
             Ok(None) => return false,
             Err(_) => return true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+    use std::time::Instant;
+
+    fn msg(region_id: u64, payload: usize) -> RaftMessage {
+        RaftMessage {
+            region_id,
+            message: vec![7; payload],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pack_keeps_every_batch_under_the_limit_and_the_order() {
+        let msgs: Vec<RaftMessage> = (1..=50).map(|i| msg(i, 1000 * (i as usize % 7))).collect();
+        let total: usize = msgs.iter().map(RaftMessage::encoded_len).sum();
+        let (batches, dropped, dropped_bytes) = pack(msgs, 10_000);
+        assert!(dropped.is_empty() && dropped_bytes == 0);
+        assert!(batches.len() > 1);
+        let mut regions = Vec::new();
+        let mut counted = 0;
+        for (b, bytes) in &batches {
+            assert!(b.encoded_len() <= 10_000, "{}", b.encoded_len());
+            counted += bytes;
+            regions.extend(b.msgs.iter().map(|m| m.region_id));
+        }
+        assert_eq!(counted, total);
+        assert_eq!(regions, (1..=50).collect::<Vec<_>>());
+        // A message that fits no batch is dropped, the others still go.
+        let (batches, dropped, _) = pack(vec![msg(1, 10), msg(2, 20_000), msg(3, 10)], 10_000);
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].region_id, 2);
+        let sent: Vec<u64> = batches
+            .iter()
+            .flat_map(|(b, _)| b.msgs.iter().map(|m| m.region_id))
+            .collect();
+        assert_eq!(sent, [1, 3]);
+    }
+
+    /// A peer that accepts the connection and never reads: the stream stalls (HTTP/2
+    /// flow control), the queue fills to its bound, and then messages are dropped
+    /// and the store is reported unreachable; memory does not grow.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_peer_bounds_the_queue_and_is_reported_unreachable() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let held = tokio::spawn(async move {
+            let mut sockets = Vec::new();
+            loop {
+                if let Ok((s, _)) = listener.accept().await {
+                    sockets.push(s);
+                }
+            }
+        });
+        let limits = TransportLimits {
+            max_message_size: 256 << 10,
+            max_queued_bytes: 1 << 20,
+        };
+        let transport = GrpcTransport::new(
+            HashMap::from([(2, addr)]),
+            tokio::runtime::Handle::current(),
+            limits,
+        );
+        let reports = Arc::new(AtomicU64::new(0));
+        let r = reports.clone();
+        transport.on_unreachable(Arc::new(move |store| {
+            assert_eq!(store, 2);
+            r.fetch_add(1, Ordering::Relaxed);
+        }));
+        // 64 MiB offered in 16 KiB messages, far over the 1 MiB bound.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for i in 0..4096 {
+            transport.send(2, vec![msg(i, 16 << 10)]);
+            assert!(transport.queued_bytes(2) <= limits.max_queued_bytes);
+            if i % 64 == 0 {
+                // Let the drain task run, as it would between poll rounds.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            assert!(Instant::now() < deadline, "sending took too long");
+        }
+        assert!(
+            reports.load(Ordering::Relaxed) >= 1,
+            "a full queue reports the store unreachable"
+        );
+        assert!(transport.queued_bytes(2) <= limits.max_queued_bytes);
+        held.abort();
     }
 }

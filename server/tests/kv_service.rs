@@ -142,3 +142,37 @@ async fn bad_input_is_refused_before_raft() {
     assert_eq!(c.get(b"k").await.unwrap(), None);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_continues_after_keys_of_the_maximum_size() {
+    // Issue 10 item 9: continuing after a 4096-byte key must not ask for a 4097-byte
+    // start key; the client continues with `exclusive_start` instead.
+    let node = start(1, 1 << 20).await;
+    let cfg = ClientConfig {
+        request_timeout: Duration::from_secs(10),
+        scan_batch_size: 2,
+        ..ClientConfig::default()
+    };
+    let c = Client::connect(vec![node.addr.clone()], cfg).await.unwrap();
+    let keys: Vec<Vec<u8>> = (0..5u8).map(|i| vec![b'a' + i; 4096]).collect();
+    for k in &keys {
+        c.put(k, b"v").await.unwrap();
+    }
+    let got: Vec<Vec<u8>> = c
+        .scan(b"", b"", 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(got, keys, "every key once, in order");
+    let from_second: Vec<Vec<u8>> = c
+        .scan(&keys[1], b"", 3)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(from_second, keys[1..4].to_vec());
+    node.stop().await;
+}

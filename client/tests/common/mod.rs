@@ -387,6 +387,7 @@ pub fn test_config() -> ClientConfig {
         connect_timeout: Duration::from_millis(500),
         store_down_cooldown: Duration::from_secs(1),
         scan_batch_size: 256,
+        ..ClientConfig::default()
     }
 }
 

@@ -76,6 +76,12 @@ impl Kv for MockNode {
 
     async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
         let req = req.into_inner();
+        // As the real store: bounds are keys, at most 4096 bytes.
+        if req.start_key.len() > 4096 || req.end_key.len() > 4096 {
+            return Err(Status::invalid_argument(
+                "scan bounds must be at most 4096 bytes",
+            ));
+        }
         let (state, region) = checked!(
             self,
             "scan",
@@ -96,6 +102,7 @@ impl Kv for MockNode {
         let pairs = state
             .data
             .range(req.start_key.clone()..)
+            .filter(|(k, _)| !req.exclusive_start || **k != req.start_key)
             .take_while(|(k, _)| end.is_empty() || **k < end)
             .take(limit)
             .map(|(k, v)| KvPair {

@@ -58,9 +58,14 @@ struct NodeArgs {
     /// Regions to bootstrap on first boot [default: 1].
     #[arg(long)]
     initial_regions: Option<usize>,
-    /// Largest value accepted, in bytes [default: 1048576].
+    /// Largest value accepted, in bytes; a put of it must fit in one Raft entry
+    /// [default: 1048576].
     #[arg(long)]
     max_value_size: Option<usize>,
+    /// Largest Raft entry, in bytes; every gRPC message limit is this plus 1 MiB
+    /// [default: 8388608].
+    #[arg(long)]
+    raft_entry_max_size: Option<usize>,
     /// Most keys in one batch write [default: 1024].
     #[arg(long)]
     max_batch_keys: Option<usize>,
@@ -83,6 +88,7 @@ impl NodeArgs {
             initial_cluster,
             initial_regions,
             max_value_size,
+            raft_entry_max_size,
             max_batch_keys
         );
         c.validate()?;
@@ -106,7 +112,23 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// A panic on any thread of a node ends the process: a poller, log writer or apply
+/// worker that died would leave its regions silent while the process stays up, so
+/// nothing would fail over. The default hook reports the panic (message, thread,
+/// backtrace when `RUST_BACKTRACE` is set); then the process aborts, supervision
+/// restarts it, and it recovers from disk. Installed by `shoal node` only: tests
+/// that run a node in-process keep unwinding.
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        tracing::error!("panic: {info}; aborting so that the node restarts and recovers from disk");
+        std::process::abort();
+    }));
+}
+
 async fn run_node(args: NodeArgs) -> Result<i32, String> {
+    abort_on_panic();
     let cfg = args.into_config()?;
     let listener = tokio::net::TcpListener::bind(&cfg.addr)
         .await
