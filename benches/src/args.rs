@@ -105,6 +105,10 @@ pub struct BenchArgs {
     /// Deadline of one request including the client's retries.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub request_timeout: Duration,
+    /// The Shoal cluster's `raft-entry-max-size`, in bytes: the client's gRPC message
+    /// limit is this plus 1 MiB, as every node's is.
+    #[arg(long, default_value_t = shoal_client::config::DEFAULT_RAFT_ENTRY_MAX_SIZE)]
+    pub raft_entry_max_size: usize,
     /// Extra processes (comma-separated pids) whose CPU time, read from /proc, is
     /// reported per 1,000 requests, e.g. the etcd members.
     #[arg(long, value_delimiter = ',')]

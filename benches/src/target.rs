@@ -7,7 +7,10 @@
 //!
 //! Every answer is checked: a read must return nothing or exactly `value_of(key)`, a
 //! scan must return keys in order from the start key with checked values. A failed
-//! check is an error of kind `wrong_answer`, never throughput.
+//! check is an error of kind `wrong_answer`, never throughput. A compare-and-swap
+//! whose outcome the client could not learn (`Error::Undetermined`: it may or may not
+//! have been applied) is an error of its own kind, `cas_undetermined`: not a wrong
+//! answer, and not retried.
 
 use std::time::Duration;
 
@@ -59,6 +62,9 @@ impl Target {
                 let config = ClientConfig {
                     request_timeout: args.request_timeout,
                     rpc_timeout: args.request_timeout.min(Duration::from_secs(5)),
+                    max_message_size: shoal_client::config::max_message_size_for(
+                        args.raft_entry_max_size,
+                    ),
                     ..ClientConfig::default()
                 };
                 let client = Client::connect(endpoints, config)
@@ -139,6 +145,8 @@ fn shoal_error(e: shoal_client::Error) -> OpError {
         E::Unreachable { .. } => "unreachable".to_string(),
         E::Rejected { code, .. } => format!("rejected_{code:?}").to_lowercase(),
         E::Region { .. } => "region_error".to_string(),
+        // Only compare-and-swap ends this way (the client retries idempotent ops).
+        E::Undetermined { .. } => "cas_undetermined".to_string(),
         _ => "client_error".to_string(),
     };
     OpError::new(kind, e.to_string())
@@ -166,8 +174,8 @@ async fn shoal_execute(c: &Client, op: Op, value_size: usize) -> Result<(), OpEr
                 .await
                 .map_err(shoal_error)?;
             match out.previous {
-                // Swapped, or found the key absent (not preloaded), or found our own
-                // value after an unknown-outcome retry: all correct answers.
+                // Swapped, or found the key absent (not preloaded), or found the value
+                // it swaps in: all correct answers.
                 Some(prev) if !out.succeeded && prev != v => check_value(&k, &prev, value_size),
                 _ => Ok(()),
             }
@@ -251,6 +259,25 @@ async fn etcd_execute(mut kv: KvClient<Channel>, op: Op, value_size: usize) -> R
 mod tests {
     use super::*;
     use crate::workload::key_of;
+
+    #[test]
+    fn an_undetermined_cas_is_its_own_error_kind() {
+        let err = shoal_client::Error::Undetermined {
+            request: shoal_client::RequestInfo {
+                op: "compare_and_swap",
+                key: Some(b"k".to_vec()),
+                region_id: Some(1),
+            },
+            attempts: 1,
+            cause: Box::new(shoal_client::Failure::Timeout {
+                address: "127.0.0.1:1".into(),
+                after: Duration::from_secs(1),
+            }),
+        };
+        let e = shoal_error(err);
+        assert_eq!(e.kind, "cas_undetermined");
+        assert!(e.message.contains("outcome unknown"), "{}", e.message);
+    }
 
     #[test]
     fn scans_are_checked_for_order_limit_and_values() {

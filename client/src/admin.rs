@@ -89,7 +89,12 @@ impl Client {
         let inner = &self.inner;
         let channel = inner.channel(endpoint)?;
         let timeout = inner.config.rpc_timeout.min(inner.config.request_timeout);
-        let failure = match tokio::time::timeout(timeout, call(admin_client(channel, inner.config.max_message_size))).await {
+        let failure = match tokio::time::timeout(
+            timeout,
+            call(admin_client(channel, inner.config.max_message_size)),
+        )
+        .await
+        {
             Ok(Ok(resp)) => return Ok(resp.into_inner()),
             Ok(Err(status)) if !is_transport_error(&status) => {
                 return Err(Error::Rejected {

@@ -333,15 +333,15 @@ impl Client {
                 RouteBy::Key(key),
                 Idempotence::NotIdempotent,
                 |channel, at| {
-                let req = CompareAndSwapRequest {
-                    context: Some(at.context()),
-                    key: key.to_vec(),
-                    expected_value: expected_value.clone(),
-                    expected_absent,
-                    new_value: new_value.to_vec(),
-                };
-                async move { kv_client(channel, max_msg).compare_and_swap(req).await }
-            },
+                    let req = CompareAndSwapRequest {
+                        context: Some(at.context()),
+                        key: key.to_vec(),
+                        expected_value: expected_value.clone(),
+                        expected_absent,
+                        new_value: new_value.to_vec(),
+                    };
+                    async move { kv_client(channel, max_msg).compare_and_swap(req).await }
+                },
             )
             .await?;
         let resp = done.resp;

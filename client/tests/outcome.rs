@@ -95,5 +95,9 @@ async fn a_cas_to_a_stopped_store_goes_to_the_new_leader() {
     cluster.set_leader(1, 2);
     let out = client.compare_and_swap("k", None, "v").await.unwrap();
     assert!(out.succeeded);
-    assert_eq!(cluster.requests("compare_and_swap").len(), 1, "served by store 2");
+    assert_eq!(
+        cluster.requests("compare_and_swap").len(),
+        1,
+        "served by store 2"
+    );
 }

@@ -29,16 +29,22 @@ impl AdminService {
     }
 }
 
-/// Region errors go in the response (the client retries or re-routes); the rest
-/// become gRPC statuses.
-fn region_error<T>(r: Result<T, CmdError>) -> Result<Result<T, RegionError>, Status> {
+/// Region errors go in the response (the client retries or re-routes), as the Kv
+/// service does: a proposal that certainly was not applied is `StaleCommand`, one
+/// whose outcome is unknown `Undetermined`. The rest become gRPC statuses.
+fn region_error<T>(
+    region_id: u64,
+    r: Result<T, CmdError>,
+) -> Result<Result<T, RegionError>, Status> {
     match r {
         Ok(v) => Ok(Ok(v)),
-        Err(CmdError::Region(e)) => Ok(Err(e)),
-        Err(CmdError::Invalid(m)) => Err(Status::invalid_argument(m)),
-        Err(CmdError::Dropped(m)) => Err(Status::unavailable(m)),
-        Err(CmdError::Undetermined(m)) => Err(Status::unavailable(format!("outcome unknown: {m}"))),
-        Err(CmdError::Storage(m)) => Err(Status::internal(m)),
+        Err(e) => match e.to_region_error(region_id) {
+            Some(re) => Ok(Err(re)),
+            None => match e {
+                CmdError::Invalid(m) => Err(Status::invalid_argument(m)),
+                other => Err(Status::internal(other.to_string())),
+            },
+        },
     }
 }
 
@@ -85,7 +91,7 @@ impl Admin for AdminService {
             .store
             .split(req.region_id, req.region_epoch, req.split_keys)
             .await;
-        match region_error(done)? {
+        match region_error(req.region_id, done)? {
             Ok(regions) => Ok(Response::new(SplitResponse {
                 region_error: None,
                 regions,
@@ -103,7 +109,7 @@ impl Admin for AdminService {
             .store
             .merge(req.source_region_id, req.target_region_id)
             .await;
-        match region_error(done)? {
+        match region_error(req.source_region_id, done)? {
             Ok(target) => Ok(Response::new(MergeResponse {
                 region_error: None,
                 target: Some(target),
@@ -133,8 +139,9 @@ impl Admin for AdminService {
         &self,
         req: Request<ChecksumRequest>,
     ) -> Result<Response<ChecksumResponse>, Status> {
-        let done = self.store.checksum(req.into_inner().region_id).await;
-        match region_error(done)? {
+        let region_id = req.into_inner().region_id;
+        let done = self.store.checksum(region_id).await;
+        match region_error(region_id, done)? {
             Ok(resp) => Ok(Response::new(resp)),
             Err(e) => Ok(Response::new(ChecksumResponse {
                 region_error: Some(e),

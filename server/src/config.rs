@@ -298,7 +298,10 @@ mod tests {
             ..NodeConfig::default()
         };
         let err = bad.validate().unwrap_err();
-        assert!(err.contains("max-value-size 8388608 cannot replicate"), "{err}");
+        assert!(
+            err.contains("max-value-size 8388608 cannot replicate"),
+            "{err}"
+        );
         assert!(err.contains("raft-entry-max-size"), "{err}");
         // ... but fit in 16 MiB entries.
         let ok = NodeConfig {
@@ -312,7 +315,8 @@ mod tests {
             ..NodeConfig::default()
         };
         assert!(bad.validate().unwrap_err().contains("raft-entry-max-size"));
-        let toml: NodeConfig = toml::from_str("raft-entry-max-size = 1048576\nmax-value-size = 1000000\n").unwrap();
+        let toml: NodeConfig =
+            toml::from_str("raft-entry-max-size = 1048576\nmax-value-size = 1000000\n").unwrap();
         assert_eq!(toml.raft_entry_max_size, 1 << 20);
         toml.validate().unwrap();
     }

@@ -17,13 +17,13 @@
 use std::sync::Arc;
 
 use shoal_proto::errorpb::{region_error, EntryTooLarge, RegionError};
-use shoal_proto::Message;
 use shoal_proto::kvrpcpb::kv_server::Kv;
 use shoal_proto::kvrpcpb::*;
 use shoal_proto::raft_cmdpb::{
     request, CompareAndSwapOp, DeleteOp, PutOp, RaftCmdRequest, RaftRequestHeader,
     Request as CmdRequest, Response as CmdResponse,
 };
+use shoal_proto::Message;
 use shoal_raftstore::{CmdError, RaftStore, ReadKind, ReadOutput};
 use tonic::{Request, Response, Status};
 
@@ -209,10 +209,19 @@ mod tests {
     fn a_scan_page_drops_the_excluded_start_and_keeps_to_its_limits() {
         let pairs = vec![pair(b"a", 1), pair(b"b", 1), pair(b"c", 1)];
         let keys = |p: Vec<KvPair>| p.into_iter().map(|p| p.key).collect::<Vec<_>>();
-        assert_eq!(keys(scan_page(pairs.clone(), b"a", true, 2, 1 << 20)), [b"b", b"c"]);
-        assert_eq!(keys(scan_page(pairs.clone(), b"a", false, 2, 1 << 20)), [b"a", b"b"]);
+        assert_eq!(
+            keys(scan_page(pairs.clone(), b"a", true, 2, 1 << 20)),
+            [b"b", b"c"]
+        );
+        assert_eq!(
+            keys(scan_page(pairs.clone(), b"a", false, 2, 1 << 20)),
+            [b"a", b"b"]
+        );
         // The start key absent: the extra pair read is cut by the limit.
-        assert_eq!(keys(scan_page(pairs.clone(), b"0", true, 2, 1 << 20)), [b"a", b"b"]);
+        assert_eq!(
+            keys(scan_page(pairs.clone(), b"0", true, 2, 1 << 20)),
+            [b"a", b"b"]
+        );
         // Byte budget: at least one pair, then only what fits.
         let big = vec![pair(b"a", 600), pair(b"b", 600), pair(b"c", 600)];
         assert_eq!(keys(scan_page(big.clone(), b"", false, 10, 100)), [b"a"]);

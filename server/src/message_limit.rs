@@ -94,8 +94,7 @@ fn rewrite<B: Default>(resp: http::Response<B>, hint: &str) -> http::Response<B>
                 .nth(1)
                 .and_then(|rest| rest.split(' ').next())
                 .unwrap_or("?");
-            tonic::Status::invalid_argument(format!("request is {found} bytes, {hint}"))
-                .into_http()
+            tonic::Status::invalid_argument(format!("request is {found} bytes, {hint}")).into_http()
         }
         _ => resp,
     }

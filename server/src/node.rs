@@ -17,8 +17,8 @@ use tokio::net::TcpListener;
 use crate::admin_service::AdminService;
 use crate::config::NodeConfig;
 use crate::kv_service::KvService;
-use crate::raft_service::RaftService;
 use crate::message_limit::TooLargeLayer;
+use crate::raft_service::RaftService;
 use crate::transport::{GrpcTransport, TransportLimits};
 
 /// How long shutdown waits for open connections (other nodes' Raft streams, clients)

@@ -91,12 +91,9 @@ async fn one_mib_values_replicate_or_are_refused_clearly() {
             client.put(&key, value(100 + i)).await
         })
     });
-    let results = tokio::time::timeout(
-        Duration::from_secs(30),
-        futures::future::join_all(puts),
-    )
-    .await
-    .expect("the puts must finish within seconds");
+    let results = tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(puts))
+        .await
+        .expect("the puts must finish within seconds");
     for (i, r) in results.into_iter().enumerate() {
         r.unwrap()
             .unwrap_or_else(|e| panic!("1 MiB put {i} must be acknowledged: {e}"));
@@ -115,7 +112,10 @@ async fn one_mib_values_replicate_or_are_refused_clearly() {
     for b in 0..2u8 {
         for i in 0..3u8 {
             let got = client.get(format!("pair-{b}-{i}")).await.unwrap();
-            assert!(got == Some(value(50 + 3 * b + i)), "pair-{b}-{i} reads back");
+            assert!(
+                got == Some(value(50 + 3 * b + i)),
+                "pair-{b}-{i} reads back"
+            );
         }
     }
 
@@ -134,10 +134,7 @@ async fn one_mib_values_replicate_or_are_refused_clearly() {
             assert_eq!(sums[0].2, 19, "warm-up + 6 pair + 4 batch + 8 put keys");
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "replicas never agreed: {sums:?}"
-        );
+        assert!(Instant::now() < deadline, "replicas never agreed: {sums:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 

@@ -105,11 +105,9 @@ async fn a_forged_heartbeat_never_leaves_a_node_alive_and_silent() {
             break;
         }
         let answered = match KvClient::connect(format!("http://{}", addrs[victim])).await {
-            Ok(mut kv) => {
-                tokio::time::timeout(Duration::from_secs(3), kv.get(get.clone()))
-                    .await
-                    .map(|r| r.is_ok())
-            }
+            Ok(mut kv) => tokio::time::timeout(Duration::from_secs(3), kv.get(get.clone()))
+                .await
+                .map(|r| r.is_ok()),
             Err(_) => Ok(false),
         };
         if answered == Ok(true) {
