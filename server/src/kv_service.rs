@@ -194,41 +194,6 @@ fn delete_op(key: Vec<u8>) -> CmdRequest {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pair(key: &[u8], value_len: usize) -> KvPair {
-        KvPair {
-            key: key.to_vec(),
-            value: vec![0; value_len],
-        }
-    }
-
-    #[test]
-    fn a_scan_page_drops_the_excluded_start_and_keeps_to_its_limits() {
-        let pairs = vec![pair(b"a", 1), pair(b"b", 1), pair(b"c", 1)];
-        let keys = |p: Vec<KvPair>| p.into_iter().map(|p| p.key).collect::<Vec<_>>();
-        assert_eq!(
-            keys(scan_page(pairs.clone(), b"a", true, 2, 1 << 20)),
-            [b"b", b"c"]
-        );
-        assert_eq!(
-            keys(scan_page(pairs.clone(), b"a", false, 2, 1 << 20)),
-            [b"a", b"b"]
-        );
-        // The start key absent: the extra pair read is cut by the limit.
-        assert_eq!(
-            keys(scan_page(pairs.clone(), b"0", true, 2, 1 << 20)),
-            [b"a", b"b"]
-        );
-        // Byte budget: at least one pair, then only what fits.
-        let big = vec![pair(b"a", 600), pair(b"b", 600), pair(b"c", 600)];
-        assert_eq!(keys(scan_page(big.clone(), b"", false, 10, 100)), [b"a"]);
-        assert_eq!(keys(scan_page(big, b"", false, 10, 1300)), [b"a", b"b"]);
-    }
-}
-
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
@@ -383,5 +348,40 @@ impl Kv for KvService {
             },
         };
         Ok(Response::new(resp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(key: &[u8], value_len: usize) -> KvPair {
+        KvPair {
+            key: key.to_vec(),
+            value: vec![0; value_len],
+        }
+    }
+
+    #[test]
+    fn a_scan_page_drops_the_excluded_start_and_keeps_to_its_limits() {
+        let pairs = vec![pair(b"a", 1), pair(b"b", 1), pair(b"c", 1)];
+        let keys = |p: Vec<KvPair>| p.into_iter().map(|p| p.key).collect::<Vec<_>>();
+        assert_eq!(
+            keys(scan_page(pairs.clone(), b"a", true, 2, 1 << 20)),
+            [b"b", b"c"]
+        );
+        assert_eq!(
+            keys(scan_page(pairs.clone(), b"a", false, 2, 1 << 20)),
+            [b"a", b"b"]
+        );
+        // The start key absent: the extra pair read is cut by the limit.
+        assert_eq!(
+            keys(scan_page(pairs.clone(), b"0", true, 2, 1 << 20)),
+            [b"a", b"b"]
+        );
+        // Byte budget: at least one pair, then only what fits.
+        let big = vec![pair(b"a", 600), pair(b"b", 600), pair(b"c", 600)];
+        assert_eq!(keys(scan_page(big.clone(), b"", false, 10, 100)), [b"a"]);
+        assert_eq!(keys(scan_page(big, b"", false, 10, 1300)), [b"a", b"b"]);
     }
 }
