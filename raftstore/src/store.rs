@@ -265,7 +265,7 @@ impl RaftStore {
 
     /// Replicates and applies a write; answers once applied.
     pub async fn write(&self, request: RaftCmdRequest) -> WriteResult {
-        let header = request.header.clone().unwrap_or_default();
+        let header = request.header.unwrap_or_default();
         self.check_header(&header)?;
         let (tx, rx) = oneshot::channel();
         let cmd = PeerMsg::Command(Command { request, reply: tx });
