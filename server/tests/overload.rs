@@ -112,7 +112,10 @@ fn a_paused_follower_under_load_leaves_the_leader_bounded_and_other_regions_fast
         }
     });
     let writes = written.load(Ordering::Relaxed);
-    assert!(writes > 1000, "only {writes} writes went through with one store paused");
+    assert!(
+        writes > 1000,
+        "only {writes} writes went through with one store paused"
+    );
     read_latencies.sort();
     let p99 = read_latencies[read_latencies.len() * 99 / 100];
     println!(
@@ -129,7 +132,10 @@ fn a_paused_follower_under_load_leaves_the_leader_bounded_and_other_regions_fast
         rss_before >> 20,
         peak >> 20
     );
-    assert!(p99 < Duration::from_secs(1), "reads of the other region p99 {p99:?}");
+    assert!(
+        p99 < Duration::from_secs(1),
+        "reads of the other region p99 {p99:?}"
+    );
     // The resumed follower catches up: every replica's checksum agrees.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -141,7 +147,9 @@ fn a_paused_follower_under_load_leaves_the_leader_bounded_and_other_regions_fast
             })
             .collect();
         let agree = sums.iter().all(|s| s.is_ok())
-            && sums.windows(2).all(|w| w[0].as_ref().ok() == w[1].as_ref().ok());
+            && sums
+                .windows(2)
+                .all(|w| w[0].as_ref().ok() == w[1].as_ref().ok());
         if agree {
             break;
         }
