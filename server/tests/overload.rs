@@ -138,6 +138,7 @@ fn a_paused_follower_under_load_leaves_the_leader_bounded_and_other_regions_fast
     );
     // The resumed follower catches up: every replica's checksum agrees.
     let deadline = Instant::now() + Duration::from_secs(60);
+    let resumed = Instant::now();
     loop {
         let sums: Vec<_> = addrs
             .iter()
@@ -151,8 +152,13 @@ fn a_paused_follower_under_load_leaves_the_leader_bounded_and_other_regions_fast
                 .windows(2)
                 .all(|w| w[0].as_ref().ok() == w[1].as_ref().ok());
         if agree {
+            println!(
+                "the follower caught up {:?} after resuming",
+                resumed.elapsed()
+            );
             break;
         }
+        println!("{:?} after resuming: {sums:?}", resumed.elapsed());
         assert!(Instant::now() < deadline, "replicas disagree: {sums:?}");
         std::thread::sleep(Duration::from_millis(500));
     }
