@@ -8,13 +8,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Filter, Isolate};
-use protobuf::Message as _;
-use raft::eraftpb::{Message as RaftPbMessage, MessageType};
+use common::{Cluster, DropFrom, DropType, Isolate};
+use raft::eraftpb::MessageType;
 use shoal_proto::errorpb::region_error::Kind;
 use shoal_proto::metapb::{Peer, Region};
 use shoal_proto::raft_cmdpb::{request, PutOp, RaftCmdRequest, RaftRequestHeader, Request};
-use shoal_proto::raft_serverpb::RaftMessage;
 use shoal_raftstore::{CmdError, RaftStore, ReadKind, TickMode, WriteResult};
 
 const T: Duration = Duration::from_secs(20);
@@ -57,38 +55,6 @@ fn leads(c: &Cluster, id: u64) -> bool {
     info.leader.is_some_and(|l| l.store_id == id)
 }
 
-/// Drops raft messages of one type sent by one store.
-struct DropFrom {
-    from_store: u64,
-    msg_type: MessageType,
-}
-
-impl Filter for DropFrom {
-    fn filter(&self, msgs: &mut Vec<RaftMessage>) {
-        msgs.retain(|m| {
-            let from = m.from_peer.as_ref().map_or(0, |p| p.store_id);
-            let ty = RaftPbMessage::parse_from_bytes(&m.message).map(|pb| pb.get_msg_type());
-            !(from == self.from_store && ty.is_ok_and(|t| t == self.msg_type))
-        });
-    }
-}
-
-/// Drops raft messages of one type sent to one store.
-struct DropTo {
-    to_store: u64,
-    msg_type: MessageType,
-}
-
-impl Filter for DropTo {
-    fn filter(&self, msgs: &mut Vec<RaftMessage>) {
-        msgs.retain(|m| {
-            let to = m.to_peer.as_ref().map_or(0, |p| p.store_id);
-            let ty = RaftPbMessage::parse_from_bytes(&m.message).map(|pb| pb.get_msg_type());
-            !(to == self.to_store && ty.is_ok_and(|t| t == self.msg_type))
-        });
-    }
-}
-
 /// Ticks `ids` (only those) until `done`, at most `max` times.
 fn tick_until(c: &Cluster, ids: &[u64], max: usize, done: impl Fn() -> bool) -> bool {
     for _ in 0..max {
@@ -111,7 +77,7 @@ fn a_read_whose_index_never_comes_is_refused_in_bounded_time_and_reads_go_on() {
     let region = c.region_for(b"k");
     // The leader's heartbeats get no answer, so its read index is never confirmed;
     // appends still flow, so followers stay active and it stays leader.
-    c.add_filter(DropTo {
+    c.add_filter(DropType {
         to_store: leader,
         msg_type: MessageType::MsgHeartbeatResponse,
     });

@@ -12,30 +12,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{free_port, start_nodes};
-use shoal_client::{Client, ClientConfig, Error, Mutation};
+use common::{connect, free_port, start_nodes};
+use shoal_client::{Error, Mutation};
 use shoal_proto::kvrpcpb::kv_client::KvClient;
 use shoal_proto::kvrpcpb::{Context, PutRequest};
 
 const MIB: usize = 1 << 20;
-
-async fn connect(endpoints: Vec<String>) -> Client {
-    let config = ClientConfig {
-        request_timeout: Duration::from_secs(20),
-        ..ClientConfig::default()
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match Client::connect(endpoints.clone(), config.clone()).await {
-            Ok(c) => return c,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("cluster never came up: {e}"),
-        }
-    }
-}
 
 fn value(tag: u8) -> Vec<u8> {
     // 1 MiB, the default max-value-size, with a recognisable pattern.

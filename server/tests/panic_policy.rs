@@ -9,31 +9,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{free_port, start_nodes};
+use common::{connect, free_port, start_nodes};
 use protobuf::Message as _;
 use raft::eraftpb::{Message as RaftPbMessage, MessageType};
-use shoal_client::{Client, ClientConfig};
 use shoal_proto::kvrpcpb::kv_client::KvClient;
 use shoal_proto::kvrpcpb::{Context, GetRequest};
 use shoal_proto::raft_serverpb::raft_client::RaftClient;
 use shoal_proto::raft_serverpb::{RaftMessage, RaftMessageBatch};
-
-async fn connect(endpoints: Vec<String>) -> Client {
-    let config = ClientConfig {
-        request_timeout: Duration::from_secs(20),
-        ..ClientConfig::default()
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match Client::connect(endpoints.clone(), config.clone()).await {
-            Ok(c) => return c,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(e) => panic!("cluster never came up: {e}"),
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_heartbeat_never_leaves_a_node_alive_and_silent() {

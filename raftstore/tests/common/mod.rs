@@ -80,6 +80,22 @@ impl Filter for DropType {
     }
 }
 
+/// Drops raft messages of one type sent by one store (e.g. its vote requests).
+pub struct DropFrom {
+    pub from_store: u64,
+    pub msg_type: MessageType,
+}
+
+impl Filter for DropFrom {
+    fn filter(&self, msgs: &mut Vec<RaftMessage>) {
+        msgs.retain(|m| {
+            let from = m.from_peer.as_ref().map_or(0, |p| p.store_id);
+            let ty = RaftPbMessage::parse_from_bytes(&m.message).map(|pb| pb.get_msg_type());
+            !(from == self.from_store && ty.is_ok_and(|t| t == self.msg_type))
+        });
+    }
+}
+
 type Stores = Arc<RwLock<HashMap<u64, Arc<RaftStore>>>>;
 
 /// The simulated network.

@@ -64,3 +64,23 @@ pub fn shoal(args: &[&str]) -> Output {
         .output()
         .expect("run shoal")
 }
+
+/// A client of the cluster at `endpoints` (20 s per request), retrying the
+/// connection until the nodes are up (at most 30 s).
+pub async fn connect(endpoints: Vec<String>) -> shoal_client::Client {
+    use std::time::{Duration, Instant};
+    let config = shoal_client::ClientConfig {
+        request_timeout: Duration::from_secs(20),
+        ..shoal_client::ClientConfig::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match shoal_client::Client::connect(endpoints.clone(), config.clone()).await {
+            Ok(c) => return c,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("cluster never came up: {e}"),
+        }
+    }
+}
