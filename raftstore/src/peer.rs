@@ -8,60 +8,38 @@
 //! apply together with the answers owed to their proposers.
 //!
 //! Every client request is answered exactly once: applied, refused with a region
-//! error, or dropped with a retryable error when its log position was taken by another
-//! leader's entry.
+//! error, certainly dropped (`StaleCommand`) or of unknown outcome (`Undetermined`).
+//!
+//! Layout: this file holds the peer's state, message dispatch and the ready;
+//! `propose.rs` the write path (checks, proposing, matching entries to proposals),
+//! `read.rs` the ReadIndex read path, `merge.rs` the merge's peer side.
 
 use std::collections::VecDeque;
 
 use protobuf::Message as _;
-use raft::eraftpb::{Entry, Message as RaftPbMessage};
-use raft::{RawNode, ReadState, StateRole};
-use shoal_engine::keys::{data_end_key, data_key, origin_key};
-use shoal_engine::{Cf, KvEngine, KvRead};
+use raft::eraftpb::Message as RaftPbMessage;
+use raft::{RawNode, StateRole};
+use shoal_engine::keys::{data_end_key, data_key};
+use shoal_engine::{Cf, KvEngine};
 use shoal_proto::adminpb::RegionInfo;
-use shoal_proto::kvrpcpb::KvPair;
 use shoal_proto::metapb::{Peer as PeerMeta, Region};
-use shoal_proto::raft_cmdpb::{admin_request, BatchSplitRequest, RaftRequestHeader};
+use shoal_proto::raft_cmdpb::admin_request;
 use shoal_proto::raft_serverpb::{MergeState, RaftMessage};
-use shoal_proto::Message as _;
 use tokio::sync::oneshot;
 
-use crate::apply::ApplyTask;
-use crate::cmd::{
-    admin_cmd, check_epoch, encode_pb, entry_too_large, key_in_region, key_not_in_region,
-    not_leader, region_merging, region_not_found, request_key,
-};
+use crate::cmd::{admin_cmd, encode_pb, not_leader, region_not_found};
 use crate::metrics::StoreMetrics;
-use crate::msg::{
-    CmdError, Command, PeerMsg, PeerTick, ReadKind, ReadOutput, ReadRequest, WriteResult,
-};
-use crate::poll::{PollCtx, StoreContext};
+use crate::msg::{CmdError, Command, PeerMsg, PeerTick, ReadRequest};
+use crate::poll::PollCtx;
 use crate::split_check::{CheckResult, CheckTask};
 use crate::storage::PeerStorage;
 
 mod merge;
+mod propose;
+mod read;
 
-/// A write waiting for its entry to commit and apply.
-struct Proposal {
-    index: u64,
-    term: u64,
-    reply: oneshot::Sender<WriteResult>,
-}
-
-/// Reads that share one read index.
-struct ReadBatch {
-    ctx: u64,
-    /// Set when the leader confirmed the index.
-    index: Option<u64>,
-    /// The raft tick count when the read index was asked.
-    asked_at: u64,
-    reads: Vec<ReadRequest>,
-}
-
-/// A read index unanswered for this many election timeouts is given up: raft-rs
-/// drops some requests silently (a follower without a leader, a leader that lost
-/// its term in the same round), and a batch must never wait for ever.
-const READ_INDEX_TIMEOUT_ELECTIONS: u64 = 2;
+use propose::Proposal;
+use read::ReadBatch;
 
 /// One region's replica on this store.
 pub struct Peer {
@@ -427,175 +405,12 @@ impl Peer {
         Ok(m)
     }
 
-    /// Checks that this peer leads and that the request's epoch and keys fit.
-    fn check_request(
-        &self,
-        header: &RaftRequestHeader,
-        keys: &mut dyn Iterator<Item = &[u8]>,
-    ) -> Result<(), CmdError> {
-        if !self.is_leader {
-            return Err(not_leader(self.region_id, self.leader_meta()));
-        }
-        check_epoch(self.region(), header.region_epoch.as_ref(), false)?;
-        for key in keys {
-            if !key_in_region(key, self.region()) {
-                return Err(key_not_in_region(key, self.region()));
-            }
-        }
-        Ok(())
-    }
-
-    pub(crate) fn propose(&mut self, cmd: Command, store: &StoreContext) {
-        let metrics = &store.metrics;
-        let Command { mut request, reply } = cmd;
-        let header = request.header.unwrap_or_default();
-        let checked = match request.admin.as_ref().and_then(|a| a.cmd.as_ref()) {
-            Some(admin_request::Cmd::PrepareMerge(_)) => {
-                self.check_prepare_merge(&header, &mut request, store.cfg.raft_entry_max_size)
-            }
-            Some(admin_request::Cmd::RollbackMerge(_)) => self.check_admin(&header, false),
-            _ if self.merging.is_some() => Err(region_merging(self.region_id)),
-            Some(admin_request::Cmd::Split(split)) => self.check_split(&header, split),
-            Some(admin_request::Cmd::CommitMerge(_)) => self.check_admin(&header, true),
-            None => {
-                let mut keys = request.requests.iter().filter_map(request_key);
-                self.check_request(&header, &mut keys)
-            }
-        };
-        let checked = checked.and_then(|()| self.check_can_propose(store));
-        if let Err(e) = checked {
-            let _ = reply.send(Err(e));
-            return;
-        }
-        let data = request.encode_to_vec();
-        if data.len() as u64 > store.cfg.raft_entry_max_size {
-            let _ = reply.send(Err(entry_too_large(
-                self.region_id,
-                data.len() as u64,
-                store.cfg.raft_entry_max_size,
-            )));
-            return;
-        }
-        let before = self.raw.raft.raft_log.last_index();
-        if let Err(e) = self.raw.propose(Vec::new(), data) {
-            // As leader, raft-rs refuses only while a leader transfer is under way or
-            // when too many bytes are uncommitted: nothing entered the log.
-            let _ = reply.send(Err(crate::cmd::server_busy(
-                self.region_id,
-                &format!("raft refused the proposal ({e})"),
-            )));
-            return;
-        }
-        let index = self.raw.raft.raft_log.last_index();
-        if index == before {
-            let _ = reply.send(Err(CmdError::Dropped("raft dropped the proposal".into())));
-            return;
-        }
-        StoreMetrics::add(&metrics.proposals, 1);
-        // Our own older proposals at this index or after were in a log a newer
-        // leader overwrote (we appended here): they can never commit.
-        while self.proposals.back().is_some_and(|p| p.index >= index) {
-            let p = self.proposals.pop_back().expect("back exists");
-            let _ = p.reply.send(Err(CmdError::Dropped(format!(
-                "region {}: index {} was overwritten by a newer leader's log",
-                self.region_id, p.index
-            ))));
-        }
-        self.proposals.push_back(Proposal {
-            index,
-            term: self.raw.raft.term,
-            reply,
-        });
-    }
-
-    /// The last checks before a proposal enters raft-rs: this peer must be the
-    /// leader **now** (it may have stepped down earlier in this round; raft-rs would
-    /// then forward the proposal, which may still be applied, so it is refused here
-    /// instead), and the queue of proposals waiting for apply must have room.
-    fn check_can_propose(&self, store: &StoreContext) -> Result<(), CmdError> {
-        if self.raw.raft.state != StateRole::Leader {
-            return Err(not_leader(self.region_id, self.leader_meta()));
-        }
-        if self.proposals.len() >= store.cfg.max_pending_proposals {
-            return Err(crate::cmd::server_busy(
-                self.region_id,
-                "too many proposals waiting to be applied",
-            ));
-        }
-        Ok(())
-    }
-
-    /// An admin command other than split must reach the leader with the current
-    /// epoch (conf_ver too when `conf_ver`).
-    fn check_admin(&self, header: &RaftRequestHeader, conf_ver: bool) -> Result<(), CmdError> {
-        if !self.is_leader {
-            return Err(not_leader(self.region_id, self.leader_meta()));
-        }
-        check_epoch(self.region(), header.region_epoch.as_ref(), conf_ver)
-    }
-
-    /// A split must reach the leader with the current epoch, conf_ver included (its
-    /// new peer ids pair with the parent's peers), and keys inside the region.
-    fn check_split(
-        &self,
-        header: &RaftRequestHeader,
-        split: &BatchSplitRequest,
-    ) -> Result<(), CmdError> {
-        if !self.is_leader {
-            return Err(not_leader(self.region_id, self.leader_meta()));
-        }
-        check_epoch(self.region(), header.region_epoch.as_ref(), true)?;
-        crate::split::derive_regions(self.region(), split).map(|_| ())
-    }
-
-    fn accept_read(&mut self, read: ReadRequest) {
-        if self.merging.is_some() {
-            let _ = read.reply.send(Err(region_merging(self.region_id)));
-            return;
-        }
-        let check = match &read.kind {
-            ReadKind::Get(key) => {
-                self.check_request(&read.header, &mut std::iter::once(key.as_slice()))
-            }
-            ReadKind::Scan { start, .. } => {
-                self.check_request(&read.header, &mut std::iter::once(start.as_slice()))
-            }
-        };
-        match check {
-            Ok(()) => self.new_reads.push(read),
-            Err(e) => {
-                let _ = read.reply.send(Err(e));
-            }
-        }
-    }
-
     /// After the round's messages: one read index for the reads gathered, then the ready.
     pub fn on_round_end(&mut self, ctx: &mut PollCtx) {
         if self.destroyed {
             return;
         }
-        // A message of this round may have made this peer step down: a read index
-        // asked now would be forwarded (or dropped) by raft-rs; refuse the reads.
-        if !self.new_reads.is_empty() && self.raw.raft.state != StateRole::Leader {
-            let leader = self.leader_meta();
-            for r in self.new_reads.drain(..) {
-                let _ = r.reply.send(Err(not_leader(self.region_id, leader)));
-            }
-        }
-        // raft-rs silently drops a read index asked of a leader that has not yet
-        // committed an entry of its term: keep the reads until it has (the commit
-        // of its first entry wakes this peer again).
-        if !self.new_reads.is_empty() && self.raw.raft.commit_to_current_term() {
-            let id = self.next_read_ctx;
-            self.next_read_ctx += 1;
-            self.raw.read_index(id.to_be_bytes().to_vec());
-            self.read_batches.push_back(ReadBatch {
-                ctx: id,
-                index: None,
-                asked_at: self.ticks,
-                reads: std::mem::take(&mut self.new_reads),
-            });
-        }
+        self.ask_read_index();
         self.handle_ready(ctx);
         // A read index may already be applied: serve without waiting for apply.
         self.serve_applied_reads(ctx);
@@ -697,179 +512,6 @@ impl Peer {
                 end_key: region.end_key.clone(),
                 is_tombstone: false,
             });
-        }
-    }
-
-    /// Sends committed entries to apply with the answers owed for them. Proposals
-    /// are matched to entries by (index, term): a proposal whose index committed
-    /// with another term's entry can never apply (certainly dropped); one whose
-    /// index passed without this peer seeing its entry has an unknown outcome.
-    fn schedule_apply(&mut self, committed: Vec<Entry>, ctx: &mut PollCtx) {
-        let (Some(first), Some(last)) = (committed.first(), committed.last()) else {
-            return;
-        };
-        let (first, last) = (first.index, last.index);
-        let mut replies = Vec::new();
-        while self.proposals.front().is_some_and(|p| p.index <= last) {
-            let p = self.proposals.pop_front().expect("front exists");
-            if p.index < first {
-                let _ = p.reply.send(Err(CmdError::Undetermined(format!(
-                    "region {}: index {} committed before this peer saw it",
-                    self.region_id, p.index
-                ))));
-                continue;
-            }
-            let entry = &committed[(p.index - first) as usize];
-            debug_assert_eq!(entry.index, p.index);
-            if entry.term == p.term {
-                replies.push((p.index, p.reply));
-            } else {
-                let _ = p.reply.send(Err(CmdError::Dropped(format!(
-                    "region {}: index {} was taken by another leader's entry",
-                    self.region_id, p.index
-                ))));
-            }
-        }
-        ctx.schedule_apply(ApplyTask {
-            region_id: self.region_id,
-            peer_id: self.peer_id,
-            entries: committed,
-            replies,
-        });
-    }
-
-    fn on_read_state(&mut self, rs: ReadState) {
-        let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
-            return;
-        };
-        let id = u64::from_be_bytes(bytes);
-        if let Some(b) = self.read_batches.iter_mut().find(|b| b.ctx == id) {
-            b.index = Some(rs.index);
-        }
-    }
-
-    /// Gives up the read batches whose index raft-rs has not confirmed within
-    /// [`READ_INDEX_TIMEOUT_ELECTIONS`] election timeouts: their reads get a
-    /// retryable error (nothing was read, so a retry is always safe).
-    fn expire_read_indexes(&mut self, ctx: &PollCtx) {
-        let limit = READ_INDEX_TIMEOUT_ELECTIONS * ctx.store.cfg.raft_election_ticks as u64;
-        let now = self.ticks;
-        let expired = |b: &ReadBatch| b.index.is_none() && now.saturating_sub(b.asked_at) >= limit;
-        if !self.read_batches.iter().any(expired) {
-            return;
-        }
-        let (gone, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.read_batches)
-            .into_iter()
-            .partition(expired);
-        self.read_batches = kept;
-        for b in gone {
-            tracing::debug!(
-                region = self.region_id,
-                ctx = b.ctx,
-                "read index lost; refusing its reads"
-            );
-            for r in b.reads {
-                let _ = r.reply.send(Err(crate::cmd::server_busy(
-                    self.region_id,
-                    "the read index was not confirmed in time",
-                )));
-            }
-        }
-    }
-
-    /// Serves every read whose index is applied. Batches are independent: one whose
-    /// index is not known yet does not hold back those behind it.
-    fn serve_applied_reads(&mut self, ctx: &mut PollCtx) {
-        let applied = self.applied_index;
-        let ready = |b: &ReadBatch| b.index.is_some_and(|i| i <= applied);
-        if !self.read_batches.iter().any(ready) {
-            return;
-        }
-        let (serve, wait): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.read_batches)
-            .into_iter()
-            .partition(ready);
-        self.read_batches = wait;
-        for batch in serve {
-            let served = batch.reads.len() as u64;
-            for r in batch.reads {
-                // A split may have been applied since the read was accepted: its keys
-                // may belong to another region now, whose writes this index misses.
-                match self.recheck_read(&r) {
-                    Ok(()) => self.execute_read(r, ctx),
-                    Err(e) => {
-                        let _ = r.reply.send(Err(e));
-                    }
-                }
-            }
-            StoreMetrics::add(&ctx.store.metrics.reads_served, served);
-        }
-    }
-
-    fn recheck_read(&self, read: &ReadRequest) -> Result<(), CmdError> {
-        check_epoch(self.region(), read.header.region_epoch.as_ref(), false)?;
-        let key = match &read.kind {
-            ReadKind::Get(key) => key,
-            ReadKind::Scan { start, .. } => start,
-        };
-        if !key_in_region(key, self.region()) {
-            return Err(key_not_in_region(key, self.region()));
-        }
-        Ok(())
-    }
-
-    /// Answers a confirmed read: a get here (one point lookup), a scan on the read
-    /// pool over a kv snapshot taken now, once everything up to the read index is
-    /// applied, so the scan sees exactly what the index promises.
-    fn execute_read(&self, read: ReadRequest, ctx: &PollCtx) {
-        let storage = |e: shoal_engine::Error| CmdError::Storage(e.to_string());
-        let ReadRequest { kind, reply, .. } = read;
-        match kind {
-            ReadKind::Get(key) => {
-                let out = ctx
-                    .store
-                    .kv
-                    .get(Cf::Default, &data_key(&key))
-                    .map(ReadOutput::Value)
-                    .map_err(storage);
-                let _ = reply.send(out);
-            }
-            ReadKind::Scan { start, end, limit } => {
-                // Clip to the region: a scan never reads past the range this peer owns.
-                let region = self.region();
-                let end = if end.is_empty()
-                    || (!region.end_key.is_empty() && end.as_slice() > region.end_key.as_slice())
-                {
-                    region.end_key.clone()
-                } else {
-                    end
-                };
-                let snap = ctx.store.kv.snapshot();
-                let region_id = self.region_id;
-                ctx.store.read_pool.spawn(Box::new(move |run| {
-                    if !run {
-                        let _ = reply.send(Err(crate::cmd::server_busy(
-                            region_id,
-                            "the read pool is full",
-                        )));
-                        return;
-                    }
-                    let out = snap
-                        .scan(Cf::Default, &data_key(&start), &data_end_key(&end), limit)
-                        .map_err(storage)
-                        .map(|pairs| {
-                            ReadOutput::Pairs(
-                                pairs
-                                    .into_iter()
-                                    .map(|(k, v)| KvPair {
-                                        key: origin_key(&k).to_vec(),
-                                        value: v,
-                                    })
-                                    .collect(),
-                            )
-                        });
-                    let _ = reply.send(out);
-                }));
-            }
         }
     }
 

@@ -1,0 +1,195 @@
+//! The write path of a peer: checking a command, proposing it, and matching the
+//! committed entries back to the proposals that wait for them.
+//!
+//! Checks before raft-rs: this peer leads **now** (raft-rs's own state, not the
+//! round's cached view: a peer that stepped down earlier in the round would have
+//! its proposal forwarded, and maybe applied, while the client hears "dropped"),
+//! the epoch and keys fit, fewer than `max_pending_proposals` wait, and the encoded
+//! command fits in `raft_entry_max_size`. Proposals are matched to committed entries
+//! by (index, term): another term at the index means certainly dropped
+//! (`CmdError::Dropped`); an index passed unseen means the outcome is unknown
+//! (`CmdError::Undetermined`).
+
+use raft::eraftpb::Entry;
+use raft::StateRole;
+use shoal_proto::raft_cmdpb::{admin_request, BatchSplitRequest, RaftRequestHeader};
+use shoal_proto::Message as _;
+use tokio::sync::oneshot;
+
+use super::Peer;
+use crate::apply::ApplyTask;
+use crate::cmd::{
+    check_epoch, entry_too_large, key_in_region, key_not_in_region, not_leader, region_merging,
+    request_key,
+};
+use crate::metrics::StoreMetrics;
+use crate::msg::{CmdError, Command, WriteResult};
+use crate::poll::{PollCtx, StoreContext};
+
+/// A write waiting for its entry to commit and apply.
+pub(super) struct Proposal {
+    pub(super) index: u64,
+    pub(super) term: u64,
+    pub(super) reply: oneshot::Sender<WriteResult>,
+}
+
+impl Peer {
+    /// Checks that this peer leads and that the request's epoch and keys fit.
+    pub(super) fn check_request(
+        &self,
+        header: &RaftRequestHeader,
+        keys: &mut dyn Iterator<Item = &[u8]>,
+    ) -> Result<(), CmdError> {
+        if !self.is_leader {
+            return Err(not_leader(self.region_id, self.leader_meta()));
+        }
+        check_epoch(self.region(), header.region_epoch.as_ref(), false)?;
+        for key in keys {
+            if !key_in_region(key, self.region()) {
+                return Err(key_not_in_region(key, self.region()));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn propose(&mut self, cmd: Command, store: &StoreContext) {
+        let metrics = &store.metrics;
+        let Command { mut request, reply } = cmd;
+        let header = request.header.unwrap_or_default();
+        let checked = match request.admin.as_ref().and_then(|a| a.cmd.as_ref()) {
+            Some(admin_request::Cmd::PrepareMerge(_)) => {
+                self.check_prepare_merge(&header, &mut request, store.cfg.raft_entry_max_size)
+            }
+            Some(admin_request::Cmd::RollbackMerge(_)) => self.check_admin(&header, false),
+            _ if self.merging.is_some() => Err(region_merging(self.region_id)),
+            Some(admin_request::Cmd::Split(split)) => self.check_split(&header, split),
+            Some(admin_request::Cmd::CommitMerge(_)) => self.check_admin(&header, true),
+            None => {
+                let mut keys = request.requests.iter().filter_map(request_key);
+                self.check_request(&header, &mut keys)
+            }
+        };
+        let checked = checked.and_then(|()| self.check_can_propose(store));
+        if let Err(e) = checked {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let data = request.encode_to_vec();
+        if data.len() as u64 > store.cfg.raft_entry_max_size {
+            let _ = reply.send(Err(entry_too_large(
+                self.region_id,
+                data.len() as u64,
+                store.cfg.raft_entry_max_size,
+            )));
+            return;
+        }
+        let before = self.raw.raft.raft_log.last_index();
+        if let Err(e) = self.raw.propose(Vec::new(), data) {
+            // As leader, raft-rs refuses only while a leader transfer is under way or
+            // when too many bytes are uncommitted: nothing entered the log.
+            let _ = reply.send(Err(crate::cmd::server_busy(
+                self.region_id,
+                &format!("raft refused the proposal ({e})"),
+            )));
+            return;
+        }
+        let index = self.raw.raft.raft_log.last_index();
+        if index == before {
+            let _ = reply.send(Err(CmdError::Dropped("raft dropped the proposal".into())));
+            return;
+        }
+        StoreMetrics::add(&metrics.proposals, 1);
+        // Our own older proposals at this index or after were in a log a newer
+        // leader overwrote (we appended here): they can never commit.
+        while self.proposals.back().is_some_and(|p| p.index >= index) {
+            let p = self.proposals.pop_back().expect("back exists");
+            let _ = p.reply.send(Err(CmdError::Dropped(format!(
+                "region {}: index {} was overwritten by a newer leader's log",
+                self.region_id, p.index
+            ))));
+        }
+        self.proposals.push_back(Proposal {
+            index,
+            term: self.raw.raft.term,
+            reply,
+        });
+    }
+
+    /// The last checks before a proposal enters raft-rs: this peer must be the
+    /// leader **now** (it may have stepped down earlier in this round; raft-rs would
+    /// then forward the proposal, which may still be applied, so it is refused here
+    /// instead), and the queue of proposals waiting for apply must have room.
+    fn check_can_propose(&self, store: &StoreContext) -> Result<(), CmdError> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(not_leader(self.region_id, self.leader_meta()));
+        }
+        if self.proposals.len() >= store.cfg.max_pending_proposals {
+            return Err(crate::cmd::server_busy(
+                self.region_id,
+                "too many proposals waiting to be applied",
+            ));
+        }
+        Ok(())
+    }
+
+    /// An admin command other than split must reach the leader with the current
+    /// epoch (conf_ver too when `conf_ver`).
+    fn check_admin(&self, header: &RaftRequestHeader, conf_ver: bool) -> Result<(), CmdError> {
+        if !self.is_leader {
+            return Err(not_leader(self.region_id, self.leader_meta()));
+        }
+        check_epoch(self.region(), header.region_epoch.as_ref(), conf_ver)
+    }
+
+    /// A split must reach the leader with the current epoch, conf_ver included (its
+    /// new peer ids pair with the parent's peers), and keys inside the region.
+    fn check_split(
+        &self,
+        header: &RaftRequestHeader,
+        split: &BatchSplitRequest,
+    ) -> Result<(), CmdError> {
+        if !self.is_leader {
+            return Err(not_leader(self.region_id, self.leader_meta()));
+        }
+        check_epoch(self.region(), header.region_epoch.as_ref(), true)?;
+        crate::split::derive_regions(self.region(), split).map(|_| ())
+    }
+
+    /// Sends committed entries to apply with the answers owed for them. Proposals
+    /// are matched to entries by (index, term): a proposal whose index committed
+    /// with another term's entry can never apply (certainly dropped); one whose
+    /// index passed without this peer seeing its entry has an unknown outcome.
+    pub(super) fn schedule_apply(&mut self, committed: Vec<Entry>, ctx: &mut PollCtx) {
+        let (Some(first), Some(last)) = (committed.first(), committed.last()) else {
+            return;
+        };
+        let (first, last) = (first.index, last.index);
+        let mut replies = Vec::new();
+        while self.proposals.front().is_some_and(|p| p.index <= last) {
+            let p = self.proposals.pop_front().expect("front exists");
+            if p.index < first {
+                let _ = p.reply.send(Err(CmdError::Undetermined(format!(
+                    "region {}: index {} committed before this peer saw it",
+                    self.region_id, p.index
+                ))));
+                continue;
+            }
+            let entry = &committed[(p.index - first) as usize];
+            debug_assert_eq!(entry.index, p.index);
+            if entry.term == p.term {
+                replies.push((p.index, p.reply));
+            } else {
+                let _ = p.reply.send(Err(CmdError::Dropped(format!(
+                    "region {}: index {} was taken by another leader's entry",
+                    self.region_id, p.index
+                ))));
+            }
+        }
+        ctx.schedule_apply(ApplyTask {
+            region_id: self.region_id,
+            peer_id: self.peer_id,
+            entries: committed,
+            replies,
+        });
+    }
+}
