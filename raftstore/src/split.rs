@@ -79,14 +79,12 @@ pub fn check_split_request(keys: &[Vec<u8>]) -> Result<(), CmdError> {
     Ok(())
 }
 
-/// Checks split keys against the region: non-empty, strictly inside the range (not
-/// its start key), ascending and distinct.
+/// Checks split keys against the region: the request's own limits
+/// ([`check_split_request`]), then each key non-empty and strictly inside the range
+/// (not its start key).
 pub fn check_split_keys(region: &Region, keys: &[Vec<u8>]) -> Result<(), CmdError> {
-    if keys.is_empty() {
-        return Err(CmdError::Invalid("no split key given".into()));
-    }
+    check_split_request(keys)?;
     let shown = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
-    let mut prev: Option<&[u8]> = None;
     for k in keys {
         if k.is_empty() {
             return Err(CmdError::Invalid(
@@ -109,12 +107,6 @@ pub fn check_split_keys(region: &Region, keys: &[Vec<u8>]) -> Result<(), CmdErro
                 shown(&region.end_key)
             )));
         }
-        if prev.is_some_and(|p| p >= k.as_slice()) {
-            return Err(CmdError::Invalid(
-                "split keys must be ascending and distinct".into(),
-            ));
-        }
-        prev = Some(k);
     }
     Ok(())
 }

@@ -72,6 +72,12 @@ fn a_follower_partitioned_during_prepare_converges_after_heal() {
     let leader = c.wait_leader(r2, T);
     c.wait_leader(r1, T);
     let follower = c.store_ids().into_iter().find(|&id| id != leader).unwrap();
+    // The follower has the source's peer up and acknowledging before it is cut
+    // off (a prepare waits, retryably, for every replica to have acknowledged).
+    c.put(&key(true, 999), b"seen", T).unwrap();
+    for id in c.store_ids() {
+        c.wait_local(id, &key(true, 999), b"seen", T);
+    }
     c.add_filter(Isolate(follower));
     // Writes the isolated follower misses: they reach it only through the commit.
     for i in 0..30u32 {
