@@ -10,6 +10,7 @@
 //!   `eraftpb::Message` as bytes) and the state each store persists (`RaftLocalState` in
 //!   the log engine; `RegionLocalState` and `RaftApplyState` in the kv engine).
 //! - [`raft_cmdpb`]: the commands carried in Raft entries (`RaftCmdRequest`).
+//! - [`RegionExt`]: range and membership helpers on a `Region`, shared by every crate.
 
 #![allow(clippy::all, missing_docs)]
 
@@ -44,3 +45,6 @@ pub mod raft_cmdpb {
 }
 
 pub use prost::Message;
+
+mod region;
+pub use region::RegionExt;
