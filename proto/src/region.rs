@@ -69,7 +69,10 @@ mod tests {
         let mid = region(b"c", b"m");
         let tail = region(b"m", b"");
         assert!(all.covers(&mid) && all.covers(&tail));
-        assert!(!mid.covers(&tail), "an unbounded end is not inside a bounded one");
+        assert!(
+            !mid.covers(&tail),
+            "an unbounded end is not inside a bounded one"
+        );
         assert!(!tail.covers(&mid));
         assert!(region(b"a", b"n").covers(&mid));
     }

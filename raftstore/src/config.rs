@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::error::ConfigError;
+
 /// How a store runs its Raft groups.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -86,65 +88,87 @@ impl Default for Config {
 
 impl Config {
     /// The split check period in raft ticks.
-    pub fn split_check_ticks(&self) -> u32 {
+    pub(crate) fn split_check_ticks(&self) -> u32 {
         let ticks =
             self.split_check_interval.as_millis() / self.raft_tick_interval.as_millis().max(1);
         ticks.clamp(1, u32::MAX as u128) as u32
     }
 
+    /// The raft-rs settings of peer `id`, resuming after `applied`.
+    pub(crate) fn raft_config(&self, id: u64, applied: u64) -> raft::Config {
+        raft::Config {
+            id,
+            election_tick: self.raft_election_ticks,
+            heartbeat_tick: self.raft_heartbeat_ticks,
+            applied,
+            max_size_per_msg: self.raft_max_size_per_msg,
+            max_inflight_msgs: self.raft_max_inflight_msgs,
+            max_uncommitted_size: self.raft_max_uncommitted_size,
+            pre_vote: true,
+            check_quorum: true,
+            ..Default::default()
+        }
+    }
+
     /// Checks every bound, saying exactly which field is wrong.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let tick = self.raft_tick_interval;
         if tick < Duration::from_millis(1) || tick > Duration::from_secs(10) {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "raft-tick-interval must be 1ms..=10s, got {tick:?}"
-            ));
+            )));
         }
         if self.raft_heartbeat_ticks == 0 {
-            return Err("raft-heartbeat-ticks must be at least 1".into());
+            return Err(ConfigError(
+                "raft-heartbeat-ticks must be at least 1".into(),
+            ));
         }
         if self.raft_election_ticks <= self.raft_heartbeat_ticks {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "raft-election-ticks ({}) must exceed raft-heartbeat-ticks ({})",
                 self.raft_election_ticks, self.raft_heartbeat_ticks
-            ));
+            )));
         }
         if self.region_max_size == 0 || self.region_max_keys == 0 {
-            return Err("region-max-size and region-max-keys must be at least 1".into());
+            return Err(ConfigError(
+                "region-max-size and region-max-keys must be at least 1".into(),
+            ));
         }
         if self.split_check_interval < tick {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "split-check-interval ({:?}) must be at least one raft tick ({tick:?})",
                 self.split_check_interval
-            ));
+            )));
         }
         if self.raft_max_size_per_msg < 1024 {
-            return Err("raft-max-size-per-msg must be at least 1024 bytes".into());
+            return Err(ConfigError(
+                "raft-max-size-per-msg must be at least 1024 bytes".into(),
+            ));
         }
         if !(64 << 10..=256 << 20).contains(&self.raft_entry_max_size) {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "raft-entry-max-size must be 65536..=268435456 bytes, got {}",
                 self.raft_entry_max_size
-            ));
+            )));
         }
         if self.raft_max_size_per_msg > self.raft_entry_max_size {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "raft-max-size-per-msg ({}) must not exceed raft-entry-max-size ({})",
                 self.raft_max_size_per_msg, self.raft_entry_max_size
-            ));
+            )));
         }
         if self.raft_max_uncommitted_size < self.raft_entry_max_size {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "raft-max-uncommitted-size ({}) must be at least raft-entry-max-size ({})",
                 self.raft_max_uncommitted_size, self.raft_entry_max_size
-            ));
+            )));
         }
         if self.apply_workers != 1 {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "apply-workers must be 1 (got {}): a merge applies the source and the \
                  target on one apply worker",
                 self.apply_workers
-            ));
+            )));
         }
         for (name, v) in [
             ("raft-max-inflight-msgs", self.raft_max_inflight_msgs),
@@ -156,7 +180,7 @@ impl Config {
             ("read-pool-queue", self.read_pool_queue),
         ] {
             if v == 0 {
-                return Err(format!("{name} must be at least 1"));
+                return Err(ConfigError(format!("{name} must be at least 1")));
             }
         }
         Ok(())
@@ -174,12 +198,16 @@ mod tests {
             raft_election_ticks: 2,
             ..Config::default()
         };
-        assert!(bad.validate().unwrap_err().contains("raft-election-ticks"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("raft-election-ticks"));
         let bad = Config {
             pollers: 0,
             ..Config::default()
         };
-        assert!(bad.validate().unwrap_err().contains("pollers"));
+        assert!(bad.validate().unwrap_err().to_string().contains("pollers"));
         let bad = Config {
             apply_workers: 2,
             ..Config::default()
@@ -187,6 +215,7 @@ mod tests {
         assert!(bad
             .validate()
             .unwrap_err()
+            .to_string()
             .contains("apply-workers must be 1"));
     }
 }

@@ -1,14 +1,36 @@
-//! Glue to the batch system: the peer and store FSMs and the router type.
+//! The batch system glue: the peer and store FSMs, the router type, and the poll
+//! round ([`RaftPoller`], the batch system's handler).
+//!
+//! For every peer of a round the poller hands each message to the peer
+//! (`Peer::on_msg`), then ends the peer's round (`Peer::on_round_end`: read index,
+//! ready). Everything the peers produce is gathered in one [`PollCtx`]. At the end
+//! of the round ([`PollCtx::flush`]):
+//! 1. the messages that may go before persistence leave as **one batch per remote
+//!    store**;
+//! 2. all entries and hard states become **one write task** for the log writer;
+//! 3. committed entries go to the apply workers, one message per worker.
+//!
+//! Pollers never touch the disk: the log writer syncs, then tells each peer its
+//! ready is persisted.
+//!
+//! This module and the peer are a cycle by nature: the router holds the FSMs, the
+//! FSMs hold peers, and a peer's handler reaches the router through the context.
 
-use shoal_router::{Fsm, Router};
+use std::sync::Arc;
+
+use shoal_proto::raft_serverpb::RaftMessage;
+use shoal_router::{Fsm, PollHandler, RoundFsms, Router};
 
 use crate::msg::{PeerMsg, StoreMsg};
-use crate::peer::Peer;
+use crate::raft::apply::{ApplyMsg, ApplyTask};
+use crate::raft::peer::Peer;
+use crate::store::context::StoreContext;
+use crate::worker::log_writer::WriteTask;
 
 /// A peer as the batch system sees it.
-pub struct PeerFsm {
+pub(crate) struct PeerFsm {
     /// The peer.
-    pub peer: Peer,
+    pub(crate) peer: Peer,
 }
 
 impl Fsm for PeerFsm {
@@ -16,9 +38,9 @@ impl Fsm for PeerFsm {
 }
 
 /// The store's control FSM: handles what no peer can (messages for unknown regions).
-pub struct StoreFsm {
+pub(crate) struct StoreFsm {
     /// This store's id.
-    pub store_id: u64,
+    pub(crate) store_id: u64,
 }
 
 impl Fsm for StoreFsm {
@@ -26,4 +48,91 @@ impl Fsm for StoreFsm {
 }
 
 /// The router of one store: region id -> peer mailbox, plus the store FSM.
-pub type StoreRouter = Router<PeerFsm, StoreFsm>;
+pub(crate) type StoreRouter = Router<PeerFsm, StoreFsm>;
+
+/// What peers produce during one round.
+pub(crate) struct PollCtx {
+    /// The store's shared parts.
+    pub(crate) store: Arc<StoreContext>,
+    /// The round's log write.
+    pub(crate) write: WriteTask,
+    /// Messages to send at the end of the round.
+    pub(crate) outgoing: Vec<RaftMessage>,
+    applies: Vec<Vec<ApplyTask>>,
+}
+
+impl PollCtx {
+    /// An empty round context.
+    pub(crate) fn new(store: Arc<StoreContext>) -> Self {
+        let workers = store.apply.len();
+        PollCtx {
+            store,
+            write: WriteTask::default(),
+            outgoing: Vec::new(),
+            applies: (0..workers).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    /// Queues committed entries for the region's apply worker.
+    pub(crate) fn schedule_apply(&mut self, task: ApplyTask) {
+        let w = (task.region_id % self.applies.len() as u64) as usize;
+        self.applies[w].push(task);
+    }
+
+    /// Hands the round's work on: messages, the write task, apply tasks.
+    pub(crate) fn flush(&mut self) {
+        if !self.outgoing.is_empty() {
+            self.store.send_messages(std::mem::take(&mut self.outgoing));
+        }
+        if !self.write.is_empty() {
+            let task = std::mem::take(&mut self.write);
+            if self.store.writer.send(task).is_err() {
+                tracing::error!("the log writer has stopped; the round's writes are lost");
+            }
+        }
+        for (w, tasks) in self.applies.iter_mut().enumerate() {
+            if !tasks.is_empty() {
+                let _ = self.store.apply[w].send(ApplyMsg::Tasks(std::mem::take(tasks)));
+            }
+        }
+    }
+}
+
+/// The batch system's handler for a store.
+pub(crate) struct RaftPoller {
+    ctx: PollCtx,
+}
+
+impl RaftPoller {
+    /// A poller sharing `store`.
+    pub(crate) fn new(store: Arc<StoreContext>) -> Self {
+        RaftPoller {
+            ctx: PollCtx::new(store),
+        }
+    }
+}
+
+impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
+    fn handle_control(&mut self, store: &mut StoreFsm, msgs: &mut Vec<StoreMsg>) {
+        for msg in msgs.drain(..) {
+            match msg {
+                StoreMsg::Raft(m) => tracing::debug!(
+                    store = store.store_id,
+                    region = m.region_id,
+                    "raft message for a region this store does not have"
+                ),
+            }
+        }
+    }
+
+    fn handle_normal(&mut self, fsm: &mut PeerFsm, msgs: &mut Vec<PeerMsg>) {
+        for msg in msgs.drain(..) {
+            fsm.peer.on_msg(msg, &mut self.ctx);
+        }
+        fsm.peer.on_round_end(&mut self.ctx);
+    }
+
+    fn end(&mut self, _fsms: RoundFsms<'_, PeerFsm>) {
+        self.ctx.flush();
+    }
+}

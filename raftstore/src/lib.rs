@@ -1,47 +1,53 @@
 //! Shoal's raftstore: many Raft groups on one store, sharing one batched event
 //! loop, one log engine and one connection per remote store.
 //!
-//! Layout (by concern):
-//! - [`store`]: [`RaftStore`] starts the threads, loads the peers, and takes requests
-//!   (`write`, `read`, `regions`, `on_raft_message`).
-//! - [`bootstrap`]: the deterministic first boot of a cluster's initial regions.
-//! - [`peer`]: one region's replica on raft-rs `RawNode`: proposals, ReadIndex reads,
-//!   and the handling of each `Ready`.
-//! - [`storage`]: raft-rs `Storage` over the shared log engine plus an entry cache.
-//! - [`poll`]: the poll round: the batch system's handler, gathering every peer's
-//!   writes, messages and committed entries of a round.
-//! - [`log_writer`]: merges the rounds' write tasks into one synced write, then
-//!   releases the messages and notifications that waited for it.
-//! - [`apply`]: apply workers, writing committed entries and apply state in one batch.
-//! - [`transport`]: the [`Transport`] trait the server and the test harness implement.
-//! - [`msg`], [`fsm`], [`cmd`], [`config`], [`metrics`], [`logger`]: messages, batch
-//!   system glue, request checks, settings, counters and raft-rs logging.
+//! The crate is laid out by **operation**, so that a reader finds any behaviour by
+//! folder name (`ARCHITECTURE.md` at the project root is the full map):
+//! - `store/`: [`RaftStore`]: starting and stopping the threads, loading the
+//!   peers, the request door; bootstrap of a new cluster; the id allocator.
+//! - `fsm.rs`: the batch system glue and the poll round (one write task, one
+//!   message batch per store and one apply message per worker per round).
+//! - `raft/`: one region's replica: the `Peer` (state and message dispatch),
+//!   `PeerStorage` (raft-rs `Storage` over the shared log), apply-side state.
+//! - `operation/`: what the peers do, one operation per file (the ready, propose,
+//!   read, life, split, split check, merge prepare/commit/rollback, checksum), each
+//!   with its propose side, apply side and on-applied side together.
+//! - `worker/`: the threads that do the IO: log writer (one fsync per round),
+//!   apply, region worker (split checks, ids, merge-target checks), read pool.
+//! - `msg.rs`, `error.rs`, `config.rs`, `metrics.rs`, `transport.rs`: messages,
+//!   errors, settings, counters, the transport trait.
 //!
-//! The data flow of one write: client -> `RaftStore::write` -> peer mailbox -> poller
-//! proposes -> the round's ready -> log writer (one fsync for all peers of the rounds) ->
-//! followers ack -> commit -> apply worker writes `kv/` -> the client is answered.
+//! The data flow of one write: client -> [`RaftStore::write`] -> the region's
+//! mailbox -> a poller proposes -> the round's ready -> the log writer (one fsync
+//! for every peer of the rounds) -> followers ack -> commit -> the apply worker
+//! writes `kv/` -> the client is answered and the peer gets one apply result.
 
-pub mod apply;
-pub mod bootstrap;
-pub mod checksum;
-pub mod cmd;
-pub mod config;
-pub mod fsm;
-pub mod log_writer;
-pub mod logger;
-pub mod merge;
-pub mod metrics;
-pub mod msg;
-pub mod peer;
-pub mod poll;
-pub mod read_pool;
-pub mod split;
-pub mod split_check;
-pub mod storage;
-pub mod store;
-pub mod transport;
+mod config;
+mod error;
+mod fsm;
+mod metrics;
+mod msg;
+mod operation;
+mod raft;
+mod store;
+mod transport;
+mod worker;
 
 pub use config::Config;
-pub use msg::{CmdError, ReadKind, ReadOutput, WriteResult};
+pub use error::{CmdError, ConfigError, StartError, WriteResult};
+pub use metrics::StoreMetrics;
+pub use operation::read::{ReadKind, ReadOutput};
+pub use operation::split::{MAX_KEY_SIZE, MAX_SPLIT_KEYS};
 pub use store::{RaftStore, TickMode};
 pub use transport::Transport;
+
+/// First boot of a cluster (see `store/bootstrap.rs`).
+pub mod bootstrap {
+    pub use crate::store::bootstrap::{
+        bootstrap, initial_regions, load_ident, split_keys, MAX_INITIAL_REGIONS,
+    };
+}
+
+/// Store ids must be below this: a store's region and peer ids are
+/// `store_id << 40 | n`.
+pub use store::ids::MAX_STORE_ID;

@@ -207,7 +207,7 @@ impl NodeConfig {
         if self.pollers == 0 {
             return Err("pollers must be at least 1".into());
         }
-        self.raftstore().validate()?;
+        self.raftstore().validate().map_err(|e| e.to_string())?;
         self.initial_stores().map(|_| ())
     }
 

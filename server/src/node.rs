@@ -38,7 +38,8 @@ pub async fn run(
         .into_iter()
         .map(|(id, address)| Store { id, address })
         .collect();
-    let (membership, fresh) = bootstrap(&engines, cfg.store_id, &initial, cfg.initial_regions)?;
+    let (membership, fresh) = bootstrap(&engines, cfg.store_id, &initial, cfg.initial_regions)
+        .map_err(|e| e.to_string())?;
     if fresh {
         tracing::info!(
             store = cfg.store_id,
@@ -69,7 +70,8 @@ pub async fn run(
         engines,
         transport.clone(),
         TickMode::Timer,
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     let store = Arc::new(store);
     let weak = Arc::downgrade(&store);
     transport.on_unreachable(Arc::new(move |store_id| {

@@ -17,6 +17,7 @@ use shoal_proto::errorpb::region_error::Kind;
 use shoal_proto::metapb::{Region, Store};
 use shoal_proto::raft_cmdpb::{request, PutOp, RaftCmdRequest, RaftRequestHeader, Request};
 use shoal_proto::raft_serverpb::RaftMessage;
+use shoal_proto::RegionExt;
 use shoal_raftstore::bootstrap::{bootstrap, initial_regions};
 use shoal_raftstore::{CmdError, Config, RaftStore, ReadKind, ReadOutput, TickMode, Transport};
 
@@ -309,7 +310,7 @@ impl Cluster {
         for id in self.store_ids() {
             for info in self.rt.block_on(self.store(id).regions()) {
                 let Some(r) = info.region else { continue };
-                if !shoal_raftstore::cmd::key_in_region(key, &r) {
+                if !r.contains_key(key) {
                     continue;
                 }
                 let version = |r: &Region| r.region_epoch.unwrap_or_default().version;
@@ -321,7 +322,7 @@ impl Cluster {
         best.unwrap_or_else(|| {
             self.regions
                 .iter()
-                .find(|r| shoal_raftstore::cmd::key_in_region(key, r))
+                .find(|r| r.contains_key(key))
                 .cloned()
                 .expect("the regions cover the key space")
         })

@@ -21,13 +21,7 @@ use shoal_engine::{LogEngine, LogEntry};
 use shoal_proto::metapb::{PeerRole, Region};
 use shoal_proto::raft_serverpb::{HardState, RaftApplyState, RaftLocalState};
 
-use crate::cmd::encode_pb;
-
-/// Index and term every bootstrapped region starts from (as if a snapshot at 5/5
-/// was applied), so that all initial peers agree on a non-empty state.
-pub const INIT_INDEX: u64 = 5;
-/// See [`INIT_INDEX`].
-pub const INIT_TERM: u64 = 5;
+use crate::raft::encode_pb;
 
 /// One peer's view of its Raft log and state.
 pub struct PeerStorage {
@@ -122,11 +116,6 @@ impl PeerStorage {
     /// The current (possibly not yet persisted) raft state.
     pub fn raft_state(&self) -> &RaftLocalState {
         &self.raft_state
-    }
-
-    /// The apply state this storage was opened with (truncated index and term).
-    pub fn apply_state(&self) -> &RaftApplyState {
-        &self.apply_state
     }
 
     /// Records new entries from a ready (numbered `ready`) and returns them encoded for the

@@ -12,24 +12,26 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+use crate::error::StartError;
+
 /// One piece of work for the pool. It is called exactly once: with `true` on a
 /// pool thread, or with `false` on the caller's thread when the pool cannot take
 /// it (full or stopped), so that it answers its requester with a retryable error.
-pub type ReadJob = Box<dyn FnOnce(bool) + Send>;
+pub(crate) type ReadJob = Box<dyn FnOnce(bool) + Send>;
 
 /// The sending side of the pool.
 #[derive(Clone)]
-pub struct ReadPool {
+pub(crate) struct ReadPool {
     tx: Sender<ReadJob>,
 }
 
 impl ReadPool {
     /// Starts `threads` workers named `name-N` sharing a queue of `capacity` jobs.
-    pub fn start(
+    pub(crate) fn start(
         name: &str,
         threads: usize,
         capacity: usize,
-    ) -> Result<(ReadPool, Vec<JoinHandle<()>>), String> {
+    ) -> Result<(ReadPool, Vec<JoinHandle<()>>), StartError> {
         let (tx, rx) = crossbeam_channel::bounded::<ReadJob>(capacity);
         let mut handles = Vec::with_capacity(threads);
         for i in 0..threads {
@@ -41,7 +43,10 @@ impl ReadPool {
                         job(true);
                     }
                 })
-                .map_err(|e| format!("cannot start thread {name}-{i}: {e}"))?;
+                .map_err(|source| StartError::Thread {
+                    name: format!("{name}-{i}"),
+                    source,
+                })?;
             handles.push(h);
         }
         Ok((ReadPool { tx }, handles))
@@ -49,7 +54,7 @@ impl ReadPool {
 
     /// Queues `job`; when the queue is full or the pool stopped, calls `job(false)`
     /// at once and returns false.
-    pub fn spawn(&self, job: ReadJob) -> bool {
+    pub(crate) fn spawn(&self, job: ReadJob) -> bool {
         match self.tx.try_send(job) {
             Ok(()) => true,
             Err(TrySendError::Full(j) | TrySendError::Disconnected(j)) => {

@@ -9,6 +9,11 @@
 //!
 //! A store that finds its identity record already in `kv/` is not bootstrapped
 //! again: restarts ignore the bootstrap settings.
+//!
+//! The initial raft and apply states ([`initial_raft_state`], [`initial_apply_state`])
+//! are defined here once: bootstrap writes them, a split's new regions start from
+//! them, and loading synthesizes the raft state of a region split off just before
+//! a crash from them.
 
 use shoal_engine::keys::{apply_state_key, region_state_key, store_key};
 use shoal_engine::rocks::Engines;
@@ -20,7 +25,37 @@ use shoal_proto::raft_serverpb::{
 };
 use shoal_proto::Message;
 
-use crate::storage::{INIT_INDEX, INIT_TERM};
+use crate::error::StartError;
+
+/// Index and term every bootstrapped region starts from (as if a snapshot at 5/5
+/// was applied), so that all initial peers agree on a non-empty state. Regions made
+/// by a split start there too.
+pub(crate) const INIT_INDEX: u64 = 5;
+/// See [`INIT_INDEX`].
+pub(crate) const INIT_TERM: u64 = 5;
+
+/// The raft state of a region created by bootstrap or a split.
+pub(crate) fn initial_raft_state() -> RaftLocalState {
+    RaftLocalState {
+        hard_state: Some(HardState {
+            term: INIT_TERM,
+            vote: 0,
+            commit: INIT_INDEX,
+        }),
+        last_index: INIT_INDEX,
+    }
+}
+
+/// The apply state of a region created by bootstrap or a split.
+pub(crate) fn initial_apply_state() -> RaftApplyState {
+    RaftApplyState {
+        applied_index: INIT_INDEX,
+        truncated_index: INIT_INDEX,
+        truncated_term: INIT_TERM,
+        commit_index: INIT_INDEX,
+        commit_term: INIT_TERM,
+    }
+}
 
 /// Most initial regions (the split keys are two bytes).
 pub const MAX_INITIAL_REGIONS: usize = 65536;
@@ -75,23 +110,17 @@ pub fn initial_regions(store_ids: &[u64], k: usize) -> Vec<Region> {
 }
 
 /// The identity and membership a store was bootstrapped with, if it was.
-pub fn load_ident(engines: &Engines) -> Result<Option<(StoreIdent, Vec<Store>)>, String> {
+pub fn load_ident(engines: &Engines) -> Result<Option<(StoreIdent, Vec<Store>)>, StartError> {
     let kv = &engines.kv;
-    let Some(ident) = kv
-        .get(Cf::Meta, &store_key(IDENT_KEY))
-        .map_err(|e| e.to_string())?
-    else {
+    let Some(ident) = kv.get(Cf::Meta, &store_key(IDENT_KEY))? else {
         return Ok(None);
     };
-    let ident =
-        StoreIdent::decode(ident.as_slice()).map_err(|e| format!("store identity record: {e}"))?;
-    let membership = match kv
-        .get(Cf::Meta, &store_key(MEMBERSHIP_KEY))
-        .map_err(|e| e.to_string())?
-    {
+    let ident = StoreIdent::decode(ident.as_slice())
+        .map_err(|e| StartError::Corrupt(format!("store identity record: {e}")))?;
+    let membership = match kv.get(Cf::Meta, &store_key(MEMBERSHIP_KEY))? {
         Some(m) => {
             ClusterMembership::decode(m.as_slice())
-                .map_err(|e| format!("membership record: {e}"))?
+                .map_err(|e| StartError::Corrupt(format!("membership record: {e}")))?
                 .stores
         }
         None => Vec::new(),
@@ -107,23 +136,25 @@ pub fn bootstrap(
     store_id: u64,
     stores: &[Store],
     regions: usize,
-) -> Result<(Vec<Store>, bool), String> {
+) -> Result<(Vec<Store>, bool), StartError> {
     if let Some((ident, membership)) = load_ident(engines)? {
         if ident.store_id != store_id {
-            return Err(format!(
+            return Err(StartError::Identity(format!(
                 "this data directory belongs to store {}, not store {store_id}",
                 ident.store_id
-            ));
+            )));
         }
         return Ok((membership, false));
     }
     if regions == 0 || regions > MAX_INITIAL_REGIONS {
-        return Err(format!(
+        return Err(StartError::Config(crate::error::ConfigError(format!(
             "initial regions must be 1..={MAX_INITIAL_REGIONS}, got {regions}"
-        ));
+        ))));
     }
     if !stores.iter().any(|s| s.id == store_id) {
-        return Err(format!("store {store_id} is not in the initial cluster"));
+        return Err(StartError::Identity(format!(
+            "store {store_id} is not in the initial cluster"
+        )));
     }
     let ids: Vec<u64> = stores.iter().map(|s| s.id).collect();
     let layout = initial_regions(&ids, regions);
@@ -132,22 +163,8 @@ pub fn bootstrap(
     let mut log_batch = LogBatch::new();
     let mut kv_batch = KvBatch::new();
     for region in layout {
-        let raft_state = RaftLocalState {
-            hard_state: Some(HardState {
-                term: INIT_TERM,
-                vote: 0,
-                commit: INIT_INDEX,
-            }),
-            last_index: INIT_INDEX,
-        };
-        log_batch.add(region.id, Vec::new(), Some(raft_state));
-        let apply = RaftApplyState {
-            applied_index: INIT_INDEX,
-            truncated_index: INIT_INDEX,
-            truncated_term: INIT_TERM,
-            commit_index: INIT_INDEX,
-            commit_term: INIT_TERM,
-        };
+        log_batch.add(region.id, Vec::new(), Some(initial_raft_state()));
+        let apply = initial_apply_state();
         kv_batch.put(Cf::Meta, apply_state_key(region.id), apply.encode_to_vec());
         let state = RegionLocalState {
             state: PeerState::Normal as i32,
@@ -156,7 +173,7 @@ pub fn bootstrap(
         };
         kv_batch.put(Cf::Meta, region_state_key(region.id), state.encode_to_vec());
     }
-    engines.log.write(&log_batch).map_err(|e| e.to_string())?;
+    engines.log.write(&log_batch)?;
     let membership = ClusterMembership {
         stores: stores.to_vec(),
     };
@@ -170,8 +187,8 @@ pub fn bootstrap(
         store_id,
     };
     kv_batch.put(Cf::Meta, store_key(IDENT_KEY), ident.encode_to_vec());
-    engines.kv.write(&kv_batch).map_err(|e| e.to_string())?;
-    engines.kv.sync().map_err(|e| e.to_string())?;
+    engines.kv.write(&kv_batch)?;
+    engines.kv.sync()?;
     Ok((stores.to_vec(), true))
 }
 

@@ -3,7 +3,9 @@
 //! Reads accepted in a round share one read index, asked at the round's end once
 //! the leader has committed in its term (raft-rs silently drops earlier asks). When
 //! raft-rs confirms the index and apply has reached it, the epoch is re-checked and
-//! the read served: a get here, a scan on the read pool over a kv snapshot. Every
+//! the read is answered with a kv snapshot taken then ([`ReadSnapshot`]); the
+//! caller reads it ([`execute`]): a get on the caller's thread, a scan on the read
+//! pool. The poller never reads the engine. Every
 //! read is answered in bounded time: a peer that is not (or no longer) leader refuses
 //! with `NotLeader`, and an index raft-rs never confirms is given up after
 //! [`READ_INDEX_TIMEOUT_ELECTIONS`] election timeouts with a retryable `ServerIsBusy`.
@@ -15,12 +17,50 @@ use raft::{ReadState, StateRole};
 use shoal_engine::keys::{data_end_key, data_key, origin_key};
 use shoal_engine::{Cf, KvEngine, KvRead};
 use shoal_proto::kvrpcpb::KvPair;
+use tokio::sync::oneshot;
 
-use super::Peer;
-use crate::cmd::{check_epoch, key_in_region, key_not_in_region, not_leader, region_merging};
+use crate::error::{not_leader, region_merging, server_busy, CmdError};
+use crate::fsm::PollCtx;
 use crate::metrics::StoreMetrics;
-use crate::msg::{CmdError, ReadKind, ReadOutput, ReadRequest};
-use crate::poll::PollCtx;
+use crate::msg::{ReadRequest, ReadSnapshot};
+use crate::operation::command::{check_epoch, check_keys};
+use crate::raft::peer::Peer;
+use crate::worker::read_pool::ReadPool;
+
+/// A linearizable read.
+pub enum ReadKind {
+    /// One key.
+    Get(Vec<u8>),
+    /// `[start, end)` within the region (an empty end meaning the region's end), at
+    /// most `limit` pairs.
+    Scan {
+        /// The first key.
+        start: Vec<u8>,
+        /// The end (exclusive).
+        end: Vec<u8>,
+        /// Most pairs returned.
+        limit: usize,
+    },
+}
+
+impl ReadKind {
+    /// The key the read starts at, which must lie in the region.
+    pub(crate) fn start_key(&self) -> &[u8] {
+        match self {
+            ReadKind::Get(key) => key,
+            ReadKind::Scan { start, .. } => start,
+        }
+    }
+}
+
+/// What a read returns.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadOutput {
+    /// The value of a get (None when absent).
+    Value(Option<Vec<u8>>),
+    /// The pairs of a scan.
+    Pairs(Vec<KvPair>),
+}
 
 /// A read index unanswered for this many election timeouts is given up: raft-rs
 /// drops some requests silently (a follower without a leader, a leader that lost
@@ -28,18 +68,18 @@ use crate::poll::PollCtx;
 const READ_INDEX_TIMEOUT_ELECTIONS: u64 = 2;
 
 /// Reads that share one read index.
-pub(super) struct ReadBatch {
-    pub(super) ctx: u64,
+pub(crate) struct ReadBatch {
+    pub(crate) ctx: u64,
     /// Set when the leader confirmed the index.
-    pub(super) index: Option<u64>,
+    pub(crate) index: Option<u64>,
     /// The raft tick count when the read index was asked.
-    pub(super) asked_at: u64,
-    pub(super) reads: Vec<ReadRequest>,
+    pub(crate) asked_at: u64,
+    pub(crate) reads: Vec<ReadRequest>,
 }
 
 impl Peer {
     /// At the round's end: one read index for the reads gathered this round.
-    pub(super) fn ask_read_index(&mut self) {
+    pub(crate) fn ask_read_index(&mut self) {
         if self.new_reads.is_empty() {
             return;
         }
@@ -81,20 +121,12 @@ impl Peer {
         taken
     }
 
-    pub(super) fn accept_read(&mut self, read: ReadRequest) {
+    pub(crate) fn accept_read(&mut self, read: ReadRequest) {
         if self.merging.is_some() {
             let _ = read.reply.send(Err(region_merging(self.region_id)));
             return;
         }
-        let check = match &read.kind {
-            ReadKind::Get(key) => {
-                self.check_request(&read.header, &mut std::iter::once(key.as_slice()))
-            }
-            ReadKind::Scan { start, .. } => {
-                self.check_request(&read.header, &mut std::iter::once(start.as_slice()))
-            }
-        };
-        match check {
+        match self.check_request(&read.header, [read.key.as_slice()]) {
             Ok(()) => self.new_reads.push(read),
             Err(e) => {
                 let _ = read.reply.send(Err(e));
@@ -102,7 +134,7 @@ impl Peer {
         }
     }
 
-    pub(super) fn on_read_state(&mut self, rs: ReadState) {
+    pub(crate) fn on_read_state(&mut self, rs: ReadState) {
         let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
             return;
         };
@@ -115,7 +147,7 @@ impl Peer {
     /// Gives up the read batches whose index raft-rs has not confirmed within
     /// [`READ_INDEX_TIMEOUT_ELECTIONS`] election timeouts: their reads get a
     /// retryable error (nothing was read, so a retry is always safe).
-    pub(super) fn expire_read_indexes(&mut self, ctx: &PollCtx) {
+    pub(crate) fn expire_read_indexes(&mut self, ctx: &PollCtx) {
         let limit = READ_INDEX_TIMEOUT_ELECTIONS * ctx.store.cfg.raft_election_ticks as u64;
         let now = self.ticks;
         let expired = |b: &ReadBatch| b.index.is_none() && now.saturating_sub(b.asked_at) >= limit;
@@ -126,17 +158,16 @@ impl Peer {
                 "read index lost; refusing its reads"
             );
             for r in b.reads {
-                let _ = r.reply.send(Err(crate::cmd::server_busy(
-                    self.region_id,
-                    "the read index was not confirmed in time",
-                )));
+                let why = "the read index was not confirmed in time";
+                let _ = r.reply.send(Err(server_busy(self.region_id, why)));
             }
         }
     }
 
-    /// Serves every read whose index is applied. Batches are independent: one whose
-    /// index is not known yet does not hold back those behind it.
-    pub(super) fn serve_applied_reads(&mut self, ctx: &mut PollCtx) {
+    /// Answers every read whose index is applied with a snapshot to read. Batches
+    /// are independent: one whose index is not known yet does not hold back those
+    /// behind it.
+    pub(crate) fn serve_applied_reads(&mut self, ctx: &mut PollCtx) {
         let applied = self.applied_index;
         let ready = |b: &ReadBatch| b.index.is_some_and(|i| i <= applied);
         for batch in self.take_read_batches(ready) {
@@ -144,12 +175,11 @@ impl Peer {
             for r in batch.reads {
                 // A split may have been applied since the read was accepted: its keys
                 // may belong to another region now, whose writes this index misses.
-                match self.recheck_read(&r) {
-                    Ok(()) => self.execute_read(r, ctx),
-                    Err(e) => {
-                        let _ = r.reply.send(Err(e));
-                    }
-                }
+                let answer = self.recheck_read(&r).map(|()| ReadSnapshot {
+                    snap: ctx.store.kv.snapshot(),
+                    region_end: self.region().end_key.clone(),
+                });
+                let _ = r.reply.send(answer);
             }
             StoreMetrics::add(&ctx.store.metrics.reads_served, served);
         }
@@ -157,69 +187,51 @@ impl Peer {
 
     fn recheck_read(&self, read: &ReadRequest) -> Result<(), CmdError> {
         check_epoch(self.region(), read.header.region_epoch.as_ref(), false)?;
-        let key = match &read.kind {
-            ReadKind::Get(key) => key,
-            ReadKind::Scan { start, .. } => start,
-        };
-        if !key_in_region(key, self.region()) {
-            return Err(key_not_in_region(key, self.region()));
-        }
-        Ok(())
+        check_keys(self.region(), [read.key.as_slice()])
     }
+}
 
-    /// Answers a confirmed read: a get here (one point lookup), a scan on the read
-    /// pool over a kv snapshot taken now, once everything up to the read index is
-    /// applied, so the scan sees exactly what the index promises.
-    fn execute_read(&self, read: ReadRequest, ctx: &PollCtx) {
-        let storage = |e: shoal_engine::Error| CmdError::Storage(e.to_string());
-        let ReadRequest { kind, reply, .. } = read;
-        match kind {
-            ReadKind::Get(key) => {
-                let out = ctx
-                    .store
-                    .kv
-                    .get(Cf::Default, &data_key(&key))
-                    .map(ReadOutput::Value)
-                    .map_err(storage);
-                let _ = reply.send(out);
-            }
-            ReadKind::Scan { start, end, limit } => {
-                // Clip to the region: a scan never reads past the range this peer owns.
-                let region = self.region();
-                let end = if end.is_empty()
-                    || (!region.end_key.is_empty() && end.as_slice() > region.end_key.as_slice())
-                {
-                    region.end_key.clone()
-                } else {
-                    end
-                };
-                let snap = ctx.store.kv.snapshot();
-                let region_id = self.region_id;
-                ctx.store.read_pool.spawn(Box::new(move |run| {
-                    if !run {
-                        let _ = reply.send(Err(crate::cmd::server_busy(
-                            region_id,
-                            "the read pool is full",
-                        )));
-                        return;
-                    }
-                    let out = snap
-                        .scan(Cf::Default, &data_key(&start), &data_end_key(&end), limit)
-                        .map_err(storage)
-                        .map(|pairs| {
-                            ReadOutput::Pairs(
-                                pairs
-                                    .into_iter()
-                                    .map(|(k, v)| KvPair {
-                                        key: origin_key(&k).to_vec(),
-                                        value: v,
-                                    })
-                                    .collect(),
-                            )
-                        });
-                    let _ = reply.send(out);
-                }));
-            }
+/// Reads `kind` from a confirmed read's snapshot: a get here (one point lookup on
+/// the caller's thread), a scan on the read pool (bounded: a full pool refuses with
+/// `ServerIsBusy`), clipped to the region.
+pub(crate) async fn execute(
+    region_id: u64,
+    kind: ReadKind,
+    read: ReadSnapshot,
+    pool: &ReadPool,
+) -> Result<ReadOutput, CmdError> {
+    let ReadSnapshot { snap, region_end } = read;
+    let (start, end, limit) = match kind {
+        ReadKind::Get(key) => {
+            return Ok(ReadOutput::Value(snap.get(Cf::Default, &data_key(&key))?));
         }
+        ReadKind::Scan { start, end, limit } => (start, end, limit),
+    };
+    // A scan never reads past the range the peer owns.
+    let past_region = !region_end.is_empty() && end.as_slice() > region_end.as_slice();
+    let end = if end.is_empty() || past_region {
+        region_end
+    } else {
+        end
+    };
+    let (tx, rx) = oneshot::channel();
+    pool.spawn(Box::new(move |run| {
+        let out = match run {
+            true => snap
+                .scan(Cf::Default, &data_key(&start), &data_end_key(&end), limit)
+                .map(|pairs| ReadOutput::Pairs(pairs.into_iter().map(to_pair).collect()))
+                .map_err(CmdError::from),
+            false => Err(server_busy(region_id, "the read pool is full")),
+        };
+        let _ = tx.send(out);
+    }));
+    rx.await
+        .unwrap_or_else(|_| Err(CmdError::Dropped("the read pool stopped".into())))
+}
+
+fn to_pair((k, v): (Vec<u8>, Vec<u8>)) -> KvPair {
+    KvPair {
+        key: origin_key(&k).to_vec(),
+        value: v,
     }
 }

@@ -1,5 +1,7 @@
 //! The write path of a peer: checking a command, proposing it, and matching the
-//! committed entries back to the proposals that wait for them.
+//! committed entries back to the proposals that wait for them. Each admin command's
+//! own checks live with its operation (`split.rs`, `merge/*`); this file routes to
+//! them.
 //!
 //! Checks before raft-rs: this peer leads **now** (raft-rs's own state, not the
 //! round's cached view: a peer that stepped down earlier in the round would have
@@ -12,44 +14,40 @@
 
 use raft::eraftpb::Entry;
 use raft::StateRole;
-use shoal_proto::raft_cmdpb::{admin_request, BatchSplitRequest, RaftRequestHeader};
+use shoal_proto::raft_cmdpb::{admin_request, RaftRequestHeader};
 use shoal_proto::Message as _;
 use tokio::sync::oneshot;
 
-use super::Peer;
-use crate::apply::ApplyTask;
-use crate::cmd::{
-    check_epoch, entry_too_large, key_in_region, key_not_in_region, not_leader, region_merging,
-    request_key,
+use crate::error::{
+    entry_too_large, not_leader, region_merging, server_busy, CmdError, WriteResult,
 };
+use crate::fsm::PollCtx;
 use crate::metrics::StoreMetrics;
-use crate::msg::{CmdError, Command, WriteResult};
-use crate::poll::{PollCtx, StoreContext};
+use crate::msg::Command;
+use crate::operation::command::{check_epoch, check_keys, request_key};
+use crate::raft::apply::ApplyTask;
+use crate::raft::peer::Peer;
+use crate::store::context::StoreContext;
 
 /// A write waiting for its entry to commit and apply.
-pub(super) struct Proposal {
-    pub(super) index: u64,
-    pub(super) term: u64,
-    pub(super) reply: oneshot::Sender<WriteResult>,
+pub(crate) struct Proposal {
+    pub(crate) index: u64,
+    pub(crate) term: u64,
+    pub(crate) reply: oneshot::Sender<WriteResult>,
 }
 
 impl Peer {
     /// Checks that this peer leads and that the request's epoch and keys fit.
-    pub(super) fn check_request(
+    pub(crate) fn check_request<'a>(
         &self,
         header: &RaftRequestHeader,
-        keys: &mut dyn Iterator<Item = &[u8]>,
+        keys: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<(), CmdError> {
         if !self.is_leader {
             return Err(not_leader(self.region_id, self.leader_meta()));
         }
         check_epoch(self.region(), header.region_epoch.as_ref(), false)?;
-        for key in keys {
-            if !key_in_region(key, self.region()) {
-                return Err(key_not_in_region(key, self.region()));
-            }
-        }
-        Ok(())
+        check_keys(self.region(), keys)
     }
 
     pub(crate) fn propose(&mut self, cmd: Command, store: &StoreContext) {
@@ -64,10 +62,7 @@ impl Peer {
             _ if self.merging.is_some() => Err(region_merging(self.region_id)),
             Some(admin_request::Cmd::Split(split)) => self.check_split(&header, split),
             Some(admin_request::Cmd::CommitMerge(_)) => self.check_admin(&header, true),
-            None => {
-                let mut keys = request.requests.iter().filter_map(request_key);
-                self.check_request(&header, &mut keys)
-            }
+            None => self.check_request(&header, request.requests.iter().filter_map(request_key)),
         };
         let checked = checked.and_then(|()| self.check_can_propose(store));
         if let Err(e) = checked {
@@ -87,7 +82,7 @@ impl Peer {
         if let Err(e) = self.raw.propose(Vec::new(), data) {
             // As leader, raft-rs refuses only while a leader transfer is under way or
             // when too many bytes are uncommitted: nothing entered the log.
-            let _ = reply.send(Err(crate::cmd::server_busy(
+            let _ = reply.send(Err(server_busy(
                 self.region_id,
                 &format!("raft refused the proposal ({e})"),
             )));
@@ -124,7 +119,7 @@ impl Peer {
             return Err(not_leader(self.region_id, self.leader_meta()));
         }
         if self.proposals.len() >= store.cfg.max_pending_proposals {
-            return Err(crate::cmd::server_busy(
+            return Err(server_busy(
                 self.region_id,
                 "too many proposals waiting to be applied",
             ));
@@ -141,25 +136,11 @@ impl Peer {
         check_epoch(self.region(), header.region_epoch.as_ref(), conf_ver)
     }
 
-    /// A split must reach the leader with the current epoch, conf_ver included (its
-    /// new peer ids pair with the parent's peers), and keys inside the region.
-    fn check_split(
-        &self,
-        header: &RaftRequestHeader,
-        split: &BatchSplitRequest,
-    ) -> Result<(), CmdError> {
-        if !self.is_leader {
-            return Err(not_leader(self.region_id, self.leader_meta()));
-        }
-        check_epoch(self.region(), header.region_epoch.as_ref(), true)?;
-        crate::split::derive_regions(self.region(), split).map(|_| ())
-    }
-
     /// Sends committed entries to apply with the answers owed for them. Proposals
     /// are matched to entries by (index, term): a proposal whose index committed
     /// with another term's entry can never apply (certainly dropped); one whose
     /// index passed without this peer seeing its entry has an unknown outcome.
-    pub(super) fn schedule_apply(&mut self, committed: Vec<Entry>, ctx: &mut PollCtx) {
+    pub(crate) fn schedule_apply(&mut self, committed: Vec<Entry>, ctx: &mut PollCtx) {
         let (Some(first), Some(last)) = (committed.first(), committed.last()) else {
             return;
         };
@@ -187,7 +168,6 @@ impl Peer {
         }
         ctx.schedule_apply(ApplyTask {
             region_id: self.region_id,
-            peer_id: self.peer_id,
             entries: committed,
             replies,
         });

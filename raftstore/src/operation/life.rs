@@ -1,0 +1,158 @@
+//! The life of a peer on this store: created ([`start_peer`]: at start-up for every
+//! region loaded, or when a split applied here makes a region), and destroyed
+//! ([`Peer::destroy`]: a merge source whose merge committed). Also the one place
+//! that fails every pending request of a peer ([`Peer::fail_proposals`],
+//! [`Peer::fail_reads`]).
+//!
+//! Creating a peer registers the region with its apply worker, builds its raft-rs
+//! `RawNode`, puts it in the router and schedules its ticks; no disk IO (the states
+//! it starts from were read before: at load, or by apply for a split).
+//! Destroying it answers what is pending, cancels its ticks, closes its mailbox and
+//! hands the removal of its raft log to the log writer, behind any write of the
+//! peer still queued there.
+
+use std::sync::atomic::Ordering;
+
+use raft::RawNode;
+use shoal_proto::metapb::Region;
+use shoal_proto::raft_serverpb::{MergeState, RaftApplyState, RaftLocalState};
+use shoal_proto::RegionExt;
+
+use crate::error::{region_not_found, CmdError, StartError};
+use crate::fsm::{PeerFsm, PollCtx};
+use crate::msg::{PeerMsg, PeerTick};
+use crate::operation::propose::Proposal;
+use crate::raft::apply::{ApplyMsg, Registration};
+use crate::raft::logger::raft_logger;
+use crate::raft::peer::Peer;
+use crate::raft::storage::PeerStorage;
+use crate::store::bootstrap::initial_raft_state;
+use crate::store::context::StoreContext;
+
+/// What a peer starts from.
+pub(crate) struct PeerStart {
+    /// The region as of `apply_state`.
+    pub(crate) region: Region,
+    /// The raft state in the log; `None` for a region never started here (split
+    /// off, its first ready not yet written): it starts from the initial state.
+    pub(crate) raft_state: Option<RaftLocalState>,
+    /// Where apply resumes.
+    pub(crate) apply_state: RaftApplyState,
+    /// The merge in progress, when the region is a frozen merge source.
+    pub(crate) merging: Option<MergeState>,
+}
+
+/// Starts this store's peer of `start.region`; `campaign` makes it stand for
+/// election at once. A region without a peer on this store is skipped.
+pub(crate) fn start_peer(
+    ctx: &StoreContext,
+    start: PeerStart,
+    campaign: bool,
+) -> Result<(), StartError> {
+    let PeerStart {
+        region,
+        raft_state,
+        apply_state,
+        merging,
+    } = start;
+    let Some(me) = region.peer_on_store(ctx.store_id).cloned() else {
+        return Ok(());
+    };
+    let mut raft_state = raft_state.unwrap_or_else(initial_raft_state);
+    // The commit index is persisted lazily; what was applied was committed.
+    let hs = raft_state.hard_state.get_or_insert_with(Default::default);
+    hs.commit = hs.commit.max(apply_state.applied_index);
+    let raft_cfg = ctx.cfg.raft_config(me.id, apply_state.applied_index);
+    let _ = ctx
+        .apply_worker(region.id)
+        .send(ApplyMsg::Register(Box::new(Registration {
+            region: region.clone(),
+            state: apply_state,
+            merging: merging.clone(),
+        })));
+    let applied = apply_state.applied_index;
+    let storage = PeerStorage::new(
+        ctx.log.clone(),
+        region.clone(),
+        raft_state,
+        apply_state,
+        ctx.cfg.entry_cache_limit,
+    );
+    let region_id = region.id;
+    let raw =
+        RawNode::new(&raft_cfg, storage, &raft_logger()).map_err(|source| StartError::Raft {
+            region: region_id,
+            source,
+        })?;
+    let peer = Peer::new(ctx.store_id, me.id, raw, applied, merging);
+    ctx.router
+        .register(region_id, Box::new(PeerFsm { peer }))
+        .map_err(|e| StartError::Register {
+            region: region_id,
+            reason: e.to_string(),
+        })?;
+    ctx.ticker.schedule_every(region_id, PeerTick::Raft, 1);
+    let every = ctx.cfg.split_check_ticks();
+    ctx.ticker
+        .schedule_every(region_id, PeerTick::SplitCheck, every);
+    ctx.metrics.region_count.fetch_add(1, Ordering::Relaxed);
+    if campaign {
+        let _ = ctx.router.send(region_id, PeerMsg::Campaign);
+    }
+    Ok(())
+}
+
+impl Peer {
+    /// Answers every proposal still waiting, with `why(proposal)`.
+    pub(crate) fn fail_proposals(&mut self, why: impl Fn(&Proposal) -> CmdError) {
+        for p in self.proposals.drain(..) {
+            let err = why(&p);
+            let _ = p.reply.send(Err(err));
+        }
+    }
+
+    /// Answers every read still waiting (confirmed or not), with `why()`.
+    pub(crate) fn fail_reads(&mut self, why: impl Fn() -> CmdError) {
+        let batches = self.read_batches.drain(..).flat_map(|b| b.reads);
+        for r in batches.chain(self.new_reads.drain(..)) {
+            let _ = r.reply.send(Err(why()));
+        }
+    }
+
+    /// The merge into `target` committed here: answer what is pending, drop the
+    /// ticks and the mailbox, and have the log writer remove the raft log.
+    pub(crate) fn destroy(&mut self, target: u64, ctx: &mut PollCtx) {
+        tracing::info!(
+            region = self.region_id,
+            merged_into = target,
+            "destroying the merged source"
+        );
+        let region_id = self.region_id;
+        // Entries up to the prepare were applied by the target's catch-up: the
+        // outcome of a write still pending there is unknown to this peer. Entries
+        // after it never apply.
+        let prepared_at = self.merging.as_ref().map_or(u64::MAX, |m| m.commit);
+        self.fail_proposals(|p| match p.index <= prepared_at {
+            true => CmdError::Undetermined(format!(
+                "region {region_id} was merged into {target}; the write may have been applied"
+            )),
+            false => CmdError::Dropped(format!(
+                "region {region_id} was merged into {target} before the write applied"
+            )),
+        });
+        self.fail_reads(|| region_not_found(region_id));
+        let store = &ctx.store;
+        if self.is_leader {
+            store.metrics.leader_count.fetch_sub(1, Ordering::Relaxed);
+            self.is_leader = false;
+        }
+        store.metrics.region_count.fetch_sub(1, Ordering::Relaxed);
+        store.ticker.cancel_all(region_id);
+        store.router.close(region_id);
+        // The tombstone and the merged target are durable before the source's log
+        // goes: apply synced the batch holding the commit before reporting it. The
+        // log writer removes the log after every write of this peer queued before.
+        ctx.write.remove_region(region_id);
+        self.destroyed = true;
+    }
+}

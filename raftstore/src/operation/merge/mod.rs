@@ -1,0 +1,273 @@
+//! Region merge, in one place: `prepare.rs`, `commit.rs` and `rollback.rs` each
+//! hold one step's propose side, apply side and what the peer does once it is
+//! applied; this file holds what they share and the admin API's whole merge
+//! ([`RaftStore::merge`]).
+//!
+//! The flow (DESIGN.md, "Split and merge"):
+//! 1. **Prepare**, proposed on the source's leader: on every source replica the
+//!    region is frozen (`PeerState::Merging`, no more writes or reads: retryable
+//!    `ServerIsBusy`) and its epoch bumped (version and conf_ver), recording the
+//!    target as seen and the prepare index (`MergeState.commit`).
+//! 2. **Commit**, driven by the frozen source's leader (at once, then every
+//!    [`DRIVE_EVERY_TICKS`] raft ticks, so a restart or a lost message only delays
+//!    it): it hands `CommitMerge` to this store's target peer, which proposes it
+//!    (as leader) or lets raft forward it to the target's leader. The command
+//!    carries the source's entries `(min_index, commit]`. On every target replica,
+//!    apply first brings the local source up to the prepare index: from its own log
+//!    up to `min_index` (those entries are durable there, since every replica had
+//!    matched them), then from the carried entries. Only then does the target take
+//!    over the range; the source is tombstoned in the same kv batch and its peer
+//!    destroyed (`operation/life.rs`).
+//! 3. **Rollback**, proposed on the source when the commit can never apply (the
+//!    target's epoch moved on without taking the source, or the target was merged
+//!    away): unfreezes the source and bumps its version.
+//!
+//! Merge needs the source and target on the same apply worker (this store's only
+//! one: `apply-workers` = 1), where the commit finds the source's apply state.
+
+use std::time::{Duration, Instant};
+
+use shoal_engine::keys::region_state_key;
+use shoal_engine::Cf;
+use shoal_proto::metapb::{Region, RegionEpoch};
+use shoal_proto::raft_serverpb::{MergeState, PeerState, RegionLocalState};
+use shoal_proto::{Message as _, RegionExt};
+
+use crate::error::CmdError;
+use crate::raft::apply::ApplyCtx;
+use crate::store::RaftStore;
+use crate::worker::region::local_state;
+
+pub(crate) mod commit;
+pub(crate) mod prepare;
+pub(crate) mod rollback;
+
+/// How often (in raft ticks) a frozen source's leader re-drives its merge.
+pub(crate) const DRIVE_EVERY_TICKS: u64 = 10;
+
+/// How long [`RaftStore::merge`] waits for the outcome.
+const MERGE_WAIT: Duration = Duration::from_secs(30);
+
+/// Checks that `source` may merge into `target`: different, adjacent regions whose
+/// peers sit on the same stores.
+pub(crate) fn check_merge(source: &Region, target: &Region) -> Result<(), CmdError> {
+    if source.id == target.id {
+        return Err(CmdError::Invalid(format!(
+            "cannot merge region {} into itself",
+            source.id
+        )));
+    }
+    let adjacent = (!source.end_key.is_empty() && source.end_key == target.start_key)
+        || (!target.end_key.is_empty() && target.end_key == source.start_key);
+    if !adjacent {
+        return Err(CmdError::Invalid(format!(
+            "regions {} and {} are not adjacent",
+            source.id, target.id
+        )));
+    }
+    let stores = |r: &Region| {
+        let mut s: Vec<u64> = r.peers.iter().map(|p| p.store_id).collect();
+        s.sort_unstable();
+        s
+    };
+    if stores(source) != stores(target) {
+        return Err(CmdError::Invalid(format!(
+            "regions {} and {} have peers on different stores ({:?} and {:?})",
+            source.id,
+            target.id,
+            stores(source),
+            stores(target)
+        )));
+    }
+    Ok(())
+}
+
+/// The range `target` covers after taking over `source`.
+pub(crate) fn merged_region(target: &Region, source: &Region) -> Region {
+    let mut r = target.clone();
+    // Compare non-empty keys only: an empty start and an empty end are the two
+    // ends of the key space, not the same point.
+    if !target.end_key.is_empty() && target.end_key == source.start_key {
+        r.end_key = source.end_key.clone();
+    } else {
+        r.start_key = source.start_key.clone();
+    }
+    let (t, s) = (
+        target.region_epoch.unwrap_or_default(),
+        source.region_epoch.unwrap_or_default(),
+    );
+    r.region_epoch = Some(RegionEpoch {
+        conf_ver: t.conf_ver,
+        version: t.version.max(s.version) + 1,
+    });
+    r
+}
+
+impl RaftStore {
+    /// Merges region `source_id` into its neighbour `target_id`; must be asked of the
+    /// source's leader, and both regions need peers on the same stores (this one
+    /// included). Waits (up to 30 s) for the outcome: the merged target, or an
+    /// error saying the merge was rolled back or is still going on.
+    pub async fn merge(&self, source_id: u64, target_id: u64) -> Result<Region, CmdError> {
+        let source = self.peer_info(source_id).await?.region.unwrap_or_default();
+        let target = match self.peer_info(target_id).await {
+            Ok(info) => info.region.unwrap_or_default(),
+            Err(CmdError::Region(_)) => {
+                return Err(CmdError::Invalid(format!(
+                    "region {target_id} has no peer on store {}: merge needs both regions on \
+                     the same stores",
+                    self.store_id()
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        for id in [source_id, target_id] {
+            if self.kv_state(id).await == Some(PeerState::Merging) {
+                return Err(CmdError::Invalid(format!(
+                    "region {id} has a merge in progress"
+                )));
+            }
+        }
+        let prepared = self.prepare_merge(&source, target).await?;
+        self.wait_merged(&source, &prepared, target_id).await
+    }
+
+    /// Waits until the target covers the source (merged), the source's version
+    /// moved past the prepare (rolled back), or [`MERGE_WAIT`] passed.
+    async fn wait_merged(
+        &self,
+        source: &Region,
+        prepared: &Region,
+        target_id: u64,
+    ) -> Result<Region, CmdError> {
+        let source_id = source.id;
+        let prepared_version = prepared.region_epoch.unwrap_or_default().version;
+        let deadline = Instant::now() + MERGE_WAIT;
+        loop {
+            if let Ok(info) = self.peer_info(target_id).await {
+                let now = info.region.unwrap_or_default();
+                if now.covers(source) {
+                    return Ok(now);
+                }
+            }
+            if let Ok(info) = self.peer_info(source_id).await {
+                let version = info.region.and_then(|r| r.region_epoch).unwrap_or_default();
+                if version.version > prepared_version {
+                    return Err(CmdError::Invalid(format!(
+                        "the merge of region {source_id} into {target_id} was rolled back: \
+                         the target changed (split or merge) before the commit"
+                    )));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(CmdError::Undetermined(format!(
+                    "the merge of region {source_id} into {target_id} is prepared but not \
+                     committed after 30 s; it goes on in the background"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The state this store's kv records for `region_id`, read off the async
+    /// runtime's threads.
+    async fn kv_state(&self, region_id: u64) -> Option<PeerState> {
+        let kv = self.kv()?;
+        tokio::task::spawn_blocking(move || local_state(&kv, region_id))
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// Writes `region`'s local state in the apply batch.
+pub(crate) fn put_state(
+    ctx: &mut ApplyCtx,
+    region: &Region,
+    state: PeerState,
+    merge: Option<MergeState>,
+) {
+    let s = RegionLocalState {
+        state: state as i32,
+        region: Some(region.clone()),
+        merge_state: merge,
+    };
+    ctx.batch
+        .put(Cf::Meta, region_state_key(region.id), s.encode_to_vec());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::metapb::Peer;
+
+    fn region(id: u64, start: &[u8], end: &[u8], stores: &[u64]) -> Region {
+        Region {
+            id,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            region_epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version: id,
+            }),
+            peers: stores
+                .iter()
+                .map(|&s| Peer {
+                    id: id * 10 + s,
+                    store_id: s,
+                    role: 0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn only_adjacent_regions_on_the_same_stores_merge() {
+        let a = region(1, b"", b"m", &[1, 2, 3]);
+        let b = region(2, b"m", b"t", &[3, 2, 1]);
+        let c = region(3, b"t", b"", &[1, 2, 4]);
+        check_merge(&a, &b).unwrap();
+        check_merge(&b, &a).unwrap();
+        assert!(check_merge(&a, &c)
+            .unwrap_err()
+            .to_string()
+            .contains("not adjacent"));
+        assert!(check_merge(&b, &c)
+            .unwrap_err()
+            .to_string()
+            .contains("different stores"));
+        assert!(check_merge(&a, &a)
+            .unwrap_err()
+            .to_string()
+            .contains("itself"));
+    }
+
+    #[test]
+    fn merging_the_two_halves_of_the_key_space_gives_all_of_it() {
+        let low = region(1, b"", b"m", &[1]);
+        let high = region(2, b"m", b"", &[1]);
+        for (t, s) in [(&low, &high), (&high, &low)] {
+            let m = merged_region(t, s);
+            assert!(m.start_key.is_empty() && m.end_key.is_empty(), "{m:?}");
+        }
+    }
+
+    #[test]
+    fn the_merged_region_spans_both_with_a_newer_version() {
+        let a = region(1, b"", b"m", &[1]);
+        let b = region(7, b"m", b"t", &[1]);
+        let left = merged_region(&b, &a);
+        assert_eq!(
+            (left.start_key.as_slice(), left.end_key.as_slice()),
+            (&b""[..], &b"t"[..])
+        );
+        assert_eq!(left.region_epoch.unwrap().version, 8);
+        let right = merged_region(&a, &b);
+        assert_eq!(
+            (right.start_key.as_slice(), right.end_key.as_slice()),
+            (&b""[..], &b"t"[..])
+        );
+        assert!(left.covers(&a) && left.covers(&b));
+        assert!(!a.covers(&b));
+    }
+}

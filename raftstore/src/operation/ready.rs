@@ -1,0 +1,171 @@
+//! The end of a peer's round: ReadIndex for the reads gathered, then raft-rs's
+//! `Ready`; and what comes back later: the log writer's "persisted" and apply's
+//! results.
+//!
+//! A ready's entries and hard state go into the round's shared write task; its
+//! messages go out with the round (a leader's appends at once, the rest after the
+//! write is durable, sent by the log writer); its committed entries go to apply
+//! together with the answers owed to their proposers (`propose.rs`).
+
+use std::sync::atomic::Ordering;
+
+use raft::eraftpb::Message as RaftPbMessage;
+use raft::StateRole;
+use shoal_proto::raft_serverpb::RaftMessage;
+
+use crate::error::not_leader;
+use crate::fsm::PollCtx;
+use crate::metrics::StoreMetrics;
+use crate::raft::apply::{AdminResult, ApplyRes};
+use crate::raft::encode_pb;
+use crate::raft::peer::Peer;
+
+impl Peer {
+    /// After the round's messages: one read index for the reads gathered, then the ready.
+    pub(crate) fn on_round_end(&mut self, ctx: &mut PollCtx) {
+        if self.destroyed {
+            return;
+        }
+        self.ask_read_index();
+        self.handle_ready(ctx);
+        // A read index may already be applied: serve without waiting for apply.
+        self.serve_applied_reads(ctx);
+    }
+
+    fn handle_ready(&mut self, ctx: &mut PollCtx) {
+        if !self.raw.has_ready() {
+            return;
+        }
+        let mut rd = self.raw.ready();
+        if let Some(ss) = rd.ss() {
+            self.on_soft_state(ss.leader_id, ss.raft_state, &ctx.store.metrics);
+        }
+        if !rd.messages().is_empty() {
+            let msgs = rd.take_messages();
+            self.build_messages(msgs, &mut ctx.outgoing);
+        }
+        if !rd.snapshot().is_empty() {
+            tracing::error!(
+                region = self.region_id,
+                "received a raft snapshot, which this version cannot apply"
+            );
+        }
+        let committed = rd.take_committed_entries();
+        self.schedule_apply(committed, ctx);
+        for rs in rd.take_read_states() {
+            self.on_read_state(rs);
+        }
+        let number = rd.number();
+        let entries = self.raw.mut_store().append(rd.entries(), number);
+        if let Some(hs) = rd.hs() {
+            self.raw.mut_store().set_hard_state(hs);
+        }
+        let must_persist = !entries.is_empty() || rd.must_sync();
+        if must_persist || self.unpersisted_ready.is_some() {
+            let mut after_persist = Vec::new();
+            self.build_messages(rd.take_persisted_messages(), &mut after_persist);
+            let state = must_persist.then(|| *self.raw.store().raft_state());
+            ctx.write
+                .add(self.region_id, number, entries, state, after_persist);
+            self.unpersisted_ready = Some(number);
+            self.raw.advance_append_async(rd);
+        } else {
+            let persisted = rd.take_persisted_messages();
+            self.build_messages(persisted, &mut ctx.outgoing);
+            self.advance_light(rd, ctx);
+        }
+    }
+
+    /// A ready with nothing to persist (and nothing of this peer still being
+    /// persisted): advance at once and handle the light ready.
+    fn advance_light(&mut self, rd: raft::Ready, ctx: &mut PollCtx) {
+        let mut light = self.raw.advance_append(rd);
+        if let Some(commit) = light.commit_index() {
+            let mut hs = self.raw.raft.hard_state();
+            hs.commit = commit;
+            self.raw.mut_store().set_hard_state(&hs);
+        }
+        let msgs = light.take_messages();
+        self.build_messages(msgs, &mut ctx.outgoing);
+        let committed = light.take_committed_entries();
+        self.schedule_apply(committed, ctx);
+    }
+
+    fn on_soft_state(&mut self, leader_id: u64, role: StateRole, metrics: &StoreMetrics) {
+        self.leader_id = leader_id;
+        let leading = role == StateRole::Leader;
+        if leading == self.is_leader {
+            return;
+        }
+        self.is_leader = leading;
+        let delta = if leading { 1 } else { -1 };
+        metrics.leader_count.fetch_add(delta, Ordering::Relaxed);
+        if !leading {
+            // Reads wait on this peer's leadership: without it their index means nothing.
+            let (region_id, leader) = (self.region_id, self.leader_meta());
+            self.fail_reads(|| not_leader(region_id, leader));
+        }
+    }
+
+    fn build_messages(&self, msgs: Vec<RaftPbMessage>, out: &mut Vec<RaftMessage>) {
+        let region = self.region();
+        let from = region.peers.iter().find(|p| p.id == self.peer_id).cloned();
+        for m in msgs {
+            let Some(to) = region.peers.iter().find(|p| p.id == m.to).cloned() else {
+                tracing::warn!(
+                    region = self.region_id,
+                    to = m.to,
+                    "no store known for peer"
+                );
+                continue;
+            };
+            out.push(RaftMessage {
+                region_id: self.region_id,
+                from_peer: from,
+                to_peer: Some(to),
+                region_epoch: region.region_epoch,
+                message: encode_pb(&m),
+                start_key: region.start_key.clone(),
+                end_key: region.end_key.clone(),
+                is_tombstone: false,
+            });
+        }
+    }
+
+    /// The log writer persisted this peer's readies up to `number`.
+    pub(crate) fn on_persisted(&mut self, number: u64) {
+        self.raw.on_persist_ready(number);
+        self.raw.mut_store().on_persisted(number);
+        if self.unpersisted_ready.is_some_and(|n| n <= number) {
+            self.unpersisted_ready = None;
+        }
+    }
+
+    /// One apply batch's result: first the admin results in log order (a peer takes
+    /// its new range before serving reads at the new applied index), then the
+    /// applied index.
+    pub(crate) fn on_apply_res(&mut self, res: ApplyRes, ctx: &mut PollCtx) {
+        for result in res.results {
+            match result {
+                AdminResult::Split {
+                    parent,
+                    new_regions,
+                } => self.on_split_applied(parent, new_regions, ctx),
+                AdminResult::PrepareMerge { region, state } => {
+                    self.on_prepare_merge_applied(region, state, ctx)
+                }
+                AdminResult::RollbackMerge { region } => self.on_rollback_merge_applied(region),
+                AdminResult::CommitMerge { region } => self.on_commit_merge_applied(region),
+                AdminResult::MergedAway { target } => self.destroy(target, ctx),
+            }
+            if self.destroyed {
+                return;
+            }
+        }
+        if res.applied_index > self.applied_index {
+            self.applied_index = res.applied_index;
+            self.raw.advance_apply_to(res.applied_index);
+        }
+        self.serve_applied_reads(ctx);
+    }
+}

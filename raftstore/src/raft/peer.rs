@@ -1,0 +1,247 @@
+//! [`Peer`]: one region's replica on this store, driving a raft-rs `RawNode`: its
+//! state, the dispatch of its messages, and the checks on Raft messages from
+//! other stores. What it does with each message is in `operation/`: proposing
+//! (`propose.rs`), reads (`read.rs`), the ready and apply results (`ready.rs`),
+//! split, split checks and merge, creation and destruction (`life.rs`).
+//!
+//! The poller calls [`Peer::on_msg`] for each message of the round, then
+//! `Peer::on_round_end` (`operation/ready.rs`). Every client request is answered
+//! exactly once: applied, refused with a region error, certainly dropped
+//! (`StaleCommand`) or of unknown outcome (`Undetermined`).
+
+use std::collections::VecDeque;
+
+use protobuf::Message as _;
+use raft::eraftpb::Message as RaftPbMessage;
+use raft::RawNode;
+use shoal_proto::adminpb::RegionInfo;
+use shoal_proto::metapb::{Peer as PeerMeta, Region};
+use shoal_proto::raft_serverpb::{MergeState, RaftMessage};
+
+use crate::error::region_not_found;
+use crate::fsm::PollCtx;
+use crate::metrics::StoreMetrics;
+use crate::msg::{PeerMsg, PeerTick, ReadRequest};
+use crate::operation::merge::DRIVE_EVERY_TICKS;
+use crate::operation::propose::Proposal;
+use crate::operation::read::ReadBatch;
+use crate::operation::split_check::SplitCheckState;
+use crate::raft::storage::PeerStorage;
+
+/// One region's replica on this store.
+pub(crate) struct Peer {
+    pub(crate) region_id: u64,
+    pub(crate) peer_id: u64,
+    pub(crate) store_id: u64,
+    pub(crate) raw: RawNode<PeerStorage>,
+    /// Writes proposed and waiting for apply, in index order.
+    pub(crate) proposals: VecDeque<Proposal>,
+    /// Reads received this round, not yet given a read index.
+    pub(crate) new_reads: Vec<ReadRequest>,
+    /// Reads waiting for their index to be confirmed, then applied.
+    pub(crate) read_batches: VecDeque<ReadBatch>,
+    pub(crate) next_read_ctx: u64,
+    pub(crate) applied_index: u64,
+    pub(crate) leader_id: u64,
+    pub(crate) is_leader: bool,
+    /// The newest ready handed to the log writer and not yet reported persisted.
+    pub(crate) unpersisted_ready: Option<u64>,
+    pub(crate) split_check: SplitCheckState,
+    /// Set while this region is a frozen merge source.
+    pub(crate) merging: Option<MergeState>,
+    /// Raft ticks seen (paces re-driving a merge, times out read indexes).
+    pub(crate) ticks: u64,
+    /// The region merged away: the peer only waits to be dropped.
+    pub(crate) destroyed: bool,
+}
+
+impl Peer {
+    /// Wraps a `RawNode` built over `storage`.
+    pub(crate) fn new(
+        store_id: u64,
+        peer_id: u64,
+        raw: RawNode<PeerStorage>,
+        applied_index: u64,
+        merging: Option<MergeState>,
+    ) -> Self {
+        Peer {
+            region_id: raw.store().region().id,
+            peer_id,
+            store_id,
+            raw,
+            proposals: VecDeque::new(),
+            new_reads: Vec::new(),
+            read_batches: VecDeque::new(),
+            next_read_ctx: 1,
+            applied_index,
+            leader_id: 0,
+            is_leader: false,
+            unpersisted_ready: None,
+            split_check: SplitCheckState::default(),
+            merging,
+            ticks: 0,
+            destroyed: false,
+        }
+    }
+
+    /// The region this peer replicates.
+    pub(crate) fn region(&self) -> &Region {
+        self.raw.store().region()
+    }
+
+    /// The region's leader, when known.
+    pub(crate) fn leader_meta(&self) -> Option<PeerMeta> {
+        let leader = self.leader_id;
+        self.region().peers.iter().find(|p| p.id == leader).cloned()
+    }
+
+    /// Handles one message of the round.
+    pub(crate) fn on_msg(&mut self, msg: PeerMsg, ctx: &mut PollCtx) {
+        if self.destroyed {
+            return self.refuse(msg);
+        }
+        match msg {
+            PeerMsg::Raft(m) => self.step(*m, &ctx.store.metrics),
+            PeerMsg::Command(cmd) => self.propose(cmd, &ctx.store),
+            PeerMsg::Read(r) => self.accept_read(r),
+            PeerMsg::Tick(PeerTick::Raft) => self.on_raft_tick(ctx),
+            PeerMsg::Tick(PeerTick::SplitCheck) => self.on_split_check_tick(ctx),
+            PeerMsg::SplitCheckResult(r) => self.on_split_check_result(r, ctx),
+            PeerMsg::Persisted { number } => self.on_persisted(number),
+            PeerMsg::ApplyRes(res) => self.on_apply_res(res, ctx),
+            PeerMsg::Info(reply) => {
+                let _ = reply.send(self.info());
+            }
+            PeerMsg::StoreUnreachable(store_id) => self.on_store_unreachable(store_id),
+            PeerMsg::Campaign => {
+                if let Err(e) = self.raw.campaign() {
+                    tracing::warn!(region = self.region_id, "campaign failed: {e}");
+                }
+            }
+            PeerMsg::ProposeCommitMerge {
+                request,
+                source_id,
+                commit,
+            } => self.on_propose_commit_merge(request, source_id, commit, ctx),
+            PeerMsg::RollbackMerge { commit } => self.propose_rollback(commit, ctx),
+            PeerMsg::Checksum(reply) => self.checksum(reply, ctx),
+        }
+    }
+
+    /// A destroyed peer only answers requests (`RegionNotFound`: the client
+    /// re-routes to the region that took the range).
+    fn refuse(&self, msg: PeerMsg) {
+        match msg {
+            PeerMsg::Command(c) => {
+                let _ = c.reply.send(Err(region_not_found(self.region_id)));
+            }
+            PeerMsg::Read(r) => {
+                let _ = r.reply.send(Err(region_not_found(self.region_id)));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_raft_tick(&mut self, ctx: &mut PollCtx) {
+        self.raw.tick();
+        self.ticks += 1;
+        self.expire_read_indexes(ctx);
+        if self.merging.is_some() && self.ticks.is_multiple_of(DRIVE_EVERY_TICKS) {
+            self.drive_merge(ctx);
+        }
+    }
+
+    /// raft-rs stops pipelining appends to this region's peers on `store_id` until
+    /// they answer again.
+    fn on_store_unreachable(&mut self, store_id: u64) {
+        let ids: Vec<u64> = self
+            .region()
+            .peers
+            .iter()
+            .filter(|p| p.store_id == store_id)
+            .map(|p| p.id)
+            .collect();
+        for id in ids {
+            self.raw.report_unreachable(id);
+        }
+    }
+
+    /// The region, its leader and the last split check's figures. RocksDB's size
+    /// estimate is added by the caller, off the poller.
+    fn info(&self) -> RegionInfo {
+        let (size, keys) = self
+            .split_check
+            .last
+            .as_ref()
+            .map_or((0, 0), |r| (r.size, r.keys));
+        RegionInfo {
+            leader: self.leader_meta(),
+            region: Some(self.region().clone()),
+            approximate_size: size,
+            approximate_keys: keys,
+        }
+    }
+
+    /// Steps a message from another store into raft-rs, after checking that it is
+    /// addressed to this peer and comes from a peer of the region as this store knows
+    /// it (ids and stores agreeing in the envelope and in the raft message). What
+    /// fails the check is dropped and counted: raft-rs trusts its input, and some
+    /// inconsistent messages reach its fatal paths.
+    fn step(&mut self, msg: RaftMessage, metrics: &StoreMetrics) {
+        let m = match self.check_raft_message(&msg) {
+            Ok(m) => m,
+            Err(why) => {
+                tracing::warn!(region = self.region_id, "dropping a raft message: {why}");
+                StoreMetrics::add(&metrics.raft_messages_refused, 1);
+                return;
+            }
+        };
+        if let Err(e) = self.raw.step(m) {
+            tracing::debug!(region = self.region_id, "step: {e}");
+        }
+    }
+
+    fn check_raft_message(&self, msg: &RaftMessage) -> Result<RaftPbMessage, RefusedMessage> {
+        let to = msg.to_peer.unwrap_or_default();
+        if to.id != self.peer_id || to.store_id != self.store_id {
+            return Err(RefusedMessage::NotForMe {
+                to: (to.id, to.store_id),
+                me: (self.peer_id, self.store_id),
+            });
+        }
+        let from = msg.from_peer.unwrap_or_default();
+        let known = self
+            .region()
+            .peers
+            .iter()
+            .any(|p| p.id == from.id && p.store_id == from.store_id);
+        if !known || from.id == self.peer_id {
+            return Err(RefusedMessage::UnknownSender(from.id, from.store_id));
+        }
+        let m = RaftPbMessage::parse_from_bytes(&msg.message)
+            .map_err(|e| RefusedMessage::Undecodable(e.to_string()))?;
+        if m.from != from.id || m.to != to.id {
+            return Err(RefusedMessage::EnvelopeMismatch {
+                inner: (m.from, m.to),
+                envelope: (from.id, to.id),
+            });
+        }
+        Ok(m)
+    }
+}
+
+/// Why a Raft message from another store was dropped before raft-rs.
+#[derive(Debug, thiserror::Error)]
+enum RefusedMessage {
+    #[error("addressed to peer {} on store {}, this is peer {} on store {}", .to.0, .to.1, .me.0, .me.1)]
+    NotForMe { to: (u64, u64), me: (u64, u64) },
+    #[error("from peer {0} on store {1}, not a peer of the region")]
+    UnknownSender(u64, u64),
+    #[error("undecodable: {0}")]
+    Undecodable(String),
+    #[error("raft message from {} to {} in an envelope from {} to {}", .inner.0, .inner.1, .envelope.0, .envelope.1)]
+    EnvelopeMismatch {
+        inner: (u64, u64),
+        envelope: (u64, u64),
+    },
+}

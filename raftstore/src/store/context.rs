@@ -1,0 +1,61 @@
+//! [`StoreContext`]: what every poller of a store shares (settings, engines,
+//! counters, the transport, the workers' queues, the router and the ticker).
+
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use shoal_engine::rocks::RocksKvEngine;
+use shoal_engine::LogEngine;
+use shoal_proto::raft_serverpb::RaftMessage;
+use shoal_router::Ticker;
+
+use crate::config::Config;
+use crate::fsm::StoreRouter;
+use crate::metrics::StoreMetrics;
+use crate::msg::PeerTick;
+use crate::raft::apply::ApplyMsg;
+use crate::transport::{send_counted, Transport};
+use crate::worker::log_writer::WriteTask;
+use crate::worker::read_pool::ReadPool;
+use crate::worker::region::RegionTask;
+
+/// What every poller of a store shares.
+pub(crate) struct StoreContext {
+    /// This store's id.
+    pub(crate) store_id: u64,
+    /// Settings.
+    pub(crate) cfg: Config,
+    /// The shared Raft log (peers read entries through it; only the log writer
+    /// writes).
+    pub(crate) log: Arc<dyn LogEngine>,
+    /// The state machine (pollers only take snapshots of it).
+    pub(crate) kv: RocksKvEngine,
+    /// Counters.
+    pub(crate) metrics: Arc<StoreMetrics>,
+    /// Where messages to other stores go.
+    pub(crate) transport: Arc<dyn Transport>,
+    /// The log writer's queue.
+    pub(crate) writer: Sender<WriteTask>,
+    /// The apply workers' queues; region `r` goes to `apply[r % len]`.
+    pub(crate) apply: Vec<Sender<ApplyMsg>>,
+    /// The region worker's queue.
+    pub(crate) region_worker: Sender<RegionTask>,
+    /// Threads for scans and checksums (never on a poller).
+    pub(crate) read_pool: ReadPool,
+    /// The store's router, to start peers of regions split off.
+    pub(crate) router: StoreRouter,
+    /// The store's ticker, to register new peers' ticks.
+    pub(crate) ticker: Ticker<PeerTick>,
+}
+
+impl StoreContext {
+    /// The apply worker of a region.
+    pub(crate) fn apply_worker(&self, region_id: u64) -> &Sender<ApplyMsg> {
+        &self.apply[(region_id % self.apply.len() as u64) as usize]
+    }
+
+    /// Sends messages, one batch per store, and counts them.
+    pub(crate) fn send_messages(&self, msgs: Vec<RaftMessage>) {
+        send_counted(self.transport.as_ref(), &self.metrics, msgs);
+    }
+}

@@ -1,0 +1,288 @@
+//! [`RaftStore`]: one store. `mod.rs` starts and stops everything (pollers, log
+//! writer, apply workers, region worker, read pool, ticker) and loads the peers;
+//! `door.rs` takes requests; `context.rs` is what the pollers share; `load.rs` reads
+//! the regions at start-up; `bootstrap.rs` writes a new cluster's first state;
+//! `ids.rs` allocates region and peer ids.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+use shoal_engine::rocks::Engines;
+use shoal_engine::LogEngine;
+use shoal_router::{create_system, BatchSystem, Ticker, TickerThread};
+
+use crate::config::Config;
+use crate::error::StartError;
+use crate::fsm::{PeerFsm, RaftPoller, StoreFsm, StoreRouter};
+use crate::metrics::StoreMetrics;
+use crate::msg::{PeerMsg, PeerTick};
+use crate::operation::life;
+use crate::raft::apply::ApplyMsg;
+use crate::transport::Transport;
+use crate::worker::apply::ApplyWorker;
+use crate::worker::log_writer::{LogWriter, WriteTask};
+use crate::worker::read_pool::ReadPool;
+use crate::worker::region::{Limits, RegionEvent, RegionTask, RegionWorker};
+
+pub(crate) mod bootstrap;
+pub(crate) mod context;
+mod door;
+pub(crate) mod ids;
+mod load;
+
+use context::StoreContext;
+use ids::IdAllocator;
+
+/// Who drives the Raft ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TickMode {
+    /// A ticker thread, every `raft_tick_interval`.
+    Timer,
+    /// The caller, through [`RaftStore::tick`] (tests).
+    Manual,
+}
+
+/// A running store.
+pub struct RaftStore {
+    store_id: u64,
+    router: StoreRouter,
+    system: BatchSystem<PeerFsm, StoreFsm>,
+    ticker: Ticker<PeerTick>,
+    ticker_thread: Option<TickerThread>,
+    ctx: Option<Arc<StoreContext>>,
+    threads: Vec<JoinHandle<()>>,
+    metrics: Arc<StoreMetrics>,
+    ids: Arc<IdAllocator>,
+    /// Messages a region's mailbox may hold before client requests are refused.
+    max_mailbox: usize,
+}
+
+/// The workers' queues, once their threads run.
+struct Queues {
+    writer: Sender<WriteTask>,
+    apply: Vec<Sender<ApplyMsg>>,
+    region_worker: Sender<RegionTask>,
+    read_pool: ReadPool,
+}
+
+/// What a store is built from while it starts.
+struct Parts {
+    store_id: u64,
+    router: StoreRouter,
+    metrics: Arc<StoreMetrics>,
+    ids: Arc<IdAllocator>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl RaftStore {
+    /// Starts store `store_id` over `engines` (already bootstrapped) and loads its peers.
+    pub fn start(
+        store_id: u64,
+        cfg: Config,
+        engines: Engines,
+        transport: Arc<dyn Transport>,
+        tick_mode: TickMode,
+    ) -> Result<RaftStore, StartError> {
+        cfg.validate()?;
+        let router_cfg = shoal_router::Config {
+            pollers: cfg.pollers,
+            max_batch_size: cfg.max_batch_size,
+            ..shoal_router::Config::default()
+        };
+        let (router, mut system) = create_system(&router_cfg, Box::new(StoreFsm { store_id }))?;
+        let mut parts = Parts {
+            store_id,
+            router,
+            metrics: Arc::new(StoreMetrics::default()),
+            ids: Arc::new(IdAllocator::open(engines.kv.clone(), store_id)?),
+            threads: Vec::new(),
+        };
+        let queues = parts.start_workers(&cfg, &engines, &transport)?;
+        let ticker = Ticker::default();
+        let ctx = Arc::new(StoreContext {
+            store_id,
+            cfg: cfg.clone(),
+            log: engines.log.clone(),
+            kv: engines.kv.clone(),
+            metrics: parts.metrics.clone(),
+            transport,
+            writer: queues.writer,
+            apply: queues.apply,
+            region_worker: queues.region_worker,
+            read_pool: queues.read_pool,
+            router: parts.router.clone(),
+            ticker: ticker.clone(),
+        });
+        for start in load::load_regions(&engines.kv, engines.log.as_ref())? {
+            life::start_peer(&ctx, start, false)?;
+        }
+        let name = format!("shoal-poll-{store_id}");
+        let poll_ctx = ctx.clone();
+        system
+            .spawn(&name, move |_| RaftPoller::new(poll_ctx.clone()))
+            .map_err(|source| StartError::Thread { name, source })?;
+        let ticker_thread = match tick_mode {
+            TickMode::Timer => Some(parts.start_ticker(&ticker, &cfg)?),
+            TickMode::Manual => None,
+        };
+        Ok(RaftStore {
+            store_id,
+            router: parts.router,
+            system,
+            ticker,
+            ticker_thread,
+            ctx: Some(ctx),
+            threads: parts.threads,
+            metrics: parts.metrics,
+            ids: parts.ids,
+            max_mailbox: cfg.max_pending_proposals,
+        })
+    }
+}
+
+impl Parts {
+    /// Starts the log writer, the apply workers, the region worker and the read
+    /// pool; each reports to the peers through the router.
+    fn start_workers(
+        &mut self,
+        cfg: &Config,
+        engines: &Engines,
+        transport: &Arc<dyn Transport>,
+    ) -> Result<Queues, StartError> {
+        let id = self.store_id;
+        let log: Arc<dyn LogEngine> = engines.log.clone();
+        let (writer, rx) = crossbeam_channel::unbounded();
+        let r = self.router.clone();
+        let log_writer = LogWriter {
+            log: log.clone(),
+            metrics: self.metrics.clone(),
+            transport: transport.clone(),
+            notify: move |region, number| {
+                let _ = r.send(region, PeerMsg::Persisted { number });
+            },
+        };
+        self.spawn(format!("shoal-log-writer-{id}"), move || log_writer.run(rx))?;
+        let mut apply = Vec::new();
+        for i in 0..cfg.apply_workers {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let r = self.router.clone();
+            let worker = ApplyWorker {
+                kv: engines.kv.clone(),
+                log: log.clone(),
+                metrics: self.metrics.clone(),
+                report: move |region, res| {
+                    let _ = r.send(region, PeerMsg::ApplyRes(res));
+                },
+            };
+            self.spawn(format!("shoal-apply-{id}-{i}"), move || worker.run(rx))?;
+            apply.push(tx);
+        }
+        let (region_worker, rx) = crossbeam_channel::unbounded();
+        let r = self.router.clone();
+        let worker = RegionWorker {
+            kv: engines.kv.clone(),
+            ids: self.ids.clone(),
+            limits: Limits {
+                max_size: cfg.region_max_size,
+                max_keys: cfg.region_max_keys,
+            },
+            report: move |region, event| {
+                let msg = match event {
+                    RegionEvent::Measured(r) => PeerMsg::SplitCheckResult(r),
+                    RegionEvent::RollBackMerge { commit } => PeerMsg::RollbackMerge { commit },
+                };
+                let _ = r.send(region, msg);
+            },
+        };
+        self.spawn(format!("shoal-region-{id}"), move || worker.run(rx))?;
+        let name = format!("shoal-read-{id}");
+        let (read_pool, threads) =
+            ReadPool::start(&name, cfg.read_pool_threads, cfg.read_pool_queue)?;
+        self.threads.extend(threads);
+        Ok(Queues {
+            writer,
+            apply,
+            region_worker,
+            read_pool,
+        })
+    }
+
+    /// Starts the ticker thread (timer tick mode).
+    fn start_ticker(
+        &self,
+        ticker: &Ticker<PeerTick>,
+        cfg: &Config,
+    ) -> Result<TickerThread, StartError> {
+        let r = self.router.clone();
+        let name = format!("shoal-tick-{}", self.store_id);
+        ticker
+            .spawn(&name, cfg.raft_tick_interval, move |id, kind| {
+                r.send(id, PeerMsg::Tick(kind)).is_ok()
+            })
+            .map_err(|source| StartError::Thread { name, source })
+    }
+
+    fn spawn(&mut self, name: String, f: impl FnOnce() + Send + 'static) -> Result<(), StartError> {
+        let handle = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(f)
+            .map_err(|source| StartError::Thread { name, source })?;
+        self.threads.push(handle);
+        Ok(())
+    }
+}
+
+impl RaftStore {
+    /// This store's id.
+    pub fn store_id(&self) -> u64 {
+        self.store_id
+    }
+
+    /// Advances the ticker one tick (manual tick mode).
+    pub fn tick(&self) {
+        let r = &self.router;
+        self.ticker
+            .advance(|id, kind| r.send(id, PeerMsg::Tick(kind)).is_ok());
+    }
+
+    /// The store's live counters.
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.metrics
+    }
+
+    /// The store's counters, as the Admin API reports them.
+    pub fn counters(&self) -> shoal_proto::adminpb::StoreCounters {
+        self.metrics.counters()
+    }
+
+    /// Stops every thread. Requests still pending are answered with an error.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(t) = self.ticker_thread.take() {
+            t.stop();
+        }
+        let undelivered = self.system.shutdown();
+        if !undelivered.is_empty() {
+            tracing::debug!(
+                store = self.store_id,
+                count = undelivered.len(),
+                "messages undelivered at shutdown"
+            );
+        }
+        // The last handles on the workers' queues go with the context.
+        self.ctx = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RaftStore {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

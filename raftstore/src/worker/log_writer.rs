@@ -1,0 +1,127 @@
+//! The log writer: one thread that turns the write tasks of every poller into one
+//! log-engine write and **one fsync**, then releases what waited on it.
+//!
+//! It takes every task queued since its last write, merges them (the batch keeps
+//! their order, so a peer's later ready overwrites its earlier one), writes with one
+//! sync, sends the messages that had to wait for durability (one batch per store),
+//! tells each peer the highest ready number now persisted, and then removes the
+//! logs of regions destroyed (after any write of theirs queued before). While it
+//! syncs, the pollers keep going and queue the next tasks: the slower the disk, the
+//! bigger the next batch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+use shoal_engine::{LogBatch, LogEngine, LogEntry};
+use shoal_proto::raft_serverpb::{RaftLocalState, RaftMessage};
+
+use crate::metrics::StoreMetrics;
+use crate::transport::{send_counted, Transport};
+
+/// The log writes of one or more poll rounds.
+#[derive(Default)]
+pub(crate) struct WriteTask {
+    /// Entries and states of every peer.
+    batch: LogBatch,
+    /// `(region, ready number)` to report persisted.
+    notify: Vec<(u64, u64)>,
+    /// Messages that may leave only once the batch is durable.
+    msgs: Vec<RaftMessage>,
+    /// Regions whose log goes once everything before is written (merged away).
+    removed: Vec<u64>,
+}
+
+impl WriteTask {
+    /// Adds one peer's ready.
+    pub(crate) fn add(
+        &mut self,
+        region_id: u64,
+        ready: u64,
+        entries: Vec<LogEntry>,
+        state: Option<RaftLocalState>,
+        msgs: Vec<RaftMessage>,
+    ) {
+        self.batch.add(region_id, entries, state);
+        self.notify.push((region_id, ready));
+        self.msgs.extend(msgs);
+    }
+
+    /// Removes `region_id`'s log after this task's writes.
+    pub(crate) fn remove_region(&mut self, region_id: u64) {
+        self.removed.push(region_id);
+    }
+
+    /// Moves `other` behind this task's writes.
+    fn merge(&mut self, other: WriteTask) {
+        self.batch.extend(other.batch);
+        self.notify.extend(other.notify);
+        self.msgs.extend(other.msgs);
+        self.removed.extend(other.removed);
+    }
+
+    /// Whether there is nothing to write, report or remove.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.notify.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// What the log writer needs (not the whole store context, which holds the
+/// writer's own queue and would keep it open forever).
+pub(crate) struct LogWriter<N> {
+    /// The shared Raft log.
+    pub(crate) log: Arc<dyn LogEngine>,
+    /// Counters.
+    pub(crate) metrics: Arc<StoreMetrics>,
+    /// Where messages that waited on the write go.
+    pub(crate) transport: Arc<dyn Transport>,
+    /// Tells a region's peer its readies up to a number are persisted.
+    pub(crate) notify: N,
+}
+
+impl<N: Fn(u64, u64)> LogWriter<N> {
+    /// The writer's loop; returns when every poller is gone.
+    pub(crate) fn run(self, rx: Receiver<WriteTask>) {
+        while let Ok(mut task) = rx.recv() {
+            for more in rx.try_iter() {
+                task.merge(more);
+            }
+            self.write(task);
+        }
+    }
+
+    fn write(&self, task: WriteTask) {
+        let WriteTask {
+            batch,
+            notify,
+            msgs,
+            removed,
+        } = task;
+        if !batch.is_empty() {
+            if let Err(e) = self.log.write(&batch) {
+                // Raft's promises rest on this write: without it no peer may go on.
+                panic!("log writer: the log engine failed a synced write: {e}");
+            }
+            let m = &self.metrics;
+            StoreMetrics::add(&m.fsyncs, 1);
+            StoreMetrics::add(&m.regions_per_fsync_sum, batch.region_count() as u64);
+            StoreMetrics::add(&m.entries_per_fsync_sum, batch.entry_count() as u64);
+        }
+        if !msgs.is_empty() {
+            send_counted(self.transport.as_ref(), &self.metrics, msgs);
+        }
+        let mut highest: HashMap<u64, u64> = HashMap::with_capacity(notify.len());
+        for (region, number) in notify {
+            let n = highest.entry(region).or_default();
+            *n = (*n).max(number);
+        }
+        for (region, number) in highest {
+            (self.notify)(region, number);
+        }
+        for region in removed {
+            if let Err(e) = self.log.remove_region(region) {
+                tracing::warn!(region, "cannot remove the merged region's log: {e}");
+            }
+        }
+    }
+}
