@@ -2,7 +2,8 @@
 //! side and what the peer does once a split is applied.
 //!
 //! The flow (DESIGN.md, "Split"):
-//! 1. **Propose.** The admin API asks the parent's leader ([`RaftStore::split`]):
+//! 1. **Propose.** The admin API asks the parent's leader (`RaftStore::split`, in
+//!    `store/admin.rs`):
 //!    the keys are checked before anything else, ids for the new regions and their
 //!    peers come from the store's persistent, store-prefixed allocator (off the
 //!    async runtime's threads: it may sync), and one `BatchSplitRequest` is
@@ -31,20 +32,17 @@
 use shoal_engine::keys::{apply_state_key, region_state_key};
 use shoal_engine::Cf;
 use shoal_proto::metapb::{Peer as PeerMeta, Region, RegionEpoch};
-use shoal_proto::raft_cmdpb::{
-    admin_request, BatchSplitRequest, RaftRequestHeader, Response, SplitRequest,
-};
+use shoal_proto::raft_cmdpb::{BatchSplitRequest, RaftRequestHeader, Response, SplitRequest};
 use shoal_proto::raft_serverpb::{PeerState, RegionLocalState};
 use shoal_proto::{Message as _, RegionExt};
 
 use crate::error::{not_leader, region_merging, CmdError, WriteResult};
 use crate::fsm::PollCtx;
-use crate::operation::command::{admin_cmd, check_epoch};
+use crate::operation::command::check_epoch;
 use crate::operation::life::{self, PeerStart};
 use crate::raft::apply::{AdminResult, ApplyCtx, Delegate, NewPeer};
 use crate::raft::peer::Peer;
 use crate::store::bootstrap::initial_apply_state;
-use crate::store::RaftStore;
 
 /// Longest key a request may carry, in bytes (the Kv service's limit too).
 pub const MAX_KEY_SIZE: usize = 4096;
@@ -177,38 +175,6 @@ pub(crate) fn build_batch_split(
                 new_peer_ids: ids[i * per + 1..(i + 1) * per].to_vec(),
             })
             .collect(),
-    }
-}
-
-impl RaftStore {
-    /// Splits region `region_id` (whose epoch the caller saw as `epoch`) at `keys`.
-    /// Must be asked of the region's leader. Returns every region now covering the
-    /// parent's old range, in key order.
-    pub async fn split(
-        &self,
-        region_id: u64,
-        epoch: Option<RegionEpoch>,
-        keys: Vec<Vec<u8>>,
-    ) -> Result<Vec<Region>, CmdError> {
-        // Bad input first, before any look-up: the limits hold whatever the region.
-        check_split_request(&keys)?;
-        let region = self.peer_info(region_id).await?.region.unwrap_or_default();
-        // A stale epoch first: the keys may be outside only because the caller's
-        // view is old, and EpochNotMatch tells it to refresh and retry.
-        check_epoch(&region, epoch.as_ref(), true)?;
-        check_split_keys(&region, &keys)?;
-        let ids = self
-            .alloc_ids(keys.len() * (1 + region.peers.len()))
-            .await?;
-        let split = build_batch_split(&region, &keys, &ids);
-        let request = admin_cmd(
-            &region,
-            self.store_id(),
-            epoch,
-            admin_request::Cmd::Split(split),
-        );
-        let mut responses = self.write(request).await?;
-        Ok(responses.pop().map(|r| r.regions).unwrap_or_default())
     }
 }
 

@@ -269,3 +269,172 @@ impl raft::Storage for PeerStorage {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use raft::Storage as _;
+    use shoal_engine::LogBatch;
+
+    use super::*;
+    use crate::store::bootstrap::{initial_apply_state, initial_raft_state, INIT_INDEX, INIT_TERM};
+
+    const REGION: u64 = 1;
+
+    fn region() -> Region {
+        Region {
+            id: REGION,
+            ..Default::default()
+        }
+    }
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            data: vec![index as u8; 10].into(),
+            ..Default::default()
+        }
+    }
+
+    /// A storage over a fresh log engine (kept alive by the returned dir) with a
+    /// cache of `limit` entries.
+    fn storage(limit: usize) -> (tempfile::TempDir, Arc<dyn LogEngine>, PeerStorage) {
+        let dir = tempfile::tempdir().unwrap();
+        let engines = shoal_engine::rocks::Engines::open(dir.path()).unwrap();
+        let log: Arc<dyn LogEngine> = engines.log.clone();
+        let s = PeerStorage::new(
+            log.clone(),
+            region(),
+            initial_raft_state(),
+            initial_apply_state(),
+            limit,
+        );
+        (dir, log, s)
+    }
+
+    /// Appends `entries` as ready `ready` and, when `persist`, writes them to the
+    /// log engine and reports them persisted (what the log writer does).
+    fn append(s: &mut PeerStorage, log: &Arc<dyn LogEngine>, entries: &[Entry], ready: u64) {
+        let encoded = s.append(entries, ready);
+        let mut batch = LogBatch::new();
+        batch.add(REGION, encoded, Some(*s.raft_state()));
+        log.write(&batch).unwrap();
+    }
+
+    fn indexes(s: &PeerStorage, low: u64, high: u64, max: Option<u64>) -> Vec<(u64, u64)> {
+        s.entries(low, high, max, GetEntriesContext::empty(false))
+            .unwrap()
+            .iter()
+            .map(|e| (e.index, e.term))
+            .collect()
+    }
+
+    #[test]
+    fn bounds_follow_the_truncated_index_and_the_last_index() {
+        let (_dir, log, mut s) = storage(16);
+        assert_eq!(s.first_index().unwrap(), INIT_INDEX + 1);
+        assert_eq!(s.last_index().unwrap(), INIT_INDEX);
+        assert_eq!(s.term(INIT_INDEX).unwrap(), INIT_TERM);
+        let es: Vec<Entry> = (6..=8).map(|i| entry(i, 6)).collect();
+        append(&mut s, &log, &es, 1);
+        assert_eq!(s.last_index().unwrap(), 8);
+        let ctx = || GetEntriesContext::empty(false);
+        let compacted = s.entries(INIT_INDEX, 7, None, ctx());
+        assert!(matches!(
+            compacted,
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        let beyond = s.entries(6, 10, None, ctx());
+        assert!(matches!(
+            beyond,
+            Err(raft::Error::Store(StorageError::Unavailable))
+        ));
+        assert!(matches!(
+            s.term(4),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        assert!(matches!(
+            s.term(9),
+            Err(raft::Error::Store(StorageError::Unavailable))
+        ));
+        assert_eq!(indexes(&s, 6, 9, None), vec![(6, 6), (7, 6), (8, 6)]);
+    }
+
+    #[test]
+    fn unpersisted_entries_are_served_from_the_cache() {
+        let (_dir, log, mut s) = storage(2);
+        // Appended but not written to the engine: only the cache has them.
+        let es: Vec<Entry> = (6..=9).map(|i| entry(i, 6)).collect();
+        let _ = s.append(&es, 1);
+        assert_eq!(indexes(&s, 6, 10, None).len(), 4);
+        assert_eq!(s.term(9).unwrap(), 6);
+        // Over the cache limit, but nothing is evicted before it is persisted.
+        s.on_persisted(0);
+        assert_eq!(indexes(&s, 6, 10, None).len(), 4);
+        drop(log);
+    }
+
+    #[test]
+    fn persisted_entries_leave_the_cache_and_are_read_from_the_engine() {
+        let (_dir, log, mut s) = storage(2);
+        let es: Vec<Entry> = (6..=10).map(|i| entry(i, 6)).collect();
+        append(&mut s, &log, &es, 1);
+        s.on_persisted(1);
+        assert_eq!(s.cache.len(), 2, "trimmed to the limit once persisted");
+        assert_eq!(s.first_cached(), 9);
+        // Reads span the engine and the cache, in order, and term lookups too.
+        assert_eq!(
+            indexes(&s, 6, 11, None),
+            (6..=10).map(|i| (i, 6)).collect::<Vec<_>>()
+        );
+        assert_eq!(s.term(7).unwrap(), 6);
+        // A size limit still returns at least one entry.
+        assert_eq!(indexes(&s, 6, 11, Some(1)), vec![(6, 6)]);
+    }
+
+    #[test]
+    fn a_conflicting_append_replaces_the_tail_and_pins_the_cache_until_persisted() {
+        // No cache beyond what is unpersisted: anything persisted is evicted.
+        let (_dir, log, mut s) = storage(0);
+        let es: Vec<Entry> = (6..=9).map(|i| entry(i, 6)).collect();
+        append(&mut s, &log, &es, 1);
+        s.on_persisted(1);
+        // A new leader overwrites from index 8 with term 7; ready 2 is in flight.
+        let newer = [entry(8, 7)];
+        let _ = s.append(&newer, 2);
+        assert_eq!(s.last_index().unwrap(), 8);
+        assert_eq!(
+            s.term(8).unwrap(),
+            7,
+            "the new entry, not the stale one on disk"
+        );
+        // The report for ready 1 does not cover ready 2: entry 8 (term 7) stays
+        // cached although the cache is over its limit (evicted, the stale entry 8
+        // of term 6 on disk would be read instead).
+        s.on_persisted(1);
+        assert_eq!(s.term(8).unwrap(), 7);
+        assert!(matches!(
+            s.term(9),
+            Err(raft::Error::Store(StorageError::Unavailable))
+        ));
+    }
+
+    #[test]
+    fn the_conf_state_lists_voters_and_learners() {
+        let mut r = region();
+        r.peers = vec![
+            shoal_proto::metapb::Peer {
+                id: 1,
+                store_id: 1,
+                role: PeerRole::Voter as i32,
+            },
+            shoal_proto::metapb::Peer {
+                id: 2,
+                store_id: 2,
+                role: PeerRole::Learner as i32,
+            },
+        ];
+        let cs = conf_state_of(&r);
+        assert_eq!((cs.voters, cs.learners), (vec![1], vec![2]));
+    }
+}

@@ -1,6 +1,6 @@
 //! [`RaftStore`]: one store. `mod.rs` starts and stops everything (pollers, log
 //! writer, apply workers, region worker, read pool, ticker) and loads the peers;
-//! `door.rs` takes requests; `context.rs` is what the pollers share; `load.rs` reads
+//! `door.rs` takes requests; `admin.rs` the admin API's split and merge; `context.rs` is what the pollers share; `load.rs` reads
 //! the regions at start-up; `bootstrap.rs` writes a new cluster's first state;
 //! `ids.rs` allocates region and peer ids.
 
@@ -25,6 +25,7 @@ use crate::worker::log_writer::{LogWriter, WriteTask};
 use crate::worker::read_pool::ReadPool;
 use crate::worker::region::{Limits, RegionEvent, RegionTask, RegionWorker};
 
+mod admin;
 pub(crate) mod bootstrap;
 pub(crate) mod context;
 mod door;

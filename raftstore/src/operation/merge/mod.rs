@@ -1,7 +1,7 @@
 //! Region merge, in one place: `prepare.rs`, `commit.rs` and `rollback.rs` each
 //! hold one step's propose side, apply side and what the peer does once it is
-//! applied; this file holds what they share and the admin API's whole merge
-//! ([`RaftStore::merge`]).
+//! applied; this file holds what they share. The admin API's whole merge is
+//! (`RaftStore::merge`, in `store/admin.rs`).
 //!
 //! The flow (DESIGN.md, "Split and merge"):
 //! 1. **Prepare**, proposed on the source's leader: on every source replica the
@@ -25,18 +25,14 @@
 //! Merge needs the source and target on the same apply worker (this store's only
 //! one: `apply-workers` = 1), where the commit finds the source's apply state.
 
-use std::time::{Duration, Instant};
-
 use shoal_engine::keys::region_state_key;
 use shoal_engine::Cf;
 use shoal_proto::metapb::{Region, RegionEpoch};
 use shoal_proto::raft_serverpb::{MergeState, PeerState, RegionLocalState};
-use shoal_proto::{Message as _, RegionExt};
+use shoal_proto::Message as _;
 
 use crate::error::CmdError;
 use crate::raft::apply::ApplyCtx;
-use crate::store::RaftStore;
-use crate::worker::region::local_state;
 
 pub(crate) mod commit;
 pub(crate) mod prepare;
@@ -44,9 +40,6 @@ pub(crate) mod rollback;
 
 /// How often (in raft ticks) a frozen source's leader re-drives its merge.
 pub(crate) const DRIVE_EVERY_TICKS: u64 = 10;
-
-/// How long [`RaftStore::merge`] waits for the outcome.
-const MERGE_WAIT: Duration = Duration::from_secs(30);
 
 /// Checks that `source` may merge into `target`: different, adjacent regions whose
 /// peers sit on the same stores.
@@ -103,83 +96,6 @@ pub(crate) fn merged_region(target: &Region, source: &Region) -> Region {
     r
 }
 
-impl RaftStore {
-    /// Merges region `source_id` into its neighbour `target_id`; must be asked of the
-    /// source's leader, and both regions need peers on the same stores (this one
-    /// included). Waits (up to 30 s) for the outcome: the merged target, or an
-    /// error saying the merge was rolled back or is still going on.
-    pub async fn merge(&self, source_id: u64, target_id: u64) -> Result<Region, CmdError> {
-        let source = self.peer_info(source_id).await?.region.unwrap_or_default();
-        let target = match self.peer_info(target_id).await {
-            Ok(info) => info.region.unwrap_or_default(),
-            Err(CmdError::Region(_)) => {
-                return Err(CmdError::Invalid(format!(
-                    "region {target_id} has no peer on store {}: merge needs both regions on \
-                     the same stores",
-                    self.store_id()
-                )))
-            }
-            Err(e) => return Err(e),
-        };
-        for id in [source_id, target_id] {
-            if self.kv_state(id).await == Some(PeerState::Merging) {
-                return Err(CmdError::Invalid(format!(
-                    "region {id} has a merge in progress"
-                )));
-            }
-        }
-        let prepared = self.prepare_merge(&source, target).await?;
-        self.wait_merged(&source, &prepared, target_id).await
-    }
-
-    /// Waits until the target covers the source (merged), the source's version
-    /// moved past the prepare (rolled back), or [`MERGE_WAIT`] passed.
-    async fn wait_merged(
-        &self,
-        source: &Region,
-        prepared: &Region,
-        target_id: u64,
-    ) -> Result<Region, CmdError> {
-        let source_id = source.id;
-        let prepared_version = prepared.region_epoch.unwrap_or_default().version;
-        let deadline = Instant::now() + MERGE_WAIT;
-        loop {
-            if let Ok(info) = self.peer_info(target_id).await {
-                let now = info.region.unwrap_or_default();
-                if now.covers(source) {
-                    return Ok(now);
-                }
-            }
-            if let Ok(info) = self.peer_info(source_id).await {
-                let version = info.region.and_then(|r| r.region_epoch).unwrap_or_default();
-                if version.version > prepared_version {
-                    return Err(CmdError::Invalid(format!(
-                        "the merge of region {source_id} into {target_id} was rolled back: \
-                         the target changed (split or merge) before the commit"
-                    )));
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(CmdError::Undetermined(format!(
-                    "the merge of region {source_id} into {target_id} is prepared but not \
-                     committed after 30 s; it goes on in the background"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The state this store's kv records for `region_id`, read off the async
-    /// runtime's threads.
-    async fn kv_state(&self, region_id: u64) -> Option<PeerState> {
-        let kv = self.kv()?;
-        tokio::task::spawn_blocking(move || local_state(&kv, region_id))
-            .await
-            .ok()
-            .flatten()
-    }
-}
-
 /// Writes `region`'s local state in the apply batch.
 pub(crate) fn put_state(
     ctx: &mut ApplyCtx,
@@ -200,6 +116,7 @@ pub(crate) fn put_state(
 mod tests {
     use super::*;
     use shoal_proto::metapb::Peer;
+    use shoal_proto::RegionExt;
 
     fn region(id: u64, start: &[u8], end: &[u8], stores: &[u64]) -> Region {
         Region {

@@ -1,5 +1,5 @@
 //! Merge, step 1: **prepare**. Proposed on the source's leader (by
-//! [`RaftStore::prepare_merge`], the first step of `RaftStore::merge`), checked
+//! `RaftStore::prepare_merge` in `store/admin.rs`, the first step of a merge), checked
 //! there ([`Peer::check_prepare_merge`]: no merge in progress, adjacent regions on
 //! the same stores, every replica caught up enough, no admin command or membership
 //! change in the log after the lowest index a replica may lack). Applied on every
@@ -8,7 +8,7 @@
 //! and writes, and its leader drives the commit (`commit.rs`).
 
 use protobuf::Message as _;
-use raft::eraftpb::EntryType;
+use raft::eraftpb::{Entry, EntryType};
 use raft::Storage as _;
 use shoal_proto::metapb::{Region, RegionEpoch};
 use shoal_proto::raft_cmdpb::{
@@ -20,35 +20,9 @@ use shoal_proto::Message as _;
 use super::{check_merge, put_state};
 use crate::error::{not_leader, region_merging, server_busy, CmdError, WriteResult};
 use crate::fsm::PollCtx;
-use crate::operation::command::{admin_cmd, check_epoch};
+use crate::operation::command::check_epoch;
 use crate::raft::apply::{AdminResult, ApplyCtx, Delegate};
 use crate::raft::peer::Peer;
-use crate::store::RaftStore;
-
-impl RaftStore {
-    /// Proposes `PrepareMerge` of `source` (as seen) into `target` as
-    /// given, and returns the frozen source once the prepare is applied here.
-    /// [`RaftStore::merge`] is the whole merge; tests use this step alone to
-    /// prepare against a stale target.
-    pub async fn prepare_merge(&self, source: &Region, target: Region) -> Result<Region, CmdError> {
-        check_merge(source, &target)?;
-        let prepare = PrepareMergeRequest {
-            min_index: 0,
-            target: Some(target),
-        };
-        let request = admin_cmd(
-            source,
-            self.store_id(),
-            source.region_epoch,
-            admin_request::Cmd::PrepareMerge(prepare),
-        );
-        let mut responses = self.write(request).await?;
-        Ok(responses
-            .pop()
-            .and_then(|r| r.regions.into_iter().next())
-            .unwrap_or_default())
-    }
-}
 
 impl Peer {
     /// Checks a `PrepareMerge` and fills in its `min_index`.
@@ -72,8 +46,27 @@ impl Peer {
         };
         let target = req.target.clone().unwrap_or_default();
         check_merge(self.region(), &target)?;
-        // The lowest index any replica may lack: entries after it travel with the
-        // commit.
+        let (min_index, entries) = self.entries_to_carry()?;
+        // The commit carries these entries (and the prepare) in one entry of its
+        // own: past half the entry limit, wait for the lagging replica instead.
+        let carried: u64 = entries.iter().map(|e| u64::from(e.compute_size())).sum();
+        if carried > entry_limit / 2 {
+            return Err(server_busy(
+                self.region_id,
+                &format!(
+                    "the merge would carry {carried} bytes of entries to a lagging replica, \
+                     over half the raft-entry-max-size of {entry_limit}"
+                ),
+            ));
+        }
+        self.check_no_admin_in(&entries)?;
+        req.min_index = min_index;
+        Ok(())
+    }
+
+    /// The lowest index any replica may lack (`min_index`) and the entries after it,
+    /// which travel with the commit.
+    fn entries_to_carry(&self) -> Result<(u64, Vec<Entry>), CmdError> {
         let raft = &self.raw.raft;
         let last = raft.raft_log.last_index();
         let first = self.raw.store().truncated_index() + 1;
@@ -96,29 +89,19 @@ impl Peer {
             ));
         }
         let min_index = min_matched.max(first - 1);
+        let context = raft::GetEntriesContext::empty(false);
         let entries = self
             .raw
             .store()
-            .entries(
-                min_index + 1,
-                last + 1,
-                None,
-                raft::GetEntriesContext::empty(false),
-            )
+            .entries(min_index + 1, last + 1, None, context)
             .map_err(|e| CmdError::Storage(format!("reading the log: {e}")))?;
-        // The commit carries these entries (and the prepare) in one entry of its
-        // own: past half the entry limit, wait for the lagging replica instead.
-        let carried: u64 = entries.iter().map(|e| u64::from(e.compute_size())).sum();
-        if carried > entry_limit / 2 {
-            return Err(server_busy(
-                self.region_id,
-                &format!(
-                    "the merge would carry {carried} bytes of entries to a lagging replica, \
-                     over half the raft-entry-max-size of {entry_limit}"
-                ),
-            ));
-        }
-        for e in &entries {
+        Ok((min_index, entries))
+    }
+
+    /// No admin command or membership change may be in the entries a merge carries:
+    /// the catch-up applies them on the target's replicas without their effects.
+    fn check_no_admin_in(&self, entries: &[Entry]) -> Result<(), CmdError> {
+        for e in entries {
             if e.get_entry_type() != EntryType::EntryNormal {
                 return Err(CmdError::Invalid(format!(
                     "region {} has a membership change in progress",
@@ -134,7 +117,6 @@ impl Peer {
                 )));
             }
         }
-        req.min_index = min_index;
         Ok(())
     }
 
