@@ -54,6 +54,7 @@ use shoal_proto::kvrpcpb::{
     ScanResponse,
 };
 use shoal_proto::metapb::{Peer, Region};
+use shoal_proto::RegionExt;
 use tonic::transport::Channel;
 use tracing::debug;
 
@@ -61,7 +62,6 @@ use crate::client::Inner;
 use crate::config::ClientConfig;
 use crate::discovery::{is_connect_failure, is_transport_error, Want};
 use crate::error::{is_retryable_code, Error, Failure, RequestInfo, Result};
-use crate::region_cache::contains;
 
 /// Retries without backoff allowed in a row (after a leader hint or a new epoch).
 pub(crate) const MAX_IMMEDIATE_RETRIES: u32 = 3;
@@ -526,7 +526,7 @@ impl Inner {
         }
         .ok_or(Missing::Region)?;
         if let RouteBy::Batch(keys) = by {
-            if keys.iter().any(|k| !contains(&region.region, k)) {
+            if keys.iter().any(|k| !region.region.contains_key(k)) {
                 return Err(Missing::CrossRegion);
             }
         }
