@@ -36,40 +36,41 @@ struct Shared {
     failed: AtomicU64,
 }
 
+impl Shared {
+    /// Nothing measured yet, with `tickets` measured requests allowed.
+    fn new(tickets: i64) -> Shared {
+        Shared {
+            measuring: AtomicBool::new(false),
+            end: OnceLock::new(),
+            stop: AtomicBool::new(false),
+            tickets: AtomicI64::new(tickets),
+            done: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
+    }
+}
+
+/// What the measured phase gave.
+struct Measured {
+    /// Every loop's measured requests.
+    stats: LoopStats,
+    /// The phase's length: `--duration`, or with `--ops` spent early, until the last
+    /// measured request finished.
+    elapsed: Duration,
+}
+
 /// Runs the benchmark described by `args` and returns its report.
 pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     args.validate()?;
     let target = Target::connect(args).await?;
     let mut report = Report::header(args);
     let progress = Progress::new(args.quiet);
-    match &target {
-        Target::Shoal(client) => {
-            if let Some(k) = args.regions {
-                ensure_regions(client, k, &progress).await?;
-            }
-            let (regions, _) = client
-                .list_regions()
-                .await
-                .map_err(|e| format!("cannot list regions: {e}"))?;
-            report.regions = Some(regions.len());
-        }
-        Target::Etcd(_) if args.regions.is_some() => {
-            progress.note("--regions applies to Shoal only; ignored for etcd");
-        }
-        Target::Etcd(_) => {}
-    }
+    report.regions = prepare_regions(&target, args, &progress).await?;
     if args.preload() {
         preload(&target, args, &progress).await?;
     }
 
-    let shared = Arc::new(Shared {
-        measuring: AtomicBool::new(false),
-        end: OnceLock::new(),
-        stop: AtomicBool::new(false),
-        tickets: AtomicI64::new(args.ops.map_or(i64::MAX, |n| n as i64)),
-        done: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-    });
+    let shared = Arc::new(Shared::new(args.ops.map_or(i64::MAX, |n| n as i64)));
     let mut loops = Loops(Vec::with_capacity(args.clients));
     for i in 0..args.clients {
         let (target, shared) = (target.clone(), shared.clone());
@@ -85,6 +86,56 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     }
     let before = snapshot(&target).await?;
     let pids_before = counters::snapshot_pids(&args.pids);
+    let measured = measure(args, &progress, &shared, &mut loops).await?;
+    let after = snapshot(&target).await?;
+    let pids_after = counters::snapshot_pids(&args.pids);
+
+    record(&mut report, measured);
+    let counted = report.ops + report.errors;
+    if let (Some(b), Some(a)) = (before, after) {
+        report.cluster_work = Some(counters::cluster_work(&b, &a, counted));
+    }
+    report.process_cpu = counters::pid_work(&pids_before, &pids_after, counted);
+    if let Some(path) = &args.json {
+        report.write_json(path)?;
+    }
+    Ok(report)
+}
+
+/// With `--regions`, splits a Shoal cluster that has fewer; returns how many regions
+/// a Shoal cluster has (`None` for etcd).
+async fn prepare_regions(
+    target: &Target,
+    args: &BenchArgs,
+    progress: &Progress,
+) -> Result<Option<usize>, String> {
+    match target {
+        Target::Shoal(client) => {
+            if let Some(k) = args.regions {
+                ensure_regions(client, k, progress).await?;
+            }
+            let (regions, _) = client
+                .list_regions()
+                .await
+                .map_err(|e| format!("cannot list regions: {e}"))?;
+            Ok(Some(regions.len()))
+        }
+        Target::Etcd(_) if args.regions.is_some() => {
+            progress.note("--regions applies to Shoal only; ignored for etcd");
+            Ok(None)
+        }
+        Target::Etcd(_) => Ok(None),
+    }
+}
+
+/// The measured phase: from now until its end (or until the loops spend the `--ops`
+/// budget), then the loops are stopped and their stats collected.
+async fn measure(
+    args: &BenchArgs,
+    progress: &Progress,
+    shared: &Arc<Shared>,
+    loops: &mut Loops<(LoopStats, Instant)>,
+) -> Result<Measured, String> {
     shared.done.store(0, Ordering::Relaxed);
     shared.failed.store(0, Ordering::Relaxed);
     let limit = args.measure_limit();
@@ -105,15 +156,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     measure.finish();
     let results = match finished {
         Some(r) => r,
-        None => {
-            // Loops finish their request in flight: bounded by the request deadline.
-            let drain = args.request_timeout + Duration::from_secs(5);
-            let all = futures::future::join_all(loops.0.iter_mut());
-            match tokio::time::timeout(drain, all).await {
-                Ok(r) => r,
-                Err(_) => return Err(format!("requests still running {drain:?} after the end")),
-            }
-        }
+        None => drain(loops, args.request_timeout).await?,
     };
     let mut stats = LoopStats::default();
     let mut last = start;
@@ -122,14 +165,30 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
         stats.merge(s);
         last = last.max(l);
     }
-    let after = snapshot(&target).await?;
-    let pids_after = counters::snapshot_pids(&args.pids);
-
     let elapsed = if args.ops.is_some() && stopped < end {
         last.duration_since(start)
     } else {
         limit
     };
+    Ok(Measured { stats, elapsed })
+}
+
+/// Waits for stopped loops to finish their request in flight: bounded by the request
+/// deadline.
+async fn drain<T>(
+    loops: &mut Loops<T>,
+    request_timeout: Duration,
+) -> Result<Vec<Result<T, tokio::task::JoinError>>, String> {
+    let drain = request_timeout + Duration::from_secs(5);
+    let all = futures::future::join_all(loops.0.iter_mut());
+    tokio::time::timeout(drain, all)
+        .await
+        .map_err(|_| format!("requests still running {drain:?} after the end"))
+}
+
+/// Fills the report's throughput, errors and latency from the measured phase.
+fn record(report: &mut Report, measured: Measured) {
+    let Measured { stats, elapsed } = measured;
     report.elapsed_s = elapsed.as_secs_f64();
     report.ops = stats.ok_count();
     report.errors = stats.error_count();
@@ -140,17 +199,8 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
         .iter()
         .map(|(op, h)| (op.to_string(), Latency::of(h)))
         .collect();
-    report.errors_by_kind = stats.errors.clone();
-    report.error_samples = stats.error_samples.clone();
-    let counted = report.ops + report.errors;
-    if let (Some(b), Some(a)) = (before, after) {
-        report.cluster_work = Some(counters::cluster_work(&b, &a, counted));
-    }
-    report.process_cpu = counters::pid_work(&pids_before, &pids_after, counted);
-    if let Some(path) = &args.json {
-        report.write_json(path)?;
-    }
-    Ok(report)
+    report.errors_by_kind = stats.errors;
+    report.error_samples = stats.error_samples;
 }
 
 async fn snapshot(target: &Target) -> Result<Option<Vec<counters::NodeSnapshot>>, String> {
@@ -211,14 +261,7 @@ async fn client_loop(
 /// reads that follow would not know what to expect.
 async fn preload(target: &Target, args: &BenchArgs, progress: &Progress) -> Result<(), String> {
     let next = Arc::new(AtomicU64::new(0));
-    let shared = Arc::new(Shared {
-        measuring: AtomicBool::new(false),
-        end: OnceLock::new(),
-        stop: AtomicBool::new(false),
-        tickets: AtomicI64::new(0),
-        done: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-    });
+    let shared = Arc::new(Shared::new(0));
     let shown = progress.count("preload", args.keys, shared.clone());
     let mut tasks = Loops(Vec::new());
     for i in 0..args.clients.min(args.keys as usize) {

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use shoal_proto::adminpb::ListRegionsResponse;
 use shoal_proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store};
+use shoal_proto::RegionExt;
 
 /// A cached region and the leader the client believes it has.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,11 +51,6 @@ fn epoch(region: &Region) -> RegionEpoch {
     region.region_epoch.unwrap_or_default()
 }
 
-/// Whether `key` lies in `[start, end)`, an empty `end` meaning the end of the key space.
-pub(crate) fn contains(region: &Region, key: &[u8]) -> bool {
-    key >= region.start_key.as_slice() && (region.end_key.is_empty() || key < &region.end_key[..])
-}
-
 impl RegionCache {
     /// The cached region containing `key`.
     pub(crate) fn lookup_key(&self, key: &[u8]) -> Option<&CachedRegion> {
@@ -63,7 +59,7 @@ impl RegionCache {
             .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
             .next_back()?;
         let cached = &self.regions[id];
-        contains(&cached.region, key).then_some(cached)
+        cached.region.contains_key(key).then_some(cached)
     }
 
     /// The cached region with this id.
@@ -198,11 +194,7 @@ impl RegionCache {
                 .get(&region.id)
                 .and_then(|c| c.leader)
                 .filter(|l| region.peers.contains(l));
-            let guess = region
-                .peers
-                .iter()
-                .find(|p| p.store_id == answering_store)
-                .cloned();
+            let guess = region.peer_on_store(answering_store).copied();
             self.insert(region, known.or(guess));
         }
     }
@@ -307,8 +299,8 @@ impl RegionCache {
             .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(start)))
             .next_back()
         {
-            let before = &self.regions[id].region;
-            if before.end_key.is_empty() || before.end_key.as_slice() > start {
+            // It starts before `start`: it overlaps if it reaches past `start`.
+            if self.regions[id].region.contains_key(start) {
                 ids.push(*id);
             }
         }

@@ -54,6 +54,7 @@ use shoal_proto::kvrpcpb::{
     ScanResponse,
 };
 use shoal_proto::metapb::{Peer, Region};
+use shoal_proto::RegionExt;
 use tonic::transport::Channel;
 use tracing::debug;
 
@@ -61,7 +62,6 @@ use crate::client::Inner;
 use crate::config::ClientConfig;
 use crate::discovery::{is_connect_failure, is_transport_error, Want};
 use crate::error::{is_retryable_code, Error, Failure, RequestInfo, Result};
-use crate::region_cache::contains;
 
 /// Retries without backoff allowed in a row (after a leader hint or a new epoch).
 pub(crate) const MAX_IMMEDIATE_RETRIES: u32 = 3;
@@ -205,6 +205,17 @@ enum RouteError {
     Retry(Failure),
 }
 
+/// How an attempt ended, when it did not end the call with an error.
+enum Step<R> {
+    /// The answer: the call returns it.
+    Done(Done<R>),
+    /// A retryable failure: record it and retry as [`Next`] says.
+    Retry(Failure, Next),
+    /// The call's own deadline cut the attempt short. That says nothing about the
+    /// store: the failure before it stands, and the loop goes on (to the deadline).
+    CutShort,
+}
+
 impl Inner {
     /// Runs one idempotent request to completion; see [`Inner::execute_with`].
     pub(crate) async fn execute<R, F, Fut>(
@@ -231,176 +242,289 @@ impl Inner {
         op: &'static str,
         by: RouteBy<'_>,
         idempotence: Idempotence,
-        mut call: F,
+        call: F,
     ) -> Result<Done<R>>
     where
         R: HasRegionError,
         F: FnMut(Channel, &Attempt) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
+        RequestLoop::new(self, op, by, idempotence).run(call).await
+    }
+}
+
+/// One call's state across its attempts: its deadline and backoff, which peer to try
+/// next, and what failed last. [`RequestLoop::run`] is the loop of the module docs;
+/// each `on_*` method is a group of rows of its table.
+struct RequestLoop<'a> {
+    inner: &'a Inner,
+    op: &'static str,
+    by: RouteBy<'a>,
+    /// The request is not idempotent: it ends at the first unknown outcome.
+    once: bool,
+    start: Instant,
+    deadline: Instant,
+    backoff: Backoff,
+    /// Attempts so far, routing failures included.
+    attempts: u32,
+    /// Which usable peer to try when the leader is unknown; bumped to walk the peers.
+    cursor: usize,
+    /// Retries without backoff still allowed in a row.
+    immediate: u32,
+    /// The latest failure, reported if the deadline passes.
+    last: Option<Failure>,
+    /// The region of the latest routed attempt.
+    region_id: Option<u64>,
+}
+
+impl<'a> RequestLoop<'a> {
+    fn new(inner: &'a Inner, op: &'static str, by: RouteBy<'a>, idempotence: Idempotence) -> Self {
         let start = Instant::now();
-        let deadline = start + self.config.request_timeout;
-        let mut backoff = Backoff::new(&self.config);
-        let mut attempts = 0u32;
-        let mut cursor = 0usize;
-        let mut immediate = MAX_IMMEDIATE_RETRIES;
-        let mut last: Option<Failure> = None;
-        let mut region_id = None;
-        let request = |region_id| RequestInfo {
+        RequestLoop {
+            inner,
             op,
-            key: by.key().map(<[u8]>::to_vec),
-            region_id,
-        };
-        let once = idempotence == Idempotence::NotIdempotent;
-        let undetermined = |region_id, attempts, cause: Failure| Error::Undetermined {
-            request: request(region_id),
-            attempts,
-            cause: Box::new(cause),
-        };
-        loop {
-            if Instant::now() >= deadline {
-                return Err(Error::DeadlineExceeded {
-                    request: request(region_id),
-                    attempts,
-                    elapsed: start.elapsed(),
-                    timeout: self.config.request_timeout,
-                    last: Box::new(last.unwrap_or_else(|| {
-                        Failure::Routing("no attempt was made before the deadline".to_string())
-                    })),
-                });
-            }
-            attempts += 1;
-            let attempt = match self.route(op, by, cursor, deadline).await {
-                Ok(attempt) => attempt,
-                Err(RouteError::Fatal(err)) => return Err(err),
-                Err(RouteError::Retry(failure)) => {
-                    debug!(op, attempt = attempts, reason = %failure, "routing failed; backing off");
-                    last = Some(failure);
-                    immediate = MAX_IMMEDIATE_RETRIES;
-                    backoff.sleep(Duration::ZERO, deadline).await;
-                    continue;
-                }
-            };
-            region_id = Some(attempt.region.id);
-            let channel = self.channel(&attempt.address)?;
-            let timeout = self
-                .config
-                .rpc_timeout
-                .min(deadline.saturating_duration_since(Instant::now()));
-            let outcome = tokio::time::timeout(timeout, call(channel, &attempt)).await;
-            let (failure, next) = match outcome {
-                Ok(Ok(resp)) => {
-                    let mut resp = resp.into_inner();
-                    match resp.take_region_error() {
-                        None => {
-                            self.on_success(&attempt);
-                            return Ok(Done { resp, attempt });
-                        }
-                        Some(err) => {
-                            self.cache.write().mark_up(attempt.peer.store_id);
-                            if once && matches!(err.kind, Some(Kind::Undetermined(_))) {
-                                let cause = Failure::Region {
-                                    store_id: attempt.peer.store_id,
-                                    error: Box::new(err),
-                                };
-                                return Err(undetermined(region_id, attempts, cause));
-                            }
-                            match self
-                                .on_region_error(&attempt, err, &mut cursor, deadline)
-                                .await
-                            {
-                                Ok(handled) => handled,
-                                Err(error) => {
-                                    return Err(Error::Region {
-                                        request: request(region_id),
-                                        store_id: attempt.peer.store_id,
-                                        error,
-                                    })
-                                }
-                            }
-                        }
-                    }
-                }
-                Ok(Err(status)) => {
-                    let failure = Failure::Rpc {
-                        address: attempt.address.clone(),
-                        code: status.code(),
-                        message: status.message().to_string(),
-                    };
-                    if is_transport_error(&status) {
-                        self.cache
-                            .write()
-                            .mark_down(attempt.peer.store_id, Instant::now());
-                        // A status the server sent (no source error) refused the
-                        // request; a local one may have cut a request already sent,
-                        // unless the connection was never made.
-                        let sent = std::error::Error::source(&status).is_some()
-                            && !is_connect_failure(&status);
-                        if once && sent {
-                            return Err(undetermined(region_id, attempts, failure));
-                        }
-                        cursor += 1;
-                        // The store may be gone for good: learn the current layout
-                        // (and leaders) from the others.
-                        let _ = self.reload(Want::Any, deadline).await;
-                    } else if once && is_retryable_code(status.code()) {
-                        // `DeadlineExceeded` / `Aborted` from the server: it may have
-                        // been working on the request.
-                        return Err(undetermined(region_id, attempts, failure));
-                    } else if !is_retryable_code(status.code()) {
-                        return Err(Error::Rejected {
-                            request: request(region_id),
-                            address: attempt.address,
-                            code: status.code(),
-                            message: status.message().to_string(),
-                        });
-                    }
-                    (failure, Next::Backoff(Duration::ZERO))
-                }
-                Err(_elapsed) => {
-                    if once {
-                        // The request may have reached the store and been applied.
-                        let failure = Failure::Timeout {
-                            address: attempt.address.clone(),
-                            after: timeout,
-                        };
-                        return Err(undetermined(region_id, attempts, failure));
-                    }
-                    // An attempt cut short by the request's own deadline says nothing
-                    // about the store: report what failed before it.
-                    if timeout < self.config.rpc_timeout && last.is_some() {
-                        continue;
-                    }
-                    self.cache
-                        .write()
-                        .clear_leader_if(attempt.region.id, &attempt.peer);
-                    cursor += 1;
-                    let failure = Failure::Timeout {
-                        address: attempt.address.clone(),
-                        after: timeout,
-                    };
-                    (failure, Next::Backoff(Duration::ZERO))
-                }
-            };
-            match next {
-                Next::Now if immediate > 0 => {
-                    debug!(op, region_id = attempt.region.id, attempt = attempts, reason = %failure, "retrying at once");
-                    immediate -= 1;
-                }
-                Next::Now | Next::Backoff(_) => {
-                    let at_least = match next {
-                        Next::Backoff(d) => d,
-                        Next::Now => Duration::ZERO,
-                    };
-                    debug!(op, region_id = attempt.region.id, attempt = attempts, reason = %failure, "retrying after backoff");
-                    immediate = MAX_IMMEDIATE_RETRIES;
-                    backoff.sleep(at_least, deadline).await;
-                }
-            }
-            last = Some(failure);
+            by,
+            once: idempotence == Idempotence::NotIdempotent,
+            start,
+            deadline: start + inner.config.request_timeout,
+            backoff: Backoff::new(&inner.config),
+            attempts: 0,
+            cursor: 0,
+            immediate: MAX_IMMEDIATE_RETRIES,
+            last: None,
+            region_id: None,
         }
     }
 
+    /// Route, send, react; until success, a non-retryable error or the deadline.
+    async fn run<R, F, Fut>(mut self, mut call: F) -> Result<Done<R>>
+    where
+        R: HasRegionError,
+        F: FnMut(Channel, &Attempt) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        loop {
+            self.check_deadline()?;
+            self.attempts += 1;
+            let Some(attempt) = self.next_attempt().await? else {
+                continue;
+            };
+            let region_id = attempt.region.id;
+            match self.send(attempt, &mut call).await? {
+                Step::Done(done) => return Ok(done),
+                Step::Retry(failure, next) => self.pause(region_id, failure, next).await,
+                Step::CutShort => {}
+            }
+        }
+    }
+
+    /// [`Error::DeadlineExceeded`], with the latest failure, once the time is up.
+    fn check_deadline(&mut self) -> Result<()> {
+        if Instant::now() < self.deadline {
+            return Ok(());
+        }
+        let last = self.last.take().unwrap_or_else(|| {
+            Failure::Routing("no attempt was made before the deadline".to_string())
+        });
+        Err(Error::DeadlineExceeded {
+            request: self.request(),
+            attempts: self.attempts,
+            elapsed: self.start.elapsed(),
+            timeout: self.inner.config.request_timeout,
+            last: Box::new(last),
+        })
+    }
+
+    /// Where the next attempt goes; `None` when routing failed and the loop has
+    /// backed off (the caller tries again).
+    async fn next_attempt(&mut self) -> Result<Option<Attempt>> {
+        let routed = self
+            .inner
+            .route(self.op, self.by, self.cursor, self.deadline)
+            .await;
+        match routed {
+            Ok(attempt) => Ok(Some(attempt)),
+            Err(RouteError::Fatal(err)) => Err(err),
+            Err(RouteError::Retry(failure)) => {
+                debug!(op = self.op, attempt = self.attempts, reason = %failure, "routing failed; backing off");
+                self.last = Some(failure);
+                self.immediate = MAX_IMMEDIATE_RETRIES;
+                self.backoff.sleep(Duration::ZERO, self.deadline).await;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Sends one attempt, bounded by `rpc_timeout` and the deadline, and reacts to
+    /// what came back (or did not).
+    async fn send<R, F, Fut>(&mut self, attempt: Attempt, call: &mut F) -> Result<Step<R>>
+    where
+        R: HasRegionError,
+        F: FnMut(Channel, &Attempt) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        self.region_id = Some(attempt.region.id);
+        let channel = self.inner.channel(&attempt.address)?;
+        let timeout = self
+            .inner
+            .config
+            .rpc_timeout
+            .min(self.deadline.saturating_duration_since(Instant::now()));
+        match tokio::time::timeout(timeout, call(channel, &attempt)).await {
+            Ok(Ok(resp)) => self.on_answer(attempt, resp.into_inner()).await,
+            Ok(Err(status)) => self.on_status(attempt, status).await,
+            Err(_elapsed) => self.on_timeout(attempt, timeout),
+        }
+    }
+
+    /// The store answered: success, or a region error (its rows of the table).
+    async fn on_answer<R: HasRegionError>(
+        &mut self,
+        attempt: Attempt,
+        mut resp: R,
+    ) -> Result<Step<R>> {
+        let Some(err) = resp.take_region_error() else {
+            self.inner.on_success(&attempt);
+            return Ok(Step::Done(Done { resp, attempt }));
+        };
+        let store_id = attempt.peer.store_id;
+        self.inner.cache.write().mark_up(store_id);
+        if self.once && matches!(err.kind, Some(Kind::Undetermined(_))) {
+            let cause = Failure::Region {
+                store_id,
+                error: Box::new(err),
+            };
+            return Err(self.undetermined(cause));
+        }
+        let handled = self
+            .inner
+            .on_region_error(&attempt, err, &mut self.cursor, self.deadline)
+            .await;
+        match handled {
+            Ok((failure, next)) => Ok(Step::Retry(failure, next)),
+            Err(error) => Err(Error::Region {
+                request: self.request(),
+                store_id,
+                error,
+            }),
+        }
+    }
+
+    /// The RPC failed with a gRPC status, local (transport) or sent by the server.
+    async fn on_status<R>(&mut self, attempt: Attempt, status: tonic::Status) -> Result<Step<R>> {
+        let failure = Failure::Rpc {
+            address: attempt.address.clone(),
+            code: status.code(),
+            message: status.message().to_string(),
+        };
+        if is_transport_error(&status) {
+            return self.on_transport_error(&attempt, &status, failure).await;
+        }
+        if !is_retryable_code(status.code()) {
+            return Err(Error::Rejected {
+                request: self.request(),
+                address: attempt.address,
+                code: status.code(),
+                message: status.message().to_string(),
+            });
+        }
+        if self.once {
+            // `DeadlineExceeded` / `Aborted` from the server: it may have been working
+            // on the request.
+            return Err(self.undetermined(failure));
+        }
+        Ok(Step::Retry(failure, Next::Backoff(Duration::ZERO)))
+    }
+
+    /// The connection failed: the store is marked down and the next peer tried.
+    async fn on_transport_error<R>(
+        &mut self,
+        attempt: &Attempt,
+        status: &tonic::Status,
+        failure: Failure,
+    ) -> Result<Step<R>> {
+        self.inner
+            .cache
+            .write()
+            .mark_down(attempt.peer.store_id, Instant::now());
+        // A status the server sent (no source error) refused the request; a local one
+        // may have cut a request already sent, unless the connection was never made.
+        let sent = std::error::Error::source(status).is_some() && !is_connect_failure(status);
+        if self.once && sent {
+            return Err(self.undetermined(failure));
+        }
+        self.cursor += 1;
+        // The store may be gone for good: learn the current layout (and leaders) from
+        // the others.
+        let _ = self.inner.reload(Want::Any, self.deadline).await;
+        Ok(Step::Retry(failure, Next::Backoff(Duration::ZERO)))
+    }
+
+    /// No answer within `timeout`.
+    fn on_timeout<R>(&mut self, attempt: Attempt, timeout: Duration) -> Result<Step<R>> {
+        let failure = Failure::Timeout {
+            address: attempt.address.clone(),
+            after: timeout,
+        };
+        if self.once {
+            // The request may have reached the store and been applied.
+            return Err(self.undetermined(failure));
+        }
+        // An attempt cut short by the request's own deadline says nothing about the
+        // store: report what failed before it.
+        if timeout < self.inner.config.rpc_timeout && self.last.is_some() {
+            return Ok(Step::CutShort);
+        }
+        self.inner
+            .cache
+            .write()
+            .clear_leader_if(attempt.region.id, &attempt.peer);
+        self.cursor += 1;
+        Ok(Step::Retry(failure, Next::Backoff(Duration::ZERO)))
+    }
+
+    /// Waits before the next attempt as `next` says (not at all while the
+    /// immediate-retry budget lasts), then records `failure` as the latest.
+    async fn pause(&mut self, region_id: u64, failure: Failure, next: Next) {
+        let (op, attempt) = (self.op, self.attempts);
+        match next {
+            Next::Now if self.immediate > 0 => {
+                debug!(op, region_id, attempt, reason = %failure, "retrying at once");
+                self.immediate -= 1;
+            }
+            Next::Now | Next::Backoff(_) => {
+                let at_least = match next {
+                    Next::Backoff(d) => d,
+                    Next::Now => Duration::ZERO,
+                };
+                debug!(op, region_id, attempt, reason = %failure, "retrying after backoff");
+                self.immediate = MAX_IMMEDIATE_RETRIES;
+                self.backoff.sleep(at_least, self.deadline).await;
+            }
+        }
+        self.last = Some(failure);
+    }
+
+    /// The request, as errors describe it.
+    fn request(&self) -> RequestInfo {
+        RequestInfo {
+            op: self.op,
+            key: self.by.key().map(<[u8]>::to_vec),
+            region_id: self.region_id,
+        }
+    }
+
+    /// The end of a non-idempotent call whose latest attempt has an unknown outcome.
+    fn undetermined(&self, cause: Failure) -> Error {
+        Error::Undetermined {
+            request: self.request(),
+            attempts: self.attempts,
+            cause: Box::new(cause),
+        }
+    }
+}
+
+impl Inner {
     /// The peer answered: it leads the region (as far as the client can tell) and its
     /// store is up. Only takes the write lock when that is news, so that the common
     /// case stays a read-locked cache.
@@ -526,7 +650,7 @@ impl Inner {
         }
         .ok_or(Missing::Region)?;
         if let RouteBy::Batch(keys) = by {
-            if keys.iter().any(|k| !contains(&region.region, k)) {
+            if keys.iter().any(|k| !region.region.contains_key(k)) {
                 return Err(Missing::CrossRegion);
             }
         }

@@ -1,15 +1,20 @@
 //! The Admin gRPC service: regions, split, merge, replica checksums, store status
 //! and counters. Leader transfer and membership changes are refused as not
 //! implemented yet.
+//!
+//! Store errors are answered as the Kv service answers them (`cmd_status`): region
+//! errors in the response, where the client retries or re-routes; the rest as gRPC
+//! statuses.
 
 use std::sync::Arc;
 
 use shoal_proto::adminpb::admin_server::Admin;
 use shoal_proto::adminpb::*;
-use shoal_proto::errorpb::RegionError;
 use shoal_proto::metapb::Store;
-use shoal_raftstore::{CmdError, RaftStore};
+use shoal_raftstore::RaftStore;
 use tonic::{Request, Response, Status};
+
+use crate::cmd_status::CmdResultExt;
 
 /// The Admin service of one node.
 pub struct AdminService {
@@ -26,25 +31,6 @@ impl AdminService {
             me,
             membership,
         }
-    }
-}
-
-/// Region errors go in the response (the client retries or re-routes), as the Kv
-/// service does: a proposal that certainly was not applied is `StaleCommand`, one
-/// whose outcome is unknown `Undetermined`. The rest become gRPC statuses.
-fn region_error<T>(
-    region_id: u64,
-    r: Result<T, CmdError>,
-) -> Result<Result<T, RegionError>, Status> {
-    match r {
-        Ok(v) => Ok(Ok(v)),
-        Err(e) => match e.to_region_error(region_id) {
-            Some(re) => Ok(Err(re)),
-            None => match e {
-                CmdError::Invalid(m) => Err(Status::invalid_argument(m)),
-                other => Err(Status::internal(other.to_string())),
-            },
-        },
     }
 }
 
@@ -71,16 +57,15 @@ impl Admin for AdminService {
         req: Request<GetRegionRequest>,
     ) -> Result<Response<GetRegionResponse>, Status> {
         let id = req.into_inner().region_id;
-        let resp = match self.store.region_info(id).await {
+        let resp = match self.store.region_info(id).await.into_query_answer()? {
             Ok(info) => GetRegionResponse {
                 region_error: None,
                 region: Some(info),
             },
-            Err(CmdError::Region(e)) => GetRegionResponse {
+            Err(e) => GetRegionResponse {
                 region_error: Some(e),
                 region: None,
             },
-            Err(e) => return Err(Status::unavailable(e.to_string())),
         };
         Ok(Response::new(resp))
     }
@@ -91,7 +76,7 @@ impl Admin for AdminService {
             .store
             .split(req.region_id, req.region_epoch, req.split_keys)
             .await;
-        match region_error(req.region_id, done)? {
+        match done.into_answer(req.region_id)? {
             Ok(regions) => Ok(Response::new(SplitResponse {
                 region_error: None,
                 regions,
@@ -109,7 +94,7 @@ impl Admin for AdminService {
             .store
             .merge(req.source_region_id, req.target_region_id)
             .await;
-        match region_error(req.source_region_id, done)? {
+        match done.into_answer(req.source_region_id)? {
             Ok(target) => Ok(Response::new(MergeResponse {
                 region_error: None,
                 target: Some(target),
@@ -141,7 +126,7 @@ impl Admin for AdminService {
     ) -> Result<Response<ChecksumResponse>, Status> {
         let region_id = req.into_inner().region_id;
         let done = self.store.checksum(region_id).await;
-        match region_error(region_id, done)? {
+        match done.into_answer(region_id)? {
             Ok(resp) => Ok(Response::new(resp)),
             Err(e) => Ok(Response::new(ChecksumResponse {
                 region_error: Some(e),

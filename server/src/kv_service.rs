@@ -7,7 +7,8 @@
 //! `raft-entry-max-size` (a large BatchWrite) gets the `EntryTooLarge` region error
 //! before it is proposed. Region errors come back in the response's `region_error`:
 //! a proposal that certainly was not applied is `StaleCommand`, one whose outcome is
-//! unknown is `Undetermined`; a storage failure is `Internal`.
+//! unknown is `Undetermined`; a storage failure is `Internal` (`cmd_status`, shared
+//! with the Admin service).
 //!
 //! A scan answer holds at most `limit` pairs and at most `raft-entry-max-size` bytes
 //! of pairs (always at least one pair), so that it fits in one gRPC message; the
@@ -24,9 +25,10 @@ use shoal_proto::raft_cmdpb::{
     Request as CmdRequest, Response as CmdResponse,
 };
 use shoal_proto::Message;
-use shoal_raftstore::{CmdError, RaftStore, ReadKind, ReadOutput};
+use shoal_raftstore::{RaftStore, ReadKind, ReadOutput};
 use tonic::{Request, Response, Status};
 
+use crate::cmd_status::CmdResultExt;
 use crate::config::MAX_KEY_SIZE;
 
 /// Upper bound on one scan's pairs when the request gives no limit (or a bigger one).
@@ -106,7 +108,7 @@ impl KvService {
                 })),
             }));
         }
-        split_error(region_id, self.store.write(request).await)
+        self.store.write(request).await.into_answer(region_id)
     }
 
     async fn read(
@@ -116,7 +118,7 @@ impl KvService {
     ) -> Result<Result<ReadOutput, RegionError>, Status> {
         let header = header(ctx)?;
         let region_id = header.region_id;
-        split_error(region_id, self.store.read(header, kind).await)
+        self.store.read(header, kind).await.into_answer(region_id)
     }
 }
 
@@ -135,24 +137,6 @@ fn header(ctx: Option<Context>) -> Result<RaftRequestHeader, Status> {
         peer: ctx.peer,
         region_epoch: ctx.region_epoch,
     })
-}
-
-/// Region errors (`StaleCommand` and `Undetermined` included) go in the response;
-/// the rest become gRPC statuses.
-fn split_error<T>(
-    region_id: u64,
-    r: Result<T, CmdError>,
-) -> Result<Result<T, RegionError>, Status> {
-    match r {
-        Ok(v) => Ok(Ok(v)),
-        Err(e) => match e.to_region_error(region_id) {
-            Some(re) => Ok(Err(re)),
-            None => match e {
-                CmdError::Invalid(m) => Err(Status::invalid_argument(m)),
-                other => Err(Status::internal(other.to_string())),
-            },
-        },
-    }
 }
 
 /// What one scan answers: `pairs` without the start key when `exclusive`, at most

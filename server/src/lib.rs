@@ -6,6 +6,8 @@
 //! - [`node`]: [`node::run`] opens the data dir, bootstraps on first boot, starts the
 //!   raftstore and serves until a shutdown future completes (tests pass their own).
 //! - [`kv_service`], [`admin_service`], [`raft_service`]: the tonic services.
+//! - `cmd_status`: the one conversion of a store's `CmdError` into a gRPC answer
+//!   (region error in the response, or status), used by the Kv and Admin services.
 //! - `message_limit`: a tower layer that names the limit an oversized request hit.
 //! - [`transport`]: the Raft transport's sending side, one stream per remote store.
 //! - [`status`]: the status HTTP endpoint (`/metrics`).
@@ -14,6 +16,7 @@
 
 pub mod admin_service;
 pub mod cli;
+mod cmd_status;
 pub mod config;
 pub mod kv_service;
 mod message_limit;

@@ -33,12 +33,35 @@ pub async fn run(
 ) -> Result<(), String> {
     cfg.validate()?;
     let engines = Engines::open(&cfg.data_dir).map_err(|e| e.to_string())?;
+    let membership = bootstrap_store(&cfg, &engines)?;
+    let store = start_store(&cfg, engines, &membership)?;
+    let status = crate::status::spawn(&cfg.status_addr, store.clone()).await?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let me = membership
+        .iter()
+        .find(|s| s.id == cfg.store_id)
+        .cloned()
+        .unwrap_or(Store {
+            id: cfg.store_id,
+            address: local.to_string(),
+        });
+    tracing::info!(store = cfg.store_id, addr = %local, "serving Kv, Admin and Raft");
+    let served = serve(&cfg, &store, me, membership, listener, shutdown).await;
+    status.abort();
+    let _ = status.await;
+    stop_store(store).await?;
+    served.map_err(|e| format!("gRPC server failed: {e}"))
+}
+
+/// Bootstraps the store on first boot (the initial cluster, split into the initial
+/// regions); returns the cluster's stores.
+fn bootstrap_store(cfg: &NodeConfig, engines: &Engines) -> Result<Vec<Store>, String> {
     let initial: Vec<Store> = cfg
         .initial_stores()?
         .into_iter()
         .map(|(id, address)| Store { id, address })
         .collect();
-    let (membership, fresh) = bootstrap(&engines, cfg.store_id, &initial, cfg.initial_regions)
+    let (membership, fresh) = bootstrap(engines, cfg.store_id, &initial, cfg.initial_regions)
         .map_err(|e| e.to_string())?;
     if fresh {
         tracing::info!(
@@ -53,16 +76,25 @@ pub async fn run(
             cfg.data_dir.display()
         );
     }
+    Ok(membership)
+}
+
+/// Starts the raftstore on `engines`, with a gRPC transport to the other stores of
+/// `membership` that reports unreachable stores back to it.
+fn start_store(
+    cfg: &NodeConfig,
+    engines: Engines,
+    membership: &[Store],
+) -> Result<Arc<RaftStore>, String> {
     let addresses: HashMap<u64, String> = membership
         .iter()
         .filter(|s| s.id != cfg.store_id)
         .map(|s| (s.id, s.address.clone()))
         .collect();
-    let limit = cfg.max_message_size();
     let transport = GrpcTransport::new(
         addresses,
         tokio::runtime::Handle::current(),
-        TransportLimits::new(limit),
+        TransportLimits::new(cfg.max_message_size()),
     );
     let store = RaftStore::start(
         cfg.store_id,
@@ -79,17 +111,19 @@ pub async fn run(
             s.report_unreachable(store_id);
         }
     }));
-    let status = crate::status::spawn(&cfg.status_addr, store.clone()).await?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let me = membership
-        .iter()
-        .find(|s| s.id == cfg.store_id)
-        .cloned()
-        .unwrap_or(Store {
-            id: cfg.store_id,
-            address: local.to_string(),
-        });
-    tracing::info!(store = cfg.store_id, addr = %local, "serving Kv, Admin and Raft");
+    Ok(store)
+}
+
+/// Serves Kv, Admin and Raft on `listener` until `shutdown` completes and the open
+/// connections close, or [`SHUTDOWN_GRACE`] after that.
+async fn serve(
+    cfg: &NodeConfig,
+    store: &Arc<RaftStore>,
+    me: Store,
+    membership: Vec<Store>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     // Graceful shutdown waits for open streams; peers keep their Raft streams open
     // until they stop themselves, so the wait is bounded by SHUTDOWN_GRACE.
     let signalled = Arc::new(tokio::sync::Notify::new());
@@ -100,6 +134,7 @@ pub async fn run(
     };
     // Every server decodes and encodes at most `limit` bytes per message (see the
     // config's module docs); a larger request is refused naming the limits.
+    let limit = cfg.max_message_size();
     let serve = tonic::transport::Server::builder()
         .layer(TooLargeLayer::new(
             cfg.max_value_size,
@@ -132,21 +167,23 @@ pub async fn run(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         );
-    let served = tokio::select! {
+    tokio::select! {
         r = serve => r,
         _ = async { signalled.notified().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
             tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after shutdown began; closing them");
             Ok(())
         }
-    };
-    status.abort();
-    let _ = status.await;
-    // The services are gone; stop the store's threads (pending requests get errors).
+    }
+}
+
+/// Stops the store's threads once the services are gone (pending requests get
+/// errors); if something still holds the store, it is only dropped.
+async fn stop_store(store: Arc<RaftStore>) -> Result<(), String> {
     match Arc::try_unwrap(store) {
         Ok(store) => tokio::task::spawn_blocking(move || store.stop())
             .await
             .map_err(|e| e.to_string())?,
         Err(store) => drop(store),
     }
-    served.map_err(|e| format!("gRPC server failed: {e}"))
+    Ok(())
 }

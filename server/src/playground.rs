@@ -6,7 +6,7 @@
 //! or SIGTERM: SIGTERM first, SIGKILL for any still running after 10 s. If a node
 //! exits by itself, the playground says so and stops the others.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -53,18 +53,57 @@ fn stop_all(children: &mut [(u64, Child)]) {
     }
 }
 
+/// The addresses of one playground node.
+struct NodeAddrs {
+    id: u64,
+    /// gRPC (Kv, Admin, Raft).
+    addr: String,
+    /// The status endpoint (`/metrics`).
+    status: String,
+}
+
 /// Runs the playground until Ctrl-C. Returns the exit code.
 pub async fn run(
     args: PlaygroundArgs,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<i32, String> {
-    if !(1..=9).contains(&args.nodes) {
-        return Err(format!("--nodes must be 1..=9, got {}", args.nodes));
+    args.validate()?;
+    let (_temp, dir) = data_dir(&args)?;
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the shoal executable: {e}"))?;
+    let nodes = (1..=args.nodes)
+        .map(|id| {
+            Ok(NodeAddrs {
+                id,
+                addr: format!("127.0.0.1:{}", free_port()?),
+                status: format!("127.0.0.1:{}", free_port()?),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let mut children = start_nodes(&exe, &dir, &nodes, args.regions)?;
+    print_welcome(&args, &dir, &nodes);
+    let code = wait(&mut children, shutdown).await;
+    stop_all(&mut children);
+    println!("playground: every node stopped");
+    Ok(code)
+}
+
+impl PlaygroundArgs {
+    fn validate(&self) -> Result<(), String> {
+        if !(1..=9).contains(&self.nodes) {
+            return Err(format!("--nodes must be 1..=9, got {}", self.nodes));
+        }
+        if !(1..=65536).contains(&self.regions) {
+            return Err(format!("--regions must be 1..=65536, got {}", self.regions));
+        }
+        Ok(())
     }
-    if !(1..=65536).contains(&args.regions) {
-        return Err(format!("--regions must be 1..=65536, got {}", args.regions));
-    }
-    let (_temp, dir) = match &args.dir {
+}
+
+/// The directory for the nodes' data and logs, created: `--dir`, or a new temporary
+/// one (returned too: dropping it removes the directory).
+fn data_dir(args: &PlaygroundArgs) -> Result<(Option<tempfile::TempDir>, PathBuf), String> {
+    let (temp, dir) = match &args.dir {
         Some(d) => (None, d.clone()),
         None => {
             let t = tempfile::Builder::new()
@@ -76,54 +115,63 @@ pub async fn run(
         }
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot find the shoal executable: {e}"))?;
-    let mut addrs = Vec::new();
-    for id in 1..=args.nodes {
-        addrs.push((
-            id,
-            format!("127.0.0.1:{}", free_port()?),
-            format!("127.0.0.1:{}", free_port()?),
-        ));
-    }
-    let cluster: Vec<String> = addrs.iter().map(|(id, a, _)| format!("{id}={a}")).collect();
+    Ok((temp, dir))
+}
+
+/// Starts a `shoal node` process per node, logging to `store-ID.log` in `dir`. If one
+/// cannot start, the ones already started are stopped.
+fn start_nodes(
+    exe: &Path,
+    dir: &Path,
+    nodes: &[NodeAddrs],
+    regions: usize,
+) -> Result<Vec<(u64, Child)>, String> {
+    let cluster: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{}={}", n.id, n.addr))
+        .collect();
     let cluster = cluster.join(",");
     let mut children: Vec<(u64, Child)> = Vec::new();
-    for (id, addr, status) in &addrs {
-        let data = dir.join(format!("store-{id}"));
+    for node in nodes {
+        let id = node.id;
         let log = std::fs::File::create(dir.join(format!("store-{id}.log")))
             .map_err(|e| format!("cannot create a log file in {}: {e}", dir.display()))?;
-        let spawned = Command::new(&exe)
+        let spawned = Command::new(exe)
             .args([
                 "node",
                 "--store-id",
                 &id.to_string(),
                 "--addr",
-                addr,
+                &node.addr,
                 "--status-addr",
-                status,
+                &node.status,
             ])
             .arg("--data-dir")
-            .arg(&data)
+            .arg(dir.join(format!("store-{id}")))
             .args([
                 "--initial-cluster",
                 &cluster,
                 "--initial-regions",
-                &args.regions.to_string(),
+                &regions.to_string(),
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn();
         match spawned {
-            Ok(c) => children.push((*id, c)),
+            Ok(c) => children.push((id, c)),
             Err(e) => {
                 stop_all(&mut children);
                 return Err(format!("cannot start node {id}: {e}"));
             }
         }
     }
-    let endpoints: Vec<&str> = addrs.iter().map(|(_, a, _)| a.as_str()).collect();
+    Ok(children)
+}
+
+/// The endpoints and commands to try.
+fn print_welcome(args: &PlaygroundArgs, dir: &Path, nodes: &[NodeAddrs]) {
+    let endpoints: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
     let endpoints = endpoints.join(",");
     println!(
         "Shoal playground: {} nodes, {} regions, data and logs in {}",
@@ -131,7 +179,7 @@ pub async fn run(
         args.regions,
         dir.display()
     );
-    for (id, addr, status) in &addrs {
+    for NodeAddrs { id, addr, status } in nodes {
         println!("  node {id}: gRPC {addr}, metrics http://{status}/metrics");
     }
     println!("Try:");
@@ -141,19 +189,23 @@ pub async fn run(
     println!("  shoal admin split hello --endpoints {endpoints}");
     println!("  shoal admin merge SOURCE_ID TARGET_ID --endpoints {endpoints}");
     println!("Press Ctrl-C to stop every node.");
+}
+
+/// Waits for `shutdown` (exit code 0) or for a node to exit by itself (1).
+async fn wait(
+    children: &mut [(u64, Child)],
+    shutdown: impl std::future::Future<Output = ()>,
+) -> i32 {
     tokio::pin!(shutdown);
-    let code = loop {
+    loop {
         tokio::select! {
-            _ = &mut shutdown => break 0,
+            _ = &mut shutdown => return 0,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
                 if let Some((id, status)) = children.iter_mut().find_map(|(id, c)| c.try_wait().ok().flatten().map(|s| (*id, s))) {
                     eprintln!("playground: node {id} exited ({status}); see store-{id}.log; stopping the others");
-                    break 1;
+                    return 1;
                 }
             }
         }
-    };
-    stop_all(&mut children);
-    println!("playground: every node stopped");
-    Ok(code)
+    }
 }

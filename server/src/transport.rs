@@ -32,6 +32,7 @@ use shoal_proto::raft_serverpb::{RaftMessage, RaftMessageBatch};
 use shoal_proto::Message;
 use shoal_raftstore::Transport;
 use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -238,40 +239,84 @@ fn pack(
 async fn stream_to(
     store_id: u64,
     addr: String,
-    mut rx: mpsc::UnboundedReceiver<Queued>,
+    rx: mpsc::UnboundedReceiver<Queued>,
     unreachable: Arc<OnceLock<UnreachableHandler>>,
     max_message_size: usize,
 ) {
-    let report = || {
-        if let Some(h) = unreachable.get() {
-            h(store_id);
-        }
+    let mut link = StoreLink {
+        store_id,
+        addr,
+        rx,
+        unreachable,
+        max_message_size,
     };
-    let mut backoff = MIN_BACKOFF;
-    loop {
-        let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
-            Ok(e) => e.tcp_nodelay(true),
+    let Some(endpoint) = link.endpoint() else {
+        return;
+    };
+    while let Some(client) = link.connect(&endpoint).await {
+        if !link.feed(client).await {
+            return;
+        }
+    }
+}
+
+/// The sending side toward one store: its queue and what a stream to it needs.
+struct StoreLink {
+    store_id: u64,
+    addr: String,
+    rx: mpsc::UnboundedReceiver<Queued>,
+    unreachable: Arc<OnceLock<UnreachableHandler>>,
+    max_message_size: usize,
+}
+
+impl StoreLink {
+    fn report(&self) {
+        if let Some(h) = self.unreachable.get() {
+            h(self.store_id);
+        }
+    }
+
+    /// The store's endpoint; `None` (logged, reported) for an invalid address.
+    fn endpoint(&self) -> Option<Endpoint> {
+        match Endpoint::from_shared(format!("http://{}", self.addr)) {
+            Ok(e) => Some(e.tcp_nodelay(true)),
             Err(e) => {
-                tracing::error!(store = store_id, %addr, "invalid store address: {e}");
-                report();
-                return;
+                let addr = &self.addr;
+                tracing::error!(store = self.store_id, %addr, "invalid store address: {e}");
+                self.report();
+                None
             }
-        };
-        let client = match RaftClient::connect(endpoint).await {
-            Ok(c) => c
-                .max_decoding_message_size(max_message_size)
-                .max_encoding_message_size(max_message_size),
-            Err(e) => {
-                tracing::debug!(store = store_id, %addr, "raft connect failed: {e}");
-                report();
-                if !drop_for(&mut rx, backoff).await {
-                    return;
+        }
+    }
+
+    /// Connects, retrying with exponential backoff; messages queued meanwhile are
+    /// dropped. `None` when the queue closed.
+    async fn connect(&mut self, endpoint: &Endpoint) -> Option<RaftClient<Channel>> {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            match RaftClient::connect(endpoint.clone()).await {
+                Ok(c) => {
+                    return Some(
+                        c.max_decoding_message_size(self.max_message_size)
+                            .max_encoding_message_size(self.max_message_size),
+                    )
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
+                Err(e) => {
+                    let addr = &self.addr;
+                    tracing::debug!(store = self.store_id, %addr, "raft connect failed: {e}");
+                    self.report();
+                    if !drop_for(&mut self.rx, backoff).await {
+                        return None;
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
             }
-        };
-        let mut client = client;
+        }
+    }
+
+    /// Opens a stream on `client` and feeds it what piles up in the queue, until the
+    /// stream breaks (true; reported) or the queue closes (false).
+    async fn feed(&mut self, mut client: RaftClient<Channel>) -> bool {
         let (tx, body_rx) = mpsc::channel::<Queued>(STREAM_BUFFER);
         // Dropping the `Queued` once tonic has taken its batch releases its bytes.
         let body = futures::stream::unfold(body_rx, |mut r| async move {
@@ -281,33 +326,11 @@ async fn stream_to(
             })
         });
         let call = tokio::spawn(async move { client.send(body).await });
-        backoff = MIN_BACKOFF;
         'stream: loop {
-            let Some(first) = rx.recv().await else {
-                return;
+            let Some(first) = self.rx.recv().await else {
+                return false;
             };
-            let counter = first.counter.clone();
-            let mut items = vec![first];
-            while let Ok(more) = rx.try_recv() {
-                items.push(more);
-            }
-            let mut msgs = Vec::new();
-            for mut item in items {
-                msgs.append(&mut item.msgs);
-                // Its bytes move to the batches below.
-                item.bytes = 0;
-            }
-            let (batches, dropped, dropped_bytes) = pack(msgs, max_message_size);
-            counter.fetch_sub(dropped_bytes, Ordering::AcqRel);
-            for m in &dropped {
-                tracing::error!(
-                    store = store_id,
-                    region = m.region_id,
-                    bytes = m.encoded_len(),
-                    limit = max_message_size,
-                    "raft message larger than the gRPC message limit; dropped"
-                );
-            }
+            let (batches, counter) = self.take_batches(first);
             for (batch, bytes) in batches {
                 let item = Queued {
                     msgs: batch.msgs,
@@ -319,9 +342,43 @@ async fn stream_to(
                 }
             }
         }
-        tracing::debug!(store = store_id, %addr, "raft stream broke; reconnecting");
-        report();
+        let addr = &self.addr;
+        tracing::debug!(store = self.store_id, %addr, "raft stream broke; reconnecting");
+        self.report();
         call.abort();
+        true
+    }
+
+    /// `first` and everything queued behind it, packed into batches that fit the
+    /// message limit, with the counter of the store's queued bytes. The batches
+    /// carry the bytes; a message too large for any batch is dropped here (logged).
+    fn take_batches(
+        &mut self,
+        first: Queued,
+    ) -> (Vec<(RaftMessageBatch, usize)>, Arc<AtomicUsize>) {
+        let counter = first.counter.clone();
+        let mut items = vec![first];
+        while let Ok(more) = self.rx.try_recv() {
+            items.push(more);
+        }
+        let mut msgs = Vec::new();
+        for mut item in items {
+            msgs.append(&mut item.msgs);
+            // Its bytes move to the batches below.
+            item.bytes = 0;
+        }
+        let (batches, dropped, dropped_bytes) = pack(msgs, self.max_message_size);
+        counter.fetch_sub(dropped_bytes, Ordering::AcqRel);
+        for m in &dropped {
+            tracing::error!(
+                store = self.store_id,
+                region = m.region_id,
+                bytes = m.encoded_len(),
+                limit = self.max_message_size,
+                "raft message larger than the gRPC message limit; dropped"
+            );
+        }
+        (batches, counter)
     }
 }
 

@@ -18,6 +18,7 @@ use shoal_proto::adminpb::admin_server::AdminServer;
 use shoal_proto::errorpb::{self, region_error::Kind, RegionError};
 use shoal_proto::kvrpcpb::kv_server::KvServer;
 use shoal_proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store};
+use shoal_proto::RegionExt;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
@@ -74,16 +75,12 @@ pub fn peer_of(region_id: u64, store_id: u64) -> Peer {
     }
 }
 
-pub(crate) fn in_region(region: &Region, key: &[u8]) -> bool {
-    key >= region.start_key.as_slice() && (region.end_key.is_empty() || key < &region.end_key[..])
-}
-
 impl State {
     /// Splits `region_id` at `key`: the left part keeps the id, the right part gets a new
     /// one; both versions grow; the right part's leader is on the parent leader's store.
     pub fn split(&mut self, region_id: u64, key: &[u8]) -> Vec<Region> {
         let parent = self.regions[&region_id].clone();
-        assert!(in_region(&parent, key) && key != parent.start_key.as_slice());
+        assert!(parent.contains_key(key) && key != parent.start_key.as_slice());
         let new_id = self.next_id;
         self.next_id += 1;
         let epoch = parent.region_epoch.unwrap();
@@ -176,7 +173,7 @@ impl State {
                 current_regions: self.regions.values().cloned().collect(),
             })));
         }
-        if let Some(key) = keys.iter().find(|k| !in_region(&region, k)) {
+        if let Some(key) = keys.iter().find(|k| !region.contains_key(k)) {
             return Err(region_error(Kind::KeyNotInRegion(
                 errorpb::KeyNotInRegion {
                     key: key.to_vec(),

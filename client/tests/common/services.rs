@@ -10,9 +10,10 @@ use shoal_proto::errorpb::{self, region_error::Kind};
 use shoal_proto::kvrpcpb::kv_server::Kv;
 use shoal_proto::kvrpcpb::*;
 use shoal_proto::metapb::Store;
+use shoal_proto::RegionExt;
 use tonic::{Request, Response, Status};
 
-use super::{in_region, kind_name, region_error, Answer, Logged, State};
+use super::{kind_name, region_error, Answer, Logged, State};
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
@@ -262,7 +263,7 @@ impl Admin for MockNode {
         if let Some(key) = req
             .split_keys
             .iter()
-            .find(|k| k.is_empty() || **k == region.start_key || !in_region(&region, k))
+            .find(|k| k.is_empty() || **k == region.start_key || !region.contains_key(k))
         {
             return Err(Status::invalid_argument(format!(
                 "split key {key:?} is not strictly inside region {}",
@@ -368,7 +369,7 @@ impl Admin for MockNode {
         };
         let mut hash = FNV_OFFSET;
         let mut keys = 0;
-        for (k, v) in state.data.iter().filter(|(k, _)| in_region(&region, k)) {
+        for (k, v) in state.data.iter().filter(|(k, _)| region.contains_key(k)) {
             hash = fnv1a(fnv1a(hash, k), v);
             keys += 1;
         }

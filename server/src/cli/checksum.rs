@@ -81,42 +81,20 @@ impl StoreAnswer {
     }
 }
 
+/// One replica's digest, as [`verdict`] groups them.
+struct Replica {
+    store: u64,
+    keys: u64,
+    checksum: u64,
+}
+
 /// The conclusion drawn from every store's answer: the summary line(s) and the exit
 /// code, or an error message (exit code 1).
 pub fn verdict(region_id: u64, answers: &[(u64, StoreAnswer)]) -> Result<(String, i32), String> {
-    let mut by_index: BTreeMap<u64, Vec<(u64, u64, u64)>> = BTreeMap::new();
-    for (store, answer) in answers {
-        if let StoreAnswer::Digest {
-            applied_index,
-            keys,
-            checksum,
-        } = answer
-        {
-            by_index
-                .entry(*applied_index)
-                .or_default()
-                .push((*store, *keys, *checksum));
-        }
-    }
+    let by_index = replicas_by_index(answers);
     if by_index.is_empty() {
-        let unimplemented = answers.iter().find_map(|(_, a)| match a {
-            StoreAnswer::Unimplemented(m) => Some(m),
-            _ => None,
-        });
-        return Err(if let Some(message) = unimplemented {
-            format!(
-                "checksum refused by the cluster: the stores cannot compute checksums ({message})"
-            )
-        } else if !answers.is_empty() && answers.iter().all(|(_, a)| *a == StoreAnswer::NoReplica) {
-            format!("region {region_id} not found: no store has a replica of it")
-        } else {
-            format!("checksum failed: no store answered for region {region_id}")
-        });
+        return Err(no_digest_error(region_id, answers));
     }
-    let stores = |group: &[(u64, u64, u64)]| {
-        let ids: Vec<String> = group.iter().map(|(s, _, _)| s.to_string()).collect();
-        ids.join(", ")
-    };
     let mut lines = Vec::new();
     let mut mismatch = false;
     let mut compared = false;
@@ -125,35 +103,11 @@ pub fn verdict(region_id: u64, answers: &[(u64, StoreAnswer)]) -> Result<(String
             continue;
         }
         compared = true;
-        let (_, keys, checksum) = group[0];
-        if group.iter().all(|&(_, k, c)| (k, c) == (keys, checksum)) {
-            lines.push(format!(
-                "replicas agree: stores {} at applied index {index}, checksum {checksum:016x}",
-                stores(group)
-            ));
-        } else {
-            mismatch = true;
-            let each: Vec<String> = group
-                .iter()
-                .map(|(s, k, c)| format!("store {s} {c:016x} ({k} keys)"))
-                .collect();
-            lines.push(format!(
-                "MISMATCH: replicas of region {region_id} at applied index {index} differ: {}",
-                each.join(", ")
-            ));
-        }
+        let (line, agree) = compare(region_id, *index, group);
+        lines.push(line);
+        mismatch |= !agree;
     }
-    let alone: Vec<String> = by_index
-        .iter()
-        .filter(|(_, g)| g.len() == 1)
-        .map(|(index, g)| format!("store {} at applied index {index}", g[0].0))
-        .collect();
-    if !alone.is_empty() {
-        lines.push(format!(
-            "not compared (no other replica at the same applied index; run again): {}",
-            alone.join(", ")
-        ));
-    }
+    lines.extend(not_compared(&by_index));
     let code = if mismatch {
         EXIT_MISMATCH
     } else if compared {
@@ -166,6 +120,85 @@ pub fn verdict(region_id: u64, answers: &[(u64, StoreAnswer)]) -> Result<(String
         EXIT_INCONCLUSIVE
     };
     Ok((lines.join("\n"), code))
+}
+
+/// The digests of `answers`, grouped by applied index (in store order within each).
+fn replicas_by_index(answers: &[(u64, StoreAnswer)]) -> BTreeMap<u64, Vec<Replica>> {
+    let mut by_index: BTreeMap<u64, Vec<Replica>> = BTreeMap::new();
+    for (store, answer) in answers {
+        if let StoreAnswer::Digest {
+            applied_index,
+            keys,
+            checksum,
+        } = answer
+        {
+            by_index.entry(*applied_index).or_default().push(Replica {
+                store: *store,
+                keys: *keys,
+                checksum: *checksum,
+            });
+        }
+    }
+    by_index
+}
+
+/// Why no store gave a digest: the cluster cannot compute checksums, no store has the
+/// region, or no store answered.
+fn no_digest_error(region_id: u64, answers: &[(u64, StoreAnswer)]) -> String {
+    let unimplemented = answers.iter().find_map(|(_, a)| match a {
+        StoreAnswer::Unimplemented(m) => Some(m),
+        _ => None,
+    });
+    if let Some(message) = unimplemented {
+        format!("checksum refused by the cluster: the stores cannot compute checksums ({message})")
+    } else if !answers.is_empty() && answers.iter().all(|(_, a)| *a == StoreAnswer::NoReplica) {
+        format!("region {region_id} not found: no store has a replica of it")
+    } else {
+        format!("checksum failed: no store answered for region {region_id}")
+    }
+}
+
+/// The line for two or more replicas at applied index `index`, and whether they agree
+/// (same keys and checksum).
+fn compare(region_id: u64, index: u64, group: &[Replica]) -> (String, bool) {
+    let first = &group[0];
+    if group
+        .iter()
+        .all(|r| (r.keys, r.checksum) == (first.keys, first.checksum))
+    {
+        let stores: Vec<String> = group.iter().map(|r| r.store.to_string()).collect();
+        let line = format!(
+            "replicas agree: stores {} at applied index {index}, checksum {:016x}",
+            stores.join(", "),
+            first.checksum
+        );
+        return (line, true);
+    }
+    let each: Vec<String> = group
+        .iter()
+        .map(|r| format!("store {} {:016x} ({} keys)", r.store, r.checksum, r.keys))
+        .collect();
+    let line = format!(
+        "MISMATCH: replicas of region {region_id} at applied index {index} differ: {}",
+        each.join(", ")
+    );
+    (line, false)
+}
+
+/// The line listing the replicas alone at their applied index, if any.
+fn not_compared(by_index: &BTreeMap<u64, Vec<Replica>>) -> Option<String> {
+    let alone: Vec<String> = by_index
+        .iter()
+        .filter(|(_, g)| g.len() == 1)
+        .map(|(index, g)| format!("store {} at applied index {index}", g[0].store))
+        .collect();
+    if alone.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "not compared (no other replica at the same applied index; run again): {}",
+        alone.join(", ")
+    ))
 }
 
 /// Runs `shoal admin checksum ID`. Returns the exit code.
