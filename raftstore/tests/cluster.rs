@@ -26,7 +26,7 @@ fn a_leader_is_elected_only_when_the_test_ticks() {
 
 #[test]
 fn a_write_is_applied_on_every_replica() {
-    let c = Cluster::start(3, 1, TickMode::Timer);
+    let c = Cluster::start(3, 1, TickMode::Manual);
     c.wait_leader(1, T);
     c.put(b"k1", b"v1", T).unwrap();
     for id in c.store_ids() {
@@ -38,7 +38,7 @@ fn a_write_is_applied_on_every_replica() {
 
 #[test]
 fn an_isolated_follower_catches_up_after_the_partition_heals() {
-    let c = Cluster::start(3, 1, TickMode::Timer);
+    let c = Cluster::start(3, 1, TickMode::Manual);
     let leader = c.wait_leader(1, T);
     let follower = c.store_ids().into_iter().find(|&id| id != leader).unwrap();
     c.add_filter(Isolate(follower));
@@ -58,7 +58,7 @@ fn an_isolated_follower_catches_up_after_the_partition_heals() {
 
 #[test]
 fn when_the_leader_stops_a_new_one_takes_over_and_nothing_acknowledged_is_lost() {
-    let mut c = Cluster::start(3, 1, TickMode::Timer);
+    let mut c = Cluster::start(3, 1, TickMode::Manual);
     let old = c.wait_leader(1, T);
     for i in 0..10u32 {
         c.put(format!("a{i}").as_bytes(), b"1", T).unwrap();
@@ -94,7 +94,7 @@ fn every_acknowledged_write_survives_a_restart_of_all_stores() {
 
 #[test]
 fn writes_to_many_regions_share_fsyncs() {
-    let c = Cluster::start(3, 64, TickMode::Timer);
+    let c = Cluster::start(3, 64, TickMode::Manual);
     for r in &c.regions {
         c.wait_leader(r.id, T);
     }

@@ -38,7 +38,7 @@ fn a_leader_cut_off_in_the_minority_is_replaced_and_the_majority_keeps_writing()
 
 #[test]
 fn a_store_that_loses_appends_gets_them_once_they_flow_again() {
-    let c = Cluster::start(3, 2, TickMode::Timer);
+    let c = Cluster::start(3, 2, TickMode::Manual);
     for r in &c.regions {
         c.wait_leader(r.id, T);
     }
@@ -57,7 +57,7 @@ fn a_store_that_loses_appends_gets_them_once_they_flow_again() {
 
 #[test]
 fn a_region_whose_messages_are_dropped_stalls_alone() {
-    let c = Cluster::start(3, 2, TickMode::Timer);
+    let c = Cluster::start(3, 2, TickMode::Manual);
     for r in &c.regions {
         c.wait_leader(r.id, T);
     }
@@ -76,7 +76,7 @@ fn a_region_whose_messages_are_dropped_stalls_alone() {
 
 #[test]
 fn writes_commit_over_a_slow_network() {
-    let c = Cluster::start(3, 1, TickMode::Timer);
+    let c = Cluster::start(3, 1, TickMode::Manual);
     c.wait_leader(1, T);
     c.delay_all(Duration::from_millis(30));
     for i in 0..5u8 {
@@ -91,7 +91,7 @@ fn writes_commit_over_a_slow_network() {
 /// hold together are dropped before raft-rs sees them, and the store goes on.
 #[test]
 fn raft_messages_with_inconsistent_ids_are_dropped_before_raft() {
-    let c = Cluster::start(3, 1, TickMode::Timer);
+    let c = Cluster::start(3, 1, TickMode::Manual);
     let leader = c.wait_leader(1, T);
     c.put(b"k", b"1", T).unwrap();
     let region = c.region_for(b"k");

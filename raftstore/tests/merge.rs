@@ -22,7 +22,7 @@ fn key(high: bool, i: u32) -> Vec<u8> {
 
 #[test]
 fn merge_under_concurrent_writes_loses_nothing() {
-    let c = Cluster::start(3, 2, TickMode::Timer);
+    let c = Cluster::start(3, 2, TickMode::Manual);
     let (r1, r2) = (c.regions[0].id, c.regions[1].id);
     c.wait_leader(r1, T);
     c.wait_leader(r2, T);
@@ -47,7 +47,7 @@ fn merge_under_concurrent_writes_loses_nothing() {
 
 #[test]
 fn split_then_merge_back_repeatedly() {
-    let c = Cluster::start(3, 1, TickMode::Timer);
+    let c = Cluster::start(3, 1, TickMode::Manual);
     c.wait_leader(1, T);
     for round in 0..3u32 {
         c.put(&key(false, round), b"left", T).unwrap();
@@ -95,7 +95,7 @@ fn a_follower_partitioned_during_prepare_converges_after_heal() {
 
 #[test]
 fn a_prepare_against_a_target_that_changed_rolls_back() {
-    let c = Cluster::start(3, 2, TickMode::Timer);
+    let c = Cluster::start(3, 2, TickMode::Manual);
     let (r1, r2) = (c.regions[0].id, c.regions[1].id);
     c.wait_leader(r1, T);
     let source_leader = c.wait_leader(r2, T);

@@ -216,7 +216,7 @@ fn proposals_are_matched_to_entries_by_index_and_term_across_leader_changes() {
 
 #[test]
 fn requests_for_another_store_are_refused_with_store_not_match() {
-    let c = Cluster::start(3, 1, TickMode::Timer);
+    let c = Cluster::start(3, 1, TickMode::Manual);
     let leader = c.wait_leader(1, T);
     let region = c.region_for(b"a");
     let me = region
@@ -252,7 +252,7 @@ fn a_command_over_the_entry_size_limit_is_refused_before_raft() {
         raft_max_size_per_msg: 16 << 10,
         ..common::test_config()
     };
-    let c = Cluster::start_with(3, 1, TickMode::Timer, cfg);
+    let c = Cluster::start_with(3, 1, TickMode::Manual, cfg);
     let leader = c.wait_leader(1, T);
     let region = c.region_for(b"big");
     let before = c.store(leader).counters().proposals;

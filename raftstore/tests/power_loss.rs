@@ -23,7 +23,7 @@ fn key(i: u32) -> Vec<u8> {
 
 #[test]
 fn a_split_peer_resumes_from_its_logged_raft_state_after_its_split_is_forgotten() {
-    let mut c = Cluster::start(3, 1, TickMode::Timer);
+    let mut c = Cluster::start(3, 1, TickMode::Manual);
     c.wait_leader(1, T);
     for i in 0..20 {
         c.put(&key(i), b"before", T).unwrap();

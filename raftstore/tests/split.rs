@@ -18,7 +18,7 @@ fn key(i: u32) -> Vec<u8> {
 
 #[test]
 fn split_under_concurrent_writes_loses_nothing_and_misroutes_nothing() {
-    let c = Cluster::start(3, 1, TickMode::Timer);
+    let c = Cluster::start(3, 1, TickMode::Manual);
     c.wait_leader(1, T);
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -59,7 +59,7 @@ fn split_under_concurrent_writes_loses_nothing_and_misroutes_nothing() {
 
 #[test]
 fn bad_split_keys_are_refused_with_a_clear_error() {
-    let c = Cluster::start(3, 2, TickMode::Timer);
+    let c = Cluster::start(3, 2, TickMode::Manual);
     let r2 = c.regions[1].clone();
     c.wait_leader(r2.id, T);
     let cases = [(r2.start_key.clone(), "start key"), (vec![], "empty key")];
@@ -108,7 +108,7 @@ fn a_follower_down_during_a_split_learns_it_when_it_returns() {
 
 #[test]
 fn split_regions_survive_a_restart_of_every_store() {
-    let mut c = Cluster::start(3, 1, TickMode::Timer);
+    let mut c = Cluster::start(3, 1, TickMode::Manual);
     c.wait_leader(1, T);
     c.put(&key(1), b"left", T).unwrap();
     c.put(&key(150), b"right", T).unwrap();
@@ -182,7 +182,7 @@ fn a_region_over_its_key_limit_splits_by_itself() {
 
 #[test]
 fn split_requests_over_the_key_limits_or_unsorted_are_refused_before_raft() {
-    let c = Cluster::start(3, 1, TickMode::Timer);
+    let c = Cluster::start(3, 1, TickMode::Manual);
     let leader = c.wait_leader(1, T);
     let r = c.region_for(b"a");
     let too_many: Vec<Vec<u8>> = (0..1001u32).map(key).collect();

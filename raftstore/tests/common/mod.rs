@@ -382,7 +382,8 @@ impl Cluster {
         Err(format!("put {key:?} failed until the deadline: {last}"))
     }
 
-    /// A linearizable get through the leader, retrying until `timeout`.
+    /// A linearizable get through the leader, retrying (and ticking when manual)
+    /// until `timeout`.
     pub fn get(&self, key: &[u8], timeout: Duration) -> Result<Option<Vec<u8>>, String> {
         let deadline = Instant::now() + timeout;
         let mut last = String::new();
@@ -405,6 +406,9 @@ impl Cluster {
                     Err(_) => last = format!("store {id}: timed out"),
                 }
                 errors.insert(id, last.clone());
+            }
+            if self.tick_mode == TickMode::Manual {
+                self.tick_all();
             }
             std::thread::sleep(Duration::from_millis(20));
         }

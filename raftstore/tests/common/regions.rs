@@ -105,7 +105,7 @@ impl Cluster {
             .collect()
     }
 
-    /// Waits until every store has exactly `n` regions that cover the key space
+    /// Waits (ticking when manual) until every store has exactly `n` regions that cover the key space
     /// without gaps or overlaps, and all stores agree on them.
     pub fn wait_cover(&self, n: usize, timeout: Duration) -> Vec<Region> {
         let deadline = Instant::now() + timeout;
@@ -125,6 +125,9 @@ impl Cluster {
             match problem {
                 None => return views[0].clone(),
                 Some(p) => assert!(Instant::now() < deadline, "{p}: {views:#?}"),
+            }
+            if self.tick_mode == TickMode::Manual {
+                self.tick_all();
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -166,6 +169,9 @@ impl Cluster {
                     Instant::now() < deadline,
                     "region {region_id}: replicas never reached the same applied index: {sums:?}"
                 );
+                if self.tick_mode == TickMode::Manual {
+                    self.tick_all();
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
