@@ -330,13 +330,9 @@ impl StoreLink {
             let Some(first) = self.rx.recv().await else {
                 return false;
             };
-            let (batches, counter) = self.take_batches(first);
-            for (batch, bytes) in batches {
-                let item = Queued {
-                    msgs: batch.msgs,
-                    bytes,
-                    counter: counter.clone(),
-                };
+            // Every batch is counted until tonic takes it: those not sent when the
+            // stream breaks release their bytes as they are dropped here.
+            for item in self.take_batches(first) {
                 if tx.send(item).await.is_err() || call.is_finished() {
                     break 'stream;
                 }
@@ -350,12 +346,10 @@ impl StoreLink {
     }
 
     /// `first` and everything queued behind it, packed into batches that fit the
-    /// message limit, with the counter of the store's queued bytes. The batches
-    /// carry the bytes; a message too large for any batch is dropped here (logged).
-    fn take_batches(
-        &mut self,
-        first: Queued,
-    ) -> (Vec<(RaftMessageBatch, usize)>, Arc<AtomicUsize>) {
+    /// message limit, each still counted in the store's queued bytes (released when
+    /// it is dropped, sent or not); a message too large for any batch is dropped
+    /// here (logged).
+    fn take_batches(&mut self, first: Queued) -> Vec<Queued> {
         let counter = first.counter.clone();
         let mut items = vec![first];
         while let Ok(more) = self.rx.try_recv() {
@@ -378,7 +372,12 @@ impl StoreLink {
                 "raft message larger than the gRPC message limit; dropped"
             );
         }
-        (batches, counter)
+        let counted = |(batch, bytes): (RaftMessageBatch, usize)| Queued {
+            msgs: batch.msgs,
+            bytes,
+            counter: counter.clone(),
+        };
+        batches.into_iter().map(counted).collect()
     }
 }
 
@@ -433,6 +432,43 @@ mod tests {
             .flat_map(|(b, _)| b.msgs.iter().map(|m| m.region_id))
             .collect();
         assert_eq!(sent, [1, 3]);
+    }
+
+    /// The batches drained from the queue stay counted until dropped: when a stream
+    /// breaks before they are all sent, the rest give their bytes back (they used
+    /// to be lost to the count, which crept up across reconnects until the queue
+    /// looked full for good).
+    #[test]
+    fn drained_batches_release_their_bytes_when_dropped_unsent() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let counter = Arc::new(AtomicUsize::new(0));
+        let mut link = StoreLink {
+            store_id: 2,
+            addr: "127.0.0.1:1".into(),
+            rx,
+            unreachable: Arc::new(OnceLock::new()),
+            max_message_size: 10_000,
+        };
+        let queue = |msgs: Vec<RaftMessage>| {
+            let bytes: usize = msgs.iter().map(RaftMessage::encoded_len).sum();
+            counter.fetch_add(bytes, Ordering::AcqRel);
+            Queued {
+                msgs,
+                bytes,
+                counter: counter.clone(),
+            }
+        };
+        let first = queue((0..10).map(|i| msg(i, 3000)).collect());
+        tx.send(queue((10..20).map(|i| msg(i, 3000)).collect()))
+            .unwrap();
+        let total = counter.load(Ordering::Acquire);
+        let batches = link.take_batches(first);
+        assert!(batches.len() > 2, "packed into several batches");
+        assert_eq!(counter.load(Ordering::Acquire), total, "still counted");
+        let mut batches = batches.into_iter();
+        drop(batches.next()); // sent: tonic took it
+        drop(batches); // the stream broke: the rest are dropped unsent
+        assert_eq!(counter.load(Ordering::Acquire), 0);
     }
 
     /// A peer that accepts the connection and never reads: the stream stalls (HTTP/2
