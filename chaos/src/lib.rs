@@ -1,0 +1,9 @@
+//! `shoal chaos`: a Jepsen-style suite. It starts a cluster of real `shoal node`
+//! processes, runs a workload of client processes while a nemesis injects faults,
+//! heals, and checks the history and the cluster.
+//!
+//! - [`history`]: the JSON-lines history format.
+//! - [`linearizability`]: the register checker (Wing–Gong search with Lowe's cache).
+
+pub mod history;
+pub mod linearizability;

@@ -1,0 +1,1 @@
+//! Linearizability of each key's history as a register (get, put, CAS).
