@@ -12,7 +12,7 @@
 //! - `operation/`: what the peers do, one operation per file (the ready, propose,
 //!   read, life, split, split check, merge prepare/commit/rollback, checksum), each
 //!   with its propose side, apply side and on-applied side together.
-//! - `worker/`: the threads that do the IO: log writer (one fsync per round),
+//! - `worker/`: the threads that do the IO: log writer (one fsync per drain of the rounds' writes),
 //!   apply, region worker (split checks, ids, merge-target checks), read pool.
 //! - `msg.rs`, `error.rs`, `config.rs`, `metrics.rs`, `transport.rs`: messages,
 //!   errors, settings, counters, the transport trait.

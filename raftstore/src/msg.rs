@@ -2,8 +2,8 @@
 //! get their answers (a oneshot channel per request, never a callback).
 //!
 //! Workers (log writer, apply, region worker) do not know these types: each reports
-//! through a closure the store wires to the router (see `store::start`), so the
-//! workers stay below the peers in the module graph.
+//! through a closure the store wires to the router (`RaftStore::start`), so no
+//! worker depends on the router or the peers' messages.
 
 use shoal_engine::rocks::RocksSnapshot;
 use shoal_proto::adminpb::{ChecksumResponse, RegionInfo};

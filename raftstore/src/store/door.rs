@@ -119,6 +119,7 @@ impl RaftStore {
     /// runtime's threads.
     async fn with_sizes(&self, infos: Vec<RegionInfo>) -> Vec<RegionInfo> {
         let Some(kv) = self.kv() else { return infos };
+        let unsized_infos = infos.clone();
         let estimate = move || {
             let mut infos = infos;
             for info in &mut infos {
@@ -129,9 +130,11 @@ impl RaftStore {
             }
             infos
         };
+        // Should the estimate fail (a panic in RocksDB's call), the regions are
+        // still reported, with the split check's sizes.
         tokio::task::spawn_blocking(estimate)
             .await
-            .unwrap_or_default()
+            .unwrap_or(unsized_infos)
     }
 
     /// `n` fresh region and peer ids, allocated on a blocking thread (the

@@ -1,7 +1,7 @@
 //! [`RaftStore`]: one store. `mod.rs` starts and stops everything (pollers, log
 //! writer, apply workers, region worker, read pool, ticker) and loads the peers;
-//! `door.rs` takes requests; `admin.rs` the admin API's split and merge; `context.rs` is what the pollers share; `load.rs` reads
-//! the regions at start-up; `bootstrap.rs` writes a new cluster's first state;
+//! `door.rs` takes requests; `admin.rs` holds the admin API's split and merge;
+//! `context.rs` is what the pollers share; `load.rs` reads the regions at start-up; `bootstrap.rs` writes a new cluster's first state;
 //! `ids.rs` allocates region and peer ids.
 
 use std::sync::Arc;

@@ -1,5 +1,7 @@
-//! The threads that do the store's IO, so that pollers never touch the disk:
-//! - `log_writer.rs`: the round's log writes, one fsync for all peers;
+//! The threads that do the store's IO, so that pollers do not write to the disk
+//! nor scan it (pollers still read log entries through raft-rs's `Storage`, and a
+//! merge reads the entries it carries; both usually hit the entry cache):
+//! - `log_writer.rs`: the rounds' log writes, one fsync for all peers per drain;
 //! - `apply.rs`: committed entries into the kv engine, one batch per drain;
 //! - `region.rs`: split-check scans and split ids, merge-target checks, the region
 //!   digest (later: snapshot generation and ingest);

@@ -1,7 +1,7 @@
 //! Region merge, in one place: `prepare.rs`, `commit.rs` and `rollback.rs` each
 //! hold one step's propose side, apply side and what the peer does once it is
-//! applied; this file holds what they share. The admin API's whole merge is
-//! (`RaftStore::merge`, in `store/admin.rs`).
+//! applied; this file holds what they share. The admin API's whole merge (prepare,
+//! then wait for the outcome) is `RaftStore::merge`, in `store/admin.rs`.
 //!
 //! The flow (DESIGN.md, "Split and merge"):
 //! 1. **Prepare**, proposed on the source's leader: on every source replica the
