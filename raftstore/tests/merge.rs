@@ -196,3 +196,73 @@ fn bad_merges_are_refused_with_a_clear_error() {
     c.wait_cover(2, T);
     c.check_replicas_agree(T);
 }
+
+/// A prepare that reaches the source's leader in the same round as writes (their
+/// entries still in raft-rs's unstable log, not yet in the peer's storage) reads
+/// them to carry them. It used to read the storage up to raft-rs's last index and
+/// fail with a storage error ("log unavailable"); the chaos suite found it (seed 2,
+/// 5 nodes). Writes of 20 KB against a 64 KiB entry limit make every such prepare
+/// too big to carry (retryable `ServerIsBusy`), so the race can be tried many
+/// times; then a prepare with nothing in flight goes through.
+#[test]
+fn a_prepare_right_behind_writes_is_not_refused() {
+    use shoal_proto::raft_cmdpb::{request, PutOp, RaftCmdRequest, Request};
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let cfg = shoal_raftstore::Config {
+        raft_entry_max_size: 64 << 10,
+        raft_max_size_per_msg: 16 << 10,
+        ..common::test_config()
+    };
+    let c = Cluster::start_with(3, 2, TickMode::Manual, cfg);
+    let (r1, r2) = (c.regions[0].id, c.regions[1].id);
+    c.wait_leader(r1, T);
+    let leader = c.wait_leader(r2, T);
+    let regions = c.regions_of(leader);
+    let target = regions.iter().find(|r| r.id == r1).unwrap().clone();
+    let source = regions.iter().find(|r| r.id == r2).unwrap().clone();
+    let store = c.store(leader);
+    let put = |i: u32| RaftCmdRequest {
+        header: Some(c.header(&source)),
+        requests: vec![Request {
+            cmd: Some(request::Cmd::Put(PutOp {
+                key: key(true, i),
+                value: vec![7; 20_000],
+            })),
+        }],
+        admin: None,
+    };
+    for attempt in 0..30 {
+        // Each future's first poll sends its command to the mailbox; polled back to
+        // back with no await between, the writes and the prepare reach the poller
+        // in one batch.
+        let outcome = c.rt.block_on(async {
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut writes: Vec<_> = (0..4).map(|i| Box::pin(store.write(put(i)))).collect();
+            let mut prepare = Box::pin(store.prepare_merge(&source, target.clone()));
+            let mut done = Vec::new();
+            for w in &mut writes {
+                done.push(matches!(w.as_mut().poll(&mut cx), Poll::Ready(_)));
+            }
+            let prepared = match prepare.as_mut().poll(&mut cx) {
+                Poll::Ready(r) => r,
+                Poll::Pending => prepare.await,
+            };
+            for (w, done) in writes.into_iter().zip(done) {
+                if !done {
+                    let _ = w.await;
+                }
+            }
+            prepared
+        });
+        match outcome {
+            Err(CmdError::Region(_)) => {} // busy: too much to carry, or a lagging replica
+            other => panic!("attempt {attempt}: {other:?}"),
+        }
+    }
+    let frozen = c.prepare_merge(leader, &source, &target, T).unwrap();
+    assert_eq!(frozen.id, r2);
+    let merged = c.wait_cover(1, T);
+    assert_eq!(merged[0].id, r1);
+    c.check_replicas_agree(T);
+}

@@ -328,7 +328,7 @@ impl Cluster {
         })
     }
 
-    fn header(&self, region: &Region) -> RaftRequestHeader {
+    pub fn header(&self, region: &Region) -> RaftRequestHeader {
         RaftRequestHeader {
             region_id: region.id,
             peer: None,

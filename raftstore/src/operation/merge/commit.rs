@@ -13,7 +13,6 @@
 
 use protobuf::Message as _;
 use raft::eraftpb::Entry;
-use raft::Storage as _;
 use shoal_engine::keys::apply_state_key;
 use shoal_engine::Cf;
 use shoal_proto::metapb::Region;
@@ -41,12 +40,11 @@ impl Peer {
             return;
         }
         let target = state.target.clone().unwrap_or_default();
-        let entries = match self.raw.store().entries(
-            state.min_index + 1,
-            state.commit + 1,
-            None,
-            raft::GetEntriesContext::empty(false),
-        ) {
+        // Through raft-rs's log: a leader may commit (by its followers' acks) an
+        // entry it has not persisted itself yet, still in the unstable part.
+        let context = raft::GetEntriesContext::empty(false);
+        let raft_log = &self.raw.raft.raft_log;
+        let entries = match raft_log.slice(state.min_index + 1, state.commit + 1, None, context) {
             Ok(es) => es.iter().map(encode_pb).collect(),
             Err(e) => {
                 tracing::error!(region = self.region_id, "merge: cannot read the log: {e}");

@@ -9,7 +9,6 @@
 
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, EntryType};
-use raft::Storage as _;
 use shoal_proto::metapb::{Region, RegionEpoch};
 use shoal_proto::raft_cmdpb::{
     admin_request, PrepareMergeRequest, RaftCmdRequest, RaftRequestHeader, Response,
@@ -89,11 +88,12 @@ impl Peer {
             ));
         }
         let min_index = min_matched.max(first - 1);
+        // Through raft-rs's log, not the storage: entries proposed earlier in this
+        // round are only in its unstable part until the round's ready.
         let context = raft::GetEntriesContext::empty(false);
-        let entries = self
-            .raw
-            .store()
-            .entries(min_index + 1, last + 1, None, context)
+        let entries = raft
+            .raft_log
+            .slice(min_index + 1, last + 1, None, context)
             .map_err(|e| CmdError::Storage(format!("reading the log: {e}")))?;
         Ok((min_index, entries))
     }
