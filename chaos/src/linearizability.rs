@@ -1421,6 +1421,113 @@ mod tests {
         passes(&h);
     }
 
+    /// Whether a one-key history is linearizable, straight from the definition:
+    /// every order of the `ok` operations and of any subset of the unknown writes.
+    fn brute_force(events: &[Event]) -> bool {
+        fn go(ops: &[Operation], used: &mut [bool], state: Option<Vec<u8>>) -> bool {
+            let ok = |j: usize| ops[j].outcome == EventType::Ok;
+            if (0..ops.len()).all(|j| used[j] || !ok(j)) {
+                return true;
+            }
+            for i in 0..ops.len() {
+                // Not placed yet, and no `ok` one not placed completed before its
+                // invoke.
+                let late = |j: usize| ok(j) && ops[j].complete < Some(ops[i].invoke);
+                if used[i] || (0..ops.len()).any(|j| !used[j] && late(j)) {
+                    continue;
+                }
+                let after = match &ops[i].op {
+                    Op::Get { read } => (*read == state).then(|| state.clone()),
+                    Op::Put { value } => Some(Some(value.clone())),
+                    Op::Cas { expect, new } => (*expect == state).then(|| Some(new.clone())),
+                };
+                if let Some(after) = after {
+                    used[i] = true;
+                    if go(ops, used, after) {
+                        return true;
+                    }
+                    used[i] = false;
+                }
+            }
+            false
+        }
+        let ops: Vec<Operation> = operations(events)
+            .unwrap()
+            .into_values()
+            .flatten()
+            .filter(|o| match (o.outcome, &o.op) {
+                (EventType::Ok, _) => true,
+                (Info, Op::Get { .. }) => false,
+                (outcome, _) => outcome == Info,
+            })
+            .collect();
+        go(&ops, &mut vec![false; ops.len()], None)
+    }
+
+    /// A small random history of key `K`, linearizable or not: 2 to 4 processes,
+    /// 3 to 7 operations over two values, outcomes and reads at random.
+    fn small_random(rng: &mut StdRng) -> Vec<Event> {
+        let values = ["a", "b"];
+        let value = |rng: &mut StdRng| values[rng.gen_range(0..2)];
+        let maybe = |rng: &mut StdRng| [None, Some("a"), Some("b")][rng.gen_range(0..3)];
+        let processes = rng.gen_range(2..=4u64);
+        let mut left = rng.gen_range(3..=7);
+        let mut h = H::default();
+        // Processes whose last operation never completes.
+        let mut gone = Vec::new();
+        while (left > 0 || h.open.len() > gone.len()) && gone.len() < processes as usize {
+            let p = rng.gen_range(0..processes);
+            if gone.contains(&p) {
+                continue;
+            }
+            if !h.open.contains_key(&p) {
+                if left > 0 {
+                    left -= 1;
+                    match rng.gen_range(0..3) {
+                        0 => h.call_get(p),
+                        1 => h.call_put(p, value(rng)),
+                        _ => h.call_cas(p, maybe(rng), value(rng)),
+                    };
+                }
+                continue;
+            }
+            match rng.gen_range(0..20) {
+                0..=11 => h.read(p, maybe(rng)),
+                12..=15 => h.info(p),
+                16..=18 => h.fail(p),
+                _ => {
+                    gone.push(p);
+                    &mut h
+                }
+            };
+        }
+        h.events
+    }
+
+    #[test]
+    fn agrees_with_brute_force_on_small_random_histories() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let (mut yes, mut no) = (0, 0);
+        for i in 0..20000 {
+            let events = small_random(&mut rng);
+            let expected = brute_force(&events);
+            let r = check(&events).unwrap();
+            assert!(r.undecided.is_empty());
+            if r.passed() != expected {
+                let mut out = Vec::new();
+                crate::history::write(&mut out, &events).unwrap();
+                let shown = String::from_utf8(out).unwrap();
+                panic!("history {i}: brute force says {expected}, the checker {r}\n{shown}");
+            }
+            match expected {
+                true => yes += 1,
+                false => no += 1,
+            }
+        }
+        println!("{yes} linearizable, {no} not");
+        assert!(yes > 5000 && no > 5000, "{yes} linearizable, {no} not");
+    }
+
     #[test]
     fn over_budget_is_undecided_never_passed() {
         let mut h = H::default();
