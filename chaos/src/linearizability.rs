@@ -828,8 +828,7 @@ impl Register {
                     (None, Step::Put(_)) => unreachable!("a put can always be placed"),
                 };
                 if o.ret == Some(first_ret) {
-                    let end =
-                        format!("; it completed (#{first_ret}) before the others were invoked");
+                    let end = format!("; it must go before anything invoked after #{first_ret}");
                     why.push_str(&end);
                 }
                 Stuck {
