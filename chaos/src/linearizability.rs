@@ -1600,11 +1600,82 @@ mod tests {
         println!("{:?}: {r}", start.elapsed());
     }
 
+    /// Registers that clients' operations take effect on, one key at a time.
+    struct Sim {
+        rng: StdRng,
+        keys: Vec<String>,
+        register: HashMap<String, Option<String>>,
+        /// Every value written, by key.
+        written: HashMap<String, Vec<String>>,
+        /// The percentage of operations that end `info`.
+        info: u32,
+        n: usize,
+    }
+
+    impl Sim {
+        /// A random operation of process `p` (values unique).
+        fn invoke(&mut self, p: u64) -> Event {
+            self.n += 1;
+            let key = self.keys[self.rng.gen_range(0..self.keys.len())].clone();
+            let new = hx(&format!("{p}-{}", self.n));
+            let (f, value) = match self.rng.gen_range(0..4) {
+                0 | 1 => (Func::Get, Value::Null),
+                2 => (Func::Put, Value::Hex(new)),
+                _ => {
+                    let current = self.register.get(&key).cloned().flatten();
+                    let old = self.written.get(&key).and_then(|w| w.last().cloned());
+                    let expect = if self.rng.gen_bool(0.7) { current } else { old };
+                    (Func::Cas, Value::Cas(CasValue { expect, new }))
+                }
+            };
+            Event {
+                process: p,
+                kind: Invoke,
+                f,
+                key,
+                value,
+                time_ns: 0,
+            }
+        }
+
+        /// Invoke `e` takes effect now (or fails, or ends unknown with or
+        /// without effect): its completion.
+        fn take_effect(&mut self, mut e: Event) -> Event {
+            let current = self.register.get(&e.key).cloned().flatten();
+            let (kind, effect) = match self.rng.gen_range(0..100) {
+                0..4 => (Fail, false),
+                r if r < 4 + self.info => (Info, self.rng.gen_bool(0.5)),
+                _ => (EventType::Ok, true),
+            };
+            e.kind = kind;
+            let write = match (&e.f, &e.value) {
+                (Func::Get, _) => {
+                    e.value = current.clone().map_or(Value::Null, Value::Hex);
+                    None
+                }
+                (Func::Put, Value::Hex(v)) => Some(v.clone()),
+                (Func::Cas, Value::Cas(c)) if c.expect == current => Some(c.new.clone()),
+                _ => {
+                    // A CAS whose compare does not match.
+                    if e.kind == EventType::Ok {
+                        e.kind = Fail;
+                    }
+                    None
+                }
+            };
+            if let (true, Some(v)) = (effect, write) {
+                self.register.insert(e.key.clone(), Some(v.clone()));
+                self.written.entry(e.key.clone()).or_default().push(v);
+            }
+            e
+        }
+    }
+
     /// A linearizable history: `processes` clients each run `per_process` random
     /// operations on `keys` registers. Each operation takes effect on a simulated
     /// register at a random moment between its invoke and its completion; a few
-    /// fail (no effect, like a CAS whose compare does not match) and a few end
-    /// `info` (with or without effect). Values are unique.
+    /// fail (no effect, like a CAS whose compare does not match) and `info`
+    /// percent end `info` (with or without effect).
     fn generate(
         seed: u64,
         processes: u64,
@@ -1618,19 +1689,21 @@ mod tests {
             Invoked(Event),
             Done(Event),
         }
-        let mut rng = StdRng::seed_from_u64(seed);
-        let names: Vec<String> = (0..keys).map(|i| hx(&format!("k{i}"))).collect();
-        let mut register: HashMap<String, Option<String>> = HashMap::new();
-        let mut written: HashMap<String, Vec<String>> = HashMap::new();
+        let mut sim = Sim {
+            rng: StdRng::seed_from_u64(seed),
+            keys: (0..keys).map(|i| hx(&format!("k{i}"))).collect(),
+            register: HashMap::new(),
+            written: HashMap::new(),
+            info,
+            n: 0,
+        };
         let mut phase = vec![Phase::Idle; processes as usize];
         let mut done = vec![0; processes as usize];
         let mut events = Vec::new();
-        let record = |events: &mut Vec<Event>, e: &Event| {
-            let mut e = e.clone();
+        let record = |events: &mut Vec<Event>, mut e: Event| {
             e.time_ns = 1000 * events.len() as u64;
             events.push(e);
         };
-        let mut n = 0;
         loop {
             let busy: Vec<usize> = (0..processes as usize)
                 .filter(|&p| done[p] < per_process || !matches!(phase[p], Phase::Idle))
@@ -1638,65 +1711,16 @@ mod tests {
             if busy.is_empty() {
                 return events;
             }
-            let p = busy[rng.gen_range(0..busy.len())];
+            let p = busy[sim.rng.gen_range(0..busy.len())];
             phase[p] = match phase[p].clone() {
                 Phase::Idle => {
-                    n += 1;
-                    let key = names[rng.gen_range(0..keys)].clone();
-                    let new = hx(&format!("{p}-{n}"));
-                    let current = register.get(&key).cloned().flatten();
-                    let (f, value) = match rng.gen_range(0..4) {
-                        0 | 1 => (Func::Get, Value::Null),
-                        2 => (Func::Put, Value::Hex(new)),
-                        _ => {
-                            let old = written.get(&key).and_then(|w| w.last().cloned());
-                            let expect = if rng.gen_bool(0.7) { current } else { old };
-                            (Func::Cas, Value::Cas(CasValue { expect, new }))
-                        }
-                    };
-                    let e = Event {
-                        process: p as u64,
-                        kind: Invoke,
-                        f,
-                        key,
-                        value,
-                        time_ns: 0,
-                    };
-                    record(&mut events, &e);
+                    let e = sim.invoke(p as u64);
+                    record(&mut events, e.clone());
                     Phase::Invoked(e)
                 }
-                Phase::Invoked(mut e) => {
-                    let roll = rng.gen_range(0..100);
-                    let current = register.get(&e.key).cloned().flatten();
-                    let (kind, effect) = match roll {
-                        0..4 => (Fail, false),
-                        r if r < 4 + info => (Info, rng.gen_bool(0.5)),
-                        _ => (EventType::Ok, true),
-                    };
-                    e.kind = kind;
-                    let write = match (&e.f, &e.value) {
-                        (Func::Get, _) => {
-                            e.value = current.clone().map_or(Value::Null, Value::Hex);
-                            None
-                        }
-                        (Func::Put, Value::Hex(v)) => Some(v.clone()),
-                        (Func::Cas, Value::Cas(c)) if c.expect == current => Some(c.new.clone()),
-                        (Func::Cas, _) => {
-                            if e.kind == EventType::Ok {
-                                e.kind = Fail;
-                            }
-                            None
-                        }
-                        _ => unreachable!(),
-                    };
-                    if let (true, Some(v)) = (effect, write) {
-                        register.insert(e.key.clone(), Some(v.clone()));
-                        written.entry(e.key.clone()).or_default().push(v);
-                    }
-                    Phase::Done(e)
-                }
+                Phase::Invoked(e) => Phase::Done(sim.take_effect(e)),
                 Phase::Done(e) => {
-                    record(&mut events, &e);
+                    record(&mut events, e);
                     done[p] += 1;
                     Phase::Idle
                 }
