@@ -4,6 +4,9 @@
 //!
 //! - [`history`]: the JSON-lines history format.
 //! - [`linearizability`]: the register checker (Wing–Gong search with Lowe's cache).
+//! - [`set_check`]: the set workload's check (no acknowledged write lost, no
+//!   phantom, no failed write present).
 
 pub mod history;
 pub mod linearizability;
+pub mod set_check;
