@@ -165,20 +165,28 @@ impl Client {
         Ok(done.resp.found.then_some(done.resp.value))
     }
 
-    /// Sets `key` to `value`.
+    /// Sets `key` to `value`. Retried only after failures that say it certainly was
+    /// not applied; an attempt whose outcome is unknown ends the call with
+    /// [`Error::Undetermined`] (see the `request` module docs for why even a put is
+    /// not sent twice).
     pub async fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
         let max_msg = self.inner.config.max_message_size;
         let (key, value) = (key.as_ref(), value.as_ref());
         self.inner.check_size("put", key.len() + value.len())?;
         self.inner
-            .execute("put", RouteBy::Key(key), |channel, at| {
-                let req = PutRequest {
-                    context: Some(at.context()),
-                    key: key.to_vec(),
-                    value: value.to_vec(),
-                };
-                async move { kv_client(channel, max_msg).put(req).await }
-            })
+            .execute_with(
+                "put",
+                RouteBy::Key(key),
+                Idempotence::NotIdempotent,
+                |channel, at| {
+                    let req = PutRequest {
+                        context: Some(at.context()),
+                        key: key.to_vec(),
+                        value: value.to_vec(),
+                    };
+                    async move { kv_client(channel, max_msg).put(req).await }
+                },
+            )
             .await?;
         Ok(())
     }
@@ -188,13 +196,18 @@ impl Client {
         let max_msg = self.inner.config.max_message_size;
         let key = key.as_ref();
         self.inner
-            .execute("delete", RouteBy::Key(key), |channel, at| {
-                let req = DeleteRequest {
-                    context: Some(at.context()),
-                    key: key.to_vec(),
-                };
-                async move { kv_client(channel, max_msg).delete(req).await }
-            })
+            .execute_with(
+                "delete",
+                RouteBy::Key(key),
+                Idempotence::NotIdempotent,
+                |channel, at| {
+                    let req = DeleteRequest {
+                        context: Some(at.context()),
+                        key: key.to_vec(),
+                    };
+                    async move { kv_client(channel, max_msg).delete(req).await }
+                },
+            )
             .await?;
         Ok(())
     }
@@ -294,13 +307,18 @@ impl Client {
             mutations.into_iter().map(Mutation::into_proto).collect();
         let keys: Vec<&[u8]> = mutations.iter().map(|m| m.key.as_slice()).collect();
         self.inner
-            .execute("batch_write", RouteBy::Batch(&keys), |channel, at| {
-                let req = BatchWriteRequest {
-                    context: Some(at.context()),
-                    mutations: mutations.clone(),
-                };
-                async move { kv_client(channel, max_msg).batch_write(req).await }
-            })
+            .execute_with(
+                "batch_write",
+                RouteBy::Batch(&keys),
+                Idempotence::NotIdempotent,
+                |channel, at| {
+                    let req = BatchWriteRequest {
+                        context: Some(at.context()),
+                        mutations: mutations.clone(),
+                    };
+                    async move { kv_client(channel, max_msg).batch_write(req).await }
+                },
+            )
             .await?;
         Ok(())
     }

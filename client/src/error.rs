@@ -4,8 +4,8 @@
 //! reaches the caller is an [`Error`], which says which request failed (op, key,
 //! region) and, when the client gave up at its deadline, what the last failure was.
 //! [`Error::is_retryable`] separates "try again later" from "this request is wrong",
-//! and [`Error::Undetermined`] (see [`Error::is_undetermined`]) says a
-//! non-idempotent request may or may not have been applied.
+//! and [`Error::Undetermined`] (see [`Error::is_undetermined`]) says a write may or
+//! may not have been applied.
 
 use std::fmt;
 use std::time::Duration;
@@ -172,11 +172,11 @@ pub enum Error {
         /// The region asked for.
         region_id: u64,
     },
-    /// A non-idempotent request (compare-and-swap) failed in a way that leaves its
-    /// outcome unknown: the store answered `Undetermined`, the RPC timed out, or the
-    /// connection was lost after the request was sent. It may or may not have been
-    /// applied, so the client did not retry it: read the key to learn what happened.
-    /// (Idempotent requests are retried on these failures instead.)
+    /// A write (put, delete, batch write, compare-and-swap) failed in a way that
+    /// leaves its outcome unknown: the store answered `Undetermined`, the RPC timed
+    /// out, or the connection was lost after the request was sent. It may or may not
+    /// have been applied, so the client did not retry it: read the key to learn what
+    /// happened. (Reads are retried on these failures instead.)
     #[error(
         "{request}: outcome unknown, it may or may not have been applied (not retried \
          after attempt {attempts}): {cause}"
@@ -228,8 +228,7 @@ impl Error {
     }
 
     /// Whether the request may or may not have been applied ([`Error::Undetermined`]).
-    /// Every other error of a write means it certainly was not applied, except
-    /// [`Error::DeadlineExceeded`] of an idempotent write, which may have been.
+    /// Every other error of a write means it certainly was not applied.
     pub fn is_undetermined(&self) -> bool {
         matches!(self, Error::Undetermined { .. })
     }

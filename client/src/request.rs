@@ -11,14 +11,16 @@
 //!
 //! Whether a failed attempt may be retried depends on two things: whether the
 //! failure says the request **certainly was not applied**, or leaves its **outcome
-//! unknown**; and whether the request is **idempotent** (reads, put, delete, a batch
-//! of puts and deletes: applying it twice is the same as once) or not
-//! (compare-and-swap: a second attempt after a first that was applied sees the new
-//! value and reports failure). A non-idempotent request is retried only on the
-//! "certainly not applied" rows; on an "outcome unknown" row it ends with
-//! [`Error::Undetermined`], and the caller reads the key to learn what happened.
+//! unknown**; and whether the request is a **read** or a **write**. A read is retried
+//! on every retryable failure. A write (put, delete, batch write, compare-and-swap)
+//! is retried only on the "certainly not applied" rows; on an "outcome unknown" row
+//! it ends with [`Error::Undetermined`], and the caller reads the key to learn what
+//! happened. Not even a put is retried then: if its first attempt was applied and
+//! another client wrote the key after it, a second attempt would apply the put again
+//! over the newer value, a put that takes effect twice (the chaos suite found that
+//! stale read: `RELIABILITY.md`).
 //!
-//! | answer | applied? | cache update, then | non-idempotent (CAS) |
+//! | answer | applied? | cache update, then | write |
 //! |---|---|---|---|
 //! | success | yes | remember the peer as leader; return | same |
 //! | `NotLeader{leader}` | no | cache the hint, retry at once; without a hint, next peer after a backoff | same |
@@ -40,8 +42,8 @@
 //! that disagree about the leader cannot make the client spin. Backoff is exponential
 //! with jitter and never sleeps past the deadline. Every retry is logged at debug level
 //! with its reason. A call that runs out of time ends with [`Error::DeadlineExceeded`]
-//! (for a non-idempotent call that is only possible when no attempt's outcome was
-//! unknown, so it certainly was not applied).
+//! (for a write that is only possible when no attempt's outcome was unknown, so it
+//! certainly was not applied).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -66,14 +68,15 @@ use crate::error::{is_retryable_code, Error, Failure, RequestInfo, Result};
 /// Retries without backoff allowed in a row (after a leader hint or a new epoch).
 pub(crate) const MAX_IMMEDIATE_RETRIES: u32 = 3;
 
-/// Whether a request may be applied twice without harm; see the module docs.
+/// Whether a request may be sent again after an attempt whose outcome is unknown;
+/// see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Idempotence {
-    /// Reads, put, delete, batches of puts and deletes: retried on every retryable
-    /// failure, "outcome unknown" included.
+    /// Reads (and admin calls that check their own preconditions): retried on every
+    /// retryable failure, "outcome unknown" included.
     Idempotent,
-    /// Compare-and-swap: retried only when the failed attempt certainly was not
-    /// applied; otherwise the call ends with [`Error::Undetermined`].
+    /// Writes: retried only when the failed attempt certainly was not applied;
+    /// otherwise the call ends with [`Error::Undetermined`].
     NotIdempotent,
 }
 
@@ -598,8 +601,8 @@ impl Inner {
             Some(Kind::EntryTooLarge(_)) => return Err(Box::new(err)),
             // Certainly not applied: safe to retry after a pause.
             Some(Kind::StaleCommand(_)) => Next::Backoff(Duration::ZERO),
-            // The outcome is unknown: only idempotent requests get here (the request
-            // loop ends a non-idempotent one first), and applying them again is fine.
+            // The outcome is unknown: only reads and admin calls get here (the request
+            // loop ends a write first), and sending them again is fine.
             Some(Kind::Undetermined(_)) => Next::Backoff(Duration::ZERO),
             None => Next::Backoff(Duration::ZERO),
         };
