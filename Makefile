@@ -5,7 +5,7 @@ CARGO ?= cargo
 # Arguments passed to `shoal node` by `make run`, e.g. make run ARGS="--store-id 2".
 ARGS ?=
 
-.PHONY: run test bench bench-compare fmt lint deps
+.PHONY: run test bench bench-compare chaos fmt lint deps
 
 deps:
 	@scripts/ensure-deps.sh
@@ -14,9 +14,13 @@ deps:
 run: deps
 	$(CARGO) run --release -p shoal-server --bin shoal -- node $(ARGS)
 
-## test: build everything and run every test
+# Failpoints (for the chaos suite's disk nemesis) are compiled into the test and
+# chaos builds; they do nothing unless a node is started with FAILPOINTS set.
+FEATURES = --features shoal-server/failpoints
+
+## test: build everything and run every test (the chaos suite's short run included)
 test: deps
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace $(FEATURES)
 
 ## bench: run the criterion micro-benchmarks (log engine, router)
 bench: deps
@@ -29,6 +33,13 @@ bench-compare: deps
 	$(CARGO) build --release -p shoal-server --bin shoal
 	target/release/shoal bench-compare $(ARGS)
 
+## chaos: the chaos suite, about 10 minutes: each nemesis alone, then all combined,
+## on release builds; a summary table per run (pass options with ARGS, e.g.
+## ARGS="--nodes 5"). Exits non-zero if any run fails a check.
+chaos: deps
+	$(CARGO) build --release --workspace --tests $(FEATURES)
+	scripts/chaos.sh target/release/shoal $(ARGS)
+
 ## fmt: format the code
 fmt:
 	$(CARGO) fmt --all
@@ -37,3 +48,4 @@ fmt:
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets $(FEATURES) -- -D warnings

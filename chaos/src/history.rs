@@ -15,7 +15,10 @@
 //! - keys and values are hex; `time_ns` counts from the start of the run.
 //!
 //! A process runs one operation at a time: its completion is the next event of
-//! that process after its invoke.
+//! that process after its invoke. One exception, in the set workload only: a
+//! BatchWrite is recorded as one put per key, its invokes one after the other and
+//! then its completions (the set check pairs puts by key; the register checker
+//! never sees set keys).
 
 use std::io::{BufRead, Write};
 use std::path::Path;

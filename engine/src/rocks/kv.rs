@@ -89,6 +89,9 @@ impl KvEngine for RocksKvEngine {
         if batch.is_empty() {
             return Ok(());
         }
+        fail::fail_point!("kv_engine_write", |_| Err(crate::Error::Storage(
+            "failpoint kv_engine_write: injected write failure".into()
+        )));
         let mut wb = WriteBatch::default();
         for op in batch.ops() {
             match op {
@@ -113,6 +116,9 @@ impl KvEngine for RocksKvEngine {
     }
 
     fn sync(&self) -> Result<()> {
+        fail::fail_point!("kv_engine_sync", |_| Err(crate::Error::Storage(
+            "failpoint kv_engine_sync: injected fsync failure".into()
+        )));
         self.db.flush_wal(true).map_err(storage)
     }
 

@@ -222,6 +222,9 @@ impl LogEngine for RocksLogEngine {
         if batch.is_empty() {
             return Ok(());
         }
+        fail::fail_point!("log_engine_write", |_| Err(crate::Error::Storage(
+            "failpoint log_engine_write: injected write failure".into()
+        )));
         let _writer = self.write_lock.lock().expect("write lock");
         let mut wb = WriteBatch::default();
         let mut updated: HashMap<u64, Option<Bounds>> = HashMap::new();

@@ -152,6 +152,7 @@ impl Peer {
         // The tombstone and the merged target are durable before the source's log
         // goes: apply synced the batch holding the commit before reporting it. The
         // log writer removes the log after every write of this peer queued before.
+        fail::fail_point!("merge_destroy_source");
         ctx.write.remove_region(region_id);
         self.destroyed = true;
     }

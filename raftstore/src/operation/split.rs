@@ -280,6 +280,7 @@ pub(crate) fn apply_split(
             raft_state,
         });
     }
+    fail::fail_point!("apply_split");
     d.region = parent.clone();
     let mut regions = vec![parent.clone()];
     regions.extend(new_regions.iter().cloned());

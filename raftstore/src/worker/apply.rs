@@ -75,6 +75,7 @@ impl<R: Fn(u64, ApplyRes)> ApplyWorker<R> {
             count += apply_task(task, &mut ctx, &mut answers);
         }
         self.write(&ctx);
+        fail::fail_point!("apply_after_kv_write");
         StoreMetrics::add(&self.metrics.applied_entries, count);
         for (reply, result) in answers {
             let _ = reply.send(result);
@@ -87,6 +88,10 @@ impl<R: Fn(u64, ApplyRes)> ApplyWorker<R> {
     /// Writes the batch (synced when it holds an admin command). A kv engine that
     /// refuses a write leaves apply unable to go on consistently: the store stops.
     fn write(&self, ctx: &ApplyCtx) {
+        fail::fail_point!("apply_before_kv_write");
+        if ctx.sync {
+            fail::fail_point!("apply_admin_before_kv_write");
+        }
         let written = self.kv.write(&ctx.batch).and_then(|()| match ctx.sync {
             true => {
                 StoreMetrics::add(&self.metrics.admin_kv_syncs, 1);

@@ -107,6 +107,7 @@ impl<N: Fn(u64, u64)> LogWriter<N> {
             StoreMetrics::add(&m.regions_per_fsync_sum, batch.region_count() as u64);
             StoreMetrics::add(&m.entries_per_fsync_sum, batch.entry_count() as u64);
         }
+        fail::fail_point!("log_writer_after_write");
         if !msgs.is_empty() {
             send_counted(self.transport.as_ref(), &self.metrics, msgs);
         }

@@ -32,6 +32,10 @@ enum Command {
     /// Starts an etcd cluster and a Shoal cluster on 127.0.0.1 and runs the same
     /// workload against each, side by side (what `make bench-compare` runs).
     BenchCompare(shoal_bench::compare::CompareArgs),
+    /// Jepsen-style safety run: real node processes under kills, pauses, network
+    /// partitions and splits/merges; checks linearizability, no lost write, replicas
+    /// agree. `shoal chaos check HISTORY` checks a saved history.
+    Chaos(shoal_chaos::cli::ChaosArgs),
 }
 
 /// Flags of `shoal node`; each overrides the config file, which overrides the defaults.
@@ -129,6 +133,7 @@ fn abort_on_panic() {
 
 async fn run_node(args: NodeArgs) -> Result<i32, String> {
     abort_on_panic();
+    let _failpoints = failpoints()?;
     let cfg = args.into_config()?;
     let listener = tokio::net::TcpListener::bind(&cfg.addr)
         .await
@@ -143,6 +148,35 @@ async fn run_node(args: NodeArgs) -> Result<i32, String> {
     Ok(0)
 }
 
+/// The failpoints named in the `FAILPOINTS` environment variable
+/// (`name=action;...`, the `fail` crate's syntax), armed for the node's life. A
+/// `shoal` built without the `failpoints` feature refuses to start with them set
+/// rather than run without the faults asked for.
+#[cfg(feature = "failpoints")]
+fn failpoints() -> Result<fail::FailScenario<'static>, String> {
+    let set = std::env::var("FAILPOINTS").unwrap_or_default();
+    if !set.is_empty() {
+        tracing::warn!("failpoints armed: {set}");
+    }
+    Ok(fail::FailScenario::setup())
+}
+
+/// Held for the node's life (nothing to hold without the feature).
+#[cfg(not(feature = "failpoints"))]
+struct NoFailpoints;
+
+#[cfg(not(feature = "failpoints"))]
+fn failpoints() -> Result<NoFailpoints, String> {
+    match std::env::var_os("FAILPOINTS") {
+        Some(_) => Err(
+            "FAILPOINTS is set, but this shoal was built without the failpoints \
+                        feature (cargo build --features shoal-server/failpoints)"
+                .into(),
+        ),
+        None => Ok(NoFailpoints),
+    }
+}
+
 async fn run_bench(args: shoal_bench::BenchArgs) -> Result<i32, String> {
     let report = tokio::select! {
         r = shoal_bench::runner::run(&args) => r?,
@@ -150,6 +184,10 @@ async fn run_bench(args: shoal_bench::BenchArgs) -> Result<i32, String> {
     };
     print!("{}", report.render());
     Ok(if report.errors > 0 { 1 } else { 0 })
+}
+
+fn current_exe() -> Result<PathBuf, String> {
+    std::env::current_exe().map_err(|e| format!("cannot find the shoal executable: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -176,14 +214,14 @@ fn main() -> ExitCode {
                 shoal_server::playground::run(args, shutdown_signal()).await
             }
             Command::Bench(args) => run_bench(args).await,
-            Command::BenchCompare(args) => {
-                let me = std::env::current_exe()
-                    .map_err(|e| format!("cannot find the shoal executable: {e}"));
-                match me {
-                    Ok(me) => shoal_bench::compare::run(args, me, shutdown_signal()).await,
-                    Err(e) => Err(e),
-                }
-            }
+            Command::BenchCompare(args) => match current_exe() {
+                Ok(me) => shoal_bench::compare::run(args, me, shutdown_signal()).await,
+                Err(e) => Err(e),
+            },
+            Command::Chaos(args) => match current_exe() {
+                Ok(me) => shoal_chaos::cli::main(args, me).await,
+                Err(e) => Err(e),
+            },
         }
     });
     match result {

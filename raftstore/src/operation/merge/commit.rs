@@ -39,6 +39,8 @@ impl Peer {
         if !self.is_leader {
             return;
         }
+        // Between prepare and commit, on the source's leader.
+        fail::fail_point!("merge_before_commit");
         let target = state.target.clone().unwrap_or_default();
         // Through raft-rs's log: a leader may commit (by its followers' acks) an
         // entry it has not persisted itself yet, still in the unstable part.
@@ -147,6 +149,7 @@ pub(crate) fn apply_commit(
             format_args!("merge commit: source {} has no apply state here", source.id),
         )
     };
+    fail::fail_point!("merge_commit_before_catch_up");
     catch_up(&mut src, &req, ctx);
     let merged = merged_region(&d.region, &src.region);
     d.region = merged.clone();

@@ -1,0 +1,56 @@
+//! The chaos suite's short run, so that every change is checked by CI: `shoal
+//! chaos` with every nemesis (kill, pause, partition, admin, and disk when the
+//! binary has failpoints, as `make test` builds it) on a few fixed seeds, each run's checks (linearizability, no lost write,
+//! replicas agree, regions cover the key space, no node exited) required to pass.
+//! `make chaos` is the long version.
+
+use std::process::Command;
+
+/// Runs `shoal chaos` with `args`, printing its output; panics with the summary
+/// unless every check passed.
+fn chaos(args: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg("chaos")
+        .args(args)
+        .arg("--dir")
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "shoal chaos {args:?} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for check in [
+        "register linearizable",
+        "set: no lost or phantom write",
+        "regions cover the key space",
+        "replicas agree",
+        "no node exited",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("PASS") && l.contains(check)),
+            "{check} was not checked:\n{stdout}"
+        );
+    }
+}
+
+/// One after the other (two clusters at once would compete for the machine's two
+/// cores and turn the run into a load test).
+#[test]
+fn short_runs_with_every_nemesis_pass_every_check() {
+    let every = match cfg!(feature = "failpoints") {
+        true => "kill,pause,partition,admin,disk",
+        false => "kill,pause,partition,admin",
+    };
+    chaos(&["--seed", "1", "--duration", "30s", "--nemesis", every]);
+    let five = ["--nodes", "5", "--regions", "8"];
+    let seed2 = ["--seed", "2", "--duration", "30s", "--nemesis", every];
+    chaos(&[&seed2[..], &five[..]].concat());
+}
