@@ -262,6 +262,15 @@ impl Cluster {
         self.exits.clone()
     }
 
+    /// Records that node `id` exited when it should not have (`why`), for the
+    /// "no node exited" check.
+    pub fn record_exit(&mut self, id: u64, why: &str) {
+        self.exits.push(Exit {
+            id,
+            status: why.to_string(),
+        });
+    }
+
     /// Stops every node (SIGCONT first, so a paused one can die).
     pub fn stop(&mut self) {
         for id in self.ids() {

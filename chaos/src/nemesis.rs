@@ -330,8 +330,12 @@ fn flatten(
 /// The failpoints the disk nemesis arms, with the action each takes: `return` (the
 /// write or fsync fails) or `panic` (a crash there), and whether it is reached only
 /// through a split or merge (the nemesis then asks for one).
-pub const FAILPOINTS: [(&str, &str, bool); 11] = [
+pub const FAILPOINTS: [(&str, &str, bool); 13] = [
     ("log_engine_write", "return", false),
+    // A full disk: the node must stay up (refusing writes, serving reads) until
+    // the nemesis restarts it without the fault ("space returns").
+    ("log_engine_write", "return(nospace)", false),
+    ("kv_engine_write", "return(nospace)", false),
     ("kv_engine_write", "return", false),
     ("kv_engine_sync", "return", true),
     ("log_writer_after_write", "panic", false),
@@ -372,11 +376,33 @@ impl Nemesis {
         let held = self.hold(2..6);
         tokio::time::sleep(held).await;
         let mut cluster = self.cluster.lock().expect("cluster");
+        let log = cluster.log_since(id, log_from);
+        if action.contains("nospace") {
+            // A full disk must not stop the node.
+            let alive = cluster.is_alive(id);
+            if !alive {
+                cluster.record_exit(
+                    id,
+                    "exited on a full disk (it must refuse writes and stay up)",
+                );
+            }
+            cluster.kill(id);
+            let restarted = cluster.start_node(id);
+            drop(cluster);
+            let full = log.contains("the disk is full");
+            return self.note(format!(
+                "disk: node {id} {} a full disk{}; restarted with space ({})",
+                if alive {
+                    "stayed up through"
+                } else {
+                    "EXITED on"
+                },
+                if full { "" } else { " (not reached)" },
+                if restarted.is_ok() { "ok" } else { "failed" },
+            ));
+        }
         // Stopped, or still printing its panic's backtrace: the point fired.
-        let fired = !cluster.is_alive(id)
-            || cluster
-                .log_since(id, log_from)
-                .contains(&format!("failpoint {point}"));
+        let fired = !cluster.is_alive(id) || log.contains(&format!("failpoint {point}"));
         cluster.kill(id);
         let restarted = cluster.start_node(id);
         drop(cluster);

@@ -35,6 +35,10 @@ pub enum Error {
     /// An error from the underlying store (I/O, RocksDB).
     #[error("storage error: {0}")]
     Storage(String),
+    /// The disk is full: the write did not happen, and may succeed once space
+    /// returns.
+    #[error("no space left on the device: {0}")]
+    NoSpace(String),
 }
 
 impl Error {

@@ -1,7 +1,7 @@
 //! Store counters: what the poll round, the log writer, the transport and apply did.
 //! Sums, so that two reads give averages over the interval between them.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use shoal_proto::adminpb::StoreCounters;
 
@@ -33,9 +33,43 @@ pub struct StoreMetrics {
     pub region_count: AtomicI64,
     /// Peers on this store that lead their region.
     pub leader_count: AtomicI64,
+    /// A write found the disk full: proposals are refused until a write succeeds
+    /// again (the log writer and apply retry theirs, losing nothing).
+    pub disk_full: AtomicBool,
 }
 
 impl StoreMetrics {
+    /// Runs `write` until it does not fail for a full disk: while it does, the
+    /// store is marked disk-full (proposals are refused) and the write is tried
+    /// again, 50 ms to 1 s apart, until space returns. `what` names it in the logs.
+    /// Any other outcome is returned.
+    pub(crate) fn retry_while_disk_full<T>(
+        &self,
+        what: &str,
+        mut write: impl FnMut() -> shoal_engine::Result<T>,
+    ) -> shoal_engine::Result<T> {
+        let mut pause = std::time::Duration::from_millis(50);
+        loop {
+            match write() {
+                Err(shoal_engine::Error::NoSpace(e)) => {
+                    if !self.disk_full.swap(true, Ordering::AcqRel) {
+                        tracing::error!(
+                            "{what}: the disk is full ({e}); refusing writes until space returns"
+                        );
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_secs(1));
+                }
+                other => {
+                    if other.is_ok() && self.disk_full.swap(false, Ordering::AcqRel) {
+                        tracing::warn!("{what}: the disk has space again; taking writes");
+                    }
+                    return other;
+                }
+            }
+        }
+    }
+
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);

@@ -29,6 +29,8 @@ pub async fn spawn(addr: &str, store: Arc<RaftStore>) -> Result<JoinHandle<()>, 
                 let path = request.split_whitespace().nth(1).unwrap_or("/");
                 let (status, body) = if path == "/" || path == "/metrics" {
                     ("200 OK", render(&store))
+                } else if let Some(answer) = failpoint(path) {
+                    answer
                 } else {
                     ("404 Not Found", "not found: try /metrics\n".to_string())
                 };
@@ -40,6 +42,31 @@ pub async fn spawn(addr: &str, store: Arc<RaftStore>) -> Result<JoinHandle<()>, 
             });
         }
     }))
+}
+
+/// `GET /fail/NAME?ACTIONS` arms failpoint NAME (the `fail` crate's syntax, e.g.
+/// `return(nospace)`), `GET /fail/NAME` disarms it: only in a `shoal` built with the
+/// `failpoints` feature (tests and the chaos suite), where it lets a test turn a
+/// fault on and off in a running node.
+#[cfg(feature = "failpoints")]
+fn failpoint(path: &str) -> Option<(&'static str, String)> {
+    let rest = path.strip_prefix("/fail/")?;
+    let answer = match rest.split_once('?') {
+        Some((name, actions)) => match fail::cfg(name, actions) {
+            Ok(()) => ("200 OK", format!("{name} armed: {actions}\n")),
+            Err(e) => ("400 Bad Request", format!("{name}: {e}\n")),
+        },
+        None => {
+            fail::remove(rest);
+            ("200 OK", format!("{rest} disarmed\n"))
+        }
+    };
+    Some(answer)
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn failpoint(_path: &str) -> Option<(&'static str, String)> {
+    None
 }
 
 /// The counters in the Prometheus text format.
@@ -106,6 +133,17 @@ pub fn render(store: &RaftStore) -> String {
             "gauge",
             "Peers on this store leading their region.",
             c.leader_count,
+        ),
+        (
+            "shoal_disk_full",
+            "gauge",
+            "Whether the disk is full (writes refused, reads served): 1 or 0.",
+            u64::from(
+                store
+                    .metrics()
+                    .disk_full
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
         ),
     ];
     let mut out = String::new();

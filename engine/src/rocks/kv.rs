@@ -89,8 +89,9 @@ impl KvEngine for RocksKvEngine {
         if batch.is_empty() {
             return Ok(());
         }
-        fail::fail_point!("kv_engine_write", |_| Err(crate::Error::Storage(
-            "failpoint kv_engine_write: injected write failure".into()
+        fail::fail_point!("kv_engine_write", |arg| Err(crate::rocks::injected(
+            "kv_engine_write",
+            arg
         )));
         let mut wb = WriteBatch::default();
         for op in batch.ops() {
@@ -116,8 +117,9 @@ impl KvEngine for RocksKvEngine {
     }
 
     fn sync(&self) -> Result<()> {
-        fail::fail_point!("kv_engine_sync", |_| Err(crate::Error::Storage(
-            "failpoint kv_engine_sync: injected fsync failure".into()
+        fail::fail_point!("kv_engine_sync", |arg| Err(crate::rocks::injected(
+            "kv_engine_sync",
+            arg
         )));
         self.db.flush_wal(true).map_err(storage)
     }

@@ -222,8 +222,9 @@ impl LogEngine for RocksLogEngine {
         if batch.is_empty() {
             return Ok(());
         }
-        fail::fail_point!("log_engine_write", |_| Err(crate::Error::Storage(
-            "failpoint log_engine_write: injected write failure".into()
+        fail::fail_point!("log_engine_write", |arg| Err(crate::rocks::injected(
+            "log_engine_write",
+            arg
         )));
         let _writer = self.write_lock.lock().expect("write lock");
         let mut wb = WriteBatch::default();

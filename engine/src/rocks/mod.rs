@@ -56,10 +56,22 @@ pub(crate) fn open_error(path: &Path, e: rocksdb::Error) -> Error {
 }
 
 /// Turns a RocksDB error into ours.
+/// The error a failpoint injects: `return(nospace)` a full disk, plain `return` a
+/// failed write or fsync.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+pub(crate) fn injected(point: &str, arg: Option<String>) -> Error {
+    match arg.as_deref() {
+        Some("nospace") => Error::NoSpace(format!("failpoint {point}: injected full disk")),
+        _ => Error::Storage(format!("failpoint {point}: injected failure")),
+    }
+}
+
 pub(crate) fn storage(e: rocksdb::Error) -> Error {
     let s = e.into_string();
     if s.starts_with("Corruption") {
         Error::Corruption(s)
+    } else if s.contains("No space left on device") || s.contains("NoSpace") {
+        Error::NoSpace(s)
     } else {
         Error::Storage(s)
     }

@@ -118,6 +118,16 @@ impl Peer {
         if self.raw.raft.state != StateRole::Leader {
             return Err(not_leader(self.region_id, self.leader_meta()));
         }
+        if store
+            .metrics
+            .disk_full
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(server_busy(
+                self.region_id,
+                "the store's disk is full: writes are refused until space returns",
+            ));
+        }
         if self.proposals.len() >= store.cfg.max_pending_proposals {
             return Err(server_busy(
                 self.region_id,

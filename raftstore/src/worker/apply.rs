@@ -92,13 +92,16 @@ impl<R: Fn(u64, ApplyRes)> ApplyWorker<R> {
         if ctx.sync {
             fail::fail_point!("apply_admin_before_kv_write");
         }
-        let written = self.kv.write(&ctx.batch).and_then(|()| match ctx.sync {
-            true => {
-                StoreMetrics::add(&self.metrics.admin_kv_syncs, 1);
-                self.kv.sync()
-            }
-            false => Ok(()),
-        });
+        let m = &self.metrics;
+        let written = m
+            .retry_while_disk_full("apply", || self.kv.write(&ctx.batch))
+            .and_then(|()| match ctx.sync {
+                true => {
+                    StoreMetrics::add(&m.admin_kv_syncs, 1);
+                    m.retry_while_disk_full("apply", || self.kv.sync())
+                }
+                false => Ok(()),
+            });
         if let Err(e) = written {
             panic!("apply: the kv engine failed a write: {e}");
         }

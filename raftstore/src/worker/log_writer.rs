@@ -98,7 +98,10 @@ impl<N: Fn(u64, u64)> LogWriter<N> {
             removed,
         } = task;
         if !batch.is_empty() {
-            if let Err(e) = self.log.write(&batch) {
+            let written = self
+                .metrics
+                .retry_while_disk_full("log writer", || self.log.write(&batch));
+            if let Err(e) = written {
                 // Raft's promises rest on this write: without it no peer may go on.
                 panic!("log writer: the log engine failed a synced write: {e}");
             }
