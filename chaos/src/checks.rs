@@ -44,10 +44,24 @@ pub async fn store_client(addr: &str) -> Result<Client, String> {
         .map_err(|e| format!("store {addr}: {e}"))
 }
 
-/// The regions store `addr` hosts, as it knows them.
+/// The regions store `addr` hosts, as it knows them: asked of that store alone
+/// (the client's `list_regions` would fall back to another store's view).
 async fn regions_of(addr: &str) -> Result<Vec<Region>, String> {
-    let c = store_client(addr).await?;
-    let (infos, _) = c.list_regions().await.map_err(|e| format!("{addr}: {e}"))?;
+    use shoal_proto::adminpb::{admin_client::AdminClient, ListRegionsRequest};
+    let ask = async {
+        let mut admin = AdminClient::connect(format!("http://{addr}"))
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        admin
+            .list_regions(ListRegionsRequest {})
+            .await
+            .map_err(|e| format!("{addr}: {e}"))
+    };
+    let infos = tokio::time::timeout(Duration::from_secs(5), ask)
+        .await
+        .map_err(|_| format!("{addr}: no answer in 5 s"))??
+        .into_inner()
+        .regions;
     let mut regions: Vec<Region> = infos.into_iter().filter_map(|i| i.region).collect();
     regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
     Ok(regions)

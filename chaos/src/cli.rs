@@ -100,6 +100,9 @@ impl RunArgs {
         if self.clients == 0 || self.keys_per_region == 0 {
             return Err("--clients and --keys-per-region must be at least 1".into());
         }
+        if self.clients < 2 && self.workload.contains("register") && self.workload.contains("set") {
+            return Err("--clients must be at least 2 to run both workloads".into());
+        }
         if !(1..=1000).contains(&self.raft_tick_ms) {
             return Err("--raft-tick-ms must be 1..=1000".into());
         }
@@ -152,12 +155,39 @@ pub async fn main(args: ChaosArgs, exe: PathBuf) -> Result<i32, String> {
 }
 
 /// `shoal chaos check HISTORY`.
+/// The register keys are checked for linearizability; the set keys too when the
+/// run's final scan (`set_scan.txt`) sits next to the history.
 fn check_file(path: &std::path::Path) -> Result<i32, String> {
     let events = crate::history::read(path).map_err(|e| e.to_string())?;
-    let outcome = crate::run::register_check(&events);
-    let verdict = if outcome.passed { "PASS" } else { "FAIL" };
-    println!("{verdict}  {}: {}", outcome.name, outcome.detail);
-    Ok(if outcome.passed { 0 } else { 1 })
+    let scan_file = path.with_file_name(crate::run::SET_SCAN_FILE);
+    let scan = match std::fs::read_to_string(&scan_file) {
+        Ok(text) => Some(
+            text.lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    crate::history::from_hex(l)
+                        .ok_or_else(|| format!("{}: {l:?} is not hex", scan_file.display()))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Err(_) => {
+            println!(
+                "(no {} next to the history: the set keys are not checked)",
+                crate::run::SET_SCAN_FILE
+            );
+            None
+        }
+    };
+    let outcomes = crate::run::check_history(&events, scan.as_deref());
+    for o in &outcomes {
+        let verdict = if o.passed { "PASS" } else { "FAIL" };
+        println!("{verdict}  {}: {}", o.name, o.detail);
+    }
+    Ok(if outcomes.iter().all(|o| o.passed) {
+        0
+    } else {
+        1
+    })
 }
 
 #[cfg(test)]

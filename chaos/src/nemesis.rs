@@ -11,9 +11,11 @@
 //! - **admin**: a split at a random key, or a merge of two adjacent regions;
 //! - **disk**: restart a node with one failpoint armed (the `FAILPOINTS` variable of
 //!   a `shoal` built with the `failpoints` feature): a log-engine or kv write or
-//!   fsync that fails (the node must stop, never go on without the write), or a
-//!   crash at a named point of apply, the log writer, split or merge; after the
-//!   fault the node is restarted without it.
+//!   fsync that fails (the node must stop, never go on without the write: checked),
+//!   a full disk (the node must stay up: checked; writes refused and reads served
+//!   are checked by `server/tests/disk_full.rs`), or a crash at a named point of
+//!   apply, the log writer, split or merge; after the fault the node is restarted
+//!   without it.
 //!
 //! One fault at a time: apply, hold, heal, rest. Every action is logged with its
 //! time since the start of the run.
@@ -377,6 +379,32 @@ impl Nemesis {
         tokio::time::sleep(held).await;
         let mut cluster = self.cluster.lock().expect("cluster");
         let log = cluster.log_since(id, log_from);
+        if log.contains("built without the failpoints feature") {
+            cluster.record_exit(
+                id,
+                "the disk nemesis needs a shoal built with --features shoal-server/failpoints",
+            );
+            cluster.kill(id);
+            let _ = cluster.start_node(id);
+            drop(cluster);
+            return self.note(format!(
+                "disk: node {id} cannot arm failpoints (not built with them)"
+            ));
+        }
+        if action == "return" && log.contains(&format!("failpoint {point}")) {
+            // A write or fsync failed: the node must stop (it may still be printing
+            // its panic), never go on without the write.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while cluster.is_alive(id) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if cluster.is_alive(id) {
+                cluster.record_exit(
+                    id,
+                    &format!("kept running after failpoint {point} failed a write"),
+                );
+            }
+        }
         if action.contains("nospace") {
             // A full disk must not stop the node.
             let alive = cluster.is_alive(id);

@@ -115,8 +115,8 @@ pub async fn run(spec: RunSpec, progress: &dyn Fn(&str)) -> Result<RunReport, St
         spec.nemeses.iter().map(|k| k.name()).collect::<Vec<_>>()
     ));
     let faults = nemesis.run(until).await;
-    let register = sum(register).await;
-    let set = sum(set).await;
+    let (register, register_panics) = sum(register).await;
+    let (set, set_panics) = sum(set).await;
     progress("healing and letting the cluster settle");
     cluster
         .lock()
@@ -126,7 +126,7 @@ pub async fn run(spec: RunSpec, progress: &dyn Fn(&str)) -> Result<RunReport, St
     let events = recorder.events();
     write_files(&dir, &events, &log.lock().expect("log"))?;
     progress("checking");
-    let mut outcomes = history_checks(&events, &admin, spec.set).await;
+    let mut outcomes = history_checks(&events, &admin, spec.set, &dir).await;
     outcomes.push(checks::regions_cover(&stores, Duration::from_secs(60)).await);
     outcomes.push(checks::replicas_agree(&stores, Duration::from_secs(60)).await);
     let exits = cluster.lock().expect("cluster").check_exits();
@@ -135,6 +135,12 @@ pub async fn run(spec: RunSpec, progress: &dyn Fn(&str)) -> Result<RunReport, St
         false => format!("{exits:?}"),
     };
     outcomes.push(Outcome::new("no node exited", exits.is_empty(), detail));
+    outcomes.push(progress_check(
+        &spec,
+        register,
+        set,
+        register_panics + set_panics,
+    ));
     cluster.lock().expect("cluster").stop();
     let report = RunReport {
         outcomes,
@@ -180,14 +186,17 @@ async fn start_workers(
     Ok((register, set))
 }
 
-async fn sum(workers: Workers) -> Counts {
+/// The workers' counts, and how many of them panicked.
+async fn sum(workers: Workers) -> (Counts, usize) {
     let mut total = Counts::default();
+    let mut panicked = 0;
     for w in workers {
-        if let Ok(c) = w.await {
-            total.merge(c);
+        match w.await {
+            Ok(c) => total.merge(c),
+            Err(_) => panicked += 1,
         }
     }
-    total
+    (total, panicked)
 }
 
 fn write_files(dir: &std::path::Path, events: &[Event], log: &[String]) -> Result<(), String> {
@@ -224,6 +233,31 @@ fn split_history(events: &[Event]) -> (Vec<Event>, Vec<Event>) {
         .iter()
         .cloned()
         .partition(|e| !from_hex(&e.key).is_some_and(|k| workload::is_set_key(&k)))
+}
+
+/// The workloads ran: no client process panicked, and each workload asked for had
+/// operations acknowledged (a cluster down for the whole run would otherwise pass
+/// every history check on an empty history).
+fn progress_check(spec: &RunSpec, register: Counts, set: Counts, panics: usize) -> Outcome {
+    let name = "workloads made progress";
+    let mut problems = Vec::new();
+    if panics > 0 {
+        problems.push(format!("{panics} client processes panicked"));
+    }
+    if spec.register && register.ok == 0 {
+        problems.push("no register operation succeeded".to_string());
+    }
+    if spec.set && set.ok == 0 {
+        problems.push("no set write succeeded".to_string());
+    }
+    let detail = match problems.is_empty() {
+        true => format!(
+            "{} register and {} set operations acknowledged",
+            register.ok, set.ok
+        ),
+        false => problems.join("; "),
+    };
+    Outcome::new(name, problems.is_empty(), detail)
 }
 
 /// The summary table.
@@ -277,21 +311,56 @@ pub fn register_check(events: &[Event]) -> Outcome {
     }
 }
 
+/// The file of a run directory holding the final scan's set keys (hex, one a line).
+pub const SET_SCAN_FILE: &str = "set_scan.txt";
+
 /// The history's checks: the registers are linearizable, and (set workload) every
-/// acknowledged key is in the final scan and no key that was never written is.
-async fn history_checks(events: &[Event], client: &Client, set: bool) -> Vec<Outcome> {
+/// acknowledged key is in the final scan and no key that was never written is. The
+/// scan is written to [`SET_SCAN_FILE`] in `dir`.
+async fn history_checks(
+    events: &[Event],
+    client: &Client,
+    set: bool,
+    dir: &std::path::Path,
+) -> Vec<Outcome> {
+    let name = "set: no lost or phantom write";
+    let mut out = Vec::new();
+    let scan = match set {
+        false => None,
+        true => match final_set_keys(client).await {
+            Ok(keys) => {
+                let text: String = keys.iter().map(|k| history::to_hex(k) + "\n").collect();
+                if let Err(e) = std::fs::write(dir.join(SET_SCAN_FILE), text) {
+                    out.push(Outcome::new(
+                        name,
+                        false,
+                        format!("cannot save the scan: {e}"),
+                    ));
+                }
+                Some(keys)
+            }
+            Err(e) => {
+                out.push(Outcome::new(name, false, e));
+                None
+            }
+        },
+    };
+    out.extend(check_history(events, scan.as_deref()));
+    out
+}
+
+/// The checks of a history: the register keys' linearizability, and, given the
+/// final scan's set keys, the set check.
+pub fn check_history(events: &[Event], scan: Option<&[Vec<u8>]>) -> Vec<Outcome> {
     let (register, set_events) = split_history(events);
     let mut out = vec![register_check(&register)];
-    if set {
+    if let Some(keys) = scan {
         let name = "set: no lost or phantom write";
-        let outcome = match final_set_keys(client).await {
-            Err(e) => Outcome::new(name, false, e),
-            Ok(keys) => match crate::set_check::check(&set_events, &keys.into_iter().collect()) {
-                Ok(report) => Outcome::new(name, report.passed(), report.to_string()),
-                Err(e) => Outcome::new(name, false, format!("malformed history: {e}")),
-            },
-        };
-        out.push(outcome);
+        let scan = keys.iter().cloned().collect();
+        out.push(match crate::set_check::check(&set_events, &scan) {
+            Ok(report) => Outcome::new(name, report.passed(), report.to_string()),
+            Err(e) => Outcome::new(name, false, format!("malformed history: {e}")),
+        });
     }
     out
 }

@@ -31,6 +31,7 @@ fn chaos(args: &[&str]) {
         "regions cover the key space",
         "replicas agree",
         "no node exited",
+        "workloads made progress",
     ] {
         assert!(
             stdout
