@@ -19,6 +19,19 @@ fn chaos(args: &[&str]) {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
+    if !out.status.success() {
+        // What the run left, for the failure report (CI keeps only the output).
+        let run = dir.path().join("run");
+        let nemesis = std::fs::read_to_string(run.join("nemesis.log")).unwrap_or_default();
+        println!("--- nemesis.log\n{nemesis}");
+        for id in 1..=5 {
+            if let Ok(log) = std::fs::read_to_string(run.join(format!("node-{id}.log"))) {
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                println!("--- node-{id}.log (last 30 lines)\n{}", tail.join("\n"));
+            }
+        }
+    }
     assert!(
         out.status.success(),
         "shoal chaos {args:?} failed ({}):\n{stdout}\n{}",

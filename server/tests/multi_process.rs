@@ -79,15 +79,26 @@ impl Drop for Node {
     }
 }
 
+/// Puts `key` until the cluster acknowledges it. The client does not resend a write
+/// whose outcome is unknown (it may have been applied, and a resend could land over
+/// a newer value); here each key has this one writer, so an `Undetermined` answer
+/// (a leader killed or replaced mid-write) is retried. Any other error panics.
+async fn put_acked(client: &Client, key: &[u8], value: &[u8]) {
+    loop {
+        match client.put(key, value).await {
+            Ok(()) => return,
+            Err(e) if e.is_undetermined() => continue,
+            Err(e) => panic!("put {key:?}: {e}"),
+        }
+    }
+}
+
 async fn put_all(client: &Client, prefix: &str, n: u32, acked: &mut Vec<(Vec<u8>, Vec<u8>)>) {
     for i in 0..n {
         // Spread keys over the four regions (split at 0x40, 0x80, 0xc0).
         let key = vec![(i * 37 % 256) as u8, b'-', prefix.as_bytes()[0], i as u8];
         let value = format!("{prefix}-{i}").into_bytes();
-        client
-            .put(&key, &value)
-            .await
-            .unwrap_or_else(|e| panic!("put {i}: {e}"));
+        put_acked(client, &key, &value).await;
         acked.push((key, value));
     }
 }
