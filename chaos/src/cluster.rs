@@ -61,10 +61,31 @@ pub struct Cluster {
     exits: Vec<Exit>,
 }
 
-/// A free port on 127.0.0.1 (bound, then released).
-fn free_addr() -> std::io::Result<String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.to_string())
+/// Ports reserved on 127.0.0.1 for the nodes while a cluster is set up: each stays
+/// bound until the nodes start. They are taken below Linux's ephemeral range
+/// (32768..): a killed node's port must still be free when it restarts, and an
+/// outgoing connection (a proxy's, a client's) takes its local port from that
+/// range.
+#[derive(Default)]
+struct Reserved(Vec<std::net::TcpListener>);
+
+impl Reserved {
+    /// A free address, held until [`Reserved`] is dropped.
+    fn addr(&mut self) -> std::io::Result<String> {
+        use rand::Rng;
+        let mut rng = rand::thread_rng();
+        for _ in 0..200 {
+            let port: u16 = rng.gen_range(12_000..32_000);
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                let addr = l.local_addr()?.to_string();
+                self.0.push(l);
+                return Ok(addr);
+            }
+        }
+        Err(std::io::Error::other(
+            "no free port in 12000..32000 on 127.0.0.1",
+        ))
+    }
 }
 
 impl Cluster {
@@ -72,9 +93,10 @@ impl Cluster {
     pub async fn start(spec: ClusterSpec) -> std::io::Result<Cluster> {
         std::fs::create_dir_all(&spec.dir)?;
         let ids: Vec<u64> = (1..=spec.nodes).collect();
+        let mut reserved = Reserved::default();
         let mut addrs = BTreeMap::new();
         for &id in &ids {
-            addrs.insert(id, free_addr()?);
+            addrs.insert(id, reserved.addr()?);
         }
         let mut links = BTreeMap::new();
         for &from in &ids {
@@ -91,7 +113,8 @@ impl Cluster {
                     false => format!("{j}={}", links[&(id, j)].addr),
                 })
                 .collect();
-            let node = Node::write(&spec, id, &addrs[&id], &members.join(","))?;
+            let status = reserved.addr()?;
+            let node = Node::write(&spec, id, &addrs[&id], &status, &members.join(","))?;
             nodes.insert(id, node);
         }
         let mut cluster = Cluster {
@@ -100,6 +123,8 @@ impl Cluster {
             links,
             exits: Vec::new(),
         };
+        // The nodes bind their ports now.
+        drop(reserved);
         for id in ids {
             cluster.start_node(id)?;
         }
@@ -293,14 +318,20 @@ impl Drop for Cluster {
 
 impl Node {
     /// Writes node `id`'s config file; the process is not started.
-    fn write(spec: &ClusterSpec, id: u64, addr: &str, members: &str) -> std::io::Result<Node> {
+    fn write(
+        spec: &ClusterSpec,
+        id: u64,
+        addr: &str,
+        status: &str,
+        members: &str,
+    ) -> std::io::Result<Node> {
         let data_dir = spec.dir.join(format!("node-{id}"));
         let config = spec.dir.join(format!("node-{id}.toml"));
         let toml = format!(
             "store-id = {id}\ndata-dir = {:?}\naddr = {addr:?}\nstatus-addr = {:?}\n\
              initial-cluster = {members:?}\ninitial-regions = {}\nraft-tick-ms = {}\n",
             data_dir.display().to_string(),
-            free_addr()?,
+            status,
             spec.regions,
             spec.raft_tick_ms,
         );
