@@ -30,6 +30,8 @@ mod msg;
 mod operation;
 mod raft;
 mod store;
+#[cfg(test)]
+mod testing;
 mod transport;
 mod worker;
 

@@ -186,24 +186,12 @@ fn apply_cas(region_id: u64, c: CompareAndSwapOp, ctx: &mut ApplyCtx) -> Respons
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::region;
     use shoal_proto::errorpb::region_error;
-
-    fn region(start: &[u8], end: &[u8], version: u64) -> Region {
-        Region {
-            id: 1,
-            start_key: start.to_vec(),
-            end_key: end.to_vec(),
-            region_epoch: Some(RegionEpoch {
-                conf_ver: 1,
-                version,
-            }),
-            peers: vec![],
-        }
-    }
 
     #[test]
     fn epoch_check_names_the_current_region() {
-        let r = region(b"", b"", 3);
+        let r = region(1, b"", b"", 3, &[]);
         let stale = RegionEpoch {
             conf_ver: 1,
             version: 2,
@@ -227,7 +215,7 @@ mod tests {
 
     #[test]
     fn the_first_key_outside_the_region_is_named() {
-        let r = region(b"b", b"d", 1);
+        let r = region(1, b"b", b"d", 1, &[]);
         check_keys(&r, [&b"b"[..], b"c"]).unwrap();
         match check_keys(&r, [&b"c"[..], b"d", b"a"]) {
             Err(CmdError::Region(e)) => match e.kind {

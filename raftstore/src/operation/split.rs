@@ -298,29 +298,11 @@ pub(crate) fn apply_split(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn region(start: &[u8], end: &[u8]) -> Region {
-        Region {
-            id: 1,
-            start_key: start.to_vec(),
-            end_key: end.to_vec(),
-            region_epoch: Some(RegionEpoch {
-                conf_ver: 1,
-                version: 3,
-            }),
-            peers: (1..=3)
-                .map(|i| PeerMeta {
-                    id: 10 + i,
-                    store_id: i,
-                    role: 0,
-                })
-                .collect(),
-        }
-    }
+    use crate::testing::region;
 
     #[test]
     fn bad_split_keys_are_refused_with_the_reason() {
-        let r = region(b"b", b"m");
+        let r = region(1, b"b", b"m", 3, &[1, 2, 3]);
         let cases: [(&[&[u8]], &str); 5] = [
             (&[b""], "empty key"),
             (&[b"b"], "start key"),
@@ -338,7 +320,7 @@ mod tests {
 
     #[test]
     fn a_batch_split_covers_the_parent_range_with_bumped_versions() {
-        let parent = region(b"b", b"");
+        let parent = region(1, b"b", b"", 3, &[1, 2, 3]);
         let keys = vec![b"f".to_vec(), b"k".to_vec()];
         let ids: Vec<u64> = (100..108).collect();
         let req = build_batch_split(&parent, &keys, &ids);

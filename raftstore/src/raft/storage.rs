@@ -37,7 +37,12 @@ pub struct PeerStorage {
     /// Ready number of the newest append; a persist report older than it does not
     /// cover every cached entry.
     last_append_ready: u64,
+    /// When a snapshot request was last logged (one warning per
+    /// [`SNAPSHOT_WARNING_EVERY`]: raft-rs asks on every append it cannot make).
+    snapshot_warned: std::cell::Cell<Option<std::time::Instant>>,
 }
+
+const SNAPSHOT_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The raft-rs `ConfState` of a region's membership.
 pub fn conf_state_of(region: &Region) -> ConfState {
@@ -100,6 +105,7 @@ impl PeerStorage {
             cache_limit,
             persisted_last,
             last_append_ready: 0,
+            snapshot_warned: std::cell::Cell::new(None),
         }
     }
 
@@ -261,9 +267,26 @@ impl raft::Storage for PeerStorage {
         Ok(self.raft_state.last_index)
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         // Raft snapshots arrive with log GC; until then every log is complete and a
-        // lagging peer catches up from entries.
+        // lagging peer catches up from entries. A request here means raft-rs could
+        // not read the entries a follower needs: that follower is stuck.
+        let now = std::time::Instant::now();
+        let quiet = self
+            .snapshot_warned
+            .get()
+            .is_some_and(|at| now.duration_since(at) < SNAPSHOT_WARNING_EVERY);
+        if !quiet {
+            self.snapshot_warned.set(Some(now));
+            tracing::warn!(
+                region = self.region_id,
+                to,
+                request_index,
+                last_index = self.raft_state.last_index,
+                "raft asked for a snapshot for a follower, which this version cannot make: \
+                 that follower cannot catch up"
+            );
+        }
         Err(raft::Error::Store(
             StorageError::SnapshotTemporarilyUnavailable,
         ))
@@ -277,15 +300,9 @@ mod tests {
 
     use super::*;
     use crate::store::bootstrap::{initial_apply_state, initial_raft_state, INIT_INDEX, INIT_TERM};
+    use crate::testing::region;
 
     const REGION: u64 = 1;
-
-    fn region() -> Region {
-        Region {
-            id: REGION,
-            ..Default::default()
-        }
-    }
 
     fn entry(index: u64, term: u64) -> Entry {
         Entry {
@@ -304,7 +321,7 @@ mod tests {
         let log: Arc<dyn LogEngine> = engines.log.clone();
         let s = PeerStorage::new(
             log.clone(),
-            region(),
+            region(REGION, b"", b"", 1, &[]),
             initial_raft_state(),
             initial_apply_state(),
             limit,
@@ -421,7 +438,7 @@ mod tests {
 
     #[test]
     fn the_conf_state_lists_voters_and_learners() {
-        let mut r = region();
+        let mut r = region(REGION, b"", b"", 1, &[]);
         r.peers = vec![
             shoal_proto::metapb::Peer {
                 id: 1,

@@ -282,21 +282,8 @@ pub(crate) fn checksum(kv: &RocksKvEngine, region_id: u64) -> Result<ChecksumRes
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::region;
     use shoal_engine::KvBatch;
-    use shoal_proto::metapb::RegionEpoch;
-
-    fn region() -> Region {
-        Region {
-            id: 1,
-            start_key: b"a".to_vec(),
-            end_key: b"z".to_vec(),
-            region_epoch: Some(RegionEpoch {
-                conf_ver: 1,
-                version: 4,
-            }),
-            peers: vec![],
-        }
-    }
 
     #[test]
     fn a_region_over_a_limit_is_split_near_its_middle() {
@@ -314,7 +301,7 @@ mod tests {
         b.put(Cf::Default, data_key(b"zz"), vec![0; 10_000]);
         engines.kv.write(&b).unwrap();
         let task = CheckTask {
-            region: region(),
+            region: region(1, b"a", b"z", 4, &[]),
             applied_index: 9,
             previous: None,
         };
@@ -346,7 +333,7 @@ mod tests {
         // Few entries since a scan that found 100 keys: not scanned again.
         let full = check(&engines.kv, &task, roomy).unwrap();
         let soon = CheckTask {
-            region: region(),
+            region: region(1, b"a", b"z", 4, &[]),
             applied_index: 9 + 12,
             previous: Some(full.clone()),
         };

@@ -115,34 +115,14 @@ pub(crate) fn put_state(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_proto::metapb::Peer;
+    use crate::testing::region;
     use shoal_proto::RegionExt;
-
-    fn region(id: u64, start: &[u8], end: &[u8], stores: &[u64]) -> Region {
-        Region {
-            id,
-            start_key: start.to_vec(),
-            end_key: end.to_vec(),
-            region_epoch: Some(RegionEpoch {
-                conf_ver: 1,
-                version: id,
-            }),
-            peers: stores
-                .iter()
-                .map(|&s| Peer {
-                    id: id * 10 + s,
-                    store_id: s,
-                    role: 0,
-                })
-                .collect(),
-        }
-    }
 
     #[test]
     fn only_adjacent_regions_on_the_same_stores_merge() {
-        let a = region(1, b"", b"m", &[1, 2, 3]);
-        let b = region(2, b"m", b"t", &[3, 2, 1]);
-        let c = region(3, b"t", b"", &[1, 2, 4]);
+        let a = region(1, b"", b"m", 1, &[1, 2, 3]);
+        let b = region(2, b"m", b"t", 2, &[3, 2, 1]);
+        let c = region(3, b"t", b"", 3, &[1, 2, 4]);
         check_merge(&a, &b).unwrap();
         check_merge(&b, &a).unwrap();
         assert!(check_merge(&a, &c)
@@ -161,8 +141,8 @@ mod tests {
 
     #[test]
     fn merging_the_two_halves_of_the_key_space_gives_all_of_it() {
-        let low = region(1, b"", b"m", &[1]);
-        let high = region(2, b"m", b"", &[1]);
+        let low = region(1, b"", b"m", 1, &[1]);
+        let high = region(2, b"m", b"", 2, &[1]);
         for (t, s) in [(&low, &high), (&high, &low)] {
             let m = merged_region(t, s);
             assert!(m.start_key.is_empty() && m.end_key.is_empty(), "{m:?}");
@@ -171,8 +151,8 @@ mod tests {
 
     #[test]
     fn the_merged_region_spans_both_with_a_newer_version() {
-        let a = region(1, b"", b"m", &[1]);
-        let b = region(7, b"m", b"t", &[1]);
+        let a = region(1, b"", b"m", 1, &[1]);
+        let b = region(7, b"m", b"t", 7, &[1]);
         let left = merged_region(&b, &a);
         assert_eq!(
             (left.start_key.as_slice(), left.end_key.as_slice()),
