@@ -327,13 +327,17 @@ impl Node {
     ) -> std::io::Result<Node> {
         let data_dir = spec.dir.join(format!("node-{id}"));
         let config = spec.dir.join(format!("node-{id}.toml"));
+        // Log GC at aggressive settings (every 10 ticks, from 20 entries), so that
+        // the faults hit truncation too.
         let toml = format!(
             "store-id = {id}\ndata-dir = {:?}\naddr = {addr:?}\nstatus-addr = {:?}\n\
-             initial-cluster = {members:?}\ninitial-regions = {}\nraft-tick-ms = {}\n",
+             initial-cluster = {members:?}\ninitial-regions = {}\nraft-tick-ms = {}\n\
+             raft-log-gc-tick-interval-ms = {}\nraft-log-gc-threshold = 20\n",
             data_dir.display().to_string(),
             status,
             spec.regions,
             spec.raft_tick_ms,
+            spec.raft_tick_ms * 10,
         );
         std::fs::write(&config, toml)?;
         Ok(Node {

@@ -158,4 +158,12 @@ pub trait LogEngine: Send + Sync + 'static {
 
     /// Counters since the engine was opened.
     fn stats(&self) -> LogStats;
+
+    /// Gives the space of removed entries back to the file system now (a removal
+    /// only hides entries until the storage compacts them). May take a while: call
+    /// it off the write path.
+    fn reclaim(&self) -> Result<()>;
+
+    /// Bytes the engine takes on disk now (its files and write-ahead log).
+    fn disk_size(&self) -> Result<u64>;
 }

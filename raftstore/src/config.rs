@@ -59,6 +59,13 @@ pub struct Config {
     /// How often each leader checks its region against the two limits (a store-level
     /// tick, not per write). Default 10 s; a multiple of the raft tick, >= 1 tick.
     pub split_check_interval: Duration,
+    /// How often each leader considers truncating its region's Raft log. Default
+    /// 10 s; at least one raft tick.
+    pub raft_log_gc_tick_interval: Duration,
+    /// A leader truncates its log only when at least this many entries, applied and
+    /// held by every replica, can go: fewer are not worth a Raft proposal.
+    /// Default 50; >= 1.
+    pub raft_log_gc_threshold: u64,
 }
 
 impl Default for Config {
@@ -82,6 +89,8 @@ impl Default for Config {
             region_max_size: 96 << 20,
             region_max_keys: 960_000,
             split_check_interval: Duration::from_secs(10),
+            raft_log_gc_tick_interval: Duration::from_secs(10),
+            raft_log_gc_threshold: 50,
         }
     }
 }
@@ -91,6 +100,13 @@ impl Config {
     pub(crate) fn split_check_ticks(&self) -> u32 {
         let ticks =
             self.split_check_interval.as_millis() / self.raft_tick_interval.as_millis().max(1);
+        ticks.clamp(1, u32::MAX as u128) as u32
+    }
+
+    /// The log GC period in raft ticks.
+    pub(crate) fn raft_log_gc_ticks(&self) -> u32 {
+        let ticks =
+            self.raft_log_gc_tick_interval.as_millis() / self.raft_tick_interval.as_millis().max(1);
         ticks.clamp(1, u32::MAX as u128) as u32
     }
 
@@ -139,6 +155,17 @@ impl Config {
                 "split-check-interval ({:?}) must be at least one raft tick ({tick:?})",
                 self.split_check_interval
             )));
+        }
+        if self.raft_log_gc_tick_interval < tick {
+            return Err(ConfigError(format!(
+                "raft-log-gc-tick-interval ({:?}) must be at least one raft tick ({tick:?})",
+                self.raft_log_gc_tick_interval
+            )));
+        }
+        if self.raft_log_gc_threshold == 0 {
+            return Err(ConfigError(
+                "raft-log-gc-threshold must be at least 1".into(),
+            ));
         }
         if self.raft_max_size_per_msg < 1024 {
             return Err(ConfigError(

@@ -29,6 +29,10 @@ pub struct StoreMetrics {
     pub admin_kv_syncs: AtomicU64,
     /// Reads answered.
     pub reads_served: AtomicU64,
+    /// Raft log entries deleted by log GC.
+    pub log_entries_truncated: AtomicU64,
+    /// Compactions of the log engine that gave truncated entries' space back.
+    pub log_reclaims: AtomicU64,
     /// Peers on this store.
     pub region_count: AtomicI64,
     /// Peers on this store that lead their region.
@@ -90,6 +94,9 @@ impl StoreMetrics {
             reads_served: get(&self.reads_served),
             region_count: gauge(&self.region_count),
             leader_count: gauge(&self.leader_count),
+            log_entries_truncated: get(&self.log_entries_truncated),
+            // Filled in by the store, which has the log engine.
+            log_engine_disk_bytes: 0,
         }
     }
 }

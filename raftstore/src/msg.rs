@@ -23,6 +23,9 @@ pub(crate) enum PeerTick {
     Raft = 0,
     /// Checks the region's size against the split limits (leaders only).
     SplitCheck = 1,
+    /// Truncates the region's log when enough of it is applied everywhere
+    /// (leaders only).
+    LogGc = 2,
 }
 
 impl From<PeerTick> for u8 {

@@ -71,6 +71,12 @@ pub struct NodeConfig {
     /// How often each leader checks its region's size, in milliseconds.
     /// Default 10000; >= raft-tick-ms.
     pub split_check_interval_ms: u64,
+    /// How often each leader considers truncating its region's Raft log, in
+    /// milliseconds. Default 10000; >= raft-tick-ms.
+    pub raft_log_gc_tick_interval_ms: u64,
+    /// A leader truncates its region's log only when at least this many entries,
+    /// applied and held by every replica, can go. Default 50; >= 1.
+    pub raft_log_gc_threshold: u64,
 }
 
 impl Default for NodeConfig {
@@ -90,6 +96,8 @@ impl Default for NodeConfig {
             region_max_size: 96 << 20,
             region_max_keys: 960_000,
             split_check_interval_ms: 10_000,
+            raft_log_gc_tick_interval_ms: 10_000,
+            raft_log_gc_threshold: 50,
         }
     }
 }
@@ -226,6 +234,10 @@ impl NodeConfig {
             region_max_keys: self.region_max_keys,
             split_check_interval: std::time::Duration::from_millis(self.split_check_interval_ms),
             raft_entry_max_size: self.raft_entry_max_size as u64,
+            raft_log_gc_tick_interval: std::time::Duration::from_millis(
+                self.raft_log_gc_tick_interval_ms,
+            ),
+            raft_log_gc_threshold: self.raft_log_gc_threshold,
             ..shoal_raftstore::Config::default()
         }
     }

@@ -123,6 +123,18 @@ pub fn render(store: &RaftStore) -> String {
             c.reads_served,
         ),
         (
+            "shoal_log_entries_truncated_total",
+            "counter",
+            "Raft log entries deleted by log GC.",
+            c.log_entries_truncated,
+        ),
+        (
+            "shoal_log_engine_disk_bytes",
+            "gauge",
+            "Bytes the Raft log engine (raft/) takes on disk.",
+            c.log_engine_disk_bytes,
+        ),
+        (
             "shoal_regions",
             "gauge",
             "Peers on this store.",

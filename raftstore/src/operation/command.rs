@@ -20,7 +20,7 @@ use shoal_proto::{Message as _, RegionExt};
 
 use crate::error::{epoch_not_match, fatal, key_not_in_region, CmdError, WriteResult};
 use crate::operation::merge::{commit, prepare, rollback};
-use crate::operation::split;
+use crate::operation::{log_gc, split};
 use crate::raft::apply::{ApplyCtx, Delegate};
 
 /// The key a data request touches.
@@ -127,6 +127,7 @@ fn apply_admin(
         admin_request::Cmd::PrepareMerge(req) => prepare::apply_prepare(d, req, index, ctx),
         admin_request::Cmd::CommitMerge(req) => commit::apply_commit(d, req, index, ctx),
         admin_request::Cmd::RollbackMerge(req) => rollback::apply_rollback(d, req, index, ctx),
+        admin_request::Cmd::CompactLog(req) => log_gc::apply_compact_log(d, &req, index, ctx),
     }
 }
 

@@ -28,6 +28,7 @@ use crate::raft::peer::Peer;
 use crate::raft::storage::PeerStorage;
 use crate::store::bootstrap::initial_raft_state;
 use crate::store::context::StoreContext;
+use crate::worker::log_gc::LogGcTask;
 
 /// What a peer starts from.
 pub(crate) struct PeerStart {
@@ -71,6 +72,7 @@ pub(crate) fn start_peer(
             merging: merging.clone(),
         })));
     let applied = apply_state.applied_index;
+    let truncated = apply_state.truncated_index;
     let storage = PeerStorage::new(
         ctx.log.clone(),
         region.clone(),
@@ -95,6 +97,13 @@ pub(crate) fn start_peer(
     let every = ctx.cfg.split_check_ticks();
     ctx.ticker
         .schedule_every(region_id, PeerTick::SplitCheck, every);
+    ctx.ticker
+        .schedule_every(region_id, PeerTick::LogGc, ctx.cfg.raft_log_gc_ticks());
+    // Truncated entries whose (unsynced) deletion a crash undid go again.
+    let _ = ctx.log_gc.send(LogGcTask {
+        region_id,
+        to: truncated + 1,
+    });
     ctx.metrics.region_count.fetch_add(1, Ordering::Relaxed);
     if campaign {
         let _ = ctx.router.send(region_id, PeerMsg::Campaign);

@@ -11,11 +11,13 @@
 //! - `life.rs`: creating and destroying peers, failing what is pending;
 //! - `split.rs`, `split_check.rs`: split (admin API and automatic by size);
 //! - `merge/`: merge's prepare, commit and rollback;
+//! - `log_gc.rs`: Raft log truncation (picking the index, applying it);
 //! - `checksum.rs`: the digest of a replica.
 
 pub(crate) mod checksum;
 pub(crate) mod command;
 pub(crate) mod life;
+pub(crate) mod log_gc;
 pub(crate) mod merge;
 pub(crate) mod propose;
 pub(crate) mod read;

@@ -62,9 +62,15 @@ impl Peer {
             _ if self.merging.is_some() => Err(region_merging(self.region_id)),
             Some(admin_request::Cmd::Split(split)) => self.check_split(&header, split),
             Some(admin_request::Cmd::CommitMerge(_)) => self.check_admin(&header, true),
+            Some(admin_request::Cmd::CompactLog(_)) => self.check_admin(&header, false),
             None => self.check_request(&header, request.requests.iter().filter_map(request_key)),
         };
-        let checked = checked.and_then(|()| self.check_can_propose(store));
+        // A log truncation frees space: it goes through on a full disk.
+        let frees_space = matches!(
+            request.admin.as_ref().and_then(|a| a.cmd.as_ref()),
+            Some(admin_request::Cmd::CompactLog(_))
+        );
+        let checked = checked.and_then(|()| self.check_can_propose(store, frees_space));
         if let Err(e) = checked {
             let _ = reply.send(Err(e));
             return;
@@ -114,15 +120,15 @@ impl Peer {
     /// leader **now** (it may have stepped down earlier in this round; raft-rs would
     /// then forward the proposal, which may still be applied, so it is refused here
     /// instead), and the queue of proposals waiting for apply must have room.
-    fn check_can_propose(&self, store: &StoreContext) -> Result<(), CmdError> {
+    fn check_can_propose(&self, store: &StoreContext, frees_space: bool) -> Result<(), CmdError> {
         if self.raw.raft.state != StateRole::Leader {
             return Err(not_leader(self.region_id, self.leader_meta()));
         }
-        if store
+        let disk_full = store
             .metrics
             .disk_full
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
+            .load(std::sync::atomic::Ordering::Acquire);
+        if disk_full && !frees_space {
             return Err(server_busy(
                 self.region_id,
                 "the store's disk is full: writes are refused until space returns",

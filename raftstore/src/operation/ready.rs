@@ -157,6 +157,9 @@ impl Peer {
                 AdminResult::RollbackMerge { region } => self.on_rollback_merge_applied(region),
                 AdminResult::CommitMerge { region } => self.on_commit_merge_applied(region),
                 AdminResult::MergedAway { target } => self.destroy(target, ctx),
+                AdminResult::CompactLog { index, term } => {
+                    self.on_compact_log_applied(index, term, ctx)
+                }
             }
             if self.destroyed {
                 return;

@@ -101,6 +101,13 @@ pub(crate) enum AdminResult {
         /// The target that took the range.
         target: u64,
     },
+    /// The log was truncated up to `index` (of `term`), durably applied.
+    CompactLog {
+        /// The last index removed.
+        index: u64,
+        /// Its term.
+        term: u64,
+    },
 }
 
 /// What one apply batch did to one region, sent to its peer as one message.

@@ -106,6 +106,7 @@ impl Peer {
             PeerMsg::Read(r) => self.accept_read(r),
             PeerMsg::Tick(PeerTick::Raft) => self.on_raft_tick(ctx),
             PeerMsg::Tick(PeerTick::SplitCheck) => self.on_split_check_tick(ctx),
+            PeerMsg::Tick(PeerTick::LogGc) => self.on_log_gc_tick(ctx),
             PeerMsg::SplitCheckResult(r) => self.on_split_check_result(r, ctx),
             PeerMsg::Persisted { number } => self.on_persisted(number),
             PeerMsg::ApplyRes(res) => self.on_apply_res(res, ctx),

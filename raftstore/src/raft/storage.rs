@@ -173,6 +173,21 @@ impl PeerStorage {
         self.cache.front().map_or(u64::MAX, |e| e.index)
     }
 
+    /// The log is truncated up to `index` (of `term`), applied and durable: entries
+    /// up to it are never read again and leave the cache. False when the log was
+    /// already truncated that far.
+    pub fn compact_to(&mut self, index: u64, term: u64) -> bool {
+        if index <= self.apply_state.truncated_index {
+            return false;
+        }
+        self.apply_state.truncated_index = index;
+        self.apply_state.truncated_term = term;
+        while self.cache.front().is_some_and(|e| e.index <= index) {
+            self.cache.pop_front();
+        }
+        true
+    }
+
     /// The index of the last entry removed by log compaction (5 when none was).
     pub fn truncated_index(&self) -> u64 {
         self.apply_state.truncated_index

@@ -15,6 +15,7 @@ use crate::metrics::StoreMetrics;
 use crate::msg::PeerTick;
 use crate::raft::apply::ApplyMsg;
 use crate::transport::{send_counted, Transport};
+use crate::worker::log_gc::LogGcTask;
 use crate::worker::log_writer::WriteTask;
 use crate::worker::read_pool::ReadPool;
 use crate::worker::region::RegionTask;
@@ -40,6 +41,8 @@ pub(crate) struct StoreContext {
     pub(crate) apply: Vec<Sender<ApplyMsg>>,
     /// The region worker's queue.
     pub(crate) region_worker: Sender<RegionTask>,
+    /// The log GC worker's queue.
+    pub(crate) log_gc: Sender<LogGcTask>,
     /// Threads for scans and checksums (never on a poller).
     pub(crate) read_pool: ReadPool,
     /// The store's router, to start peers of regions split off.

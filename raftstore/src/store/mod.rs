@@ -21,6 +21,7 @@ use crate::operation::life;
 use crate::raft::apply::ApplyMsg;
 use crate::transport::Transport;
 use crate::worker::apply::ApplyWorker;
+use crate::worker::log_gc::{LogGcTask, LogGcWorker};
 use crate::worker::log_writer::{LogWriter, WriteTask};
 use crate::worker::read_pool::ReadPool;
 use crate::worker::region::{Limits, RegionEvent, RegionTask, RegionWorker};
@@ -64,6 +65,7 @@ struct Queues {
     writer: Sender<WriteTask>,
     apply: Vec<Sender<ApplyMsg>>,
     region_worker: Sender<RegionTask>,
+    log_gc: Sender<LogGcTask>,
     read_pool: ReadPool,
 }
 
@@ -111,6 +113,7 @@ impl RaftStore {
             writer: queues.writer,
             apply: queues.apply,
             region_worker: queues.region_worker,
+            log_gc: queues.log_gc,
             read_pool: queues.read_pool,
             router: parts.router.clone(),
             ticker: ticker.clone(),
@@ -197,6 +200,12 @@ impl Parts {
             },
         };
         self.spawn(format!("shoal-region-{id}"), move || worker.run(rx))?;
+        let (log_gc, rx) = crossbeam_channel::unbounded();
+        let worker = LogGcWorker {
+            log: log.clone(),
+            metrics: self.metrics.clone(),
+        };
+        self.spawn(format!("shoal-log-gc-{id}"), move || worker.run(rx))?;
         let name = format!("shoal-read-{id}");
         let (read_pool, threads) =
             ReadPool::start(&name, cfg.read_pool_threads, cfg.read_pool_queue)?;
@@ -205,6 +214,7 @@ impl Parts {
             writer,
             apply,
             region_worker,
+            log_gc,
             read_pool,
         })
     }
@@ -252,9 +262,17 @@ impl RaftStore {
         &self.metrics
     }
 
-    /// The store's counters, as the Admin API reports them.
+    /// The store's counters, as the Admin API reports them (lists the log engine's
+    /// files for its size: call it off the pollers).
     pub fn counters(&self) -> shoal_proto::adminpb::StoreCounters {
-        self.metrics.counters()
+        let mut c = self.metrics.counters();
+        if let Some(ctx) = &self.ctx {
+            match ctx.log.disk_size() {
+                Ok(n) => c.log_engine_disk_bytes = n,
+                Err(e) => tracing::warn!(store = self.store_id, "log engine size: {e}"),
+            }
+        }
+        c
     }
 
     /// Stops every thread. Requests still pending are answered with an error.

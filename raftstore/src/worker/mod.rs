@@ -5,12 +5,14 @@
 //! - `apply.rs`: committed entries into the kv engine, one batch per drain;
 //! - `region.rs`: split-check scans and split ids, merge-target checks, the region
 //!   digest (later: snapshot generation and ingest);
+//! - `log_gc.rs`: deleting truncated Raft log entries and giving their space back;
 //! - `read_pool.rs`: scans and checksums on a bounded pool.
 //!
 //! No worker knows the router or the peers' messages: each reports through a
 //! closure the store wires up at start (`store/mod.rs`).
 
 pub(crate) mod apply;
+pub(crate) mod log_gc;
 pub(crate) mod log_writer;
 pub(crate) mod read_pool;
 pub(crate) mod region;

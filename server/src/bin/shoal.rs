@@ -73,6 +73,14 @@ struct NodeArgs {
     /// Most keys in one batch write [default: 1024].
     #[arg(long)]
     max_batch_keys: Option<usize>,
+    /// How often each leader considers truncating its region's Raft log, in
+    /// milliseconds [default: 10000].
+    #[arg(long)]
+    raft_log_gc_tick_interval_ms: Option<u64>,
+    /// Truncate a region's log only when at least this many entries, applied and
+    /// held by every replica, can go [default: 50].
+    #[arg(long)]
+    raft_log_gc_threshold: Option<u64>,
 }
 
 impl NodeArgs {
@@ -93,7 +101,9 @@ impl NodeArgs {
             initial_regions,
             max_value_size,
             raft_entry_max_size,
-            max_batch_keys
+            max_batch_keys,
+            raft_log_gc_tick_interval_ms,
+            raft_log_gc_threshold
         );
         c.validate()?;
         Ok(c)

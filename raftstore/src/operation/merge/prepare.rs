@@ -98,8 +98,9 @@ impl Peer {
         Ok((min_index, entries))
     }
 
-    /// No admin command or membership change may be in the entries a merge carries:
-    /// the catch-up applies them on the target's replicas without their effects.
+    /// No admin command (but a log truncation) or membership change may be in the
+    /// entries a merge carries: the catch-up applies them on the target's replicas
+    /// without their effects.
     fn check_no_admin_in(&self, entries: &[Entry]) -> Result<(), CmdError> {
         for e in entries {
             if e.get_entry_type() != EntryType::EntryNormal {
@@ -108,8 +109,13 @@ impl Peer {
                     self.region_id
                 )));
             }
+            // A log truncation is the one admin command a catch-up may apply as is:
+            // it only moves the source's first index, and the source goes away.
             let is_admin = !e.data.is_empty()
-                && RaftCmdRequest::decode(&e.data[..]).is_ok_and(|c| c.admin.is_some());
+                && RaftCmdRequest::decode(&e.data[..]).is_ok_and(|c| {
+                    c.admin
+                        .is_some_and(|a| !matches!(a.cmd, Some(admin_request::Cmd::CompactLog(_))))
+                });
             if is_admin {
                 return Err(CmdError::Invalid(format!(
                     "region {} has a split or merge in progress (log index {})",
