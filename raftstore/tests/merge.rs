@@ -266,3 +266,48 @@ fn a_prepare_right_behind_writes_is_not_refused() {
     assert_eq!(merged[0].id, r1);
     c.check_replicas_agree(T);
 }
+
+#[test]
+fn a_merged_source_log_a_crash_left_behind_is_removed_at_restart() {
+    use shoal_engine::{LogBatch, LogEngine, LogEntry};
+    use shoal_proto::raft_serverpb::RaftLocalState;
+
+    let mut c = Cluster::start(3, 2, TickMode::Manual);
+    let (r1, r2) = (c.regions[0].id, c.regions[1].id);
+    c.wait_leader(r1, T);
+    c.wait_leader(r2, T);
+    c.put(&key(true, 1), b"v", T).unwrap();
+    c.merge(r2, r1, T).unwrap();
+    c.wait_cover(1, T);
+    // Store 1 crashed between the synced tombstone of the source and the removal
+    // of its log: the log is back.
+    c.stop_store(1);
+    {
+        let engines = shoal_engine::rocks::Engines::open(c.dirs[&1].path()).unwrap();
+        let mut batch = LogBatch::new();
+        let entry = LogEntry {
+            index: 6,
+            term: 6,
+            data: Vec::new(),
+        };
+        let state = RaftLocalState {
+            last_index: 6,
+            ..Default::default()
+        };
+        batch.add(r2, vec![entry], Some(state));
+        engines.log.write(&batch).unwrap();
+    }
+    c.start_store(1);
+    let deadline = std::time::Instant::now() + T;
+    while c.engines[&1].log.raft_state(r2).unwrap().is_some()
+        || c.engines[&1].log.last_index(r2).unwrap().is_some()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the merged-away source's log is still there"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    c.wait_leader(r1, T);
+    c.check_acked();
+}

@@ -135,7 +135,11 @@ async fn serve(
     // Every server decodes and encodes at most `limit` bytes per message (see the
     // config's module docs); a larger request is refused naming the limits.
     let limit = cfg.max_message_size();
+    // HTTP/2 pings close a connection whose peer vanished without closing it (the
+    // Raft streams' senders ping too: `transport.rs`).
     let serve = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
         .layer(TooLargeLayer::new(
             cfg.max_value_size,
             cfg.raft_entry_max_size,

@@ -3,7 +3,9 @@
 //! One long-lived client stream per remote store. `send` (called from poller and
 //! log-writer threads) only queues; a task per store drains the queue, packs what
 //! piled up into `RaftMessageBatch`es, and writes them to the stream. When the
-//! stream breaks the task reconnects with exponential backoff (50 ms .. 2 s);
+//! stream breaks (an error, an HTTP/2 ping unanswered for 5 s, or no batch taken
+//! for 10 s while batches wait) the task reconnects with exponential backoff
+//! (50 ms .. 2 s);
 //! messages queued meanwhile are dropped, which Raft tolerates (it retransmits),
 //! and the store is reported unreachable so leaders stop pipelining appends to it.
 //!
@@ -36,6 +38,17 @@ use tonic::transport::{Channel, Endpoint};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Longest wait for a connection to a store.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// HTTP/2 pings on every connection this often, even when idle...
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// ... and a connection whose ping is not answered within this is closed: a store
+/// that vanished without closing its connections (power loss, a dropped link) is
+/// noticed within 10 s.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A stream that takes no batch for this long while batches wait (the receiver
+/// stopped reading) is given up and reconnected.
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Batches buffered toward one stream before the drain waits.
 const STREAM_BUFFER: usize = 256;
 /// Default bound on the bytes queued toward one store: 64 MiB, and at least two
@@ -55,6 +68,9 @@ pub struct TransportLimits {
     pub max_message_size: usize,
     /// Most bytes of messages queued or buffered toward one store.
     pub max_queued_bytes: usize,
+    /// A stream that takes no batch for this long while batches wait is given up
+    /// and reconnected (10 s).
+    pub stall_timeout: Duration,
 }
 
 impl TransportLimits {
@@ -64,6 +80,7 @@ impl TransportLimits {
         TransportLimits {
             max_message_size,
             max_queued_bytes: MAX_QUEUED_BYTES.max(2 * max_message_size),
+            stall_timeout: STALL_TIMEOUT,
         }
     }
 }
@@ -149,7 +166,7 @@ impl GrpcTransport {
             addr,
             rx,
             self.unreachable.clone(),
-            self.limits.max_message_size,
+            self.limits,
         ));
         queues.insert(store_id, queue.clone());
         Some(queue)
@@ -241,14 +258,15 @@ async fn stream_to(
     addr: String,
     rx: mpsc::UnboundedReceiver<Queued>,
     unreachable: Arc<OnceLock<UnreachableHandler>>,
-    max_message_size: usize,
+    limits: TransportLimits,
 ) {
     let mut link = StoreLink {
         store_id,
         addr,
         rx,
         unreachable,
-        max_message_size,
+        max_message_size: limits.max_message_size,
+        stall_timeout: limits.stall_timeout,
     };
     let Some(endpoint) = link.endpoint() else {
         return;
@@ -267,6 +285,7 @@ struct StoreLink {
     rx: mpsc::UnboundedReceiver<Queued>,
     unreachable: Arc<OnceLock<UnreachableHandler>>,
     max_message_size: usize,
+    stall_timeout: Duration,
 }
 
 impl StoreLink {
@@ -279,7 +298,13 @@ impl StoreLink {
     /// The store's endpoint; `None` (logged, reported) for an invalid address.
     fn endpoint(&self) -> Option<Endpoint> {
         match Endpoint::from_shared(format!("http://{}", self.addr)) {
-            Ok(e) => Some(e.tcp_nodelay(true)),
+            Ok(e) => Some(
+                e.tcp_nodelay(true)
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                    .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                    .keep_alive_while_idle(true),
+            ),
             Err(e) => {
                 let addr = &self.addr;
                 tracing::error!(store = self.store_id, %addr, "invalid store address: {e}");
@@ -333,8 +358,19 @@ impl StoreLink {
             // Every batch is counted until tonic takes it: those not sent when the
             // stream breaks release their bytes as they are dropped here.
             for item in self.take_batches(first) {
-                if tx.send(item).await.is_err() || call.is_finished() {
-                    break 'stream;
+                match tokio::time::timeout(self.stall_timeout, tx.send(item)).await {
+                    Ok(Ok(())) if !call.is_finished() => {}
+                    Ok(_) => break 'stream,
+                    Err(_) => {
+                        let addr = &self.addr;
+                        tracing::warn!(
+                            store = self.store_id,
+                            %addr,
+                            "raft stream took nothing for {:?}; reconnecting",
+                            self.stall_timeout
+                        );
+                        break 'stream;
+                    }
                 }
             }
         }
@@ -448,6 +484,7 @@ mod tests {
             rx,
             unreachable: Arc::new(OnceLock::new()),
             max_message_size: 10_000,
+            stall_timeout: STALL_TIMEOUT,
         };
         let queue = |msgs: Vec<RaftMessage>| {
             let bytes: usize = msgs.iter().map(RaftMessage::encoded_len).sum();
@@ -489,6 +526,7 @@ mod tests {
         let limits = TransportLimits {
             max_message_size: 256 << 10,
             max_queued_bytes: 1 << 20,
+            stall_timeout: STALL_TIMEOUT,
         };
         let transport = GrpcTransport::new(
             HashMap::from([(2, addr)]),
@@ -518,5 +556,84 @@ mod tests {
         );
         assert!(transport.queued_bytes(2) <= limits.max_queued_bytes);
         held.abort();
+    }
+
+    /// A Raft service whose first stream is accepted and then never read (the
+    /// receiving side hung: the HTTP/2 stream stays open, nothing errors), and whose
+    /// later streams deliver.
+    struct HangsOnce {
+        streams: AtomicU64,
+        delivered: Arc<AtomicU64>,
+    }
+
+    #[tonic::async_trait]
+    impl shoal_proto::raft_serverpb::raft_server::Raft for HangsOnce {
+        async fn send(
+            &self,
+            req: tonic::Request<tonic::Streaming<RaftMessageBatch>>,
+        ) -> Result<tonic::Response<shoal_proto::raft_serverpb::Done>, tonic::Status> {
+            let mut stream = req.into_inner();
+            if self.streams.fetch_add(1, Ordering::SeqCst) == 0 {
+                std::future::pending::<()>().await;
+            }
+            while let Some(batch) = stream.message().await? {
+                self.delivered
+                    .fetch_add(batch.msgs.len() as u64, Ordering::SeqCst);
+            }
+            Ok(tonic::Response::new(shoal_proto::raft_serverpb::Done {}))
+        }
+
+        async fn snapshot(
+            &self,
+            _: tonic::Request<tonic::Streaming<shoal_proto::raft_serverpb::SnapshotChunk>>,
+        ) -> Result<tonic::Response<shoal_proto::raft_serverpb::Done>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test"))
+        }
+    }
+
+    /// A stream the receiver stopped reading never errors by itself: without the
+    /// stall timeout, messages to that store waited behind it for ever (the store
+    /// looked alive and fell silent). The sender gives the stream up, reconnects,
+    /// and delivery resumes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_the_receiver_stopped_reading_is_replaced() {
+        use shoal_proto::raft_serverpb::raft_server::RaftServer;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let delivered = Arc::new(AtomicU64::new(0));
+        let service = HangsOnce {
+            streams: AtomicU64::new(0),
+            delivered: delivered.clone(),
+        };
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftServer::new(service))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let limits = TransportLimits {
+            stall_timeout: Duration::from_millis(300),
+            ..TransportLimits::new(1 << 20)
+        };
+        let transport = GrpcTransport::new(
+            HashMap::from([(2, addr)]),
+            tokio::runtime::Handle::current(),
+            limits,
+        );
+        // Enough 16 KiB messages to fill HTTP/2's windows and the stream's buffer,
+        // then a trickle: some must arrive through a new stream.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut i = 0;
+        while delivered.load(Ordering::SeqCst) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "nothing delivered after the first stream hung"
+            );
+            transport.send(2, vec![msg(i, 16 << 10)]);
+            i += 1;
+            if i % 64 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        server.abort();
     }
 }

@@ -604,15 +604,6 @@ fn an_exponential_history_is_undecided_within_its_budget() {
     assert!(!r.passed());
 }
 
-/// The default budget's time and memory (run in release, with --ignored).
-#[test]
-#[ignore]
-fn measure_default_budget() {
-    let start = Instant::now();
-    let r = check(&exponential().events).unwrap();
-    println!("{:?}: {r}", start.elapsed());
-}
-
 /// Registers that clients' operations take effect on, one key at a time.
 struct Sim {
     rng: StdRng,

@@ -100,7 +100,7 @@ pub(crate) fn start_peer(
     ctx.ticker
         .schedule_every(region_id, PeerTick::LogGc, ctx.cfg.raft_log_gc_ticks());
     // Truncated entries whose (unsynced) deletion a crash undid go again.
-    let _ = ctx.log_gc.send(LogGcTask {
+    let _ = ctx.log_gc.send(LogGcTask::Truncate {
         region_id,
         to: truncated + 1,
     });

@@ -77,7 +77,7 @@ impl Peer {
         if !self.raw.mut_store().compact_to(index, term) {
             return;
         }
-        let task = LogGcTask {
+        let task = LogGcTask::Truncate {
             region_id: self.region_id,
             to: index + 1,
         };

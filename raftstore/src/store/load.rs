@@ -49,6 +49,23 @@ pub(crate) fn load_regions(
     Ok(out)
 }
 
+/// The regions whose kv meta says merged away (tombstone) but whose raft log is
+/// still in the log engine: a crash came between the synced tombstone and the
+/// log's removal. (A log without any region state is kept: it may belong to a
+/// split peer whose split a power loss took back, `operation/split.rs`.)
+pub(crate) fn orphaned_logs(kv: &impl KvRead, log: &dyn LogEngine) -> Result<Vec<u64>, StartError> {
+    let tombstones: std::collections::HashSet<u64> = region_states(kv)?
+        .into_iter()
+        .filter(|s| s.state == PeerState::Tombstone as i32)
+        .filter_map(|s| s.region.map(|r| r.id))
+        .collect();
+    let logs = log.regions()?;
+    Ok(logs
+        .into_iter()
+        .filter(|id| tombstones.contains(id))
+        .collect())
+}
+
 /// Every region state record in `kv/` meta.
 fn region_states(kv: &impl KvRead) -> Result<Vec<RegionLocalState>, StartError> {
     let (start, end) = region_meta_range();

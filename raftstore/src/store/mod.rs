@@ -121,6 +121,9 @@ impl RaftStore {
         for start in load::load_regions(&engines.kv, engines.log.as_ref())? {
             life::start_peer(&ctx, start, false)?;
         }
+        for region_id in load::orphaned_logs(&engines.kv, engines.log.as_ref())? {
+            let _ = ctx.log_gc.send(LogGcTask::RemoveOrphan { region_id });
+        }
         let name = format!("shoal-poll-{store_id}");
         let poll_ctx = ctx.clone();
         system

@@ -2,6 +2,9 @@
 //! (`operation/log_gc.rs`) and gives their space back, on a thread of its own so
 //! that neither a poller nor the log writer (the fsync path) waits on it.
 //!
+//! It also removes, at start-up, the logs of regions this store tombstoned (merged
+//! away) whose removal a crash prevented (`store/load.rs` finds them).
+//!
 //! Deleting is one range delete per region (`LogEngine::compact_to`, unsynced:
 //! entries that come back after a crash are deleted again at start-up). A range
 //! delete only hides the entries; RocksDB frees their space when it compacts the
@@ -25,13 +28,22 @@ pub(crate) const RECLAIM_AFTER_ENTRIES: u64 = 64 * 1024;
 /// Longest time deleted entries wait for the log engine to be compacted.
 pub(crate) const RECLAIM_EVERY: Duration = Duration::from_secs(60);
 
-/// Delete `region_id`'s entries below `to`.
+/// Work for the log GC worker.
 #[derive(Debug)]
-pub(crate) struct LogGcTask {
-    /// The region.
-    pub(crate) region_id: u64,
-    /// The first index kept.
-    pub(crate) to: u64,
+pub(crate) enum LogGcTask {
+    /// Delete `region_id`'s entries below `to`.
+    Truncate {
+        /// The region.
+        region_id: u64,
+        /// The first index kept.
+        to: u64,
+    },
+    /// Remove the whole log and raft state of a region tombstoned on this store
+    /// (merged away) whose removal a crash prevented.
+    RemoveOrphan {
+        /// The region.
+        region_id: u64,
+    },
 }
 
 /// The worker's parts.
@@ -52,8 +64,13 @@ impl LogGcWorker {
                     // Several truncations of one region queued: the last one wins.
                     let mut to: HashMap<u64, u64> = HashMap::new();
                     for t in std::iter::once(first).chain(rx.try_iter()) {
-                        let e = to.entry(t.region_id).or_default();
-                        *e = (*e).max(t.to);
+                        match t {
+                            LogGcTask::Truncate { region_id, to: i } => {
+                                let e = to.entry(region_id).or_default();
+                                *e = (*e).max(i);
+                            }
+                            LogGcTask::RemoveOrphan { region_id } => self.remove(region_id),
+                        }
                     }
                     for (region_id, to) in to {
                         unreclaimed += self.delete(region_id, to);
@@ -89,6 +106,16 @@ impl LogGcWorker {
                 );
                 0
             }
+        }
+    }
+
+    fn remove(&self, region_id: u64) {
+        match self.log.remove_region(region_id) {
+            Ok(()) => tracing::info!(
+                region = region_id,
+                "removed the log of a region merged away before a crash"
+            ),
+            Err(e) => tracing::warn!(region = region_id, "cannot remove an orphaned log: {e}"),
         }
     }
 
