@@ -29,8 +29,14 @@ pub struct Config {
     /// raft-rs drops back to probing, and the follower crawls (measured: 68 s instead
     /// of 8 s to catch up 30 s of writes with 256 in flight).
     pub raft_max_inflight_msgs: usize,
-    /// Entries kept in each peer's in-memory cache once persisted. Default 1024.
+    /// Entries kept in each peer's in-memory cache once persisted. Default 1024;
+    /// >= 1.
     pub entry_cache_limit: usize,
+    /// Bytes kept in each peer's entry cache once persisted. Default 4 MiB; >= 1.
+    pub entry_cache_max_bytes: u64,
+    /// Bytes kept in the entry caches of all of a store's peers once persisted
+    /// (past it, every peer gives up its persisted entries). Default 256 MiB; >= 1.
+    pub entry_cache_store_max_bytes: u64,
     /// Poller threads of the batch system. Default: the machine's cores, at most 4.
     pub pollers: usize,
     /// Most FSMs one poll round handles. Default 256; >= 1.
@@ -79,6 +85,8 @@ impl Default for Config {
             raft_entry_max_size: 8 << 20,
             raft_max_inflight_msgs: 32,
             entry_cache_limit: 1024,
+            entry_cache_max_bytes: 4 << 20,
+            entry_cache_store_max_bytes: 256 << 20,
             pollers: cores.clamp(1, 4),
             max_batch_size: 256,
             apply_workers: 1,
@@ -205,6 +213,12 @@ impl Config {
             ("max-pending-proposals", self.max_pending_proposals),
             ("read-pool-threads", self.read_pool_threads),
             ("read-pool-queue", self.read_pool_queue),
+            ("entry-cache-limit", self.entry_cache_limit),
+            ("entry-cache-max-bytes", self.entry_cache_max_bytes as usize),
+            (
+                "entry-cache-store-max-bytes",
+                self.entry_cache_store_max_bytes as usize,
+            ),
         ] {
             if v == 0 {
                 return Err(ConfigError(format!("{name} must be at least 1")));

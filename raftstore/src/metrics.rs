@@ -95,8 +95,9 @@ impl StoreMetrics {
             region_count: gauge(&self.region_count),
             leader_count: gauge(&self.leader_count),
             log_entries_truncated: get(&self.log_entries_truncated),
-            // Filled in by the store, which has the log engine.
+            // Filled in by the store, which has the log engine and the caches.
             log_engine_disk_bytes: 0,
+            entry_cache_bytes: 0,
         }
     }
 }

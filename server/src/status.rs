@@ -135,6 +135,12 @@ pub fn render(store: &RaftStore) -> String {
             c.log_engine_disk_bytes,
         ),
         (
+            "shoal_entry_cache_bytes",
+            "gauge",
+            "Bytes in the peers' Raft entry caches.",
+            c.entry_cache_bytes,
+        ),
+        (
             "shoal_regions",
             "gauge",
             "Peers on this store.",

@@ -78,7 +78,7 @@ pub(crate) fn start_peer(
         region.clone(),
         raft_state,
         apply_state,
-        ctx.cfg.entry_cache_limit,
+        ctx.cache_limits(),
     );
     let region_id = region.id;
     let raw =

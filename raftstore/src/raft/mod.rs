@@ -1,10 +1,12 @@
 //! One region's replica on this store: the [`Peer`](peer::Peer) (its state and the
 //! dispatch of its messages), [`PeerStorage`](storage::PeerStorage) (raft-rs's
-//! `Storage` over the shared log engine), the apply-side state of a region
+//! `Storage` over the shared log engine, with its bounded [`entry_cache`]), the
+//! apply-side state of a region
 //! ([`apply`]) and raft-rs's logging. What the peer *does* with each message lives
 //! in `operation/`, one operation per file.
 
 pub(crate) mod apply;
+pub(crate) mod entry_cache;
 pub(crate) mod logger;
 pub(crate) mod peer;
 pub(crate) mod storage;

@@ -11,7 +11,6 @@
 //! - `first_index` is the truncated index + 1, from the apply state; the log engine
 //!   may still hold older entries (its compaction is lazy), they are never read.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use protobuf::Message as _;
@@ -22,6 +21,7 @@ use shoal_proto::metapb::{PeerRole, Region};
 use shoal_proto::raft_serverpb::{HardState, RaftApplyState, RaftLocalState};
 
 use crate::raft::encode_pb;
+use crate::raft::entry_cache::{CacheLimits, EntryCache};
 
 /// One peer's view of its Raft log and state.
 pub struct PeerStorage {
@@ -30,8 +30,7 @@ pub struct PeerStorage {
     region: Region,
     raft_state: RaftLocalState,
     apply_state: RaftApplyState,
-    cache: VecDeque<Entry>,
-    cache_limit: usize,
+    cache: EntryCache,
     /// Last log index known durable.
     persisted_last: u64,
     /// Ready number of the newest append; a persist report older than it does not
@@ -92,7 +91,7 @@ impl PeerStorage {
         region: Region,
         raft_state: RaftLocalState,
         apply_state: RaftApplyState,
-        cache_limit: usize,
+        cache_limits: CacheLimits,
     ) -> Self {
         let persisted_last = raft_state.last_index;
         PeerStorage {
@@ -101,8 +100,7 @@ impl PeerStorage {
             region,
             raft_state,
             apply_state,
-            cache: VecDeque::new(),
-            cache_limit,
+            cache: EntryCache::new(cache_limits),
             persisted_last,
             last_append_ready: 0,
             snapshot_warned: std::cell::Cell::new(None),
@@ -130,14 +128,7 @@ impl PeerStorage {
         let Some(first) = entries.first().map(|e| e.index) else {
             return Vec::new();
         };
-        while self.cache.back().is_some_and(|e| e.index >= first) {
-            self.cache.pop_back();
-        }
-        // A gap means the cache held an older run: the new entries start a fresh one.
-        if self.cache.back().is_some_and(|e| e.index + 1 != first) {
-            self.cache.clear();
-        }
-        self.cache.extend(entries.iter().cloned());
+        self.cache.append(entries);
         let last = entries.last().expect("non-empty").index;
         self.raft_state.last_index = last;
         self.persisted_last = self.persisted_last.min(first - 1);
@@ -159,18 +150,11 @@ impl PeerStorage {
         if ready >= self.last_append_ready {
             self.persisted_last = self.raft_state.last_index;
         }
-        while self.cache.len() > self.cache_limit
-            && self
-                .cache
-                .front()
-                .is_some_and(|e| e.index <= self.persisted_last)
-        {
-            self.cache.pop_front();
-        }
+        self.cache.trim(self.persisted_last);
     }
 
     fn first_cached(&self) -> u64 {
-        self.cache.front().map_or(u64::MAX, |e| e.index)
+        self.cache.first_index().unwrap_or(u64::MAX)
     }
 
     /// The log is truncated up to `index` (of `term`), applied and durable: entries
@@ -182,9 +166,7 @@ impl PeerStorage {
         }
         self.apply_state.truncated_index = index;
         self.apply_state.truncated_term = term;
-        while self.cache.front().is_some_and(|e| e.index <= index) {
-            self.cache.pop_front();
-        }
+        self.cache.drop_through(index);
         true
     }
 
@@ -244,9 +226,7 @@ impl raft::Storage for PeerStorage {
             }
         }
         // The cache is contiguous: start at `low`'s slot instead of filtering it all.
-        let first = self.first_cached();
-        let skip = low.saturating_sub(first) as usize;
-        for e in self.cache.iter().skip(skip).take_while(|e| e.index < high) {
+        for e in self.cache.iter_from(low).take_while(|e| e.index < high) {
             let esize = u64::from(e.compute_size());
             if !out.is_empty() && size + esize > max {
                 break;
@@ -267,9 +247,8 @@ impl raft::Storage for PeerStorage {
         if idx > self.raft_state.last_index {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        let first = self.first_cached();
-        if idx >= first {
-            return Ok(self.cache[(idx - first) as usize].term);
+        if let Some(e) = self.cache.get(idx) {
+            return Ok(e.term);
         }
         self.log.term(self.region_id, idx).map_err(engine_error)
     }
@@ -339,7 +318,11 @@ mod tests {
             region(REGION, b"", b"", 1, &[]),
             initial_raft_state(),
             initial_apply_state(),
-            limit,
+            CacheLimits {
+                entries: limit,
+                bytes: u64::MAX,
+                store: Arc::new(crate::raft::entry_cache::StoreCacheBudget::new(u64::MAX)),
+            },
         );
         (dir, log, s)
     }

@@ -14,6 +14,7 @@ use crate::fsm::StoreRouter;
 use crate::metrics::StoreMetrics;
 use crate::msg::PeerTick;
 use crate::raft::apply::ApplyMsg;
+use crate::raft::entry_cache::{CacheLimits, StoreCacheBudget};
 use crate::transport::{send_counted, Transport};
 use crate::worker::log_gc::LogGcTask;
 use crate::worker::log_writer::WriteTask;
@@ -49,9 +50,20 @@ pub(crate) struct StoreContext {
     pub(crate) router: StoreRouter,
     /// The store's ticker, to register new peers' ticks.
     pub(crate) ticker: Ticker<PeerTick>,
+    /// What the peers' entry caches may hold together.
+    pub(crate) entry_cache: Arc<StoreCacheBudget>,
 }
 
 impl StoreContext {
+    /// The bounds of a new peer's entry cache.
+    pub(crate) fn cache_limits(&self) -> CacheLimits {
+        CacheLimits {
+            entries: self.cfg.entry_cache_limit,
+            bytes: self.cfg.entry_cache_max_bytes,
+            store: self.entry_cache.clone(),
+        }
+    }
+
     /// The apply worker of a region.
     pub(crate) fn apply_worker(&self, region_id: u64) -> &Sender<ApplyMsg> {
         &self.apply[(region_id % self.apply.len() as u64) as usize]

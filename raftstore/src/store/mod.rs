@@ -4,6 +4,7 @@
 //! `context.rs` is what the pollers share; `load.rs` reads the regions at start-up; `bootstrap.rs` writes a new cluster's first state;
 //! `ids.rs` allocates region and peer ids.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -19,6 +20,7 @@ use crate::metrics::StoreMetrics;
 use crate::msg::{PeerMsg, PeerTick};
 use crate::operation::life;
 use crate::raft::apply::ApplyMsg;
+use crate::raft::entry_cache::StoreCacheBudget;
 use crate::transport::Transport;
 use crate::worker::apply::ApplyWorker;
 use crate::worker::log_gc::{LogGcTask, LogGcWorker};
@@ -117,6 +119,7 @@ impl RaftStore {
             read_pool: queues.read_pool,
             router: parts.router.clone(),
             ticker: ticker.clone(),
+            entry_cache: Arc::new(StoreCacheBudget::new(cfg.entry_cache_store_max_bytes)),
         });
         for start in load::load_regions(&engines.kv, engines.log.as_ref())? {
             life::start_peer(&ctx, start, false)?;
@@ -270,6 +273,7 @@ impl RaftStore {
     pub fn counters(&self) -> shoal_proto::adminpb::StoreCounters {
         let mut c = self.metrics.counters();
         if let Some(ctx) = &self.ctx {
+            c.entry_cache_bytes = ctx.entry_cache.used.load(Ordering::Relaxed);
             match ctx.log.disk_size() {
                 Ok(n) => c.log_engine_disk_bytes = n,
                 Err(e) => tracing::warn!(store = self.store_id, "log engine size: {e}"),
