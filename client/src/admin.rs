@@ -71,6 +71,33 @@ impl Client {
         }
     }
 
+    /// Region `region_id` as the store at `endpoint` holds it: its replica's view
+    /// (leader as it knows it, log bounds, applied index). One attempt; a store
+    /// without a replica of the region answers with [`Error::Region`].
+    pub async fn replica(&self, endpoint: &str, region_id: u64) -> Result<RegionInfo> {
+        let resp = self
+            .at_store(
+                endpoint,
+                "replica",
+                "GetRegion",
+                Some(region_id),
+                |mut admin| async move { admin.get_region(GetRegionRequest { region_id }).await },
+            )
+            .await?;
+        match (resp.region_error, resp.region) {
+            (None, Some(info)) => Ok(info),
+            (error, _) => Err(Error::Region {
+                request: RequestInfo {
+                    op: "replica",
+                    key: None,
+                    region_id: Some(region_id),
+                },
+                store_id: self.inner.cache.read().store_at(endpoint).unwrap_or(0),
+                error: Box::new(error.unwrap_or_default()),
+            }),
+        }
+    }
+
     /// One Admin RPC to the store at `endpoint`, bounded by `rpc_timeout` (and
     /// `request_timeout`), not retried. A refusal (non-transport status) is
     /// [`Error::Rejected`]; a transport error or timeout is [`Error::Unreachable`].

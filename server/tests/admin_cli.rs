@@ -128,6 +128,16 @@ fn admin_commands_against_a_real_node() {
         assert_eq!(json["start_key_hex"], r["start_key_hex"]);
         assert_eq!(json["end_key_hex"], r["end_key_hex"]);
         assert_eq!(json["leader_store"], 1);
+        // Its one replica, with its log bounds and applied index.
+        assert!(text.contains("  replicas:\n    store 1 (peer "), "{text}");
+        let replica = &json["replicas"][0];
+        assert_eq!(replica["store_id"], 1);
+        let (first, last, applied) = (
+            replica["first_log_index"].as_u64().unwrap(),
+            replica["last_log_index"].as_u64().unwrap(),
+            replica["applied_index"].as_u64().unwrap(),
+        );
+        assert!(first >= 6 && first <= last + 1 && applied <= last, "{replica}");
     }
     let text = admin_ok(&addr, &["region", "3"]);
     assert!(

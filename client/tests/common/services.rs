@@ -246,6 +246,7 @@ impl Admin for MockNode {
                 leader: state.leaders.get(&id).copied(),
                 approximate_size: 0,
                 approximate_keys: 0,
+                ..Default::default()
             }),
         }))
     }

@@ -180,6 +180,9 @@ impl Peer {
             region: Some(self.region().clone()),
             approximate_size: size,
             approximate_keys: keys,
+            first_log_index: self.raw.store().truncated_index() + 1,
+            last_log_index: self.raw.raft.raft_log.last_index(),
+            applied_index: self.applied_index,
         }
     }
 

@@ -10,7 +10,8 @@ use tonic::Code;
 use super::checksum;
 use super::keys::KeyInput;
 use super::render::{
-    pretty, region_detail, region_json, regions_json, regions_table, REGION_VIEW_HELP,
+    pretty, region_detail, region_json, regions_json, regions_table, replicas_detail,
+    replicas_json, Replica, REGION_VIEW_HELP,
 };
 use super::{connect, Endpoints};
 
@@ -33,8 +34,9 @@ pub enum AdminCommand {
         #[command(flatten)]
         endpoints: Endpoints,
     },
-    /// Prints one region's details, as its leader reports them; fails if no store
-    /// knows the region.
+    /// Prints one region's details, as its leader reports them, then each replica as
+    /// its store reports it (first and last Raft log index, applied index); fails if
+    /// no store knows the region.
     #[command(after_help = REGION_VIEW_HELP)]
     Region {
         /// The region id.
@@ -126,15 +128,19 @@ pub async fn run_admin(cmd: AdminCommand) -> Result<i32, String> {
             json,
             endpoints,
         } => {
-            let info = connect(&endpoints)
-                .await?
+            let client = connect(&endpoints).await?;
+            let info = client
                 .region(id)
                 .await
                 .map_err(|e| failed("looking up the region", e))?;
+            let replicas = replicas(&client, &info).await;
             if json {
-                print!("{}", pretty(&region_json(&info)));
+                let mut value = region_json(&info);
+                value["replicas"] = replicas_json(&replicas);
+                print!("{}", pretty(&value));
             } else {
                 print!("{}", region_detail(&info));
+                print!("{}", replicas_detail(&replicas));
             }
             Ok(0)
         }
@@ -186,6 +192,36 @@ async fn split(args: SplitArgs) -> Result<i32, String> {
     Ok(0)
 }
 
+/// Each replica of `info`'s region as its store reports it (an error text for a
+/// store that cannot be reached or has no replica).
+async fn replicas(client: &Client, info: &RegionInfo) -> Vec<Replica> {
+    let region = info.region.clone().unwrap_or_default();
+    let stores = match client.list_regions().await {
+        Ok((_, stores)) => stores,
+        Err(_) => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for peer in &region.peers {
+        let address = stores
+            .iter()
+            .find(|s| s.id == peer.store_id)
+            .map(|s| s.address.clone());
+        let view = match &address {
+            Some(a) => client
+                .replica(a, region.id)
+                .await
+                .map_err(|e| e.to_string()),
+            None => Err("the store's address is unknown".to_string()),
+        };
+        out.push(Replica {
+            store_id: peer.store_id,
+            peer_id: peer.id,
+            view,
+        });
+    }
+    out
+}
+
 /// `regions` with their leaders and approximate sizes from a fresh listing (when it
 /// has them). The regions themselves are kept as given: they are the answer of the
 /// call that changed them.
@@ -206,6 +242,7 @@ async fn describe(client: &Client, regions: Vec<Region>) -> Vec<RegionInfo> {
                 approximate_size: known.map_or(0, |i| i.approximate_size),
                 approximate_keys: known.map_or(0, |i| i.approximate_keys),
                 region: Some(region),
+                ..Default::default()
             }
         })
         .collect()

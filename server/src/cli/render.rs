@@ -174,6 +174,52 @@ pub fn region_detail(info: &RegionInfo) -> String {
         + "\n"
 }
 
+/// One replica of a region, as its store reported it.
+pub struct Replica {
+    /// The store holding it.
+    pub store_id: u64,
+    /// Its peer id.
+    pub peer_id: u64,
+    /// The store's view, or why there is none.
+    pub view: Result<RegionInfo, String>,
+}
+
+/// The replicas, one line each: log bounds and applied index.
+pub fn replicas_detail(replicas: &[Replica]) -> String {
+    let mut out = String::from("  replicas:\n");
+    for r in replicas {
+        let line = match &r.view {
+            Ok(v) => format!(
+                "log {}..={}, applied {}",
+                v.first_log_index, v.last_log_index, v.applied_index
+            ),
+            Err(e) => format!("no answer: {e}"),
+        };
+        out += &format!("    store {} (peer {}): {line}\n", r.store_id, r.peer_id);
+    }
+    out
+}
+
+/// The replicas as a JSON array of {store_id, peer_id, first_log_index,
+/// last_log_index, applied_index} or {store_id, peer_id, error}.
+pub fn replicas_json(replicas: &[Replica]) -> Value {
+    Value::Array(
+        replicas
+            .iter()
+            .map(|r| match &r.view {
+                Ok(v) => json!({
+                    "store_id": r.store_id,
+                    "peer_id": r.peer_id,
+                    "first_log_index": v.first_log_index,
+                    "last_log_index": v.last_log_index,
+                    "applied_index": v.applied_index,
+                }),
+                Err(e) => json!({ "store_id": r.store_id, "peer_id": r.peer_id, "error": e }),
+            })
+            .collect(),
+    )
+}
+
 /// One region as a JSON object (fields in [`REGION_VIEW_HELP`]).
 pub fn region_json(info: &RegionInfo) -> Value {
     let r = info.region.clone().unwrap_or_default();
@@ -252,6 +298,7 @@ mod tests {
                 leader: Some(peer(6, 2, PeerRole::Voter)),
                 approximate_size: 3 * 1024 * 1024 / 2,
                 approximate_keys: 1234,
+                ..Default::default()
             },
             RegionInfo {
                 region: Some(Region {
@@ -267,8 +314,39 @@ mod tests {
                 leader: None,
                 approximate_size: 100,
                 approximate_keys: 0,
+                ..Default::default()
             },
         ]
+    }
+
+    #[test]
+    fn replicas_show_their_log_bounds_or_why_not() {
+        let view = RegionInfo {
+            first_log_index: 120,
+            last_log_index: 300,
+            applied_index: 299,
+            ..Default::default()
+        };
+        let replicas = [
+            Replica {
+                store_id: 1,
+                peer_id: 5,
+                view: Ok(view),
+            },
+            Replica {
+                store_id: 2,
+                peer_id: 6,
+                view: Err("unreachable".into()),
+            },
+        ];
+        assert_eq!(
+            replicas_detail(&replicas),
+            "  replicas:\n    store 1 (peer 5): log 120..=300, applied 299\n    \
+             store 2 (peer 6): no answer: unreachable\n"
+        );
+        let v = replicas_json(&replicas);
+        assert_eq!(v[0]["first_log_index"], 120);
+        assert_eq!(v[1]["error"], "unreachable");
     }
 
     #[test]
