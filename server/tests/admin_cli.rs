@@ -137,7 +137,10 @@ fn admin_commands_against_a_real_node() {
             replica["last_log_index"].as_u64().unwrap(),
             replica["applied_index"].as_u64().unwrap(),
         );
-        assert!(first >= 6 && first <= last + 1 && applied <= last, "{replica}");
+        assert!(
+            first >= 6 && first <= last + 1 && applied <= last,
+            "{replica}"
+        );
     }
     let text = admin_ok(&addr, &["region", "3"]);
     assert!(
