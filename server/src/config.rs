@@ -278,6 +278,35 @@ mod tests {
     }
 
     #[test]
+    fn log_gc_settings_are_read_and_checked() {
+        let c: NodeConfig =
+            toml::from_str("raft-log-gc-tick-interval-ms = 2000\nraft-log-gc-threshold = 7\n")
+                .unwrap();
+        let rs = c.raftstore();
+        assert_eq!(
+            rs.raft_log_gc_tick_interval,
+            std::time::Duration::from_secs(2)
+        );
+        assert_eq!(rs.raft_log_gc_threshold, 7);
+        let bad = NodeConfig {
+            raft_log_gc_tick_interval_ms: 10,
+            ..NodeConfig::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .contains("raft-log-gc-tick-interval"));
+        let bad = NodeConfig {
+            raft_log_gc_threshold: 0,
+            ..NodeConfig::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .contains("raft-log-gc-threshold"));
+    }
+
+    #[test]
     fn store_ids_past_2_pow_24_are_refused() {
         let ok = NodeConfig {
             store_id: MAX_STORE_ID_EXCLUSIVE - 1,
