@@ -4,7 +4,7 @@
 //! log-writer threads) only queues; a task per store drains the queue, packs what
 //! piled up into `RaftMessageBatch`es, and writes them to the stream. When the
 //! stream breaks (an error, an HTTP/2 ping unanswered for 5 s, or no batch taken
-//! for 10 s while batches wait) the task reconnects with exponential backoff
+//! for 30 s while batches wait) the task reconnects with exponential backoff
 //! (50 ms .. 2 s);
 //! messages queued meanwhile are dropped, which Raft tolerates (it retransmits),
 //! and the store is reported unreachable so leaders stop pipelining appends to it.
@@ -25,7 +25,7 @@
 //!   so memory stays bounded however long the stall lasts.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -47,8 +47,9 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// noticed within 10 s.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A stream that takes no batch for this long while batches wait (the receiver
-/// stopped reading) is given up and reconnected.
-const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// stopped reading) is given up and reconnected. Long enough for a slow but live
+/// link to take one full batch (9 MiB by default at 0.3 MiB/s).
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Batches buffered toward one stream before the drain waits.
 const STREAM_BUFFER: usize = 256;
 /// Default bound on the bytes queued toward one store: 64 MiB, and at least two
@@ -69,7 +70,7 @@ pub struct TransportLimits {
     /// Most bytes of messages queued or buffered toward one store.
     pub max_queued_bytes: usize,
     /// A stream that takes no batch for this long while batches wait is given up
-    /// and reconnected (10 s).
+    /// and reconnected (30 s).
     pub stall_timeout: Duration,
 }
 
@@ -343,39 +344,69 @@ impl StoreLink {
     /// stream breaks (true; reported) or the queue closes (false).
     async fn feed(&mut self, mut client: RaftClient<Channel>) -> bool {
         let (tx, body_rx) = mpsc::channel::<Queued>(STREAM_BUFFER);
+        // Progress: batches handed to the stream and not yet taken by tonic, and when
+        // tonic last took one (milliseconds since `start`).
+        let start = tokio::time::Instant::now();
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let last_taken = Arc::new(AtomicU64::new(0));
+        let progress = (waiting.clone(), last_taken.clone());
         // Dropping the `Queued` once tonic has taken its batch releases its bytes.
-        let body = futures::stream::unfold(body_rx, |mut r| async move {
+        let body = futures::stream::unfold((body_rx, progress), move |(mut r, p)| async move {
             r.recv().await.map(|mut q| {
+                p.0.fetch_sub(1, Ordering::AcqRel);
+                p.1.store(start.elapsed().as_millis() as u64, Ordering::Release);
                 let msgs = std::mem::take(&mut q.msgs);
-                (RaftMessageBatch { msgs }, r)
+                (RaftMessageBatch { msgs }, (r, p))
             })
         });
         let call = tokio::spawn(async move { client.send(body).await });
-        'stream: loop {
-            let Some(first) = self.rx.recv().await else {
-                return false;
-            };
-            // Every batch is counted until tonic takes it: those not sent when the
-            // stream breaks release their bytes as they are dropped here.
-            for item in self.take_batches(first) {
-                match tokio::time::timeout(self.stall_timeout, tx.send(item)).await {
-                    Ok(Ok(())) if !call.is_finished() => {}
-                    Ok(_) => break 'stream,
-                    Err(_) => {
-                        let addr = &self.addr;
-                        tracing::warn!(
-                            store = self.store_id,
-                            %addr,
-                            "raft stream took nothing for {:?}; reconnecting",
-                            self.stall_timeout
-                        );
-                        break 'stream;
+        let stall_timeout = self.stall_timeout;
+        let stalled = || {
+            let taken = Duration::from_millis(last_taken.load(Ordering::Acquire));
+            waiting.load(Ordering::Acquire) > 0
+                && start.elapsed().saturating_sub(taken) >= stall_timeout
+        };
+        let mut check =
+            tokio::time::interval((self.stall_timeout / 4).max(Duration::from_millis(10)));
+        let stall = 'stream: loop {
+            tokio::select! {
+                first = self.rx.recv() => {
+                    let Some(first) = first else {
+                        return false;
+                    };
+                    // Every batch is counted until tonic takes it: those not sent when
+                    // the stream breaks release their bytes as they are dropped here.
+                    for item in self.take_batches(first) {
+                        waiting.fetch_add(1, Ordering::AcqRel);
+                        match tokio::time::timeout(self.stall_timeout, tx.send(item)).await {
+                            Ok(Ok(())) if !call.is_finished() => {}
+                            Ok(_) => break 'stream false,
+                            // A full buffer for the whole timeout: nothing was taken.
+                            Err(_) => break 'stream true,
+                        }
+                    }
+                }
+                _ = check.tick() => {
+                    if call.is_finished() {
+                        break 'stream false;
+                    }
+                    if stalled() {
+                        break 'stream true;
                     }
                 }
             }
-        }
+        };
         let addr = &self.addr;
-        tracing::debug!(store = self.store_id, %addr, "raft stream broke; reconnecting");
+        if stall {
+            tracing::warn!(
+                store = self.store_id,
+                %addr,
+                "raft stream took nothing for {:?} while batches waited; reconnecting",
+                self.stall_timeout
+            );
+        } else {
+            tracing::debug!(store = self.store_id, %addr, "raft stream broke; reconnecting");
+        }
         self.report();
         call.abort();
         true
@@ -432,7 +463,6 @@ async fn drop_for(rx: &mut mpsc::UnboundedReceiver<Queued>, backoff: Duration) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
     use std::time::Instant;
 
     fn msg(region_id: u64, payload: usize) -> RaftMessage {

@@ -262,9 +262,10 @@ impl raft::Storage for PeerStorage {
     }
 
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
-        // Raft snapshots arrive with log GC; until then every log is complete and a
-        // lagging peer catches up from entries. A request here means raft-rs could
-        // not read the entries a follower needs: that follower is stuck.
+        // Raft snapshots are not built yet: log GC never truncates past an entry a
+        // replica lacks, so a lagging peer catches up from entries. A request here
+        // means raft-rs could not read the entries a follower needs: that follower
+        // is stuck.
         let now = std::time::Instant::now();
         let quiet = self
             .snapshot_warned

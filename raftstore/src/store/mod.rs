@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
 use shoal_engine::rocks::Engines;
-use shoal_engine::LogEngine;
+use shoal_engine::{KvEngine, LogEngine};
 use shoal_router::{create_system, BatchSystem, Ticker, TickerThread};
 
 use crate::config::Config;
@@ -21,6 +21,7 @@ use crate::msg::{PeerMsg, PeerTick};
 use crate::operation::life;
 use crate::raft::apply::ApplyMsg;
 use crate::raft::entry_cache::StoreCacheBudget;
+use crate::store::bootstrap::INIT_INDEX;
 use crate::transport::Transport;
 use crate::worker::apply::ApplyWorker;
 use crate::worker::log_gc::{LogGcTask, LogGcWorker};
@@ -121,7 +122,18 @@ impl RaftStore {
             ticker: ticker.clone(),
             entry_cache: Arc::new(StoreCacheBudget::new(cfg.entry_cache_store_max_bytes)),
         });
-        for start in load::load_regions(&engines.kv, engines.log.as_ref())? {
+        let loaded = load::load_regions(&engines.kv, engines.log.as_ref())?;
+        // Each peer truncates its log again at start (deletions are not synced), up
+        // to the truncated index read from `kv/`. That index was written by a synced
+        // batch, but a crash between that batch's write and its sync leaves it only
+        // in the page cache: sync before anything is deleted on its word.
+        if loaded
+            .iter()
+            .any(|p| p.apply_state.truncated_index > INIT_INDEX)
+        {
+            engines.kv.sync()?;
+        }
+        for start in loaded {
             life::start_peer(&ctx, start, false)?;
         }
         for region_id in load::orphaned_logs(&engines.kv, engines.log.as_ref())? {

@@ -58,7 +58,7 @@ impl Peer {
                 ),
             ));
         }
-        self.check_no_admin_in(&entries)?;
+        check_carried(self.region_id, &entries, min_index)?;
         req.min_index = min_index;
         Ok(())
     }
@@ -96,34 +96,6 @@ impl Peer {
             .slice(min_index + 1, last + 1, None, context)
             .map_err(|e| CmdError::Storage(format!("reading the log: {e}")))?;
         Ok((min_index, entries))
-    }
-
-    /// No admin command (but a log truncation) or membership change may be in the
-    /// entries a merge carries: the catch-up applies them on the target's replicas
-    /// without their effects.
-    fn check_no_admin_in(&self, entries: &[Entry]) -> Result<(), CmdError> {
-        for e in entries {
-            if e.get_entry_type() != EntryType::EntryNormal {
-                return Err(CmdError::Invalid(format!(
-                    "region {} has a membership change in progress",
-                    self.region_id
-                )));
-            }
-            // A log truncation is the one admin command a catch-up may apply as is:
-            // it only moves the source's first index, and the source goes away.
-            let is_admin = !e.data.is_empty()
-                && RaftCmdRequest::decode(&e.data[..]).is_ok_and(|c| {
-                    c.admin
-                        .is_some_and(|a| !matches!(a.cmd, Some(admin_request::Cmd::CompactLog(_))))
-                });
-            if is_admin {
-                return Err(CmdError::Invalid(format!(
-                    "region {} has a split or merge in progress (log index {})",
-                    self.region_id, e.index
-                )));
-            }
-        }
-        Ok(())
     }
 
     /// Apply froze this region as a merge source: reads waiting for an index are
@@ -176,4 +148,85 @@ pub(crate) fn apply_prepare(
         index,
         ..Default::default()
     }])
+}
+
+/// No admin command or membership change may be in the entries a merge carries (the
+/// catch-up applies them on the target's replicas without their effects), except a
+/// log truncation that keeps every entry after `min_index`: the source's leader reads
+/// the carried entries from its log until the commit, and a truncation past
+/// `min_index` applied before that read would leave the merge unable to commit or
+/// roll back. Such a truncation is still in flight: the prepare waits (retryable).
+fn check_carried(region_id: u64, entries: &[Entry], min_index: u64) -> Result<(), CmdError> {
+    for e in entries {
+        if e.get_entry_type() != EntryType::EntryNormal {
+            return Err(CmdError::Invalid(format!(
+                "region {region_id} has a membership change in progress"
+            )));
+        }
+        let admin = match e.data.is_empty() {
+            true => None,
+            false => RaftCmdRequest::decode(&e.data[..])
+                .ok()
+                .and_then(|c| c.admin)
+                .map(|a| a.cmd),
+        };
+        match admin {
+            None => {}
+            Some(Some(admin_request::Cmd::CompactLog(c))) if c.compact_index <= min_index => {}
+            Some(Some(admin_request::Cmd::CompactLog(_))) => {
+                return Err(server_busy(
+                    region_id,
+                    "a log truncation past the merge's first carried entry is in flight",
+                ));
+            }
+            Some(_) => {
+                return Err(CmdError::Invalid(format!(
+                    "region {region_id} has a split or merge in progress (log index {})",
+                    e.index
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_proto::raft_cmdpb::{AdminRequest, CompactLogRequest, SplitRequest};
+
+    use super::*;
+
+    fn entry(index: u64, admin: Option<admin_request::Cmd>) -> Entry {
+        let cmd = RaftCmdRequest {
+            admin: admin.map(|cmd| AdminRequest { cmd: Some(cmd) }),
+            ..Default::default()
+        };
+        Entry {
+            index,
+            term: 6,
+            data: cmd.encode_to_vec().into(),
+            ..Default::default()
+        }
+    }
+
+    fn compact(index: u64) -> Option<admin_request::Cmd> {
+        Some(admin_request::Cmd::CompactLog(CompactLogRequest {
+            compact_index: index,
+            compact_term: 6,
+        }))
+    }
+
+    #[test]
+    fn a_merge_carries_data_and_truncations_that_keep_its_entries_only() {
+        let data = entry(11, None);
+        check_carried(1, &[data.clone(), entry(12, compact(10))], 10).unwrap();
+        // A truncation past the first carried entry: wait until it is applied.
+        let err = check_carried(1, &[data.clone(), entry(12, compact(11))], 10).unwrap_err();
+        assert!(err.to_string().contains("truncation"), "{err}");
+        let split = admin_request::Cmd::Split(shoal_proto::raft_cmdpb::BatchSplitRequest {
+            requests: vec![SplitRequest::default()],
+        });
+        let err = check_carried(1, &[data, entry(12, Some(split))], 10).unwrap_err();
+        assert!(err.to_string().contains("split or merge"), "{err}");
+    }
 }
