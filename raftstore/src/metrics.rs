@@ -95,6 +95,7 @@ impl StoreMetrics {
             region_count: gauge(&self.region_count),
             leader_count: gauge(&self.leader_count),
             log_entries_truncated: get(&self.log_entries_truncated),
+            log_reclaims: get(&self.log_reclaims),
             // Filled in by the store, which has the log engine and the caches.
             log_engine_disk_bytes: 0,
             entry_cache_bytes: 0,

@@ -129,6 +129,12 @@ pub fn render(store: &RaftStore) -> String {
             c.log_entries_truncated,
         ),
         (
+            "shoal_log_reclaims_total",
+            "counter",
+            "Compactions of the log engine that gave truncated entries' space back.",
+            c.log_reclaims,
+        ),
+        (
             "shoal_log_engine_disk_bytes",
             "gauge",
             "Bytes the Raft log engine (raft/) takes on disk.",

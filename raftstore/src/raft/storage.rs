@@ -377,6 +377,30 @@ mod tests {
     }
 
     #[test]
+    fn a_compacted_log_starts_after_the_truncated_index_and_keeps_its_term() {
+        let (_dir, log, mut s) = storage(16);
+        let es: Vec<Entry> = (6..=10).map(|i| entry(i, 6 + i / 9)).collect();
+        append(&mut s, &log, &es, 1);
+        s.on_persisted(1);
+        assert!(s.compact_to(8, 6));
+        assert!(!s.compact_to(7, 6), "an older truncation changes nothing");
+        assert_eq!(s.first_index().unwrap(), 9);
+        assert_eq!(s.term(8).unwrap(), 6, "the truncated index keeps its term");
+        let ctx = || GetEntriesContext::empty(false);
+        assert!(matches!(
+            s.entries(8, 10, None, ctx()),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        assert!(matches!(
+            s.term(7),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        assert_eq!(indexes(&s, 9, 11, None), vec![(9, 7), (10, 7)]);
+        // Entries up to the truncated index left the cache: only 9 and 10 remain.
+        assert_eq!(s.cache.len(), 2);
+    }
+
+    #[test]
     fn unpersisted_entries_are_served_from_the_cache() {
         let (_dir, log, mut s) = storage(2);
         // Appended but not written to the engine: only the cache has them.
