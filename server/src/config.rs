@@ -77,6 +77,12 @@ pub struct NodeConfig {
     /// A leader truncates its region's log only when at least this many entries,
     /// applied and held by every replica, can go. Default 50; >= 1.
     pub raft_log_gc_threshold: u64,
+    /// Bytes of persisted Raft entries each region's replica keeps in memory.
+    /// Default 4194304 (4 MiB); >= 1.
+    pub entry_cache_max_bytes: u64,
+    /// Bytes of persisted Raft entries all of the store's replicas keep in memory
+    /// together. Default 268435456 (256 MiB); >= 1.
+    pub entry_cache_store_max_bytes: u64,
 }
 
 impl Default for NodeConfig {
@@ -98,6 +104,8 @@ impl Default for NodeConfig {
             split_check_interval_ms: 10_000,
             raft_log_gc_tick_interval_ms: 10_000,
             raft_log_gc_threshold: 50,
+            entry_cache_max_bytes: 4 << 20,
+            entry_cache_store_max_bytes: 256 << 20,
         }
     }
 }
@@ -238,6 +246,8 @@ impl NodeConfig {
                 self.raft_log_gc_tick_interval_ms,
             ),
             raft_log_gc_threshold: self.raft_log_gc_threshold,
+            entry_cache_max_bytes: self.entry_cache_max_bytes,
+            entry_cache_store_max_bytes: self.entry_cache_store_max_bytes,
             ..shoal_raftstore::Config::default()
         }
     }
@@ -304,6 +314,16 @@ mod tests {
             .validate()
             .unwrap_err()
             .contains("raft-log-gc-threshold"));
+        let c: NodeConfig = toml::from_str("entry-cache-store-max-bytes = 1024\n").unwrap();
+        assert_eq!(c.raftstore().entry_cache_store_max_bytes, 1024);
+        let bad = NodeConfig {
+            entry_cache_max_bytes: 0,
+            ..NodeConfig::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .contains("entry-cache-max-bytes"));
     }
 
     #[test]

@@ -81,6 +81,14 @@ struct NodeArgs {
     /// held by every replica, can go [default: 50].
     #[arg(long)]
     raft_log_gc_threshold: Option<u64>,
+    /// Bytes of persisted Raft entries each region's replica keeps in memory
+    /// [default: 4194304].
+    #[arg(long)]
+    entry_cache_max_bytes: Option<u64>,
+    /// Bytes of persisted Raft entries the store's replicas keep in memory together
+    /// [default: 268435456].
+    #[arg(long)]
+    entry_cache_store_max_bytes: Option<u64>,
 }
 
 impl NodeArgs {
@@ -103,7 +111,9 @@ impl NodeArgs {
             raft_entry_max_size,
             max_batch_keys,
             raft_log_gc_tick_interval_ms,
-            raft_log_gc_threshold
+            raft_log_gc_threshold,
+            entry_cache_max_bytes,
+            entry_cache_store_max_bytes
         );
         c.validate()?;
         Ok(c)
