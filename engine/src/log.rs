@@ -10,6 +10,7 @@
 //!   needs when a follower's log conflicts with the leader's.
 //! - **No holes.** A region's entries are contiguous from its first to its last index.
 //!   Appending at `i` requires `i <= last + 1` (or an empty log); a gap is refused.
+//!   [`LogBatch::replace`] starts a region's log afresh at any index.
 //! - **Compaction.** [`LogEngine::compact_to`] removes entries below an index. Asking for
 //!   a removed entry is [`Error::Compacted`](crate::Error::Compacted), never a silent
 //!   empty answer. Compaction is not synced: after a crash some compacted entries may
@@ -47,6 +48,10 @@ pub struct RegionLogWrite {
     pub entries: Vec<LogEntry>,
     /// The region's new hard state and last index, if it changed.
     pub state: Option<RaftLocalState>,
+    /// Every existing entry of the region goes before `entries` are written: its log
+    /// becomes exactly `entries` (a replica that took a snapshot starts a new log
+    /// after it, which may not join the old one).
+    pub replace: bool,
 }
 
 /// A write to many regions' logs that becomes durable with one sync.
@@ -70,6 +75,24 @@ impl LogBatch {
             region_id,
             entries,
             state,
+            replace: false,
+        });
+    }
+
+    /// Makes `region_id`'s log exactly `entries` (possibly none), dropping every
+    /// entry it held, and sets its state when given: in the same synced write as the
+    /// rest of the batch.
+    pub fn replace(
+        &mut self,
+        region_id: u64,
+        entries: Vec<LogEntry>,
+        state: Option<RaftLocalState>,
+    ) {
+        self.writes.push(RegionLogWrite {
+            region_id,
+            entries,
+            state,
+            replace: true,
         });
     }
 

@@ -286,3 +286,40 @@ where
         assert_eq!(fetch_all(&log, r, 1, 201).len(), 200);
     }
 }
+
+/// A replacing write drops every old entry of its region, and only of its region,
+/// in the same write: the new log may start anywhere.
+pub fn a_replacing_write_starts_the_log_afresh<H: Harness>() {
+    let dir = temp_dir();
+    {
+        let log = H::open_log(dir.path());
+        append(&log, 1, entries(1, 11, 2));
+        append(&log, 2, entries(1, 4, 1));
+        let mut b = LogBatch::new();
+        b.replace(1, entries(50, 53, 3), Some(state(3, 49, 52)));
+        b.add(2, entries(4, 6, 1), None);
+        log.write(&b).unwrap();
+        assert_eq!(log.first_index(1).unwrap(), Some(50));
+        assert_eq!(log.last_index(1).unwrap(), Some(52));
+        assert!(matches!(
+            log.fetch(1, 10, 51, None, &mut Vec::new()),
+            Err(Error::Compacted { .. })
+        ));
+        // Appending after the new log is as usual; nothing else was touched.
+        append(&log, 1, entries(53, 54, 3));
+        assert_eq!(fetch_all(&log, 2, 1, 6).len(), 5);
+        // A replace with no entries leaves the region without any.
+        let mut b = LogBatch::new();
+        b.replace(2, Vec::new(), None);
+        log.write(&b).unwrap();
+        assert_eq!(log.last_index(2).unwrap(), None);
+    }
+    let log = H::open_log(dir.path());
+    assert_eq!(
+        fetch_all(&log, 1, 50, 54),
+        [entries(50, 53, 3), entries(53, 54, 3)].concat()
+    );
+    assert_eq!(log.first_index(1).unwrap(), Some(50));
+    assert_eq!(log.raft_state(1).unwrap(), Some(state(3, 49, 52)));
+    assert_eq!(log.last_index(2).unwrap(), None);
+}

@@ -51,7 +51,8 @@ macro_rules! engine_conformance {
             remove_region_forgets_everything,
             regions_are_listed_after_reopen,
             out_of_range_fetch_is_unavailable,
-            concurrent_readers_see_monotonic_bounds
+            concurrent_readers_see_monotonic_bounds,
+            a_replacing_write_starts_the_log_afresh
         );
         $crate::engine_conformance!(@cases $harness, kv:
             empty_and_large_values,

@@ -235,6 +235,13 @@ impl LogEngine for RocksLogEngine {
         let mut buf = Vec::new();
         let mut bytes = 0u64;
         for w in batch.writes() {
+            if w.replace {
+                wb.delete_range(
+                    entry_key(w.region_id, 0).to_vec(),
+                    region_entries_end(w.region_id),
+                );
+                updated.insert(w.region_id, None);
+            }
             if !w.entries.is_empty() {
                 let current = match updated.get(&w.region_id) {
                     Some(b) => *b,
