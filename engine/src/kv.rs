@@ -175,9 +175,75 @@ pub trait KvEngine: KvRead + Clone + Send + Sync + 'static {
         pairs: &mut dyn Iterator<Item = (Vec<u8>, Vec<u8>)>,
     ) -> Result<u64>;
 
+    /// Writes the pairs of `cf` in `[start, end)` (an empty `end`: to the end) as of
+    /// `snapshot` into SST files under `dir` (`0.sst`, `1.sst`, ...), each closed
+    /// once it holds `max_file_bytes` of keys and values, and returns them in key
+    /// order (none for an empty range). Memory stays bounded whatever the range
+    /// holds: pairs go to the file as they are read.
+    fn export_ssts(
+        &self,
+        snapshot: &Self::Snapshot,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        dir: &Path,
+        max_file_bytes: u64,
+    ) -> Result<Vec<SstFile>>;
+
     /// Ingests SST files written by [`KvEngine::write_sst`] into `cf`, atomically.
     fn ingest(&self, cf: Cf, paths: &[&Path]) -> Result<()>;
 
     /// Approximate bytes stored in `cf` within `[start, end)`.
     fn approximate_size(&self, cf: Cf, start: &[u8], end: &[u8]) -> Result<u64>;
+}
+
+/// One SST file written by [`KvEngine::export_ssts`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SstFile {
+    /// Where it is.
+    pub path: std::path::PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The pairs it holds.
+    pub keys: u64,
+    /// [`file_checksum`] of its bytes.
+    pub checksum: u64,
+}
+
+/// A 64-bit FNV-1a digest of a file's bytes, to check a copied file against its
+/// original (not against tampering).
+pub fn file_checksum(path: &Path) -> Result<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| crate::Error::Storage(format!("cannot open {}: {e}", path.display())))?;
+    let mut hash = Fnv64::default();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| crate::Error::Storage(format!("cannot read {}: {e}", path.display())))?;
+        if n == 0 {
+            return Ok(hash.0);
+        }
+        hash.write(&buf[..n]);
+    }
+}
+
+/// FNV-1a, 64 bits, fed in pieces.
+pub struct Fnv64(pub u64);
+
+impl Default for Fnv64 {
+    fn default() -> Self {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv64 {
+    /// Adds `bytes` to the digest.
+    pub fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }

@@ -22,5 +22,5 @@ pub mod rocks;
 pub mod conformance;
 
 pub use error::{Error, Result};
-pub use kv::{Cf, KvBatch, KvEngine, KvOp, KvRead, KvSnapshot};
+pub use kv::{file_checksum, Cf, Fnv64, KvBatch, KvEngine, KvOp, KvRead, KvSnapshot, SstFile};
 pub use log::{LogBatch, LogEngine, LogEntry, LogStats, RegionLogWrite};

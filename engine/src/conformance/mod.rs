@@ -61,6 +61,7 @@ macro_rules! engine_conformance {
             delete_range_removes_only_the_range,
             snapshot_isolation,
             sst_ingest,
+            exported_ssts_carry_a_range_as_of_a_snapshot,
             synced_writes_survive_reopen
         );
     };

@@ -11,6 +11,7 @@ use rocksdb::{
 
 use super::options::{kv_block_cache, kv_cf_options, kv_db_options, kv_write_options};
 use super::{open_error, storage};
+use crate::kv::{file_checksum, SstFile};
 use crate::{Cf, Error, KvBatch, KvEngine, KvOp, KvRead, KvSnapshot, Result};
 
 /// The kv engine on RocksDB. Cheap to clone (the database is shared).
@@ -153,6 +154,74 @@ impl KvEngine for RocksKvEngine {
         }
         writer.finish().map_err(storage)?;
         Ok(count)
+    }
+
+    fn export_ssts(
+        &self,
+        snapshot: &RocksSnapshot,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        dir: &Path,
+        max_file_bytes: u64,
+    ) -> Result<Vec<SstFile>> {
+        let opts = kv_cf_options(&kv_block_cache());
+        let mut files = Vec::new();
+        let mut open: Option<(SstFileWriter<'_>, std::path::PathBuf, u64, u64)> = None;
+        let mut failed = None;
+        let finish = |w: &mut SstFileWriter<'_>, path: std::path::PathBuf, keys: u64| {
+            w.finish().map_err(storage)?;
+            let size = std::fs::metadata(&path)
+                .map_err(|e| Error::Storage(format!("cannot stat {}: {e}", path.display())))?
+                .len();
+            let checksum = file_checksum(&path)?;
+            Ok::<_, Error>(SstFile {
+                path,
+                size,
+                keys,
+                checksum,
+            })
+        };
+        for_each_in(
+            &self.db,
+            Some(&snapshot.snap),
+            cf,
+            start,
+            end,
+            &mut |k, v| {
+                let step = (|| {
+                    if open.is_none() {
+                        let path = dir.join(format!("{}.sst", files.len()));
+                        let w = SstFileWriter::create(&opts);
+                        w.open(&path).map_err(storage)?;
+                        open = Some((w, path, 0, 0));
+                    }
+                    let (w, _, keys, bytes) = open.as_mut().expect("opened above");
+                    w.put(k, v).map_err(storage)?;
+                    *keys += 1;
+                    *bytes += (k.len() + v.len()) as u64;
+                    if *bytes >= max_file_bytes {
+                        let (mut w, path, keys, _) = open.take().expect("open");
+                        files.push(finish(&mut w, path, keys)?);
+                    }
+                    Ok::<(), Error>(())
+                })();
+                match step {
+                    Ok(()) => true,
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                }
+            },
+        )?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if let Some((mut w, path, keys, _)) = open.take() {
+            files.push(finish(&mut w, path, keys)?);
+        }
+        Ok(files)
     }
 
     fn ingest(&self, cf: Cf, paths: &[&Path]) -> Result<()> {
