@@ -189,19 +189,47 @@ impl Transport for GrpcTransport {
             );
             return;
         };
-        let bytes: usize = msgs.iter().map(RaftMessage::encoded_len).sum();
+        let mut msgs = msgs;
+        let mut bytes: usize = msgs.iter().map(RaftMessage::encoded_len).sum();
         let before = q.queued.fetch_add(bytes, Ordering::AcqRel);
         if before + bytes > self.limits.max_queued_bytes {
             q.queued.fetch_sub(bytes, Ordering::AcqRel);
+            // What fits goes, in order; the rest is dropped (Raft retransmits). A
+            // round's output larger than the whole bound (many regions catching one
+            // store up at once) used to be dropped entirely, every round: the store
+            // never caught up.
+            let room = self.limits.max_queued_bytes.saturating_sub(before);
+            let (mut fit, mut fit_bytes) = (0, 0);
+            for m in &msgs {
+                let size = m.encoded_len();
+                if fit_bytes + size > room {
+                    break;
+                }
+                fit += 1;
+                fit_bytes += size;
+            }
             if !q.overflowing.swap(true, Ordering::AcqRel) {
                 tracing::warn!(
                     store = store_id,
                     queued = before,
+                    offered = bytes,
                     limit = self.limits.max_queued_bytes,
                     "raft queue toward store is full (stream stalled?); dropping messages"
                 );
                 self.report(store_id);
             }
+            if fit == 0 {
+                return;
+            }
+            msgs.truncate(fit);
+            bytes = fit_bytes;
+            q.queued.fetch_add(bytes, Ordering::AcqRel);
+            let item = Queued {
+                msgs,
+                bytes,
+                counter: q.queued.clone(),
+            };
+            let _ = q.tx.send(item);
             return;
         }
         q.overflowing.store(false, Ordering::Release);
@@ -585,6 +613,41 @@ mod tests {
             "a full queue reports the store unreachable"
         );
         assert!(transport.queued_bytes(2) <= limits.max_queued_bytes);
+        held.abort();
+    }
+
+    /// One send larger than the whole bound (a round in which many regions catch
+    /// one store up) delivers the part that fits instead of nothing: dropped whole,
+    /// every round, the store never caught up.
+    /// (One thread: the stream's task cannot take anything before the check.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_send_larger_than_the_bound_keeps_what_fits() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        // Accepts and never reads: what is queued stays queued.
+        let held = tokio::spawn(async move {
+            let mut sockets = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                sockets.push(s);
+            }
+        });
+        let limits = TransportLimits {
+            max_message_size: 256 << 10,
+            max_queued_bytes: 1 << 20,
+            stall_timeout: STALL_TIMEOUT,
+        };
+        let transport = GrpcTransport::new(
+            HashMap::from([(2, addr)]),
+            tokio::runtime::Handle::current(),
+            limits,
+        );
+        // 2 MiB in one send, twice the bound.
+        transport.send(2, (0..128).map(|i| msg(i, 16 << 10)).collect());
+        let queued = transport.queued_bytes(2);
+        assert!(
+            queued > (1 << 20) / 2 && queued <= limits.max_queued_bytes,
+            "{queued} bytes queued"
+        );
         held.abort();
     }
 
