@@ -377,8 +377,24 @@ impl Nemesis {
         }
         let held = self.hold(2..6);
         tokio::time::sleep(held).await;
+        let log = self
+            .cluster
+            .lock()
+            .expect("cluster")
+            .log_since(id, log_from);
+        if action == "return" && log.contains(&format!("failpoint {point}")) {
+            // A write or fsync failed: the node must stop (it may still be printing
+            // its panic), never go on without the write. Waited for here, before the
+            // lock is taken and without blocking the runtime: the proxies of every
+            // link run on it, and a blocked worker froze them.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while self.cluster.lock().expect("cluster").is_alive(id)
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         let mut cluster = self.cluster.lock().expect("cluster");
-        let log = cluster.log_since(id, log_from);
         if log.contains("built without the failpoints feature") {
             cluster.record_exit(
                 id,
@@ -394,10 +410,6 @@ impl Nemesis {
         if action == "return" && log.contains(&format!("failpoint {point}")) {
             // A write or fsync failed: the node must stop (it may still be printing
             // its panic), never go on without the write.
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while cluster.is_alive(id) && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
             if cluster.is_alive(id) {
                 cluster.record_exit(
                     id,
