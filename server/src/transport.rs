@@ -566,19 +566,20 @@ mod tests {
         assert_eq!(counter.load(Ordering::Acquire), 0);
     }
 
-    /// A peer that accepts the connection and never reads: the stream stalls (HTTP/2
-    /// flow control), the queue fills to its bound, and then messages are dropped
-    /// and the store is reported unreachable; memory does not grow.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stalled_peer_bounds_the_queue_and_is_reported_unreachable() {
+    /// A transport (1 MiB queue bound, 256 KiB batches) toward store 2, a peer that
+    /// accepts connections and never reads them: what is queued stays queued. Abort
+    /// the returned task to stop the peer.
+    async fn toward_a_peer_that_never_reads() -> (
+        Arc<GrpcTransport>,
+        TransportLimits,
+        tokio::task::JoinHandle<()>,
+    ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let held = tokio::spawn(async move {
             let mut sockets = Vec::new();
-            loop {
-                if let Ok((s, _)) = listener.accept().await {
-                    sockets.push(s);
-                }
+            while let Ok((s, _)) = listener.accept().await {
+                sockets.push(s);
             }
         });
         let limits = TransportLimits {
@@ -591,6 +592,15 @@ mod tests {
             tokio::runtime::Handle::current(),
             limits,
         );
+        (transport, limits, held)
+    }
+
+    /// A peer that accepts the connection and never reads: the stream stalls (HTTP/2
+    /// flow control), the queue fills to its bound, and then messages are dropped
+    /// and the store is reported unreachable; memory does not grow.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_peer_bounds_the_queue_and_is_reported_unreachable() {
+        let (transport, limits, held) = toward_a_peer_that_never_reads().await;
         let reports = Arc::new(AtomicU64::new(0));
         let r = reports.clone();
         transport.on_unreachable(Arc::new(move |store| {
@@ -622,25 +632,7 @@ mod tests {
     /// (One thread: the stream's task cannot take anything before the check.)
     #[tokio::test(flavor = "current_thread")]
     async fn a_send_larger_than_the_bound_keeps_what_fits() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        // Accepts and never reads: what is queued stays queued.
-        let held = tokio::spawn(async move {
-            let mut sockets = Vec::new();
-            while let Ok((s, _)) = listener.accept().await {
-                sockets.push(s);
-            }
-        });
-        let limits = TransportLimits {
-            max_message_size: 256 << 10,
-            max_queued_bytes: 1 << 20,
-            stall_timeout: STALL_TIMEOUT,
-        };
-        let transport = GrpcTransport::new(
-            HashMap::from([(2, addr)]),
-            tokio::runtime::Handle::current(),
-            limits,
-        );
+        let (transport, limits, held) = toward_a_peer_that_never_reads().await;
         // 2 MiB in one send, twice the bound.
         transport.send(2, (0..128).map(|i| msg(i, 16 << 10)).collect());
         let queued = transport.queued_bytes(2);
