@@ -2,12 +2,15 @@
 //!
 //! One long-lived client stream per remote store. `send` (called from poller and
 //! log-writer threads) only queues; a task per store drains the queue, packs what
-//! piled up into `RaftMessageBatch`es, and writes them to the stream. When the
-//! stream breaks (an error, an HTTP/2 ping unanswered for 5 s, or no batch taken
-//! for 30 s while batches wait) the task reconnects with exponential backoff
-//! (50 ms .. 2 s);
-//! messages queued meanwhile are dropped, which Raft tolerates (it retransmits),
-//! and the store is reported unreachable so leaders stop pipelining appends to it.
+//! piled up into `RaftMessageBatch`es, and writes them to the stream. A stream is
+//! given up when it breaks (an error, an HTTP/2 ping unanswered for 5 s), when a
+//! new stream takes no batch within 3 s, or when no batch is taken for 30 s while
+//! batches wait. The task then reconnects, with exponential backoff (50 ms .. 2 s)
+//! after a failed connect or a stream that did not last: a connect "succeeds"
+//! through a TCP proxy or load balancer in front of a store that is down, and
+//! without the backoff the task opened hundreds of streams a second there. Messages
+//! queued during a backoff are dropped, which Raft tolerates (it retransmits), and
+//! the store is reported unreachable so leaders stop pipelining appends to it.
 //!
 //! Two limits ([`TransportLimits`]) keep the transport from hurting the node:
 //!
@@ -50,6 +53,15 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// stopped reading) is given up and reconnected. Long enough for a slow but live
 /// link to take one full batch (9 MiB by default at 0.3 MiB/s).
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// A new stream that takes no batch this long while batches wait never got going
+/// (tonic's channel can sit reconnecting under an open call, invisible to us, for
+/// as long as a connect reaches something that closes at once): it is given up.
+/// A live store takes the first batch in milliseconds (HTTP/2's initial window
+/// holds 64 KiB before the receiver answers at all).
+const FIRST_BATCH_TIMEOUT: Duration = CONNECT_TIMEOUT;
+/// A stream that breaks before it lasted this long counts as a failed connect:
+/// the next one waits out the backoff.
+const STREAM_MIN_LIFE: Duration = Duration::from_secs(1);
 /// Batches buffered toward one stream before the drain waits.
 const STREAM_BUFFER: usize = 256;
 /// Default bound on the bytes queued toward one store: 64 MiB, and at least two
@@ -72,6 +84,9 @@ pub struct TransportLimits {
     /// A stream that takes no batch for this long while batches wait is given up
     /// and reconnected (30 s).
     pub stall_timeout: Duration,
+    /// A new stream that takes no batch this long while batches wait is given up
+    /// (3 s).
+    pub first_batch_timeout: Duration,
 }
 
 impl TransportLimits {
@@ -82,6 +97,7 @@ impl TransportLimits {
             max_message_size,
             max_queued_bytes: MAX_QUEUED_BYTES.max(2 * max_message_size),
             stall_timeout: STALL_TIMEOUT,
+            first_batch_timeout: FIRST_BATCH_TIMEOUT,
         }
     }
 }
@@ -296,12 +312,20 @@ async fn stream_to(
         unreachable,
         max_message_size: limits.max_message_size,
         stall_timeout: limits.stall_timeout,
+        first_batch_timeout: limits.first_batch_timeout,
+        backoff: MIN_BACKOFF,
     };
     let Some(endpoint) = link.endpoint() else {
         return;
     };
     while let Some(client) = link.connect(&endpoint).await {
+        let opened = tokio::time::Instant::now();
         if !link.feed(client).await {
+            return;
+        }
+        if opened.elapsed() >= STREAM_MIN_LIFE {
+            link.backoff = MIN_BACKOFF;
+        } else if !link.back_off().await {
             return;
         }
     }
@@ -315,6 +339,10 @@ struct StoreLink {
     unreachable: Arc<OnceLock<UnreachableHandler>>,
     max_message_size: usize,
     stall_timeout: Duration,
+    first_batch_timeout: Duration,
+    /// The wait before the next connect after a failed one (doubling up to
+    /// [`MAX_BACKOFF`], reset by a stream that lasted [`STREAM_MIN_LIFE`]).
+    backoff: Duration,
 }
 
 impl StoreLink {
@@ -343,10 +371,17 @@ impl StoreLink {
         }
     }
 
+    /// Waits out the backoff, dropping what is queued meanwhile, and doubles it.
+    /// False when the queue closed.
+    async fn back_off(&mut self) -> bool {
+        let open = drop_for(&mut self.rx, self.backoff).await;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        open
+    }
+
     /// Connects, retrying with exponential backoff; messages queued meanwhile are
     /// dropped. `None` when the queue closed.
     async fn connect(&mut self, endpoint: &Endpoint) -> Option<RaftClient<Channel>> {
-        let mut backoff = MIN_BACKOFF;
         loop {
             match RaftClient::connect(endpoint.clone()).await {
                 Ok(c) => {
@@ -359,10 +394,9 @@ impl StoreLink {
                     let addr = &self.addr;
                     tracing::debug!(store = self.store_id, %addr, "raft connect failed: {e}");
                     self.report();
-                    if !drop_for(&mut self.rx, backoff).await {
+                    if !self.back_off().await {
                         return None;
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
@@ -373,7 +407,7 @@ impl StoreLink {
     async fn feed(&mut self, mut client: RaftClient<Channel>) -> bool {
         let (tx, body_rx) = mpsc::channel::<Queued>(STREAM_BUFFER);
         // Progress: batches handed to the stream and not yet taken by tonic, and when
-        // tonic last took one (milliseconds since `start`).
+        // tonic last took one (milliseconds since `start`; 0 until the first).
         let start = tokio::time::Instant::now();
         let waiting = Arc::new(AtomicUsize::new(0));
         let last_taken = Arc::new(AtomicU64::new(0));
@@ -382,20 +416,20 @@ impl StoreLink {
         let body = futures::stream::unfold((body_rx, progress), move |(mut r, p)| async move {
             r.recv().await.map(|mut q| {
                 p.0.fetch_sub(1, Ordering::AcqRel);
-                p.1.store(start.elapsed().as_millis() as u64, Ordering::Release);
+                p.1.store(start.elapsed().as_millis().max(1) as u64, Ordering::Release);
                 let msgs = std::mem::take(&mut q.msgs);
                 (RaftMessageBatch { msgs }, (r, p))
             })
         });
         let call = tokio::spawn(async move { client.send(body).await });
-        let stall_timeout = self.stall_timeout;
+        let limits = (self.first_batch_timeout, self.stall_timeout);
         let stalled = || {
-            let taken = Duration::from_millis(last_taken.load(Ordering::Acquire));
-            waiting.load(Ordering::Acquire) > 0
-                && start.elapsed().saturating_sub(taken) >= stall_timeout
+            let waiting = waiting.load(Ordering::Acquire);
+            is_stalled(start.elapsed(), last_taken.load(Ordering::Acquire), waiting, limits)
         };
-        let mut check =
-            tokio::time::interval((self.stall_timeout / 4).max(Duration::from_millis(10)));
+        let mut check = tokio::time::interval(
+            (self.stall_timeout.min(self.first_batch_timeout) / 4).max(Duration::from_millis(10)),
+        );
         let stall = 'stream: loop {
             tokio::select! {
                 first = self.rx.recv() => {
@@ -406,7 +440,12 @@ impl StoreLink {
                     // the stream breaks release their bytes as they are dropped here.
                     for item in self.take_batches(first) {
                         waiting.fetch_add(1, Ordering::AcqRel);
-                        match tokio::time::timeout(self.stall_timeout, tx.send(item)).await {
+                        let limit = if last_taken.load(Ordering::Acquire) == 0 {
+                            self.first_batch_timeout
+                        } else {
+                            self.stall_timeout
+                        };
+                        match tokio::time::timeout(limit, tx.send(item)).await {
                             Ok(Ok(())) if !call.is_finished() => {}
                             Ok(_) => break 'stream false,
                             // A full buffer for the whole timeout: nothing was taken.
@@ -425,7 +464,14 @@ impl StoreLink {
             }
         };
         let addr = &self.addr;
-        if stall {
+        if stall && last_taken.load(Ordering::Acquire) == 0 {
+            tracing::debug!(
+                store = self.store_id,
+                %addr,
+                "new raft stream took nothing in {:?}; reconnecting",
+                self.first_batch_timeout
+            );
+        } else if stall {
             tracing::warn!(
                 store = self.store_id,
                 %addr,
@@ -474,6 +520,20 @@ impl StoreLink {
         };
         batches.into_iter().map(counted).collect()
     }
+}
+
+/// Whether a stream `age` old, whose last batch was taken `last_taken_ms` into
+/// its life (0: none yet), with `waiting` batches handed to it and not taken,
+/// should be given up: nothing taken for `first_batch` (a new stream) or for
+/// `stall` (one that took batches before).
+fn is_stalled(
+    age: Duration,
+    last_taken_ms: u64,
+    waiting: usize,
+    (first_batch, stall): (Duration, Duration),
+) -> bool {
+    let limit = if last_taken_ms == 0 { first_batch } else { stall };
+    waiting > 0 && age.saturating_sub(Duration::from_millis(last_taken_ms)) >= limit
 }
 
 /// Waits `backoff` while dropping what arrives. False when the queue closed.
@@ -528,6 +588,21 @@ mod tests {
         assert_eq!(sent, [1, 3]);
     }
 
+    #[test]
+    fn a_new_stream_gets_the_short_timeout_a_stream_that_took_batches_the_long_one() {
+        let limits = (Duration::from_secs(3), Duration::from_secs(30));
+        let s = Duration::from_secs;
+        // Never took a batch: given up after 3 s, not before.
+        assert!(!is_stalled(s(2), 0, 1, limits));
+        assert!(is_stalled(s(3), 0, 1, limits));
+        // Took one 1 s in: 30 s from then.
+        assert!(!is_stalled(s(30), 1000, 1, limits));
+        assert!(is_stalled(s(31), 1000, 1, limits));
+        // Nothing waiting: an idle stream is never stalled.
+        assert!(!is_stalled(s(100), 0, 0, limits));
+        assert!(!is_stalled(s(100), 1000, 0, limits));
+    }
+
     /// The batches drained from the queue stay counted until dropped: when a stream
     /// breaks before they are all sent, the rest give their bytes back (they used
     /// to be lost to the count, which crept up across reconnects until the queue
@@ -543,6 +618,8 @@ mod tests {
             unreachable: Arc::new(OnceLock::new()),
             max_message_size: 10_000,
             stall_timeout: STALL_TIMEOUT,
+            first_batch_timeout: FIRST_BATCH_TIMEOUT,
+            backoff: MIN_BACKOFF,
         };
         let queue = |msgs: Vec<RaftMessage>| {
             let bytes: usize = msgs.iter().map(RaftMessage::encoded_len).sum();
@@ -586,6 +663,7 @@ mod tests {
             max_message_size: 256 << 10,
             max_queued_bytes: 1 << 20,
             stall_timeout: STALL_TIMEOUT,
+            first_batch_timeout: FIRST_BATCH_TIMEOUT,
         };
         let transport = GrpcTransport::new(
             HashMap::from([(2, addr)]),
@@ -720,5 +798,109 @@ mod tests {
             }
         }
         server.abort();
+    }
+
+    /// A Raft service that counts what it receives.
+    struct Counts(Arc<AtomicU64>);
+
+    #[tonic::async_trait]
+    impl shoal_proto::raft_serverpb::raft_server::Raft for Counts {
+        async fn send(
+            &self,
+            req: tonic::Request<tonic::Streaming<RaftMessageBatch>>,
+        ) -> Result<tonic::Response<shoal_proto::raft_serverpb::Done>, tonic::Status> {
+            let mut stream = req.into_inner();
+            while let Some(batch) = stream.message().await? {
+                self.0.fetch_add(batch.msgs.len() as u64, Ordering::SeqCst);
+            }
+            Ok(tonic::Response::new(shoal_proto::raft_serverpb::Done {}))
+        }
+
+        async fn snapshot(
+            &self,
+            _: tonic::Request<tonic::Streaming<shoal_proto::raft_serverpb::SnapshotChunk>>,
+        ) -> Result<tonic::Response<shoal_proto::raft_serverpb::Done>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test"))
+        }
+    }
+
+    /// A store behind a TCP forwarder, as the chaos runner's links are: while the
+    /// store is down, the forwarder accepts each connection and closes it at once.
+    /// The transport used to reconnect in a tight loop then (every connect
+    /// "succeeds", every stream breaks at once: hundreds of connections a second),
+    /// and a stream opened in that window could wait for ever without taking a batch
+    /// (in the chaos runs, 30 s, until the stall timeout), while the store was back.
+    /// Now streams that break young wait out a backoff, and a stream must take its
+    /// first batch within the connect timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_that_comes_back_behind_a_forwarder_is_reached_at_once() {
+        use shoal_proto::raft_serverpb::raft_server::RaftServer;
+        use std::sync::atomic::AtomicBool;
+        use tokio::net::{TcpListener, TcpStream};
+        let store = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let store_addr = store.local_addr().unwrap().to_string();
+        let door = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let door_addr = door.local_addr().unwrap().to_string();
+        let up = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (u, a) = (up.clone(), accepted.clone());
+        let forwarder = tokio::spawn(async move {
+            while let Ok((inbound, _)) = door.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                if !u.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let target = store_addr.clone();
+                tokio::spawn(async move {
+                    let Ok(outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut ri, mut wi) = inbound.into_split();
+                    let (mut ro, mut wo) = outbound.into_split();
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut ri, &mut wo) => {}
+                        _ = tokio::io::copy(&mut ro, &mut wi) => {}
+                    }
+                });
+            }
+        });
+        let transport = GrpcTransport::new(
+            HashMap::from([(2, door_addr)]),
+            tokio::runtime::Handle::current(),
+            TransportLimits::new(1 << 20),
+        );
+        // Two seconds of a round's worth of messages every 5 ms, the store down.
+        let down_until = Instant::now() + Duration::from_secs(2);
+        let mut i = 0;
+        while Instant::now() < down_until {
+            transport.send(2, vec![msg(i, 100)]);
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let tried = accepted.load(Ordering::SeqCst);
+        assert!(
+            tried <= 20,
+            "{tried} connections in 2 s toward a store that is down: no backoff"
+        );
+        // The store is back.
+        let delivered = Arc::new(AtomicU64::new(0));
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftServer::new(Counts(delivered.clone())))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(store)),
+        );
+        up.store(true, Ordering::SeqCst);
+        let back = Instant::now();
+        while delivered.load(Ordering::SeqCst) == 0 {
+            assert!(
+                back.elapsed() < Duration::from_secs(10),
+                "nothing delivered 10 s after the store came back"
+            );
+            transport.send(2, vec![msg(i, 100)]);
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        server.abort();
+        forwarder.abort();
     }
 }
