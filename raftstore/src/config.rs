@@ -72,6 +72,18 @@ pub struct Config {
     /// held by every replica, can go: fewer are not worth a Raft proposal.
     /// Default 50; >= 1.
     pub raft_log_gc_threshold: u64,
+    /// Past this many entries between the first index and the applied index, a
+    /// leader truncates even entries a slow or stopped replica still needs (at
+    /// least half of its log): that replica catches up from a Raft snapshot.
+    /// Default 73728; >= raft-log-gc-threshold.
+    pub raft_log_gc_count_limit: u64,
+    /// ... or past this many bytes of entries in the log (estimated from what the
+    /// peer appended since its last truncation). Default 72 MiB; >= 1.
+    pub raft_log_gc_size_limit: u64,
+    /// Where Raft snapshots are generated and received (files, under the data
+    /// directory). Default: none, and the store cannot send or take snapshots;
+    /// the node sets `<data-dir>/snap`.
+    pub snap_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -99,6 +111,9 @@ impl Default for Config {
             split_check_interval: Duration::from_secs(10),
             raft_log_gc_tick_interval: Duration::from_secs(10),
             raft_log_gc_threshold: 50,
+            raft_log_gc_count_limit: 72 << 10,
+            raft_log_gc_size_limit: 72 << 20,
+            snap_dir: None,
         }
     }
 }
@@ -173,6 +188,17 @@ impl Config {
         if self.raft_log_gc_threshold == 0 {
             return Err(ConfigError(
                 "raft-log-gc-threshold must be at least 1".into(),
+            ));
+        }
+        if self.raft_log_gc_count_limit < self.raft_log_gc_threshold {
+            return Err(ConfigError(format!(
+                "raft-log-gc-count-limit ({}) must be at least raft-log-gc-threshold ({})",
+                self.raft_log_gc_count_limit, self.raft_log_gc_threshold
+            )));
+        }
+        if self.raft_log_gc_size_limit == 0 {
+            return Err(ConfigError(
+                "raft-log-gc-size-limit must be at least 1".into(),
             ));
         }
         if self.raft_max_size_per_msg < 1024 {

@@ -22,6 +22,9 @@ use shoal_proto::raft_serverpb::RaftMessage;
 use shoal_router::{Fsm, PollHandler, RoundFsms, Router};
 
 use crate::msg::{PeerMsg, StoreMsg};
+use crate::operation::snapshot::apply::SnapshotTask;
+use crate::operation::snapshot::create::on_unknown_region_message;
+use crate::operation::snapshot::OutgoingSnapshot;
 use crate::raft::apply::{ApplyMsg, ApplyTask};
 use crate::raft::peer::Peer;
 use crate::store::context::StoreContext;
@@ -37,7 +40,8 @@ impl Fsm for PeerFsm {
     type Message = PeerMsg;
 }
 
-/// The store's control FSM: handles what no peer can (messages for unknown regions).
+/// The store's control FSM: handles what no peer can (messages for unknown
+/// regions: a snapshot creates the peer).
 pub(crate) struct StoreFsm {
     /// This store's id.
     pub(crate) store_id: u64,
@@ -58,7 +62,11 @@ pub(crate) struct PollCtx {
     pub(crate) write: WriteTask,
     /// Messages to send at the end of the round.
     pub(crate) outgoing: Vec<RaftMessage>,
+    /// Snapshots to stream, by destination store.
+    pub(crate) snapshots: Vec<(u64, OutgoingSnapshot)>,
     applies: Vec<Vec<ApplyTask>>,
+    /// Snapshots to apply, by apply worker, after that worker's tasks.
+    snapshot_applies: Vec<(usize, SnapshotTask)>,
 }
 
 impl PollCtx {
@@ -69,7 +77,9 @@ impl PollCtx {
             store,
             write: WriteTask::default(),
             outgoing: Vec::new(),
+            snapshots: Vec::new(),
             applies: (0..workers).map(|_| Vec::new()).collect(),
+            snapshot_applies: Vec::new(),
         }
     }
 
@@ -77,6 +87,12 @@ impl PollCtx {
     pub(crate) fn schedule_apply(&mut self, task: ApplyTask) {
         let w = (task.region_id % self.applies.len() as u64) as usize;
         self.applies[w].push(task);
+    }
+
+    /// Queues a snapshot for the region's apply worker, behind the round's tasks.
+    pub(crate) fn schedule_snapshot(&mut self, region_id: u64, task: SnapshotTask) {
+        let w = (region_id % self.applies.len() as u64) as usize;
+        self.snapshot_applies.push((w, task));
     }
 
     /// Hands the round's work on: messages, the write task, apply tasks.
@@ -94,6 +110,12 @@ impl PollCtx {
             if !tasks.is_empty() {
                 let _ = self.store.apply[w].send(ApplyMsg::Tasks(std::mem::take(tasks)));
             }
+        }
+        for (w, task) in self.snapshot_applies.drain(..) {
+            let _ = self.store.apply[w].send(ApplyMsg::Snapshot(Box::new(task)));
+        }
+        for (store_id, snap) in self.snapshots.drain(..) {
+            self.store.transport.send_snapshot(store_id, snap);
         }
     }
 }
@@ -114,13 +136,10 @@ impl RaftPoller {
 
 impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
     fn handle_control(&mut self, store: &mut StoreFsm, msgs: &mut Vec<StoreMsg>) {
+        debug_assert_eq!(store.store_id, self.ctx.store.store_id);
         for msg in msgs.drain(..) {
             match msg {
-                StoreMsg::Raft(m) => tracing::debug!(
-                    store = store.store_id,
-                    region = m.region_id,
-                    "raft message for a region this store does not have"
-                ),
+                StoreMsg::Raft(m) => on_unknown_region_message(&self.ctx, m),
             }
         }
     }

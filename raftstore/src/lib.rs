@@ -10,10 +10,12 @@
 //! - `raft/`: one region's replica: the `Peer` (state and message dispatch),
 //!   `PeerStorage` (raft-rs `Storage` over the shared log), apply-side state.
 //! - `operation/`: what the peers do, one operation per file (the ready, propose,
-//!   read, life, split, split check, merge prepare/commit/rollback, checksum), each
+//!   read, life, split, split check, merge prepare/commit/rollback, log GC,
+//!   snapshots, checksum), each
 //!   with its propose side, apply side and on-applied side together.
 //! - `worker/`: the threads that do the IO: log writer (one fsync per drain of the rounds' writes),
-//!   apply, region worker (split checks, ids, merge-target checks), read pool.
+//!   apply, region worker (split checks, ids, merge-target checks), log GC,
+//!   snapshot generation, read pool.
 //! - `msg.rs`, `error.rs`, `config.rs`, `metrics.rs`, `transport.rs`: messages,
 //!   errors, settings, counters, the transport trait.
 //!
@@ -39,6 +41,8 @@ pub use config::Config;
 pub use error::{CmdError, ConfigError, StartError, WriteResult};
 pub use metrics::StoreMetrics;
 pub use operation::read::{ReadKind, ReadOutput};
+pub use operation::snapshot::recv::SnapReceiver;
+pub use operation::snapshot::{OutgoingSnapshot, SnapFiles, SnapKey, SnapshotDone};
 pub use operation::split::{MAX_KEY_SIZE, MAX_SPLIT_KEYS};
 pub use store::{RaftStore, TickMode};
 pub use transport::Transport;

@@ -33,6 +33,22 @@ pub struct StoreMetrics {
     pub log_entries_truncated: AtomicU64,
     /// Compactions of the log engine that gave truncated entries' space back.
     pub log_reclaims: AtomicU64,
+    /// Raft snapshots generated, their bytes, and the milliseconds generating took.
+    pub snapshots_generated: AtomicU64,
+    pub snapshot_generated_bytes: AtomicU64,
+    pub snapshot_generate_millis: AtomicU64,
+    /// Raft snapshots sent to other stores, their bytes and sending time.
+    pub snapshots_sent: AtomicU64,
+    pub snapshot_sent_bytes: AtomicU64,
+    pub snapshot_send_millis: AtomicU64,
+    /// Raft snapshots received whole (checked and kept), and their bytes.
+    pub snapshots_received: AtomicU64,
+    pub snapshot_received_bytes: AtomicU64,
+    /// Raft snapshots applied, and the milliseconds applying took.
+    pub snapshots_applied: AtomicU64,
+    pub snapshot_apply_millis: AtomicU64,
+    /// Snapshots that failed to generate, send, receive or apply.
+    pub snapshot_failures: AtomicU64,
     /// Peers on this store.
     pub region_count: AtomicI64,
     /// Peers on this store that lead their region.
@@ -96,6 +112,17 @@ impl StoreMetrics {
             leader_count: gauge(&self.leader_count),
             log_entries_truncated: get(&self.log_entries_truncated),
             log_reclaims: get(&self.log_reclaims),
+            snapshots_generated: get(&self.snapshots_generated),
+            snapshot_generated_bytes: get(&self.snapshot_generated_bytes),
+            snapshot_generate_millis: get(&self.snapshot_generate_millis),
+            snapshots_sent: get(&self.snapshots_sent),
+            snapshot_sent_bytes: get(&self.snapshot_sent_bytes),
+            snapshot_send_millis: get(&self.snapshot_send_millis),
+            snapshots_received: get(&self.snapshots_received),
+            snapshot_received_bytes: get(&self.snapshot_received_bytes),
+            snapshots_applied: get(&self.snapshots_applied),
+            snapshot_apply_millis: get(&self.snapshot_apply_millis),
+            snapshot_failures: get(&self.snapshot_failures),
             // Filled in by the store, which has the log engine and the caches.
             log_engine_disk_bytes: 0,
             entry_cache_bytes: 0,

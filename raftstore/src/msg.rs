@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use crate::error::{CmdError, WriteResult};
 use crate::raft::apply::ApplyRes;
 use crate::worker::region::CheckResult;
+use crate::worker::snap_gen::Generated;
 
 /// The kinds of tick a peer can register with the store ticker.
 #[repr(u8)]
@@ -120,6 +121,15 @@ pub(crate) enum PeerMsg {
     SplitCheckResult(CheckResult),
     /// A digest of this replica's data (see the Admin `Checksum` RPC).
     Checksum(oneshot::Sender<Result<ChecksumResponse, CmdError>>),
+    /// The snapshot worker's outcome for this (leading) peer.
+    SnapshotGenerated(Box<Result<Generated, String>>),
+    /// How sending a snapshot to peer `to` ended.
+    SnapshotStatus {
+        /// The follower's peer id.
+        to: u64,
+        /// Whether it took the snapshot whole.
+        ok: bool,
+    },
 }
 
 /// Messages to the store (the control FSM).

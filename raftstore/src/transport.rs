@@ -5,6 +5,7 @@
 use shoal_proto::raft_serverpb::RaftMessage;
 
 use crate::metrics::StoreMetrics;
+use crate::operation::snapshot::OutgoingSnapshot;
 
 /// Sends batches of Raft messages to other stores.
 pub trait Transport: Send + Sync + 'static {
@@ -12,6 +13,10 @@ pub trait Transport: Send + Sync + 'static {
     /// Must not block on the network: queue and return. Delivery is best effort;
     /// Raft retransmits what is lost.
     fn send(&self, store_id: u64, msgs: Vec<RaftMessage>);
+
+    /// Streams a snapshot to `store_id` (the message, then its files' bytes), and
+    /// reports how it ended through `snap.done`. Must not block: start and return.
+    fn send_snapshot(&self, store_id: u64, snap: OutgoingSnapshot);
 }
 
 /// Groups messages by destination store and sends one batch per store.

@@ -77,6 +77,18 @@ pub struct NodeConfig {
     /// A leader truncates its region's log only when at least this many entries,
     /// applied and held by every replica, can go. Default 50; >= 1.
     pub raft_log_gc_threshold: u64,
+    /// Past this many entries in a region's log, its leader truncates even entries
+    /// a slow or stopped replica still needs; that replica then catches up from a
+    /// Raft snapshot. Default 73728; >= raft-log-gc-threshold.
+    pub raft_log_gc_count_limit: u64,
+    /// ... or past this many bytes of entries. Default 75497472 (72 MiB); >= 1.
+    pub raft_log_gc_size_limit: u64,
+    /// Raft snapshots this node sends at once (to all stores together); more wait.
+    /// Default 2; 1..=64.
+    pub snap_max_concurrent: usize,
+    /// Bytes per second this node sends snapshots at, all of them together.
+    /// Default 104857600 (100 MiB/s); >= 1048576.
+    pub snap_max_bytes_per_sec: u64,
     /// Bytes of persisted Raft entries each region's replica keeps in memory.
     /// Default 4194304 (4 MiB); >= 1.
     pub entry_cache_max_bytes: u64,
@@ -104,6 +116,10 @@ impl Default for NodeConfig {
             split_check_interval_ms: 10_000,
             raft_log_gc_tick_interval_ms: 10_000,
             raft_log_gc_threshold: 50,
+            raft_log_gc_count_limit: 72 << 10,
+            raft_log_gc_size_limit: 72 << 20,
+            snap_max_concurrent: 2,
+            snap_max_bytes_per_sec: 100 << 20,
             entry_cache_max_bytes: 4 << 20,
             entry_cache_store_max_bytes: 256 << 20,
         }
@@ -223,6 +239,18 @@ impl NodeConfig {
         if self.pollers == 0 {
             return Err("pollers must be at least 1".into());
         }
+        if !(1..=64).contains(&self.snap_max_concurrent) {
+            return Err(format!(
+                "snap-max-concurrent must be 1..=64, got {}",
+                self.snap_max_concurrent
+            ));
+        }
+        if self.snap_max_bytes_per_sec < 1 << 20 {
+            return Err(format!(
+                "snap-max-bytes-per-sec must be at least 1048576 (1 MiB/s), got {}",
+                self.snap_max_bytes_per_sec
+            ));
+        }
         self.raftstore().validate().map_err(|e| e.to_string())?;
         self.initial_stores().map(|_| ())
     }
@@ -246,6 +274,9 @@ impl NodeConfig {
                 self.raft_log_gc_tick_interval_ms,
             ),
             raft_log_gc_threshold: self.raft_log_gc_threshold,
+            raft_log_gc_count_limit: self.raft_log_gc_count_limit,
+            raft_log_gc_size_limit: self.raft_log_gc_size_limit,
+            snap_dir: Some(self.data_dir.join("snap")),
             entry_cache_max_bytes: self.entry_cache_max_bytes,
             entry_cache_store_max_bytes: self.entry_cache_store_max_bytes,
             ..shoal_raftstore::Config::default()

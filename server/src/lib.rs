@@ -9,7 +9,8 @@
 //! - `cmd_status`: the one conversion of a store's `CmdError` into a gRPC answer
 //!   (region error in the response, or status), used by the Kv and Admin services.
 //! - `message_limit`: a tower layer that names the limit an oversized request hit.
-//! - [`transport`]: the Raft transport's sending side, one stream per remote store.
+//! - [`transport`]: the Raft transport's sending side, one stream per remote store;
+//!   `snapshot_sender`: its snapshots, each on a connection of its own, limited.
 //! - [`status`]: the status HTTP endpoint (`/metrics`).
 //! - [`cli`]: the `shoal kv` / `shoal admin` commands, on `shoal-client`.
 //! - [`playground`]: `shoal playground`, a local cluster of node processes.
@@ -23,5 +24,6 @@ mod message_limit;
 pub mod node;
 pub mod playground;
 pub mod raft_service;
+mod snapshot_sender;
 pub mod status;
 pub mod transport;

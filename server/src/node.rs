@@ -94,7 +94,11 @@ fn start_store(
     let transport = GrpcTransport::new(
         addresses,
         tokio::runtime::Handle::current(),
-        TransportLimits::new(cfg.max_message_size()),
+        TransportLimits {
+            snap_max_concurrent: cfg.snap_max_concurrent,
+            snap_max_bytes_per_sec: cfg.snap_max_bytes_per_sec,
+            ..TransportLimits::new(cfg.max_message_size())
+        },
     );
     let store = RaftStore::start(
         cfg.store_id,

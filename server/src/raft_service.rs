@@ -1,5 +1,8 @@
 //! The Raft gRPC service: receives other stores' message batches (one long-lived
-//! stream per sending store) and hands each message to the local store.
+//! stream per sending store) and hands each message to the local store; and
+//! snapshots, whose chunks become files (`SnapReceiver`, file IO off the async
+//! runtime's threads) before their message is delivered. The answer to a
+//! snapshot comes once its files are checked and synced; an error removes them.
 
 use std::sync::Arc;
 
@@ -37,10 +40,40 @@ impl Raft for RaftService {
 
     async fn snapshot(
         &self,
-        _: Request<Streaming<SnapshotChunk>>,
+        req: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<Done>, Status> {
-        Err(Status::unimplemented(
-            "raft snapshots are not implemented in this version of Shoal",
-        ))
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("an empty snapshot stream"))?;
+        let msg = first
+            .message
+            .ok_or_else(|| Status::invalid_argument("the first snapshot chunk has no message"))?;
+        let store = self.store.clone();
+        let mut recv = blocking(move || store.receive_snapshot(msg)).await?;
+        let mut data = first.data;
+        loop {
+            if !data.is_empty() {
+                recv = blocking(move || recv.write(&data).map(|()| recv)).await?;
+            }
+            match stream.message().await? {
+                Some(chunk) => data = chunk.data,
+                None => break,
+            }
+        }
+        let store = self.store.clone();
+        blocking(move || store.snapshot_received(recv)).await?;
+        Ok(Response::new(Done {}))
     }
+}
+
+/// Runs file IO on a blocking thread; its error becomes the RPC's answer.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(Status::failed_precondition)
 }

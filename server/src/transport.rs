@@ -35,9 +35,11 @@ use std::time::Duration;
 use shoal_proto::raft_serverpb::raft_client::RaftClient;
 use shoal_proto::raft_serverpb::{RaftMessage, RaftMessageBatch};
 use shoal_proto::Message;
-use shoal_raftstore::Transport;
+use shoal_raftstore::{OutgoingSnapshot, Transport};
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::snapshot_sender::SnapshotSender;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -87,6 +89,11 @@ pub struct TransportLimits {
     /// A new stream that takes no batch this long while batches wait is given up
     /// (3 s).
     pub first_batch_timeout: Duration,
+    /// Snapshots sent at once (`snap-max-concurrent`, 2).
+    pub snap_max_concurrent: usize,
+    /// Bytes per second of all snapshots together (`snap-max-bytes-per-sec`,
+    /// 100 MiB/s).
+    pub snap_max_bytes_per_sec: u64,
 }
 
 impl TransportLimits {
@@ -98,6 +105,8 @@ impl TransportLimits {
             max_queued_bytes: MAX_QUEUED_BYTES.max(2 * max_message_size),
             stall_timeout: STALL_TIMEOUT,
             first_batch_timeout: FIRST_BATCH_TIMEOUT,
+            snap_max_concurrent: 2,
+            snap_max_bytes_per_sec: 100 << 20,
         }
     }
 }
@@ -133,6 +142,7 @@ pub struct GrpcTransport {
     runtime: tokio::runtime::Handle,
     unreachable: Arc<OnceLock<UnreachableHandler>>,
     limits: TransportLimits,
+    snapshots: SnapshotSender,
 }
 
 impl GrpcTransport {
@@ -142,12 +152,20 @@ impl GrpcTransport {
         runtime: tokio::runtime::Handle,
         limits: TransportLimits,
     ) -> Arc<Self> {
+        let snapshots = SnapshotSender::new(
+            addresses.clone(),
+            runtime.clone(),
+            limits.snap_max_concurrent,
+            limits.snap_max_bytes_per_sec,
+            limits.max_message_size,
+        );
         Arc::new(GrpcTransport {
             addresses,
             queues: Mutex::new(HashMap::new()),
             runtime,
             unreachable: Arc::new(OnceLock::new()),
             limits,
+            snapshots,
         })
     }
 
@@ -256,6 +274,10 @@ impl Transport for GrpcTransport {
         };
         // On a closed queue the item is dropped, releasing its bytes.
         let _ = q.tx.send(item);
+    }
+
+    fn send_snapshot(&self, store_id: u64, snap: OutgoingSnapshot) {
+        self.snapshots.send(store_id, snap);
     }
 }
 
@@ -662,8 +684,7 @@ mod tests {
         let limits = TransportLimits {
             max_message_size: 256 << 10,
             max_queued_bytes: 1 << 20,
-            stall_timeout: STALL_TIMEOUT,
-            first_batch_timeout: FIRST_BATCH_TIMEOUT,
+            ..TransportLimits::new(256 << 10)
         };
         let transport = GrpcTransport::new(
             HashMap::from([(2, addr)]),

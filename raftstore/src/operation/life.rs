@@ -14,7 +14,7 @@
 use std::sync::atomic::Ordering;
 
 use raft::RawNode;
-use shoal_proto::metapb::Region;
+use shoal_proto::metapb::{Peer as PeerMeta, Region};
 use shoal_proto::raft_serverpb::{MergeState, RaftApplyState, RaftLocalState};
 use shoal_proto::RegionExt;
 
@@ -50,15 +50,26 @@ pub(crate) fn start_peer(
     start: PeerStart,
     campaign: bool,
 ) -> Result<(), StartError> {
+    let Some(me) = start.region.peer_on_store(ctx.store_id).cloned() else {
+        return Ok(());
+    };
+    start_peer_as(ctx, start, me, campaign)
+}
+
+/// Starts peer `me` of `start.region` on this store (a region that does not list
+/// it yet: an uninitialized peer waiting for its snapshot).
+pub(crate) fn start_peer_as(
+    ctx: &StoreContext,
+    start: PeerStart,
+    me: PeerMeta,
+    campaign: bool,
+) -> Result<(), StartError> {
     let PeerStart {
         region,
         raft_state,
         apply_state,
         merging,
     } = start;
-    let Some(me) = region.peer_on_store(ctx.store_id).cloned() else {
-        return Ok(());
-    };
     let mut raft_state = raft_state.unwrap_or_else(initial_raft_state);
     // The commit index is persisted lazily; what was applied was committed.
     let hs = raft_state.hard_state.get_or_insert_with(Default::default);
@@ -73,13 +84,7 @@ pub(crate) fn start_peer(
         })));
     let applied = apply_state.applied_index;
     let truncated = apply_state.truncated_index;
-    let storage = PeerStorage::new(
-        ctx.log.clone(),
-        region.clone(),
-        raft_state,
-        apply_state,
-        ctx.cache_limits(),
-    );
+    let storage = PeerStorage::new(ctx.storage_deps(), region.clone(), raft_state, apply_state);
     let region_id = region.id;
     let raw =
         RawNode::new(&raft_cfg, storage, &raft_logger()).map_err(|source| StartError::Raft {
@@ -158,6 +163,7 @@ impl Peer {
         store.metrics.region_count.fetch_sub(1, Ordering::Relaxed);
         store.ticker.cancel_all(region_id);
         store.router.close(region_id);
+        store.ranges.remove(region_id, true);
         // The tombstone and the merged target are durable before the source's log
         // goes: apply synced the batch holding the commit before reporting it. The
         // log writer removes the log after every write of this peer queued before.

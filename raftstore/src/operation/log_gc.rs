@@ -8,9 +8,11 @@
 //!    (the smallest `matched` in raft-rs's progress, its own persisted index
 //!    included) capped at its applied index; when that is at least
 //!    `raft-log-gc-threshold` entries past the first index, it proposes a
-//!    `CompactLog` for it. It never truncates past an entry a replica still needs:
-//!    until Raft snapshots exist, a follower can only catch up from the log (a
-//!    stopped follower holds the GC of its regions back).
+//!    `CompactLog` for it. A slow or stopped replica holds the truncation back
+//!    until the log passes `raft-log-gc-count-limit` entries or
+//!    `raft-log-gc-size-limit` bytes: then at least half of the applied log goes
+//!    whatever that replica needs, and it catches up from a Raft snapshot
+//!    (`operation/snapshot`). The disk stays bounded by the limits.
 //! 2. **Apply** ([`apply_compact_log`], on every replica): records the truncated
 //!    index and term in the region's apply state. Like every admin command the
 //!    batch holding it is **synced** before its result is reported: the kv engine
@@ -29,6 +31,7 @@
 
 use shoal_proto::raft_cmdpb::{admin_request, CompactLogRequest, Response};
 
+use crate::config::Config;
 use crate::error::{CmdError, WriteResult};
 use crate::fsm::PollCtx;
 use crate::msg::Command;
@@ -44,7 +47,7 @@ impl Peer {
         if !self.is_leader || self.merging.is_some() {
             return;
         }
-        let Some(index) = self.compact_index(ctx.store.cfg.raft_log_gc_threshold) else {
+        let Some(index) = self.compact_index(&ctx.store.cfg) else {
             return;
         };
         let term = match self.raw.raft.raft_log.term(index) {
@@ -61,14 +64,27 @@ impl Peer {
     }
 
     /// The index to truncate the log to, if it is worth it: the lowest index every
-    /// replica holds, capped at what this leader applied, at least `threshold`
-    /// entries past the current first index.
-    fn compact_index(&self, threshold: u64) -> Option<u64> {
+    /// replica holds (or, past the count or size limit, at least half of the
+    /// applied log), capped at what this leader applied, at least
+    /// `raft-log-gc-threshold` entries past the current first index.
+    fn compact_index(&self, cfg: &Config) -> Option<u64> {
         let raft = &self.raw.raft;
         let replicated = raft.prs().iter().map(|(_, p)| p.matched).min()?;
-        let compact = replicated.min(self.applied_index);
-        let first = self.raw.store().truncated_index() + 1;
-        (compact >= first && compact - first + 1 >= threshold.max(1)).then_some(compact)
+        let store = self.raw.store();
+        let first = store.truncated_index() + 1;
+        let applied = self.applied_index;
+        if applied < first {
+            return None;
+        }
+        let over_limit = applied - first + 1 >= cfg.raft_log_gc_count_limit
+            || store.log_bytes() >= cfg.raft_log_gc_size_limit;
+        let compact = match over_limit {
+            true => replicated.max(first + (applied - first) / 2),
+            false => replicated,
+        }
+        .min(applied);
+        let threshold = cfg.raft_log_gc_threshold.max(1);
+        (compact >= first && compact - first + 1 >= threshold).then_some(compact)
     }
 
     /// Apply truncated the log up to `index` (of `term`): entries up to it are no

@@ -12,6 +12,8 @@
 //! - `split.rs`, `split_check.rs`: split (admin API and automatic by size);
 //! - `merge/`: merge's prepare, commit and rollback;
 //! - `log_gc.rs`: Raft log truncation (picking the index, applying it);
+//! - `snapshot/`: Raft snapshots (generating, sending, receiving, applying,
+//!   creating a peer from one, recovering at start-up);
 //! - `checksum.rs`: the digest of a replica.
 
 pub(crate) mod checksum;
@@ -22,5 +24,6 @@ pub(crate) mod merge;
 pub(crate) mod propose;
 pub(crate) mod read;
 pub(crate) mod ready;
+pub(crate) mod snapshot;
 pub(crate) mod split;
 pub(crate) mod split_check;

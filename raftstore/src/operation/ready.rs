@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 
 use raft::eraftpb::Message as RaftPbMessage;
 use raft::StateRole;
+use shoal_proto::metapb::Peer as PeerMeta;
 use shoal_proto::raft_serverpb::RaftMessage;
 
 use crate::error::not_leader;
@@ -18,6 +19,7 @@ use crate::fsm::PollCtx;
 use crate::metrics::StoreMetrics;
 use crate::raft::apply::{AdminResult, ApplyRes};
 use crate::raft::encode_pb;
+use crate::operation::snapshot::apply::is_snapshot;
 use crate::raft::peer::Peer;
 
 impl Peer {
@@ -33,22 +35,23 @@ impl Peer {
     }
 
     fn handle_ready(&mut self, ctx: &mut PollCtx) {
-        if !self.raw.has_ready() {
+        // While a snapshot is applied no ready is taken: its log write would be
+        // reported persisted ahead of the snapshot's (`operation/snapshot`).
+        if self.applying_snapshot.is_some() || !self.raw.has_ready() {
             return;
         }
         let mut rd = self.raw.ready();
         if let Some(ss) = rd.ss() {
             self.on_soft_state(ss.leader_id, ss.raft_state, &ctx.store.metrics);
         }
-        if !rd.messages().is_empty() {
-            let msgs = rd.take_messages();
-            self.build_messages(msgs, &mut ctx.outgoing);
-        }
         if !rd.snapshot().is_empty() {
-            tracing::error!(
-                region = self.region_id,
-                "received a raft snapshot, which this version cannot apply"
-            );
+            return self.on_ready_snapshot(rd, ctx);
+        }
+        if !rd.messages().is_empty() {
+            let (snapshots, msgs): (Vec<_>, Vec<_>) =
+                rd.take_messages().into_iter().partition(is_snapshot);
+            self.build_messages(msgs, &mut ctx.outgoing);
+            self.send_snapshots(snapshots, ctx);
         }
         let committed = rd.take_committed_entries();
         self.schedule_apply(committed, ctx);
@@ -101,17 +104,30 @@ impl Peer {
         let delta = if leading { 1 } else { -1 };
         metrics.leader_count.fetch_add(delta, Ordering::Relaxed);
         if !leading {
+            // A generated snapshot is a leader's: its files go.
+            self.raw.store().snap.clear();
             // Reads wait on this peer's leadership: without it their index means nothing.
             let (region_id, leader) = (self.region_id, self.leader_meta());
             self.fail_reads(|| not_leader(region_id, leader));
         }
     }
 
-    fn build_messages(&self, msgs: Vec<RaftPbMessage>, out: &mut Vec<RaftMessage>) {
+    pub(crate) fn build_messages(&self, msgs: Vec<RaftPbMessage>, out: &mut Vec<RaftMessage>) {
         let region = self.region();
-        let from = region.peers.iter().find(|p| p.id == self.peer_id).cloned();
+        // An uninitialized peer is in no peer list yet: it names itself.
+        let from = region
+            .peers
+            .iter()
+            .find(|p| p.id == self.peer_id)
+            .cloned()
+            .or(Some(PeerMeta {
+                id: self.peer_id,
+                store_id: self.store_id,
+                ..Default::default()
+            }));
         for m in msgs {
-            let Some(to) = region.peers.iter().find(|p| p.id == m.to).cloned() else {
+            let known = region.peers.iter().find(|p| p.id == m.to);
+            let Some(to) = known.or_else(|| self.senders.get(&m.to)).cloned() else {
                 tracing::warn!(
                     region = self.region_id,
                     to = m.to,
@@ -133,12 +149,13 @@ impl Peer {
     }
 
     /// The log writer persisted this peer's readies up to `number`.
-    pub(crate) fn on_persisted(&mut self, number: u64) {
+    pub(crate) fn on_persisted(&mut self, number: u64, ctx: &PollCtx) {
         self.raw.on_persist_ready(number);
         self.raw.mut_store().on_persisted(number);
         if self.unpersisted_ready.is_some_and(|n| n <= number) {
             self.unpersisted_ready = None;
         }
+        self.maybe_finish_snapshot(number, ctx);
     }
 
     /// One apply batch's result: first the admin results in log order (a peer takes
@@ -160,6 +177,7 @@ impl Peer {
                 AdminResult::CompactLog { index, term } => {
                     self.on_compact_log_applied(index, term, ctx)
                 }
+                AdminResult::SnapshotApplied { index } => self.on_snapshot_applied(index, ctx),
             }
             if self.destroyed {
                 return;

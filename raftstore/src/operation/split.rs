@@ -207,6 +207,11 @@ impl Peer {
             new = ?new_regions.iter().map(|r| r.region.id).collect::<Vec<_>>(),
             "split applied"
         );
+        // The new ranges are the new regions' before the parent lets go of them: a
+        // message for a new region never finds its range free in between.
+        for r in &new_regions {
+            self.raw.store().ranges().set(&r.region);
+        }
         self.raw.mut_store().set_region(parent);
         for NewPeer { region, raft_state } in new_regions {
             if ctx.store.router.contains(region.id) {

@@ -14,6 +14,7 @@ use shoal_proto::raft_serverpb::{MergeState, RaftApplyState, RaftLocalState};
 use tokio::sync::oneshot;
 
 use crate::error::WriteResult;
+use crate::operation::snapshot::apply::SnapshotTask;
 
 /// Committed entries of one region, with the answers owed for some of them.
 pub(crate) struct ApplyTask {
@@ -41,6 +42,8 @@ pub(crate) enum ApplyMsg {
     Register(Box<Registration>),
     /// Committed entries from one poll round.
     Tasks(Vec<ApplyTask>),
+    /// A snapshot replacing a region's data, after the tasks before it.
+    Snapshot(Box<SnapshotTask>),
 }
 
 /// What apply knows of one region on this store.
@@ -107,6 +110,11 @@ pub(crate) enum AdminResult {
         index: u64,
         /// Its term.
         term: u64,
+    },
+    /// A snapshot's data is applied and durable (the log is replaced next).
+    SnapshotApplied {
+        /// The snapshot's index.
+        index: u64,
     },
 }
 

@@ -25,6 +25,8 @@ use crate::msg::{PeerMsg, PeerTick, ReadRequest};
 use crate::operation::merge::DRIVE_EVERY_TICKS;
 use crate::operation::propose::Proposal;
 use crate::operation::read::ReadBatch;
+use crate::operation::snapshot::apply::{is_snapshot, PendingSnapshot};
+use crate::operation::snapshot::SnapKey;
 use crate::operation::split_check::SplitCheckState;
 use crate::raft::storage::PeerStorage;
 
@@ -53,6 +55,11 @@ pub(crate) struct Peer {
     pub(crate) ticks: u64,
     /// The region merged away: the peer only waits to be dropped.
     pub(crate) destroyed: bool,
+    /// A snapshot taken from a ready and not yet durable everywhere.
+    pub(crate) applying_snapshot: Option<PendingSnapshot>,
+    /// Peers of the region that sent this peer messages: where answers go while
+    /// the region lists no peer yet (an uninitialized peer, before its snapshot).
+    pub(crate) senders: std::collections::HashMap<u64, PeerMeta>,
 }
 
 impl Peer {
@@ -81,6 +88,8 @@ impl Peer {
             merging,
             ticks: 0,
             destroyed: false,
+            applying_snapshot: None,
+            senders: std::collections::HashMap::new(),
         }
     }
 
@@ -101,14 +110,14 @@ impl Peer {
             return self.refuse(msg);
         }
         match msg {
-            PeerMsg::Raft(m) => self.step(*m, &ctx.store.metrics),
+            PeerMsg::Raft(m) => self.step(*m, ctx),
             PeerMsg::Command(cmd) => self.propose(cmd, &ctx.store),
             PeerMsg::Read(r) => self.accept_read(r),
             PeerMsg::Tick(PeerTick::Raft) => self.on_raft_tick(ctx),
             PeerMsg::Tick(PeerTick::SplitCheck) => self.on_split_check_tick(ctx),
             PeerMsg::Tick(PeerTick::LogGc) => self.on_log_gc_tick(ctx),
             PeerMsg::SplitCheckResult(r) => self.on_split_check_result(r, ctx),
-            PeerMsg::Persisted { number } => self.on_persisted(number),
+            PeerMsg::Persisted { number } => self.on_persisted(number, ctx),
             PeerMsg::ApplyRes(res) => self.on_apply_res(res, ctx),
             PeerMsg::Info(reply) => {
                 let _ = reply.send(self.info());
@@ -126,6 +135,15 @@ impl Peer {
             } => self.on_propose_commit_merge(request, source_id, commit, ctx),
             PeerMsg::RollbackMerge { commit } => self.propose_rollback(commit, ctx),
             PeerMsg::Checksum(reply) => self.checksum(reply, ctx),
+            PeerMsg::SnapshotGenerated(res) => {
+                // A peer that lost its leadership meanwhile lets the files go.
+                let res = match self.is_leader {
+                    true => *res,
+                    false => Err("no longer leader".into()),
+                };
+                self.raw.store().snap.on_generated(res);
+            }
+            PeerMsg::SnapshotStatus { to, ok } => self.on_snapshot_status(to, ok),
         }
     }
 
@@ -190,8 +208,10 @@ impl Peer {
     /// addressed to this peer and comes from a peer of the region as this store knows
     /// it (ids and stores agreeing in the envelope and in the raft message). What
     /// fails the check is dropped and counted: raft-rs trusts its input, and some
-    /// inconsistent messages reach its fatal paths.
-    fn step(&mut self, msg: RaftMessage, metrics: &StoreMetrics) {
+    /// inconsistent messages reach its fatal paths. A snapshot is checked further
+    /// (`operation/snapshot/apply.rs`).
+    fn step(&mut self, msg: RaftMessage, ctx: &PollCtx) {
+        let metrics = &ctx.store.metrics;
         let m = match self.check_raft_message(&msg) {
             Ok(m) => m,
             Err(why) => {
@@ -200,8 +220,29 @@ impl Peer {
                 return;
             }
         };
+        if self.region().peers.is_empty() {
+            if let Some(from) = msg.from_peer {
+                self.senders.insert(from.id, from);
+            }
+        }
+        let snapshot = is_snapshot(&m).then(|| SnapKey::of(self.region_id, m.get_snapshot()));
+        if let Some(key) = snapshot {
+            if let Err(why) = self.check_snapshot(&msg, ctx) {
+                tracing::info!(
+                    region = self.region_id,
+                    index = key.index,
+                    "dropping a raft snapshot: {why}"
+                );
+                StoreMetrics::add(&metrics.raft_messages_refused, 1);
+                self.after_snapshot_step(key, ctx);
+                return;
+            }
+        }
         if let Err(e) = self.raw.step(m) {
             tracing::debug!(region = self.region_id, "step: {e}");
+        }
+        if let Some(key) = snapshot {
+            self.after_snapshot_step(key, ctx);
         }
     }
 
@@ -214,11 +255,12 @@ impl Peer {
             });
         }
         let from = msg.from_peer.unwrap_or_default();
-        let known = self
-            .region()
-            .peers
-            .iter()
-            .any(|p| p.id == from.id && p.store_id == from.store_id);
+        // An uninitialized peer (made for a snapshot) knows no member yet.
+        let peers = &self.region().peers;
+        let known = peers.is_empty()
+            || peers
+                .iter()
+                .any(|p| p.id == from.id && p.store_id == from.store_id);
         if !known || from.id == self.peer_id {
             return Err(RefusedMessage::UnknownSender(from.id, from.store_id));
         }

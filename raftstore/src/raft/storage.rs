@@ -10,6 +10,9 @@
 //!   is still in flight can never be evicted in favour of the stale entry on disk.
 //! - `first_index` is the truncated index + 1, from the apply state; the log engine
 //!   may still hold older entries (its compaction is lazy), they are never read.
+//! - Snapshots: a leader's come from [`SnapSource`] (no IO: the snapshot worker
+//!   generates them); a follower's replace the log's bounds at once
+//!   ([`PeerStorage::apply_snapshot_meta`]), before its data is applied.
 
 use std::sync::Arc;
 
@@ -20,8 +23,11 @@ use shoal_engine::{LogEngine, LogEntry};
 use shoal_proto::metapb::{PeerRole, Region};
 use shoal_proto::raft_serverpb::{HardState, RaftApplyState, RaftLocalState};
 
+use crate::operation::snapshot::gen::SnapSource;
 use crate::raft::encode_pb;
 use crate::raft::entry_cache::{CacheLimits, EntryCache};
+use crate::store::ranges::RegionRanges;
+use crate::worker::snap_gen::SnapTask;
 
 /// One peer's view of its Raft log and state.
 pub struct PeerStorage {
@@ -36,12 +42,26 @@ pub struct PeerStorage {
     /// Ready number of the newest append; a persist report older than it does not
     /// cover every cached entry.
     last_append_ready: u64,
-    /// When a snapshot request was last logged (one warning per
-    /// [`SNAPSHOT_WARNING_EVERY`]: raft-rs asks on every append it cannot make).
-    snapshot_warned: std::cell::Cell<Option<std::time::Instant>>,
+    /// The store's region ranges, kept as this peer's region changes.
+    ranges: Arc<RegionRanges>,
+    /// Bytes of entries in the log, estimated: what was appended, scaled down by
+    /// each truncation (`raft-log-gc-size-limit` is checked against it).
+    log_bytes: u64,
+    /// A leader's snapshots.
+    pub(crate) snap: SnapSource,
 }
 
-const SNAPSHOT_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// What a peer's storage shares with the store.
+pub(crate) struct StorageDeps {
+    /// The shared log.
+    pub(crate) log: Arc<dyn LogEngine>,
+    /// The entry cache's bounds.
+    pub(crate) cache: CacheLimits,
+    /// The store's region ranges.
+    pub(crate) ranges: Arc<RegionRanges>,
+    /// The snapshot worker's queue (`None`: no snapshots on this store).
+    pub(crate) snap_tasks: Option<crossbeam_channel::Sender<SnapTask>>,
+}
 
 /// The raft-rs `ConfState` of a region's membership.
 pub fn conf_state_of(region: &Region) -> ConfState {
@@ -85,25 +105,28 @@ fn engine_error(e: shoal_engine::Error) -> raft::Error {
 }
 
 impl PeerStorage {
-    /// A storage for `region` with the given persisted states.
-    pub fn new(
-        log: Arc<dyn LogEngine>,
+    /// A storage for `region` with the given persisted states; records the
+    /// region's range with the store.
+    pub(crate) fn new(
+        deps: StorageDeps,
         region: Region,
         raft_state: RaftLocalState,
         apply_state: RaftApplyState,
-        cache_limits: CacheLimits,
     ) -> Self {
         let persisted_last = raft_state.last_index;
+        deps.ranges.set(&region);
         PeerStorage {
             region_id: region.id,
-            log,
+            log: deps.log,
+            snap: SnapSource::new(region.id, deps.snap_tasks),
             region,
             raft_state,
             apply_state,
-            cache: EntryCache::new(cache_limits),
+            cache: EntryCache::new(deps.cache),
             persisted_last,
             last_append_ready: 0,
-            snapshot_warned: std::cell::Cell::new(None),
+            ranges: deps.ranges,
+            log_bytes: 0,
         }
     }
 
@@ -112,9 +135,32 @@ impl PeerStorage {
         &self.region
     }
 
-    /// Replaces the region (after a split or membership change is applied).
+    /// Replaces the region (after a split, a merge or a snapshot is applied).
     pub fn set_region(&mut self, region: Region) {
+        self.ranges.set(&region);
         self.region = region;
+    }
+
+    /// The store's region ranges.
+    pub(crate) fn ranges(&self) -> &RegionRanges {
+        &self.ranges
+    }
+
+    /// A follower takes a snapshot at `index` (of `term`) of `region`: its log now
+    /// starts after that index, holds nothing yet (the ready's own entries are
+    /// appended next), and the region is the snapshot's. The log engine gets the
+    /// same once the data is applied (`operation/snapshot/apply.rs`).
+    pub(crate) fn apply_snapshot_meta(&mut self, index: u64, term: u64, region: Region) {
+        self.apply_state.applied_index = index;
+        self.apply_state.truncated_index = index;
+        self.apply_state.truncated_term = term;
+        self.apply_state.commit_index = index;
+        self.apply_state.commit_term = term;
+        self.cache.clear();
+        self.log_bytes = 0;
+        self.raft_state.last_index = index;
+        self.persisted_last = index;
+        self.set_region(region);
     }
 
     /// The current (possibly not yet persisted) raft state.
@@ -133,7 +179,9 @@ impl PeerStorage {
         self.raft_state.last_index = last;
         self.persisted_last = self.persisted_last.min(first - 1);
         self.last_append_ready = ready;
-        entries.iter().map(to_log_entry).collect()
+        let encoded: Vec<LogEntry> = entries.iter().map(to_log_entry).collect();
+        self.log_bytes += encoded.iter().map(|e| e.size() as u64).sum::<u64>();
+        encoded
     }
 
     /// Records a new hard state.
@@ -164,10 +212,21 @@ impl PeerStorage {
         if index <= self.apply_state.truncated_index {
             return false;
         }
+        let (first, last) = (self.apply_state.truncated_index + 1, self.raft_state.last_index);
+        if last >= first {
+            let kept = last.saturating_sub(index);
+            self.log_bytes = (self.log_bytes as u128 * kept as u128 / (last - first + 1) as u128) as u64;
+        }
         self.apply_state.truncated_index = index;
         self.apply_state.truncated_term = term;
         self.cache.drop_through(index);
+        self.snap.on_truncated(index);
         true
+    }
+
+    /// Bytes of entries in the log (an estimate; see the field).
+    pub(crate) fn log_bytes(&self) -> u64 {
+        self.log_bytes
     }
 
     /// The index of the last entry removed by log compaction (5 when none was).
@@ -261,30 +320,8 @@ impl raft::Storage for PeerStorage {
         Ok(self.raft_state.last_index)
     }
 
-    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
-        // Raft snapshots are not built yet: log GC never truncates past an entry a
-        // replica lacks, so a lagging peer catches up from entries. A request here
-        // means raft-rs could not read the entries a follower needs: that follower
-        // is stuck.
-        let now = std::time::Instant::now();
-        let quiet = self
-            .snapshot_warned
-            .get()
-            .is_some_and(|at| now.duration_since(at) < SNAPSHOT_WARNING_EVERY);
-        if !quiet {
-            self.snapshot_warned.set(Some(now));
-            tracing::warn!(
-                region = self.region_id,
-                to,
-                request_index,
-                last_index = self.raft_state.last_index,
-                "raft asked for a snapshot for a follower, which this version cannot make: \
-                 that follower cannot catch up"
-            );
-        }
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        self.snap.snapshot(request_index, self.truncated_index())
     }
 }
 
@@ -314,16 +351,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let engines = shoal_engine::rocks::Engines::open(dir.path()).unwrap();
         let log: Arc<dyn LogEngine> = engines.log.clone();
-        let s = PeerStorage::new(
-            log.clone(),
-            region(REGION, b"", b"", 1, &[]),
-            initial_raft_state(),
-            initial_apply_state(),
-            CacheLimits {
+        let deps = StorageDeps {
+            log: log.clone(),
+            cache: CacheLimits {
                 entries: limit,
                 bytes: u64::MAX,
                 store: Arc::new(crate::raft::entry_cache::StoreCacheBudget::new(u64::MAX)),
             },
+            ranges: Arc::default(),
+            snap_tasks: None,
+        };
+        let s = PeerStorage::new(
+            deps,
+            region(REGION, b"", b"", 1, &[]),
+            initial_raft_state(),
+            initial_apply_state(),
         );
         (dir, log, s)
     }

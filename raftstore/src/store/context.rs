@@ -1,6 +1,8 @@
 //! [`StoreContext`]: what every poller of a store shares (settings, engines,
 //! counters, the transport, the workers' queues, the router and the ticker).
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
@@ -15,11 +17,14 @@ use crate::metrics::StoreMetrics;
 use crate::msg::PeerTick;
 use crate::raft::apply::ApplyMsg;
 use crate::raft::entry_cache::{CacheLimits, StoreCacheBudget};
+use crate::raft::storage::StorageDeps;
+use crate::store::ranges::RegionRanges;
 use crate::transport::{send_counted, Transport};
 use crate::worker::log_gc::LogGcTask;
 use crate::worker::log_writer::WriteTask;
 use crate::worker::read_pool::ReadPool;
 use crate::worker::region::RegionTask;
+use crate::worker::snap_gen::SnapTask;
 
 /// What every poller of a store shares.
 pub(crate) struct StoreContext {
@@ -52,6 +57,14 @@ pub(crate) struct StoreContext {
     pub(crate) ticker: Ticker<PeerTick>,
     /// What the peers' entry caches may hold together.
     pub(crate) entry_cache: Arc<StoreCacheBudget>,
+    /// The key ranges of this store's regions and its tombstones.
+    pub(crate) ranges: Arc<RegionRanges>,
+    /// The snapshot worker's queue (`None`: no snapshot directory).
+    pub(crate) snap_tasks: Option<Sender<SnapTask>>,
+    /// Snapshot directories to remove (by the snapshot worker).
+    pub(crate) snap_removals: Sender<PathBuf>,
+    /// Snapshots being received now.
+    pub(crate) receiving: Arc<AtomicUsize>,
 }
 
 impl StoreContext {
@@ -62,6 +75,26 @@ impl StoreContext {
             bytes: self.cfg.entry_cache_max_bytes,
             store: self.entry_cache.clone(),
         }
+    }
+
+    /// What a new peer's storage shares with the store.
+    pub(crate) fn storage_deps(&self) -> StorageDeps {
+        StorageDeps {
+            log: self.log.clone(),
+            cache: self.cache_limits(),
+            ranges: self.ranges.clone(),
+            snap_tasks: self.snap_tasks.clone(),
+        }
+    }
+
+    /// Where snapshots live, if this store has them.
+    pub(crate) fn snap_root(&self) -> Option<&Path> {
+        self.cfg.snap_dir.as_deref()
+    }
+
+    /// Has the snapshot worker remove a snapshot directory.
+    pub(crate) fn remove_snapshot_dir(&self, dir: PathBuf) {
+        let _ = self.snap_removals.send(dir);
     }
 
     /// The apply worker of a region.

@@ -54,11 +54,8 @@ pub(crate) fn load_regions(
 /// log's removal. (A log without any region state is kept: it may belong to a
 /// split peer whose split a power loss took back, `operation/split.rs`.)
 pub(crate) fn orphaned_logs(kv: &impl KvRead, log: &dyn LogEngine) -> Result<Vec<u64>, StartError> {
-    let tombstones: std::collections::HashSet<u64> = region_states(kv)?
-        .into_iter()
-        .filter(|s| s.state == PeerState::Tombstone as i32)
-        .filter_map(|s| s.region.map(|r| r.id))
-        .collect();
+    let tombstones: std::collections::HashSet<u64> =
+        tombstones(&region_states(kv)?).into_iter().collect();
     let logs = log.regions()?;
     Ok(logs
         .into_iter()
@@ -66,8 +63,17 @@ pub(crate) fn orphaned_logs(kv: &impl KvRead, log: &dyn LogEngine) -> Result<Vec
         .collect())
 }
 
+/// The regions merged away on this store.
+pub(crate) fn tombstones(states: &[RegionLocalState]) -> Vec<u64> {
+    states
+        .iter()
+        .filter(|s| s.state == PeerState::Tombstone as i32)
+        .filter_map(|s| s.region.as_ref().map(|r| r.id))
+        .collect()
+}
+
 /// Every region state record in `kv/` meta.
-fn region_states(kv: &impl KvRead) -> Result<Vec<RegionLocalState>, StartError> {
+pub(crate) fn region_states(kv: &impl KvRead) -> Result<Vec<RegionLocalState>, StartError> {
     let (start, end) = region_meta_range();
     let mut states = Vec::new();
     let mut err = None;

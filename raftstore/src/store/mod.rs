@@ -18,7 +18,9 @@ use crate::error::StartError;
 use crate::fsm::{PeerFsm, RaftPoller, StoreFsm, StoreRouter};
 use crate::metrics::StoreMetrics;
 use crate::msg::{PeerMsg, PeerTick};
+use crate::operation;
 use crate::operation::life;
+use crate::operation::snapshot::recv::SnapReceiver;
 use crate::raft::apply::ApplyMsg;
 use crate::raft::entry_cache::StoreCacheBudget;
 use crate::store::bootstrap::INIT_INDEX;
@@ -28,6 +30,7 @@ use crate::worker::log_gc::{LogGcTask, LogGcWorker};
 use crate::worker::log_writer::{LogWriter, WriteTask};
 use crate::worker::read_pool::ReadPool;
 use crate::worker::region::{Limits, RegionEvent, RegionTask, RegionWorker};
+use crate::worker::snap_gen::{SnapTask, SnapWorker};
 
 mod admin;
 pub(crate) mod bootstrap;
@@ -35,8 +38,10 @@ pub(crate) mod context;
 mod door;
 pub(crate) mod ids;
 mod load;
+pub(crate) mod ranges;
 
 use context::StoreContext;
+use ranges::RegionRanges;
 use ids::IdAllocator;
 
 /// Who drives the Raft ticks.
@@ -70,6 +75,8 @@ struct Queues {
     region_worker: Sender<RegionTask>,
     log_gc: Sender<LogGcTask>,
     read_pool: ReadPool,
+    snap_tasks: Option<Sender<SnapTask>>,
+    snap_removals: Sender<std::path::PathBuf>,
 }
 
 /// What a store is built from while it starts.
@@ -104,6 +111,16 @@ impl RaftStore {
             ids: Arc::new(IdAllocator::open(engines.kv.clone(), store_id)?),
             threads: Vec::new(),
         };
+        let states = load::region_states(&engines.kv)?;
+        operation::snapshot::recover::recover(
+            &engines.kv,
+            engines.log.as_ref(),
+            &parts.metrics,
+            cfg.snap_dir.as_deref(),
+            &states,
+        )?;
+        let ranges = Arc::new(RegionRanges::default());
+        ranges.add_tombstones(load::tombstones(&states));
         let queues = parts.start_workers(&cfg, &engines, &transport)?;
         let ticker = Ticker::default();
         let ctx = Arc::new(StoreContext {
@@ -121,6 +138,10 @@ impl RaftStore {
             router: parts.router.clone(),
             ticker: ticker.clone(),
             entry_cache: Arc::new(StoreCacheBudget::new(cfg.entry_cache_store_max_bytes)),
+            ranges,
+            snap_tasks: queues.snap_tasks,
+            snap_removals: queues.snap_removals,
+            receiving: Arc::default(),
         });
         let loaded = load::load_regions(&engines.kv, engines.log.as_ref())?;
         // Each peer truncates its log again at start (deletions are not synced), up
@@ -224,6 +245,7 @@ impl Parts {
             metrics: self.metrics.clone(),
         };
         self.spawn(format!("shoal-log-gc-{id}"), move || worker.run(rx))?;
+        let (snap_tasks, snap_removals) = self.start_snap_worker(cfg, engines)?;
         let name = format!("shoal-read-{id}");
         let (read_pool, threads) =
             ReadPool::start(&name, cfg.read_pool_threads, cfg.read_pool_queue)?;
@@ -234,7 +256,42 @@ impl Parts {
             region_worker,
             log_gc,
             read_pool,
+            snap_tasks,
+            snap_removals,
         })
+    }
+
+    /// Starts the snapshot worker (generation only with a snapshot directory).
+    fn start_snap_worker(
+        &mut self,
+        cfg: &Config,
+        engines: &Engines,
+    ) -> Result<(Option<Sender<SnapTask>>, Sender<std::path::PathBuf>), StartError> {
+        let (tasks, rx) = crossbeam_channel::unbounded();
+        let (removals, removed) = crossbeam_channel::unbounded();
+        let root = cfg.snap_dir.clone();
+        if let Some(dir) = &root {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StartError::Corrupt(format!(
+                    "cannot create the snapshot directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let r = self.router.clone();
+        let worker = SnapWorker {
+            kv: engines.kv.clone(),
+            log: engines.log.clone(),
+            metrics: self.metrics.clone(),
+            root: root.clone().unwrap_or_default(),
+            removals: removals.clone(),
+            report: move |region, res| {
+                let _ = r.send(region, PeerMsg::SnapshotGenerated(Box::new(res)));
+            },
+        };
+        let id = self.store_id;
+        self.spawn(format!("shoal-snap-{id}"), move || worker.run(rx, removed))?;
+        Ok((root.map(|_| tasks), removals))
     }
 
     /// Starts the ticker thread (timer tick mode).
@@ -292,6 +349,41 @@ impl RaftStore {
             }
         }
         c
+    }
+
+    /// Starts receiving the snapshot whose first chunk carried `msg`: checked
+    /// (addressed here, a snapshot, room for one more transfer, disk not full),
+    /// with a directory of its own. Feed it the chunks' bytes, then hand it to
+    /// [`RaftStore::snapshot_received`]. File IO: call it off the async runtime's
+    /// threads.
+    pub fn receive_snapshot(
+        &self,
+        msg: shoal_proto::raft_serverpb::RaftMessage,
+    ) -> Result<SnapReceiver, String> {
+        let ctx = self.ctx.as_ref().ok_or("the store is stopping")?;
+        let to = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
+        if to != self.store_id {
+            return Err(format!(
+                "a snapshot for store {to} reached store {}",
+                self.store_id
+            ));
+        }
+        if self.metrics.disk_full.load(Ordering::Relaxed) {
+            return Err("the disk is full".into());
+        }
+        let root = ctx
+            .snap_root()
+            .ok_or("this store has no snapshot directory")?;
+        SnapReceiver::start(msg, root, ctx.receiving.clone(), self.metrics.clone())
+    }
+
+    /// A snapshot received whole: its files are kept and its message goes to the
+    /// region's peer (which a snapshot for a region this store lacks creates).
+    /// Syncs files: call it off the async runtime's threads.
+    pub fn snapshot_received(&self, recv: SnapReceiver) -> Result<(), String> {
+        let msg = recv.finish()?;
+        self.on_raft_message(msg);
+        Ok(())
     }
 
     /// Stops every thread. Requests still pending are answered with an error.

@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use crate::error::{CmdError, WriteResult};
 use crate::metrics::StoreMetrics;
 use crate::operation::command::apply_entry;
+use crate::operation::snapshot::apply::apply_snapshot;
 use crate::raft::apply::{ApplyCtx, ApplyMsg, ApplyRes, ApplyTask, Delegate};
 
 /// Where an apply worker reads and writes, and how it reports.
@@ -50,6 +51,15 @@ impl<R: Fn(u64, ApplyRes)> ApplyWorker<R> {
                         delegates.insert(r.region.id, Delegate::from(*r));
                     }
                     ApplyMsg::Tasks(t) => tasks.extend(t),
+                    ApplyMsg::Snapshot(s) => {
+                        // Every entry committed before the snapshot applies first.
+                        if !tasks.is_empty() {
+                            self.apply_batch(std::mem::take(&mut tasks), &mut delegates);
+                        }
+                        let region_id = s.region.id;
+                        let res = apply_snapshot(&self.kv, &self.metrics, *s, &mut delegates);
+                        (self.report)(region_id, res);
+                    }
                 }
             }
             if !tasks.is_empty() {

@@ -47,6 +47,21 @@ impl WriteTask {
         self.msgs.extend(msgs);
     }
 
+    /// Replaces one peer's whole log (a snapshot was applied) with `entries` and
+    /// `state`, as its ready `ready`.
+    pub(crate) fn replace(
+        &mut self,
+        region_id: u64,
+        ready: u64,
+        entries: Vec<LogEntry>,
+        state: RaftLocalState,
+        msgs: Vec<RaftMessage>,
+    ) {
+        self.batch.replace(region_id, entries, Some(state));
+        self.notify.push((region_id, ready));
+        self.msgs.extend(msgs);
+    }
+
     /// Removes `region_id`'s log after this task's writes.
     pub(crate) fn remove_region(&mut self, region_id: u64) {
         self.removed.push(region_id);

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,9 @@ use shoal_proto::raft_cmdpb::{request, PutOp, RaftCmdRequest, RaftRequestHeader,
 use shoal_proto::raft_serverpb::RaftMessage;
 use shoal_proto::RegionExt;
 use shoal_raftstore::bootstrap::{bootstrap, initial_regions};
-use shoal_raftstore::{CmdError, Config, RaftStore, ReadKind, ReadOutput, TickMode, Transport};
+use shoal_raftstore::{
+    CmdError, Config, OutgoingSnapshot, RaftStore, ReadKind, ReadOutput, TickMode, Transport,
+};
 
 mod regions;
 
@@ -106,6 +109,8 @@ pub struct SimNetwork {
     filters: Arc<RwLock<Vec<Box<dyn Filter>>>>,
     /// When set, every batch is delivered this much later (from another thread).
     delay: Arc<RwLock<Option<Duration>>>,
+    /// Snapshots handed to the network (and not filtered out).
+    pub snapshots_sent: Arc<AtomicU64>,
 }
 
 struct SimTransport {
@@ -138,6 +143,34 @@ impl Transport for SimTransport {
             None => deliver(),
         }
     }
+
+    /// Delivers a snapshot the way the server does (files through the receiving
+    /// store's `SnapReceiver`), on a thread of its own, unless a filter drops it.
+    fn send_snapshot(&self, store_id: u64, snap: OutgoingSnapshot) {
+        let mut kept = vec![snap.msg.clone()];
+        for f in self.net.filters.read().unwrap().iter() {
+            f.filter(&mut kept);
+        }
+        if kept.is_empty() {
+            return snap.done.finish(false);
+        }
+        self.net.snapshots_sent.fetch_add(1, Ordering::SeqCst);
+        let stores = self.net.stores.clone();
+        std::thread::spawn(move || {
+            let target = stores.read().unwrap().get(&store_id).cloned();
+            let delivered = target.ok_or_else(|| "store down".to_string()).and_then(|store| {
+                let mut recv = store.receive_snapshot(snap.msg.clone())?;
+                for (path, _) in &snap.files.files {
+                    let data = std::fs::read(path).map_err(|e| e.to_string())?;
+                    for chunk in data.chunks(64 << 10) {
+                        recv.write(chunk)?;
+                    }
+                }
+                store.snapshot_received(recv)
+            });
+            snap.done.finish(delivered.is_ok());
+        });
+    }
 }
 
 /// N stores sharing one simulated network.
@@ -169,6 +202,13 @@ impl Cluster {
 
     /// Like [`Cluster::start`] with the given store config.
     pub fn start_with(n: u64, k: usize, tick_mode: TickMode, cfg: Config) -> Cluster {
+        // With RUST_LOG set, the stores' logs go to the test's output.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let ids: Vec<u64> = (1..=n).collect();
         let members: Vec<Store> = ids
             .iter()
@@ -209,8 +249,11 @@ impl Cluster {
         let transport = Arc::new(SimTransport {
             net: self.net.clone(),
         });
-        let store =
-            RaftStore::start(id, self.cfg.clone(), engines, transport, self.tick_mode).unwrap();
+        let cfg = Config {
+            snap_dir: Some(self.dirs[&id].path().join("snap")),
+            ..self.cfg.clone()
+        };
+        let store = RaftStore::start(id, cfg, engines, transport, self.tick_mode).unwrap();
         self.net.stores.write().unwrap().insert(id, Arc::new(store));
     }
 
@@ -272,10 +315,10 @@ impl Cluster {
     /// The store whose peer leads `region_id`, if one does.
     pub fn leader_of(&self, region_id: u64) -> Option<u64> {
         for id in self.store_ids() {
-            let info = self
-                .rt
-                .block_on(self.store(id).region_info(region_id))
-                .ok()?;
+            // A store without the region (it missed a split) knows no leader.
+            let Ok(info) = self.rt.block_on(self.store(id).region_info(region_id)) else {
+                continue;
+            };
             if let Some(l) = info.leader {
                 if l.store_id == id {
                     return Some(id);

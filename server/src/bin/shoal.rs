@@ -81,6 +81,19 @@ struct NodeArgs {
     /// held by every replica, can go [default: 50].
     #[arg(long)]
     raft_log_gc_threshold: Option<u64>,
+    /// Past this many entries in a region's log, truncate even entries a slow or
+    /// stopped replica needs (it catches up from a snapshot) [default: 73728].
+    #[arg(long)]
+    raft_log_gc_count_limit: Option<u64>,
+    /// ... or past this many bytes of entries [default: 75497472].
+    #[arg(long)]
+    raft_log_gc_size_limit: Option<u64>,
+    /// Raft snapshots sent at once, to all stores together [default: 2].
+    #[arg(long)]
+    snap_max_concurrent: Option<usize>,
+    /// Bytes per second all snapshots together are sent at [default: 104857600].
+    #[arg(long)]
+    snap_max_bytes_per_sec: Option<u64>,
     /// Bytes of persisted Raft entries each region's replica keeps in memory
     /// [default: 4194304].
     #[arg(long)]
@@ -112,6 +125,10 @@ impl NodeArgs {
             max_batch_keys,
             raft_log_gc_tick_interval_ms,
             raft_log_gc_threshold,
+            raft_log_gc_count_limit,
+            raft_log_gc_size_limit,
+            snap_max_concurrent,
+            snap_max_bytes_per_sec,
             entry_cache_max_bytes,
             entry_cache_store_max_bytes
         );

@@ -1,0 +1,221 @@
+//! The receiving store's side of a snapshot transfer: [`SnapReceiver`] turns the
+//! chunks into files, checks them against what the message lists (sizes and
+//! checksums), syncs them and only then delivers the message to the peer. The
+//! transport (the server's Raft service, the test harness) feeds it.
+//!
+//! Files go to a directory of their own per transfer
+//! (`recv_{region}_{term}_{index}.tmp-N`), renamed to `recv_{region}_{term}_{index}`
+//! once whole: a transfer that fails or is dropped half-way removes its directory,
+//! and two transfers of one snapshot do not mix their bytes.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use shoal_proto::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::{Message as RaftPbMessage, MessageType};
+use shoal_engine::Fnv64;
+use shoal_proto::raft_serverpb::{RaftMessage, SnapshotData, SnapshotFile};
+
+use crate::metrics::StoreMetrics;
+use crate::operation::snapshot::{sst_path, SnapKey};
+use crate::worker::snap_gen::remove_dir;
+
+/// Snapshots a store receives at once; more are refused (the sender retries).
+pub(crate) const MAX_RECEIVING: usize = 4;
+
+/// Tells transfers of one snapshot apart.
+static TRANSFER: AtomicU64 = AtomicU64::new(0);
+
+/// The snapshot a Raft message carries: its key and what it lists.
+pub(crate) fn snapshot_of(msg: &RaftMessage) -> Result<(SnapKey, SnapshotData), String> {
+    let m = RaftPbMessage::parse_from_bytes(&msg.message)
+        .map_err(|e| format!("undecodable raft message: {e}"))?;
+    if m.get_msg_type() != MessageType::MsgSnapshot {
+        return Err(format!("a {:?}, not a snapshot", m.get_msg_type()));
+    }
+    let snap = m.get_snapshot();
+    let data = SnapshotData::decode(snap.get_data())
+        .map_err(|e| format!("undecodable snapshot data: {e}"))?;
+    let region_id = data.region.as_ref().map_or(0, |r| r.id);
+    if region_id != msg.region_id {
+        return Err(format!(
+            "the snapshot is of region {region_id}, the message of region {}",
+            msg.region_id
+        ));
+    }
+    Ok((SnapKey::of(msg.region_id, snap), data))
+}
+
+/// One snapshot being received; see the module docs.
+pub struct SnapReceiver {
+    key: SnapKey,
+    msg: Option<RaftMessage>,
+    files: Vec<SnapshotFile>,
+    /// The transfer's own directory, until renamed.
+    tmp: PathBuf,
+    /// Where it goes once whole.
+    dir: PathBuf,
+    /// The file being written: its index, handle, bytes written and digest.
+    current: usize,
+    file: Option<File>,
+    written: u64,
+    hash: Fnv64,
+    received: u64,
+    slots: Arc<AtomicUsize>,
+    metrics: Arc<StoreMetrics>,
+    done: bool,
+}
+
+impl SnapReceiver {
+    /// Starts receiving the snapshot `msg` carries into `root` (a slot of
+    /// `slots` is taken until the receiver is dropped).
+    pub(crate) fn start(
+        msg: RaftMessage,
+        root: &std::path::Path,
+        slots: Arc<AtomicUsize>,
+        metrics: Arc<StoreMetrics>,
+    ) -> Result<SnapReceiver, String> {
+        let (key, data) = snapshot_of(&msg)?;
+        if slots.fetch_add(1, Ordering::AcqRel) >= MAX_RECEIVING {
+            slots.fetch_sub(1, Ordering::AcqRel);
+            return Err(format!(
+                "this store is already receiving {MAX_RECEIVING} snapshots; retry later"
+            ));
+        }
+        let dir = key.recv_dir(root);
+        let n = TRANSFER.fetch_add(1, Ordering::Relaxed);
+        let tmp = PathBuf::from(format!("{}.tmp-{n}", dir.display()));
+        let mut r = SnapReceiver {
+            key,
+            msg: Some(msg),
+            files: data.files,
+            tmp,
+            dir,
+            current: 0,
+            file: None,
+            written: 0,
+            hash: Fnv64::default(),
+            received: 0,
+            slots,
+            metrics,
+            done: false,
+        };
+        std::fs::create_dir_all(&r.tmp)
+            .map_err(|e| format!("cannot create {}: {e}", r.tmp.display()))?;
+        r.open_next()?;
+        Ok(r)
+    }
+
+    /// The snapshot received.
+    pub fn key(&self) -> SnapKey {
+        self.key
+    }
+
+    /// Opens the next file that has bytes to take (empty ones are created whole).
+    fn open_next(&mut self) -> Result<(), String> {
+        while self.current < self.files.len() {
+            let path = sst_path(&self.tmp, self.current);
+            let f = File::create(&path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            self.file = Some(f);
+            self.written = 0;
+            self.hash = Fnv64::default();
+            if self.files[self.current].size > 0 {
+                return Ok(());
+            }
+            self.close_current()?;
+        }
+        Ok(())
+    }
+
+    /// Checks, syncs and closes the file just completed, and moves on.
+    fn close_current(&mut self) -> Result<(), String> {
+        let want = &self.files[self.current];
+        if self.hash.0 != want.checksum {
+            return Err(format!(
+                "snapshot file {} of region {} is corrupt: checksum {:x}, expected {:x}",
+                self.current, self.key.region_id, self.hash.0, want.checksum
+            ));
+        }
+        if let Some(f) = self.file.take() {
+            f.sync_all().map_err(|e| format!("cannot sync: {e}"))?;
+        }
+        self.current += 1;
+        Ok(())
+    }
+
+    /// Takes the next bytes of the files, in order.
+    pub fn write(&mut self, mut data: &[u8]) -> Result<(), String> {
+        while !data.is_empty() {
+            let Some(want) = self.files.get(self.current).map(|f| f.size) else {
+                return Err(format!(
+                    "more bytes than the snapshot of region {} lists",
+                    self.key.region_id
+                ));
+            };
+            let n = ((want - self.written) as usize).min(data.len());
+            let file = self.file.as_mut().expect("a file is open while bytes are due");
+            file.write_all(&data[..n])
+                .map_err(|e| format!("cannot write a snapshot file: {e}"))?;
+            self.hash.write(&data[..n]);
+            self.written += n as u64;
+            self.received += n as u64;
+            data = &data[n..];
+            if self.written == want {
+                self.close_current()?;
+                self.open_next()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every file whole and checked: syncs the directory, renames it into place
+    /// and hands back the message to deliver.
+    pub(crate) fn finish(mut self) -> Result<RaftMessage, String> {
+        if self.current < self.files.len() {
+            return Err(format!(
+                "the snapshot of region {} ended early: file {} of {} incomplete",
+                self.key.region_id,
+                self.current,
+                self.files.len()
+            ));
+        }
+        sync_dir(&self.tmp)?;
+        if self.dir.exists() {
+            // Received before (a resend): the copy in place is as good.
+            remove_dir(&self.tmp);
+        } else {
+            std::fs::rename(&self.tmp, &self.dir)
+                .map_err(|e| format!("cannot rename {}: {e}", self.tmp.display()))?;
+            if let Some(root) = self.dir.parent() {
+                sync_dir(root)?;
+            }
+        }
+        self.done = true;
+        StoreMetrics::add(&self.metrics.snapshots_received, 1);
+        StoreMetrics::add(&self.metrics.snapshot_received_bytes, self.received);
+        Ok(self.msg.take().expect("taken once"))
+    }
+}
+
+impl Drop for SnapReceiver {
+    fn drop(&mut self) {
+        self.slots.fetch_sub(1, Ordering::AcqRel);
+        if !self.done {
+            self.file = None;
+            remove_dir(&self.tmp);
+            StoreMetrics::add(&self.metrics.snapshot_failures, 1);
+        }
+    }
+}
+
+/// fsync of a directory, so that the names in it survive a crash.
+pub(crate) fn sync_dir(dir: &std::path::Path) -> Result<(), String> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("cannot sync {}: {e}", dir.display()))
+}

@@ -1,0 +1,156 @@
+//! Raft snapshots on a 3-store cluster: a replica that fell behind a truncated log
+//! catches up from a snapshot (its data replaced, its log restarted after it), a
+//! replica that missed a split gets the new region's peer from that region's
+//! snapshot, and the counters show each step.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::{test_config, Cluster, Isolate};
+use shoal_engine::LogEngine;
+use shoal_raftstore::{Config, TickMode};
+
+const T: Duration = Duration::from_secs(30);
+
+fn key(i: u32) -> Vec<u8> {
+    format!("k{i:05}").into_bytes()
+}
+
+/// GC every 5 ticks; past 100 entries the log is truncated whatever a replica
+/// still needs.
+fn gc_config() -> Config {
+    let cfg = test_config();
+    Config {
+        raft_log_gc_tick_interval: cfg.raft_tick_interval * 5,
+        raft_log_gc_threshold: 20,
+        raft_log_gc_count_limit: 100,
+        ..cfg
+    }
+}
+
+/// The first index of `region`'s log on store `id`.
+fn first_index(c: &Cluster, id: u64, region: u64) -> u64 {
+    c.engines[&id].log.first_index(region).unwrap().unwrap_or(0)
+}
+
+/// Ticks until `region`'s log on store `id` starts past `index`.
+fn wait_first_index_past(c: &Cluster, id: u64, region: u64, index: u64) {
+    let deadline = Instant::now() + T;
+    while first_index(c, id, region) <= index {
+        assert!(
+            Instant::now() < deadline,
+            "store {id}: region {region}'s log still starts at {}",
+            first_index(c, id, region)
+        );
+        c.tick_all();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Ticks until `cond` holds.
+fn tick_until(c: &Cluster, what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + T;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        c.tick_all();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_stopped_follower_catches_up_through_a_snapshot() {
+    let mut c = Cluster::start_with(3, 1, TickMode::Manual, gc_config());
+    let region = c.regions[0].id;
+    let leader = c.wait_leader(region, T);
+    c.put(&key(0), b"seen", T).unwrap();
+    let behind = c.store_ids().into_iter().find(|&id| id != leader).unwrap();
+    c.wait_local(behind, &key(0), b"seen", T);
+    let last_seen = c.engines[&behind].log.last_index(region).unwrap().unwrap();
+    c.stop_store(behind);
+    for i in 1..400u32 {
+        c.put(&key(i), format!("v{i}").as_bytes(), T).unwrap();
+    }
+    c.put(&key(7), b"again", T).unwrap();
+    // Past the count limit: the leader truncates what the stopped store lacks.
+    wait_first_index_past(&c, leader, region, last_seen + 1);
+    c.start_store(behind);
+    c.wait_local(behind, &key(399), b"v399", T);
+    tick_until(&c, "the snapshot to be applied", || {
+        c.store(behind).metrics().snapshots_applied.load(Ordering::Relaxed) >= 1
+    });
+    let m = c.store(leader).metrics().counters();
+    assert!(m.snapshots_generated >= 1 && m.snapshots_sent >= 1, "{m:?}");
+    let m = c.store(behind).metrics().counters();
+    assert!(m.snapshots_received >= 1, "{m:?}");
+    assert_eq!(
+        c.local_value(behind, &key(7)),
+        Some(b"again".to_vec()),
+        "the overwrite is in the snapshot"
+    );
+    // It keeps replicating from the log after it, and its log restarted after
+    // the snapshot: nothing it had before came back.
+    c.put(&key(1000), b"after", T).unwrap();
+    c.wait_local(behind, &key(1000), b"after", T);
+    let first = first_index(&c, behind, region);
+    assert!(
+        first > last_seen + 1,
+        "store {behind}'s log starts at {first}, the snapshot came past {last_seen}"
+    );
+    c.check_acked();
+    c.check_replicas_agree(T);
+}
+
+#[test]
+fn a_follower_restarted_after_a_snapshot_keeps_it() {
+    let mut c = Cluster::start_with(3, 1, TickMode::Manual, gc_config());
+    let region = c.regions[0].id;
+    let leader = c.wait_leader(region, T);
+    let behind = c.store_ids().into_iter().find(|&id| id != leader).unwrap();
+    c.add_filter(Isolate(behind));
+    for i in 0..300u32 {
+        c.put(&key(i), b"v", T).unwrap();
+    }
+    wait_first_index_past(&c, leader, region, 200);
+    c.clear_filters();
+    tick_until(&c, "the snapshot to be applied", || {
+        c.store(behind).metrics().snapshots_applied.load(Ordering::Relaxed) >= 1
+    });
+    c.stop_store(behind);
+    c.start_store(behind);
+    c.put(&key(1000), b"after", T).unwrap();
+    c.wait_local(behind, &key(1000), b"after", T);
+    assert_eq!(c.local_value(behind, &key(299)), Some(b"v".to_vec()));
+    c.check_acked();
+    c.check_replicas_agree(T);
+}
+
+#[test]
+fn a_follower_that_missed_a_split_gets_the_new_region_from_its_snapshot() {
+    let c = Cluster::start_with(3, 1, TickMode::Manual, gc_config());
+    let parent = c.regions[0].id;
+    let leader = c.wait_leader(parent, T);
+    let behind = c.store_ids().into_iter().find(|&id| id != leader).unwrap();
+    c.add_filter(Isolate(behind));
+    let regions = c.split(b"k00200", T).unwrap();
+    assert_eq!(regions.len(), 2);
+    for i in 0..400u32 {
+        c.put(&key(i), b"v", T).unwrap();
+    }
+    // Both regions truncate past the split and past what the store lacks.
+    for r in &regions {
+        let l = c.wait_leader(r.id, T);
+        wait_first_index_past(&c, l, r.id, 50);
+    }
+    c.clear_filters();
+    // The store never applied the split: its parent shrinks with the parent's
+    // snapshot and the new region's peer comes with that region's snapshot.
+    tick_until(&c, "the store to hold both regions", || {
+        c.regions_of(behind).len() == 2
+    });
+    c.wait_local(behind, &key(399), b"v", T);
+    c.wait_local(behind, &key(0), b"v", T);
+    c.check_acked();
+    c.check_replicas_agree(T);
+}
