@@ -128,8 +128,17 @@ async fn a_node_behind_a_truncated_log_is_rebuilt_from_a_snapshot_through_crashe
 
     // Node 3 stops; 24 MiB land and the log is truncated past what it has.
     nodes[2].kill();
-    let value = vec![7u8; 256 << 10];
+    // Incompressible values: the snapshot's files are as large as the data.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
     for i in 0..96u32 {
+        let value: Vec<u8> = (0..(256 << 10) / 8)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()
+            })
+            .collect();
         client.put(format!("big{i:03}").as_bytes(), &value).await.unwrap();
     }
     for i in 0..60u32 {
