@@ -327,12 +327,14 @@ impl Node {
     ) -> std::io::Result<Node> {
         let data_dir = spec.dir.join(format!("node-{id}"));
         let config = spec.dir.join(format!("node-{id}.toml"));
-        // Log GC at aggressive settings (every 10 ticks, from 20 entries), so that
-        // the faults hit truncation too.
+        // Log GC at aggressive settings (every 10 ticks, from 20 entries, and past
+        // 200 entries whatever a replica lacks), so that the faults hit truncation,
+        // and a node killed or cut off for a few seconds comes back to a snapshot.
         let toml = format!(
             "store-id = {id}\ndata-dir = {:?}\naddr = {addr:?}\nstatus-addr = {:?}\n\
              initial-cluster = {members:?}\ninitial-regions = {}\nraft-tick-ms = {}\n\
-             raft-log-gc-tick-interval-ms = {}\nraft-log-gc-threshold = 20\n",
+             raft-log-gc-tick-interval-ms = {}\nraft-log-gc-threshold = 20\n\
+             raft-log-gc-count-limit = 200\n",
             data_dir.display().to_string(),
             status,
             spec.regions,

@@ -144,6 +144,7 @@ impl Peer {
                 self.raw.store().snap.on_generated(res);
             }
             PeerMsg::SnapshotStatus { to, ok } => self.on_snapshot_status(to, ok),
+            PeerMsg::Superseded { by } => self.on_superseded(*by, ctx),
         }
     }
 

@@ -20,10 +20,20 @@ pub(crate) struct RegionRanges {
 
 #[derive(Default)]
 struct Inner {
-    /// Region id -> `[start, end)` (an empty end: no bound).
-    ranges: HashMap<u64, (Vec<u8>, Vec<u8>)>,
+    /// Region id -> `[start, end)` (an empty end: no bound) and epoch version.
+    ranges: HashMap<u64, (Vec<u8>, Vec<u8>, u64)>,
     /// Regions merged away on this store: never created again.
     tombstones: HashSet<u64>,
+}
+
+/// What overlaps a snapshot's region on this store.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Overlaps {
+    /// Regions inside the snapshot's range at an older epoch version: stale (see
+    /// [`RegionRanges::overlaps`]), to be removed.
+    pub(crate) stale: Vec<u64>,
+    /// Any other region in the way.
+    pub(crate) others: Vec<u64>,
 }
 
 /// Whether `[s1, e1)` and `[s2, e2)` share a key (an empty end has no bound).
@@ -31,18 +41,19 @@ pub(crate) fn overlap(s1: &[u8], e1: &[u8], s2: &[u8], e2: &[u8]) -> bool {
     (e1.is_empty() || s2 < e1) && (e2.is_empty() || s1 < e2)
 }
 
+/// Whether `[s1, e1)` lies within `[s2, e2)` (an empty end has no bound).
+pub(crate) fn within(s1: &[u8], e1: &[u8], s2: &[u8], e2: &[u8]) -> bool {
+    s1 >= s2 && (e2.is_empty() || (!e1.is_empty() && e1 <= e2))
+}
+
 impl RegionRanges {
     /// Records (or moves) `region`'s range.
     pub(crate) fn set(&self, region: &Region) {
-        self.set_range(region.id, &region.start_key, &region.end_key);
-    }
-
-    /// Records (or moves) a region's range.
-    pub(crate) fn set_range(&self, region_id: u64, start: &[u8], end: &[u8]) {
-        self.inner
-            .lock()
-            .ranges
-            .insert(region_id, (start.to_vec(), end.to_vec()));
+        let version = region.region_epoch.unwrap_or_default().version;
+        self.inner.lock().ranges.insert(
+            region.id,
+            (region.start_key.clone(), region.end_key.clone(), version),
+        );
     }
 
     /// Forgets a region; `tombstone` when it was merged away (never to return).
@@ -59,20 +70,36 @@ impl RegionRanges {
         self.inner.lock().tombstones.extend(ids);
     }
 
-    /// A region other than `except` whose range overlaps `[start, end)`.
-    pub(crate) fn overlapping(&self, start: &[u8], end: &[u8], except: u64) -> Option<u64> {
+    /// The regions other than `region` that overlap its range, told apart: a
+    /// region **inside** its range at an **older** epoch version is stale. (A
+    /// range changes by split, which raises the version of every region it makes,
+    /// or by merge, which raises the target's; so at `region`'s version that range
+    /// was `region`'s alone, and a region inside it with an older version was
+    /// merged in or split away before, under every id it had: it is not alive
+    /// anywhere. A region that only partly overlaps may be alive under its id with
+    /// a newer range, e.g. the parent of a split this store missed: it catches up.)
+    pub(crate) fn overlaps(&self, region: &Region) -> Overlaps {
         let inner = self.inner.lock();
-        inner
-            .ranges
-            .iter()
-            .find(|(id, (s, e))| **id != except && overlap(s, e, start, end))
-            .map(|(id, _)| *id)
+        let version = region.region_epoch.unwrap_or_default().version;
+        let (start, end) = (&region.start_key, &region.end_key);
+        let mut out = Overlaps::default();
+        for (id, (s, e, v)) in &inner.ranges {
+            if *id == region.id || !overlap(s, e, start, end) {
+                continue;
+            }
+            // An uninitialized region (version 0) is never judged stale: its
+            // version is not known yet.
+            match *v > 0 && *v < version && within(s, e, start, end) {
+                true => out.stale.push(*id),
+                false => out.others.push(*id),
+            }
+        }
+        out
     }
 
-    /// Records `[start, end)` for a new region unless it overlaps one this store
-    /// has or the region was merged away here: the check and the record are one
-    /// step, so two snapshots cannot both take a range. The region in the way, if
-    /// any.
+    /// Records `[start, end)` for a new, uninitialized region unless it overlaps
+    /// one this store has or the region was merged away here: the check and the
+    /// record are one step, so two messages cannot both take a range.
     pub(crate) fn reserve(&self, region_id: u64, start: &[u8], end: &[u8]) -> Result<(), String> {
         let mut inner = self.inner.lock();
         if inner.tombstones.contains(&region_id) {
@@ -84,13 +111,13 @@ impl RegionRanges {
         if let Some((id, _)) = inner
             .ranges
             .iter()
-            .find(|(_, (s, e))| overlap(s, e, start, end))
+            .find(|(_, (s, e, _))| overlap(s, e, start, end))
         {
             return Err(format!("its range overlaps region {id} of this store"));
         }
         inner
             .ranges
-            .insert(region_id, (start.to_vec(), end.to_vec()));
+            .insert(region_id, (start.to_vec(), end.to_vec(), 0));
         Ok(())
     }
 }
@@ -109,16 +136,54 @@ mod tests {
     }
 
     #[test]
+    fn a_range_within_another_is_within_it() {
+        assert!(within(b"b", b"c", b"a", b"d"));
+        assert!(within(b"b", b"c", b"b", b"c"));
+        assert!(within(b"b", b"", b"a", b""));
+        assert!(!within(b"b", b"", b"a", b"z"));
+        assert!(!within(b"a", b"c", b"b", b""));
+    }
+
+    #[test]
     fn a_reservation_is_refused_over_a_region_or_a_tombstone() {
         let r = RegionRanges::default();
-        r.set_range(1, b"", b"m");
+        r.set(&region(1, b"", b"m", 1));
         assert!(r.reserve(2, b"k", b"z").is_err());
         r.reserve(2, b"m", b"").unwrap();
         assert!(r.reserve(2, b"m", b"").is_err(), "already here");
         r.remove(1, true);
         assert!(r.reserve(1, b"", b"m").is_err(), "merged away");
         r.reserve(3, b"", b"m").unwrap();
-        assert_eq!(r.overlapping(b"a", b"b", 0), Some(3));
-        assert_eq!(r.overlapping(b"a", b"b", 3), None);
+    }
+
+    fn region(id: u64, start: &[u8], end: &[u8], version: u64) -> Region {
+        Region {
+            id,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            region_epoch: Some(shoal_proto::metapb::RegionEpoch {
+                conf_ver: 1,
+                version,
+            }),
+            peers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_older_region_inside_a_snapshot_is_stale_one_partly_in_it_is_not() {
+        let r = RegionRanges::default();
+        r.set(&region(1, b"", b"m", 2));
+        r.set(&region(2, b"m", b"t", 2));
+        r.set(&region(3, b"t", b"", 2));
+        // 2 merged into 1 (version 3): 2 is stale under 1's snapshot.
+        let o = r.overlaps(&region(1, b"", b"t", 3));
+        assert_eq!((o.stale, o.others), (vec![2], vec![]));
+        // At 2's own version, 1 cannot have taken 2's range: 2 is in the way.
+        let o = r.overlaps(&region(1, b"", b"t", 2));
+        assert_eq!((o.stale, o.others), (vec![], vec![2]));
+        // A region split off 3's range at a newer version only partly covers 3,
+        // which may be alive with a smaller range: in the way, not stale.
+        let o = r.overlaps(&region(9, b"x", b"", 3));
+        assert_eq!((o.stale, o.others), (vec![], vec![3]));
     }
 }

@@ -32,10 +32,12 @@ use shoal_proto::Message as _;
 use crate::error::{not_leader, CmdError};
 use crate::fsm::PollCtx;
 use crate::metrics::StoreMetrics;
+use crate::msg::PeerMsg;
 use crate::operation::snapshot::recv::snapshot_of;
 use crate::operation::snapshot::{sst_path, SnapKey};
-use crate::raft::apply::{AdminResult, ApplyRes, Delegate};
+use crate::raft::apply::{AdminResult, ApplyMsg, ApplyRes, Delegate};
 use crate::raft::peer::Peer;
+use crate::store::ranges::within;
 
 /// A snapshot the peer took from a ready and has not finished with.
 pub(crate) struct PendingSnapshot {
@@ -65,7 +67,10 @@ impl Peer {
     /// A `MsgSnapshot` may reach raft-rs only if this peer can apply it: not while
     /// it applies another or is a frozen merge source; of this region, with an
     /// epoch no older than the peer's; its files received whole; and a range that
-    /// overlaps no other region of this store.
+    /// overlaps no other region of this store. A region in the way that lies inside
+    /// the snapshot's range at an older epoch is stale (`RegionRanges::overlaps`
+    /// says why; a merge source whose commit this replica never got, say): it is
+    /// told to go, and the snapshot is taken when the leader sends it again.
     pub(crate) fn check_snapshot(&self, msg: &RaftMessage, ctx: &PollCtx) -> Result<(), String> {
         if self.applying_snapshot.is_some() {
             return Err("a snapshot is being applied".into());
@@ -87,14 +92,50 @@ impl Peer {
         if !key.recv_dir(root).is_dir() {
             return Err("its files were not received".into());
         }
-        let ranges = self.raw.store().ranges();
-        if let Some(other) = ranges.overlapping(&region.start_key, &region.end_key, self.region_id)
-        {
+        let overlaps = self.raw.store().ranges().overlaps(&region);
+        if let Some(other) = overlaps.others.first() {
+            return Err(format!("its range overlaps region {other} of this store"));
+        }
+        if !overlaps.stale.is_empty() {
+            for &stale in &overlaps.stale {
+                let by = Box::new(region.clone());
+                let _ = ctx.store.router.send(stale, PeerMsg::Superseded { by });
+            }
             return Err(format!(
-                "its range overlaps region {other} of this store"
+                "stale regions {:?} inside its range are still here; they go first",
+                overlaps.stale
             ));
         }
         Ok(())
+    }
+
+    /// A snapshot of region `by` spans this region at a newer epoch: checked
+    /// against this peer's own region (the store's ranges may lag), the apply
+    /// worker tombstones it (synced), then it is destroyed as a merge source is.
+    pub(crate) fn on_superseded(&mut self, by: Region, ctx: &PollCtx) {
+        let ours = self.region();
+        let (v, newer) = (
+            ours.region_epoch.unwrap_or_default().version,
+            by.region_epoch.unwrap_or_default().version,
+        );
+        let inside = within(&ours.start_key, &ours.end_key, &by.start_key, &by.end_key);
+        let uninitialized = ours.peers.is_empty();
+        if self.destroyed || self.applying_snapshot.is_some() || uninitialized || v >= newer || !inside
+        {
+            return;
+        }
+        tracing::info!(
+            region = self.region_id,
+            by = by.id,
+            version = v,
+            by_version = newer,
+            "a newer region's snapshot spans this stale replica; removing it"
+        );
+        let msg = ApplyMsg::Tombstone {
+            region_id: self.region_id,
+            target: by.id,
+        };
+        let _ = ctx.store.apply_worker(self.region_id).send(msg);
     }
 
     /// After stepping a snapshot: when raft-rs did not take it (older than what
@@ -326,6 +367,32 @@ pub(crate) fn ingest_and_finish(
         .retry_while_disk_full("snapshot apply", || kv.write(&batch))
         .and_then(|()| kv.sync())
         .map_err(|e| e.to_string())
+}
+
+/// Tombstones a stale region (see [`Peer::on_superseded`]): synced, its delegate
+/// gone; `None` when the region is not (or no longer) here.
+pub(crate) fn tombstone(
+    kv: &RocksKvEngine,
+    metrics: &StoreMetrics,
+    region_id: u64,
+    target: u64,
+    delegates: &mut std::collections::HashMap<u64, Delegate>,
+) -> Option<ApplyRes> {
+    let d = delegates.get(&region_id)?;
+    let mut batch = KvBatch::new();
+    put_region_state(&mut batch, &d.region, PeerState::Tombstone);
+    let written = metrics
+        .retry_while_disk_full("merge source removal", || kv.write(&batch))
+        .and_then(|()| kv.sync());
+    if let Err(e) = written {
+        panic!("region {region_id}: cannot tombstone a merged source: {e}");
+    }
+    let applied = d.state.applied_index;
+    delegates.remove(&region_id);
+    Some(ApplyRes {
+        applied_index: applied,
+        results: vec![AdminResult::MergedAway { target }],
+    })
 }
 
 fn put_region_state(batch: &mut KvBatch, region: &Region, state: PeerState) {
