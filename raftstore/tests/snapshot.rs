@@ -154,3 +154,39 @@ fn a_follower_that_missed_a_split_gets_the_new_region_from_its_snapshot() {
     c.check_acked();
     c.check_replicas_agree(T);
 }
+
+#[test]
+fn a_replica_that_missed_a_merge_drops_its_stale_source_for_the_targets_snapshot() {
+    let c = Cluster::start_with(3, 2, TickMode::Manual, gc_config());
+    let (low, high) = (c.regions[0].id, c.regions[1].id);
+    let leader = c.wait_leader(low, T);
+    c.wait_leader(high, T);
+    let in_high = |i: u32| {
+        let mut k = c.regions[1].start_key.clone();
+        k.extend_from_slice(&key(i));
+        k
+    };
+    c.put(&key(0), b"low", T).unwrap();
+    c.put(&in_high(0), b"high", T).unwrap();
+    let behind = c.store_ids().into_iter().find(|&id| id != leader).unwrap();
+    c.wait_local(behind, &in_high(0), b"high", T);
+    c.add_filter(Isolate(behind));
+    c.merge(high, low, T).unwrap();
+    for i in 1..300u32 {
+        c.put(&in_high(i), b"merged", T).unwrap();
+    }
+    let l = c.wait_leader(low, T);
+    wait_first_index_past(&c, l, low, 100);
+    assert_eq!(c.regions_of(behind).len(), 2, "the isolated store missed the merge");
+    c.clear_filters();
+    // The target's snapshot spans the source the store still has, at a newer
+    // epoch: the source goes and the snapshot is taken.
+    tick_until(&c, "the store to hold one region", || {
+        c.regions_of(behind).len() == 1
+    });
+    c.wait_local(behind, &in_high(299), b"merged", T);
+    c.put(&in_high(1000), b"after", T).unwrap();
+    c.wait_local(behind, &in_high(1000), b"after", T);
+    c.check_acked();
+    c.check_replicas_agree(T);
+}
