@@ -78,7 +78,11 @@ fn a_stopped_follower_catches_up_through_a_snapshot() {
     c.start_store(behind);
     c.wait_local(behind, &key(399), b"v399", T);
     tick_until(&c, "the snapshot to be applied", || {
-        c.store(behind).metrics().snapshots_applied.load(Ordering::Relaxed) >= 1
+        c.store(behind)
+            .metrics()
+            .snapshots_applied
+            .load(Ordering::Relaxed)
+            >= 1
     });
     let m = c.store(leader).metrics().counters();
     assert!(m.snapshots_generated >= 1 && m.snapshots_sent >= 1, "{m:?}");
@@ -115,7 +119,11 @@ fn a_follower_restarted_after_a_snapshot_keeps_it() {
     wait_first_index_past(&c, leader, region, 200);
     c.clear_filters();
     tick_until(&c, "the snapshot to be applied", || {
-        c.store(behind).metrics().snapshots_applied.load(Ordering::Relaxed) >= 1
+        c.store(behind)
+            .metrics()
+            .snapshots_applied
+            .load(Ordering::Relaxed)
+            >= 1
     });
     c.stop_store(behind);
     c.start_store(behind);
@@ -177,7 +185,11 @@ fn a_replica_that_missed_a_merge_drops_its_stale_source_for_the_targets_snapshot
     }
     let l = c.wait_leader(low, T);
     wait_first_index_past(&c, l, low, 100);
-    assert_eq!(c.regions_of(behind).len(), 2, "the isolated store missed the merge");
+    assert_eq!(
+        c.regions_of(behind).len(),
+        2,
+        "the isolated store missed the merge"
+    );
     c.clear_filters();
     // The target's snapshot spans the source the store still has, at a newer
     // epoch: the source goes and the snapshot is taken.

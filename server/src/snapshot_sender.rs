@@ -81,7 +81,10 @@ impl SnapshotSender {
     /// Starts sending `snap` to `store_id`; its outcome goes to `snap.done`.
     pub(crate) fn send(&self, store_id: u64, snap: OutgoingSnapshot) {
         let Some(addr) = self.addresses.get(&store_id).cloned() else {
-            tracing::warn!(store = store_id, "no address known for store; snapshot not sent");
+            tracing::warn!(
+                store = store_id,
+                "no address known for store; snapshot not sent"
+            );
             return snap.done.finish(false);
         };
         let (permits, rate) = (self.permits.clone(), self.rate.clone());
@@ -134,8 +137,7 @@ async fn stream(
         .max_encoding_message_size(max_message_size)
         .max_decoding_message_size(max_message_size);
     let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);
-    let call =
-        tokio::spawn(async move { client.snapshot(tokio_stream_of(rx)).await });
+    let call = tokio::spawn(async move { client.snapshot(tokio_stream_of(rx)).await });
     let first = SnapshotChunk {
         message: Some(msg),
         data: Vec::new(),

@@ -447,7 +447,12 @@ impl StoreLink {
         let limits = (self.first_batch_timeout, self.stall_timeout);
         let stalled = || {
             let waiting = waiting.load(Ordering::Acquire);
-            is_stalled(start.elapsed(), last_taken.load(Ordering::Acquire), waiting, limits)
+            is_stalled(
+                start.elapsed(),
+                last_taken.load(Ordering::Acquire),
+                waiting,
+                limits,
+            )
         };
         let mut check = tokio::time::interval(
             (self.stall_timeout.min(self.first_batch_timeout) / 4).max(Duration::from_millis(10)),
@@ -554,7 +559,11 @@ fn is_stalled(
     waiting: usize,
     (first_batch, stall): (Duration, Duration),
 ) -> bool {
-    let limit = if last_taken_ms == 0 { first_batch } else { stall };
+    let limit = if last_taken_ms == 0 {
+        first_batch
+    } else {
+        stall
+    };
     waiting > 0 && age.saturating_sub(Duration::from_millis(last_taken_ms)) >= limit
 }
 

@@ -34,18 +34,24 @@ impl Node {
             .open(self.dir.with_extension("log"))
             .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-        cmd.args(["node", "--store-id", &self.id.to_string(), "--addr", &self.addr])
-            .args(["--status-addr", &format!("127.0.0.1:{}", free_port())])
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .args(["--initial-cluster", &self.cluster])
-            .args(["--raft-log-gc-tick-interval-ms", "200"])
-            .args(["--raft-log-gc-threshold", "10"])
-            .args(["--raft-log-gc-count-limit", "40"])
-            .args(["--snap-max-bytes-per-sec", &RATE.to_string()])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log);
+        cmd.args([
+            "node",
+            "--store-id",
+            &self.id.to_string(),
+            "--addr",
+            &self.addr,
+        ])
+        .args(["--status-addr", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(&self.dir)
+        .args(["--initial-cluster", &self.cluster])
+        .args(["--raft-log-gc-tick-interval-ms", "200"])
+        .args(["--raft-log-gc-threshold", "10"])
+        .args(["--raft-log-gc-count-limit", "40"])
+        .args(["--snap-max-bytes-per-sec", &RATE.to_string()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log);
         if let Some(f) = failpoints {
             cmd.env("FAILPOINTS", f);
         }
@@ -139,10 +145,16 @@ async fn a_node_behind_a_truncated_log_is_rebuilt_from_a_snapshot_through_crashe
                 x.to_le_bytes()
             })
             .collect();
-        client.put(format!("big{i:03}").as_bytes(), &value).await.unwrap();
+        client
+            .put(format!("big{i:03}").as_bytes(), &value)
+            .await
+            .unwrap();
     }
     for i in 0..60u32 {
-        client.put(format!("small{i:03}").as_bytes(), b"v").await.unwrap();
+        client
+            .put(format!("small{i:03}").as_bytes(), b"v")
+            .await
+            .unwrap();
     }
     let deadline = Instant::now() + T;
     for addr in &addrs[..2] {
@@ -151,7 +163,10 @@ async fn a_node_behind_a_truncated_log_is_rebuilt_from_a_snapshot_through_crashe
             if info.first_log_index > seen_by_3 + 1 {
                 break;
             }
-            assert!(Instant::now() < deadline, "the log was not truncated: {info:?}");
+            assert!(
+                Instant::now() < deadline,
+                "the log was not truncated: {info:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -168,7 +183,10 @@ async fn a_node_behind_a_truncated_log_is_rebuilt_from_a_snapshot_through_crashe
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     nodes[2].kill();
-    assert!(snap_dir.join(&partial).exists(), "the kill left the transfer behind");
+    assert!(
+        snap_dir.join(&partial).exists(),
+        "the kill left the transfer behind"
+    );
 
     // Back again, it takes the snapshot whole and crashes while applying it.
     nodes[2].start(Some("snapshot_after_applying_state=panic"));
@@ -177,7 +195,11 @@ async fn a_node_behind_a_truncated_log_is_rebuilt_from_a_snapshot_through_crashe
         !snap_dir.join(&partial).exists(),
         "the interrupted transfer's files were removed at start-up"
     );
-    assert_eq!(entries_with(&snap_dir, "recv_").len(), 1, "the snapshot is kept");
+    assert_eq!(
+        entries_with(&snap_dir, "recv_").len(),
+        1,
+        "the snapshot is kept"
+    );
 
     // Restarted, it finishes applying from the kept files and catches up.
     nodes[2].start(None);

@@ -17,9 +17,9 @@ use shoal_proto::raft_serverpb::RaftMessage;
 use crate::error::not_leader;
 use crate::fsm::PollCtx;
 use crate::metrics::StoreMetrics;
+use crate::operation::snapshot::apply::is_snapshot;
 use crate::raft::apply::{AdminResult, ApplyRes};
 use crate::raft::encode_pb;
-use crate::operation::snapshot::apply::is_snapshot;
 use crate::raft::peer::Peer;
 
 impl Peer {

@@ -212,10 +212,14 @@ impl PeerStorage {
         if index <= self.apply_state.truncated_index {
             return false;
         }
-        let (first, last) = (self.apply_state.truncated_index + 1, self.raft_state.last_index);
+        let (first, last) = (
+            self.apply_state.truncated_index + 1,
+            self.raft_state.last_index,
+        );
         if last >= first {
             let kept = last.saturating_sub(index);
-            self.log_bytes = (self.log_bytes as u128 * kept as u128 / (last - first + 1) as u128) as u64;
+            self.log_bytes =
+                (self.log_bytes as u128 * kept as u128 / (last - first + 1) as u128) as u64;
         }
         self.apply_state.truncated_index = index;
         self.apply_state.truncated_term = term;

@@ -41,8 +41,8 @@ mod load;
 pub(crate) mod ranges;
 
 use context::StoreContext;
-use ranges::RegionRanges;
 use ids::IdAllocator;
+use ranges::RegionRanges;
 
 /// Who drives the Raft ticks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
-use shoal_proto::Message as _;
 use raft::eraftpb::Snapshot;
 use shoal_engine::keys::{apply_state_key, data_end_key, data_key, region_state_key};
 use shoal_engine::rocks::RocksKvEngine;
@@ -21,6 +20,7 @@ use shoal_engine::{Cf, KvEngine, KvRead, LogEngine};
 use shoal_proto::raft_serverpb::{
     PeerState, RaftApplyState, RegionLocalState, SnapshotData, SnapshotFile,
 };
+use shoal_proto::Message as _;
 
 use crate::metrics::StoreMetrics;
 use crate::operation::snapshot::{SnapFiles, SnapKey};
@@ -86,30 +86,30 @@ impl<R: Fn(u64, Result<Generated, String>)> SnapWorker<R> {
     fn on_generate(&self, region_id: u64) {
         {
             {
-                    let started = Instant::now();
-                    let out = self.generate(region_id);
-                    let m = &self.metrics;
-                    match &out {
-                        Ok(g) => {
-                            StoreMetrics::add(&m.snapshots_generated, 1);
-                            StoreMetrics::add(&m.snapshot_generated_bytes, g.files.bytes);
-                            let ms = started.elapsed().as_millis() as u64;
-                            StoreMetrics::add(&m.snapshot_generate_millis, ms);
-                            tracing::info!(
-                                region = region_id,
-                                index = g.key.index,
-                                bytes = g.files.bytes,
-                                files = g.files.files.len(),
-                                ms,
-                                "generated a raft snapshot"
-                            );
-                        }
-                        Err(e) => {
-                            StoreMetrics::add(&m.snapshot_failures, 1);
-                            tracing::warn!(region = region_id, "cannot generate a snapshot: {e}");
-                        }
+                let started = Instant::now();
+                let out = self.generate(region_id);
+                let m = &self.metrics;
+                match &out {
+                    Ok(g) => {
+                        StoreMetrics::add(&m.snapshots_generated, 1);
+                        StoreMetrics::add(&m.snapshot_generated_bytes, g.files.bytes);
+                        let ms = started.elapsed().as_millis() as u64;
+                        StoreMetrics::add(&m.snapshot_generate_millis, ms);
+                        tracing::info!(
+                            region = region_id,
+                            index = g.key.index,
+                            bytes = g.files.bytes,
+                            files = g.files.files.len(),
+                            ms,
+                            "generated a raft snapshot"
+                        );
                     }
-                    (self.report)(region_id, out);
+                    Err(e) => {
+                        StoreMetrics::add(&m.snapshot_failures, 1);
+                        tracing::warn!(region = region_id, "cannot generate a snapshot: {e}");
+                    }
+                }
+                (self.report)(region_id, out);
             }
         }
     }

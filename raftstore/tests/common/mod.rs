@@ -158,16 +158,18 @@ impl Transport for SimTransport {
         let stores = self.net.stores.clone();
         std::thread::spawn(move || {
             let target = stores.read().unwrap().get(&store_id).cloned();
-            let delivered = target.ok_or_else(|| "store down".to_string()).and_then(|store| {
-                let mut recv = store.receive_snapshot(snap.msg.clone())?;
-                for (path, _) in &snap.files.files {
-                    let data = std::fs::read(path).map_err(|e| e.to_string())?;
-                    for chunk in data.chunks(64 << 10) {
-                        recv.write(chunk)?;
+            let delivered = target
+                .ok_or_else(|| "store down".to_string())
+                .and_then(|store| {
+                    let mut recv = store.receive_snapshot(snap.msg.clone())?;
+                    for (path, _) in &snap.files.files {
+                        let data = std::fs::read(path).map_err(|e| e.to_string())?;
+                        for chunk in data.chunks(64 << 10) {
+                            recv.write(chunk)?;
+                        }
                     }
-                }
-                store.snapshot_received(recv)
-            });
+                    store.snapshot_received(recv)
+                });
             snap.done.finish(delivered.is_ok());
         });
     }

@@ -120,7 +120,11 @@ impl Peer {
         );
         let inside = within(&ours.start_key, &ours.end_key, &by.start_key, &by.end_key);
         let uninitialized = ours.peers.is_empty();
-        if self.destroyed || self.applying_snapshot.is_some() || uninitialized || v >= newer || !inside
+        if self.destroyed
+            || self.applying_snapshot.is_some()
+            || uninitialized
+            || v >= newer
+            || !inside
         {
             return;
         }
@@ -182,7 +186,7 @@ impl Peer {
                 "region {region_id}: replaced by a snapshot before the write applied"
             ))
         });
-        self.fail_reads(|| not_leader(region_id, leader.clone()));
+        self.fail_reads(|| not_leader(region_id, leader));
         if !rd.messages().is_empty() {
             let msgs = rd.take_messages();
             self.build_messages(msgs, &mut ctx.outgoing);

@@ -69,7 +69,10 @@ fn create_peer(ctx: &PollCtx, msg: &RaftMessage) -> Result<(), String> {
             .iter()
             .any(|p| p.id == to.id && p.store_id == to.store_id)
         {
-            return Err(format!("peer {} is not a member of the snapshot's region", to.id));
+            return Err(format!(
+                "peer {} is not a member of the snapshot's region",
+                to.id
+            ));
         }
     }
     let region_id = msg.region_id;

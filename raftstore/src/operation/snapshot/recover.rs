@@ -36,8 +36,8 @@ pub(crate) fn recover(
 ) -> Result<(), StartError> {
     for state in states {
         let region = state.region.clone().unwrap_or_default();
-        let live = state.state == PeerState::Normal as i32
-            || state.state == PeerState::Merging as i32;
+        let live =
+            state.state == PeerState::Normal as i32 || state.state == PeerState::Merging as i32;
         let applying = state.state == PeerState::Applying as i32;
         if !live && !applying {
             continue;

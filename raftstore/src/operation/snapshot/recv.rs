@@ -14,11 +14,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use shoal_proto::Message as _;
 use protobuf::Message as _;
 use raft::eraftpb::{Message as RaftPbMessage, MessageType};
 use shoal_engine::Fnv64;
 use shoal_proto::raft_serverpb::{RaftMessage, SnapshotData, SnapshotFile};
+use shoal_proto::Message as _;
 
 use crate::metrics::StoreMetrics;
 use crate::operation::snapshot::{sst_path, SnapKey};
@@ -158,7 +158,10 @@ impl SnapReceiver {
                 ));
             };
             let n = ((want - self.written) as usize).min(data.len());
-            let file = self.file.as_mut().expect("a file is open while bytes are due");
+            let file = self
+                .file
+                .as_mut()
+                .expect("a file is open while bytes are due");
             file.write_all(&data[..n])
                 .map_err(|e| format!("cannot write a snapshot file: {e}"))?;
             self.hash.write(&data[..n]);
