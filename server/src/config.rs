@@ -36,7 +36,8 @@ pub const MAX_STORE_ID_EXCLUSIVE: u64 = 1 << 24;
 pub struct NodeConfig {
     /// This store's id, unique in the cluster. Default 1; >= 1.
     pub store_id: u64,
-    /// Where the node keeps its data (`raft/` and `kv/`). Default `./shoal-data`.
+    /// Where the node keeps its data (`raft/`, `kv/` and Raft snapshot files in
+    /// `snap/`). Default `./shoal-data`.
     pub data_dir: PathBuf,
     /// gRPC address serving Kv, Admin and Raft. Default `127.0.0.1:20160`.
     pub addr: String,

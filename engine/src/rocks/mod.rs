@@ -1,8 +1,9 @@
 //! The RocksDB implementations of [`LogEngine`](crate::LogEngine) and
 //! [`KvEngine`](crate::KvEngine), and the data directory that holds both.
 //!
-//! Layout of a data directory: `raft/` (the log engine) and `kv/` (the kv engine).
-//! RocksDB's own `LOCK` file in each keeps a second process out.
+//! Layout of a data directory: `raft/` (the log engine) and `kv/` (the kv engine);
+//! raftstore keeps Raft snapshot files in `snap/` beside them. RocksDB's own `LOCK`
+//! file in each engine keeps a second process out.
 
 mod kv;
 mod log;
