@@ -123,13 +123,6 @@ pub(crate) enum PeerMsg {
     Checksum(oneshot::Sender<Result<ChecksumResponse, CmdError>>),
     /// The snapshot worker's outcome for this (leading) peer.
     SnapshotGenerated(Box<Result<Generated, String>>),
-    /// A snapshot of region `by` spans this region's range at a newer epoch:
-    /// this replica is stale (merged in, or split away, before), and goes if its
-    /// own region confirms it.
-    Superseded {
-        /// The snapshot's region.
-        by: Box<shoal_proto::metapb::Region>,
-    },
     /// How sending a snapshot to peer `to` ended.
     SnapshotStatus {
         /// The follower's peer id.

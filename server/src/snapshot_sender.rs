@@ -20,8 +20,9 @@ use tonic::transport::Endpoint;
 
 /// Bytes of file data per chunk.
 pub const CHUNK_BYTES: usize = 1 << 20;
-/// The longest a send may take: this much, plus the time its bytes need at 1 MiB/s
-/// (far below any setting; a stalled transfer is cut).
+/// The longest a send may take: this much, plus twice the time its bytes need
+/// at its share of the rate limit (every permitted send going at once); a
+/// stalled transfer is cut.
 const BASE_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A bound on bytes per second shared by every send: each chunk reserves its
@@ -59,6 +60,8 @@ pub(crate) struct SnapshotSender {
     permits: Arc<Semaphore>,
     rate: Arc<RateLimiter>,
     max_message_size: usize,
+    /// Bytes per second one send gets when every permitted send runs at once.
+    share: u64,
 }
 
 impl SnapshotSender {
@@ -75,6 +78,7 @@ impl SnapshotSender {
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
             rate: Arc::new(RateLimiter::new(bytes_per_sec)),
             max_message_size,
+            share: (bytes_per_sec / max_concurrent.max(1) as u64).max(1),
         }
     }
 
@@ -88,13 +92,13 @@ impl SnapshotSender {
             return snap.done.finish(false);
         };
         let (permits, rate) = (self.permits.clone(), self.rate.clone());
-        let max = self.max_message_size;
+        let (max, share) = (self.max_message_size, self.share);
         let OutgoingSnapshot { msg, files, done } = snap;
         self.runtime.spawn(async move {
             let Ok(_permit) = permits.acquire_owned().await else {
                 return done.finish(false);
             };
-            let deadline = BASE_DEADLINE + Duration::from_secs(files.bytes >> 20);
+            let deadline = BASE_DEADLINE + Duration::from_secs(2 * files.bytes / share);
             let region = msg.region_id;
             let sent = tokio::time::timeout(deadline, stream(&addr, msg, &files, &rate, max)).await;
             let ok = match sent {

@@ -31,6 +31,8 @@
 
 use shoal_proto::raft_cmdpb::{admin_request, CompactLogRequest, Response};
 
+use raft::ProgressState;
+
 use crate::config::Config;
 use crate::error::{CmdError, WriteResult};
 use crate::fsm::PollCtx;
@@ -76,10 +78,27 @@ impl Peer {
         if applied < first {
             return None;
         }
-        let over_limit = applied - first + 1 >= cfg.raft_log_gc_count_limit
-            || store.log_bytes() >= cfg.raft_log_gc_size_limit;
+        let count = applied - first + 1;
+        let over_limit =
+            count >= cfg.raft_log_gc_count_limit || store.log_bytes() >= cfg.raft_log_gc_size_limit;
+        // A follower a snapshot is on its way to needs the entries after it: the
+        // forced truncation waits for it, unless the log is twice over the limit.
+        let sending = raft
+            .prs()
+            .iter()
+            .filter(|(_, p)| p.state == ProgressState::Snapshot)
+            .map(|(_, p)| p.pending_snapshot)
+            .min();
+        let far_over = count >= 2 * cfg.raft_log_gc_count_limit
+            || store.log_bytes() >= 2 * cfg.raft_log_gc_size_limit;
         let compact = match over_limit {
-            true => replicated.max(first + (applied - first) / 2),
+            true => {
+                let forced = replicated.max(first + (applied - first) / 2);
+                match sending {
+                    Some(s) if !far_over => forced.min(s.max(replicated)),
+                    _ => forced,
+                }
+            }
             false => replicated,
         }
         .min(applied);

@@ -161,6 +161,7 @@ impl Peer {
             return;
         };
         let (first, last) = (first.index, last.index);
+        self.scheduled_index = self.scheduled_index.max(last);
         let mut replies = Vec::new();
         while self.proposals.front().is_some_and(|p| p.index <= last) {
             let p = self.proposals.pop_front().expect("front exists");

@@ -40,6 +40,12 @@ impl Peer {
         if self.applying_snapshot.is_some() || !self.raw.has_ready() {
             return;
         }
+        // A snapshot waits for the results of every entry already sent to apply:
+        // one arriving after it (a split's, say) would take the peer's region back.
+        let snapshot_pending = self.raw.raft.raft_log.unstable.snapshot.is_some();
+        if snapshot_pending && self.applied_index < self.scheduled_index {
+            return;
+        }
         let mut rd = self.raw.ready();
         if let Some(ss) = rd.ss() {
             self.on_soft_state(ss.leader_id, ss.raft_state, &ctx.store.metrics);

@@ -44,14 +44,6 @@ pub(crate) enum ApplyMsg {
     Tasks(Vec<ApplyTask>),
     /// A snapshot replacing a region's data, after the tasks before it.
     Snapshot(Box<SnapshotTask>),
-    /// A stale region (a snapshot of `target` superseded it): tombstoned here,
-    /// as a merge into `target` would have.
-    Tombstone {
-        /// The stale region.
-        region_id: u64,
-        /// The region whose snapshot superseded it.
-        target: u64,
-    },
 }
 
 /// What apply knows of one region on this store.

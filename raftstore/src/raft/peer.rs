@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 
 use protobuf::Message as _;
-use raft::eraftpb::Message as RaftPbMessage;
+use raft::eraftpb::{Message as RaftPbMessage, MessageType};
 use raft::RawNode;
 use shoal_proto::adminpb::RegionInfo;
 use shoal_proto::metapb::{Peer as PeerMeta, Region};
@@ -44,6 +44,8 @@ pub(crate) struct Peer {
     pub(crate) read_batches: VecDeque<ReadBatch>,
     pub(crate) next_read_ctx: u64,
     pub(crate) applied_index: u64,
+    /// The last committed entry handed to apply (its result may not be back).
+    pub(crate) scheduled_index: u64,
     pub(crate) leader_id: u64,
     pub(crate) is_leader: bool,
     /// The newest ready handed to the log writer and not yet reported persisted.
@@ -81,6 +83,7 @@ impl Peer {
             read_batches: VecDeque::new(),
             next_read_ctx: 1,
             applied_index,
+            scheduled_index: applied_index,
             leader_id: 0,
             is_leader: false,
             unpersisted_ready: None,
@@ -144,7 +147,6 @@ impl Peer {
                 self.raw.store().snap.on_generated(res);
             }
             PeerMsg::SnapshotStatus { to, ok } => self.on_snapshot_status(to, ok),
-            PeerMsg::Superseded { by } => self.on_superseded(*by, ctx),
         }
     }
 
@@ -267,6 +269,17 @@ impl Peer {
         }
         let m = RaftPbMessage::parse_from_bytes(&msg.message)
             .map_err(|e| RefusedMessage::Undecodable(e.to_string()))?;
+        // An uninitialized peer votes for no one: nothing of it is loaded after a
+        // restart until its snapshot applies, so a vote could be forgotten and given
+        // twice in one term.
+        if peers.is_empty()
+            && matches!(
+                m.get_msg_type(),
+                MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+            )
+        {
+            return Err(RefusedMessage::Uninitialized);
+        }
         if m.from != from.id || m.to != to.id {
             return Err(RefusedMessage::EnvelopeMismatch {
                 inner: (m.from, m.to),
@@ -286,6 +299,8 @@ enum RefusedMessage {
     UnknownSender(u64, u64),
     #[error("undecodable: {0}")]
     Undecodable(String),
+    #[error("a vote request to a peer still waiting for its first snapshot")]
+    Uninitialized,
     #[error("raft message from {} to {} in an envelope from {} to {}", .inner.0, .inner.1, .envelope.0, .envelope.1)]
     EnvelopeMismatch {
         inner: (u64, u64),

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use crate::error::{CmdError, WriteResult};
 use crate::metrics::StoreMetrics;
 use crate::operation::command::apply_entry;
-use crate::operation::snapshot::apply::{apply_snapshot, tombstone};
+use crate::operation::snapshot::apply::apply_snapshot;
 use crate::raft::apply::{ApplyCtx, ApplyMsg, ApplyRes, ApplyTask, Delegate};
 
 /// Where an apply worker reads and writes, and how it reports.
@@ -56,17 +56,8 @@ impl<R: Fn(u64, ApplyRes)> ApplyWorker<R> {
                         if !tasks.is_empty() {
                             self.apply_batch(std::mem::take(&mut tasks), &mut delegates);
                         }
-                        let region_id = s.region.id;
-                        let res = apply_snapshot(&self.kv, &self.metrics, *s, &mut delegates);
-                        (self.report)(region_id, res);
-                    }
-                    ApplyMsg::Tombstone { region_id, target } => {
-                        if !tasks.is_empty() {
-                            self.apply_batch(std::mem::take(&mut tasks), &mut delegates);
-                        }
-                        if let Some(res) =
-                            tombstone(&self.kv, &self.metrics, region_id, target, &mut delegates)
-                        {
+                        let results = apply_snapshot(&self.kv, &self.metrics, *s, &mut delegates);
+                        for (region_id, res) in results {
                             (self.report)(region_id, res);
                         }
                     }

@@ -146,8 +146,9 @@ impl<R: Fn(u64, Result<Generated, String>)> SnapWorker<R> {
             term,
             index,
         };
-        let dir = key.gen_dir(&self.root);
-        remove_dir(&dir);
+        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = key.gen_dir(&self.root, n);
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let written = self.kv.export_ssts(

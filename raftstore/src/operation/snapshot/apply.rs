@@ -32,12 +32,10 @@ use shoal_proto::Message as _;
 use crate::error::{not_leader, CmdError};
 use crate::fsm::PollCtx;
 use crate::metrics::StoreMetrics;
-use crate::msg::PeerMsg;
 use crate::operation::snapshot::recv::snapshot_of;
 use crate::operation::snapshot::{sst_path, SnapKey};
-use crate::raft::apply::{AdminResult, ApplyMsg, ApplyRes, Delegate};
+use crate::raft::apply::{AdminResult, ApplyRes, Delegate};
 use crate::raft::peer::Peer;
-use crate::store::ranges::within;
 
 /// A snapshot the peer took from a ready and has not finished with.
 pub(crate) struct PendingSnapshot {
@@ -59,18 +57,23 @@ pub(crate) struct SnapshotTask {
     pub(crate) key: SnapKey,
     /// The region as of the snapshot.
     pub(crate) region: Region,
-    /// The received files.
+    /// The received files, and how many the snapshot lists.
     pub(crate) dir: PathBuf,
+    pub(crate) files: usize,
+    /// Stale regions inside the snapshot's range, tombstoned with it.
+    pub(crate) stale: Vec<u64>,
 }
 
 impl Peer {
     /// A `MsgSnapshot` may reach raft-rs only if this peer can apply it: not while
     /// it applies another or is a frozen merge source; of this region, with an
     /// epoch no older than the peer's; its files received whole; and a range that
-    /// overlaps no other region of this store. A region in the way that lies inside
-    /// the snapshot's range at an older epoch is stale (`RegionRanges::overlaps`
-    /// says why; a merge source whose commit this replica never got, say): it is
-    /// told to go, and the snapshot is taken when the leader sends it again.
+    /// overlaps no other live region of this store. A region in the way that lies
+    /// inside the snapshot's range at an older epoch is stale
+    /// (`RegionRanges::overlaps` says why; a merge source whose commit this
+    /// replica never got, say): the snapshot's apply tombstones it, in the same
+    /// synced batch that marks the snapshot applying (before that it stays: if
+    /// raft-rs does not take the snapshot, the log may still bring the commit).
     pub(crate) fn check_snapshot(&self, msg: &RaftMessage, ctx: &PollCtx) -> Result<(), String> {
         if self.applying_snapshot.is_some() {
             return Err("a snapshot is being applied".into());
@@ -96,55 +99,20 @@ impl Peer {
         if let Some(other) = overlaps.others.first() {
             return Err(format!("its range overlaps region {other} of this store"));
         }
-        if !overlaps.stale.is_empty() {
-            for &stale in &overlaps.stale {
-                let by = Box::new(region.clone());
-                let _ = ctx.store.router.send(stale, PeerMsg::Superseded { by });
-            }
-            return Err(format!(
-                "stale regions {:?} inside its range are still here; they go first",
-                overlaps.stale
-            ));
-        }
         Ok(())
-    }
-
-    /// A snapshot of region `by` spans this region at a newer epoch: checked
-    /// against this peer's own region (the store's ranges may lag), the apply
-    /// worker tombstones it (synced), then it is destroyed as a merge source is.
-    pub(crate) fn on_superseded(&mut self, by: Region, ctx: &PollCtx) {
-        let ours = self.region();
-        let (v, newer) = (
-            ours.region_epoch.unwrap_or_default().version,
-            by.region_epoch.unwrap_or_default().version,
-        );
-        let inside = within(&ours.start_key, &ours.end_key, &by.start_key, &by.end_key);
-        let uninitialized = ours.peers.is_empty();
-        if self.destroyed
-            || self.applying_snapshot.is_some()
-            || uninitialized
-            || v >= newer
-            || !inside
-        {
-            return;
-        }
-        tracing::info!(
-            region = self.region_id,
-            by = by.id,
-            version = v,
-            by_version = newer,
-            "a newer region's snapshot spans this stale replica; removing it"
-        );
-        let msg = ApplyMsg::Tombstone {
-            region_id: self.region_id,
-            target: by.id,
-        };
-        let _ = ctx.store.apply_worker(self.region_id).send(msg);
     }
 
     /// After stepping a snapshot: when raft-rs did not take it (older than what
     /// this replica has, or already matched by its log), its files go now.
     pub(crate) fn after_snapshot_step(&self, key: SnapKey, ctx: &PollCtx) {
+        // A second copy of the snapshot being applied shares its directory.
+        if self
+            .applying_snapshot
+            .as_ref()
+            .is_some_and(|p| p.key == key)
+        {
+            return;
+        }
         let taken = self
             .raw
             .raft
@@ -165,7 +133,7 @@ impl Peer {
     /// log write waits until the data is applied.
     pub(crate) fn on_ready_snapshot(&mut self, mut rd: raft::Ready, ctx: &mut PollCtx) {
         let key = SnapKey::of(self.region_id, rd.snapshot());
-        let region = match snapshot_of_ready(self.region_id, rd.snapshot()) {
+        let (region, files) = match snapshot_of_ready(self.region_id, rd.snapshot()) {
             Ok(r) => r,
             Err(e) => panic!(
                 "region {}: raft-rs handed back a snapshot that was checked and no longer \
@@ -212,10 +180,23 @@ impl Peer {
         });
         self.unpersisted_ready = Some(number);
         self.raw.advance_append_async(rd);
+        let overlaps = self.raw.store().ranges().overlaps(&region);
+        if !overlaps.others.is_empty() {
+            // Checked when stepped; a region that appeared since (it cannot be a
+            // live one: the snapshot's range is this region's) is left to the
+            // apply's range clear.
+            tracing::warn!(
+                region = self.region_id,
+                others = ?overlaps.others,
+                "regions appeared in a snapshot's range after it was checked"
+            );
+        }
         let task = SnapshotTask {
             key,
             region,
             dir: key.recv_dir(root),
+            files,
+            stale: overlaps.stale,
         };
         ctx.schedule_snapshot(self.region_id, task);
     }
@@ -267,15 +248,18 @@ impl Peer {
     }
 }
 
-/// The region a ready's snapshot carries.
-fn snapshot_of_ready(region_id: u64, snap: &raft::eraftpb::Snapshot) -> Result<Region, String> {
+/// The region a ready's snapshot carries, and how many files it lists.
+fn snapshot_of_ready(
+    region_id: u64,
+    snap: &raft::eraftpb::Snapshot,
+) -> Result<(Region, usize), String> {
     let data = shoal_proto::raft_serverpb::SnapshotData::decode(snap.get_data())
         .map_err(|e| e.to_string())?;
     let region = data.region.ok_or("no region")?;
     if region.id != region_id {
         return Err(format!("of region {}", region.id));
     }
-    Ok(region)
+    Ok((region, data.files.len()))
 }
 
 /// Whether a raft-rs message is a snapshot.
@@ -284,15 +268,24 @@ pub(crate) fn is_snapshot(m: &RaftPbMessage) -> bool {
 }
 
 /// The apply worker's part (steps 1 to 3 of the module docs), then the region's
-/// delegate takes the snapshot's state. A kv engine that fails here leaves the
-/// region `APPLYING`: the store stops and start-up applies the snapshot again.
+/// delegate takes the snapshot's state; the stale regions in its range are
+/// tombstoned in step 1's batch and told so (they destroy themselves as merged
+/// sources do). A kv engine that fails here leaves the region `APPLYING`: the
+/// store stops and start-up applies the snapshot again. The results to report,
+/// by region.
 pub(crate) fn apply_snapshot(
     kv: &RocksKvEngine,
     metrics: &StoreMetrics,
     task: SnapshotTask,
     delegates: &mut std::collections::HashMap<u64, Delegate>,
-) -> ApplyRes {
-    let SnapshotTask { key, region, dir } = task;
+) -> Vec<(u64, ApplyRes)> {
+    let SnapshotTask {
+        key,
+        region,
+        dir,
+        files,
+        stale,
+    } = task;
     let state = RaftApplyState {
         applied_index: key.index,
         truncated_index: key.index,
@@ -301,6 +294,26 @@ pub(crate) fn apply_snapshot(
         commit_term: key.term,
     };
     let mut batch = KvBatch::new();
+    let mut results = Vec::new();
+    for id in stale {
+        let Some(d) = delegates.remove(&id) else {
+            continue;
+        };
+        put_region_state(&mut batch, &d.region, PeerState::Tombstone);
+        tracing::info!(
+            region = id,
+            by = region.id,
+            "a newer region's snapshot spans this stale replica; removing it"
+        );
+        let gone = AdminResult::MergedAway { target: region.id };
+        results.push((
+            id,
+            ApplyRes {
+                applied_index: d.state.applied_index,
+                results: vec![gone],
+            },
+        ));
+    }
     put_region_state(&mut batch, &region, PeerState::Applying);
     batch.put(Cf::Meta, apply_state_key(region.id), state.encode_to_vec());
     batch.delete_range(
@@ -318,7 +331,7 @@ pub(crate) fn apply_snapshot(
         );
     }
     fail::fail_point!("snapshot_after_applying_state");
-    if let Err(e) = ingest_and_finish(kv, metrics, &region, &dir) {
+    if let Err(e) = ingest_and_finish(kv, metrics, &region, &dir, Some(files)) {
         panic!("region {}: cannot apply a snapshot: {e}", region.id);
     }
     delegates.insert(
@@ -329,20 +342,27 @@ pub(crate) fn apply_snapshot(
             merging: None,
         },
     );
-    ApplyRes {
-        applied_index: 0,
-        results: vec![AdminResult::SnapshotApplied { index: key.index }],
-    }
+    let applied = AdminResult::SnapshotApplied { index: key.index };
+    results.push((
+        key.region_id,
+        ApplyRes {
+            applied_index: 0,
+            results: vec![applied],
+        },
+    ));
+    results
 }
 
 /// Steps 2 and 3: ingests the files of `dir` into the region's (cleared) range
 /// and marks the region `NORMAL`, synced. Also what start-up redoes for a region
-/// left `APPLYING`.
+/// left `APPLYING`. `expected`: how many files the snapshot lists, when known (a
+/// directory missing some is refused, never ingested short).
 pub(crate) fn ingest_and_finish(
     kv: &RocksKvEngine,
     metrics: &StoreMetrics,
     region: &Region,
     dir: &Path,
+    expected: Option<usize>,
 ) -> Result<(), String> {
     // Ingesting moves a file into RocksDB: ingest links to the files, so that the
     // received ones stay until the region is NORMAL (a crash before that ingests
@@ -359,6 +379,13 @@ pub(crate) fn ingest_and_finish(
             .map_err(|e| format!("cannot link {}: {e}", file.display()))?;
         staged.push(link);
     }
+    if expected.is_some_and(|n| n != staged.len()) || !dir.is_dir() {
+        return Err(format!(
+            "{} holds {} snapshot files, the snapshot lists {expected:?}",
+            dir.display(),
+            staged.len()
+        ));
+    }
     if !staged.is_empty() {
         let paths: Vec<&Path> = staged.iter().map(PathBuf::as_path).collect();
         kv.ingest(Cf::Default, &paths)
@@ -371,32 +398,6 @@ pub(crate) fn ingest_and_finish(
         .retry_while_disk_full("snapshot apply", || kv.write(&batch))
         .and_then(|()| kv.sync())
         .map_err(|e| e.to_string())
-}
-
-/// Tombstones a stale region (see [`Peer::on_superseded`]): synced, its delegate
-/// gone; `None` when the region is not (or no longer) here.
-pub(crate) fn tombstone(
-    kv: &RocksKvEngine,
-    metrics: &StoreMetrics,
-    region_id: u64,
-    target: u64,
-    delegates: &mut std::collections::HashMap<u64, Delegate>,
-) -> Option<ApplyRes> {
-    let d = delegates.get(&region_id)?;
-    let mut batch = KvBatch::new();
-    put_region_state(&mut batch, &d.region, PeerState::Tombstone);
-    let written = metrics
-        .retry_while_disk_full("merge source removal", || kv.write(&batch))
-        .and_then(|()| kv.sync());
-    if let Err(e) = written {
-        panic!("region {region_id}: cannot tombstone a merged source: {e}");
-    }
-    let applied = d.state.applied_index;
-    delegates.remove(&region_id);
-    Some(ApplyRes {
-        applied_index: applied,
-        results: vec![AdminResult::MergedAway { target }],
-    })
 }
 
 fn put_region_state(batch: &mut KvBatch, region: &Region, state: PeerState) {

@@ -54,10 +54,11 @@ pub struct SnapKey {
 }
 
 impl SnapKey {
-    /// Where a leader generates this snapshot under `root`.
-    pub(crate) fn gen_dir(&self, root: &Path) -> PathBuf {
+    /// Where a leader generates this snapshot under `root`, the `n`th time (a
+    /// generation never reuses a directory an older send may still hold).
+    pub(crate) fn gen_dir(&self, root: &Path, n: u64) -> PathBuf {
         root.join(format!(
-            "gen_{}_{}_{}",
+            "gen_{}_{}_{}_{n}",
             self.region_id, self.term, self.index
         ))
     }

@@ -74,7 +74,7 @@ pub(crate) fn recover(
                 data_end_key(&region.end_key),
             );
             kv.write(&clear)?;
-            ingest_and_finish(kv, metrics, &region, &dir).map_err(StartError::Corrupt)?;
+            ingest_and_finish(kv, metrics, &region, &dir, None).map_err(StartError::Corrupt)?;
         }
         if apply.truncated_index > INIT_INDEX {
             let raft = log.raft_state(region.id)?;

@@ -222,3 +222,136 @@ pub(crate) fn sync_dir(dir: &std::path::Path) -> Result<(), String> {
         .and_then(|d| d.sync_all())
         .map_err(|e| format!("cannot sync {}: {e}", dir.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use protobuf::Message as _;
+    use raft::eraftpb::{Message as RaftPbMessage, MessageType, Snapshot};
+    use shoal_proto::metapb::{Peer, Region};
+    use shoal_proto::Message as _;
+
+    use super::*;
+
+    /// A snapshot message of region 1 at (term 6, index 9) listing `files`.
+    fn message(files: &[&[u8]]) -> RaftMessage {
+        let data = SnapshotData {
+            region: Some(Region {
+                id: 1,
+                ..Default::default()
+            }),
+            files: files
+                .iter()
+                .map(|f| {
+                    let mut h = Fnv64::default();
+                    h.write(f);
+                    SnapshotFile {
+                        size: f.len() as u64,
+                        checksum: h.0,
+                        keys: 1,
+                    }
+                })
+                .collect(),
+        };
+        let mut snap = Snapshot::default();
+        snap.set_data(data.encode_to_vec().into());
+        snap.mut_metadata().index = 9;
+        snap.mut_metadata().term = 6;
+        let mut m = RaftPbMessage::default();
+        m.set_msg_type(MessageType::MsgSnapshot);
+        m.set_snapshot(snap);
+        RaftMessage {
+            region_id: 1,
+            to_peer: Some(Peer {
+                id: 2,
+                store_id: 2,
+                ..Default::default()
+            }),
+            message: m.write_to_bytes().unwrap(),
+            ..Default::default()
+        }
+    }
+
+    fn start(root: &std::path::Path, msg: RaftMessage) -> Result<SnapReceiver, String> {
+        SnapReceiver::start(msg, root, Arc::default(), Arc::default())
+    }
+
+    fn entries(root: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn files_received_whole_are_checked_synced_and_renamed_into_place() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b): (&[u8], &[u8]) = (b"first file", b"second");
+        let mut r = start(root.path(), message(&[a, b, b""])).unwrap();
+        // Chunks need not follow file boundaries.
+        r.write(b"first fi").unwrap();
+        r.write(b"lesec").unwrap();
+        r.write(b"ond").unwrap();
+        let msg = r.finish().unwrap();
+        assert_eq!(msg.region_id, 1);
+        assert_eq!(entries(root.path()), ["recv_1_6_9"]);
+        let dir = root.path().join("recv_1_6_9");
+        assert_eq!(std::fs::read(dir.join("0.sst")).unwrap(), a);
+        assert_eq!(std::fs::read(dir.join("1.sst")).unwrap(), b);
+        assert_eq!(std::fs::read(dir.join("2.sst")).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_corrupt_short_or_long_transfer_fails_and_leaves_no_files() {
+        let root = tempfile::tempdir().unwrap();
+        let file: &[u8] = b"0123456789";
+        // A flipped byte: the checksum refuses the file.
+        let mut r = start(root.path(), message(&[file])).unwrap();
+        assert!(r.write(b"0123456788").unwrap_err().contains("corrupt"));
+        drop(r);
+        assert!(
+            entries(root.path()).is_empty(),
+            "{:?}",
+            entries(root.path())
+        );
+        // Too few bytes: finishing fails.
+        let mut r = start(root.path(), message(&[file])).unwrap();
+        r.write(b"01234").unwrap();
+        assert!(r.finish().unwrap_err().contains("ended early"));
+        assert!(entries(root.path()).is_empty());
+        // Too many.
+        let mut r = start(root.path(), message(&[file])).unwrap();
+        assert!(r.write(b"0123456789x").unwrap_err().contains("more bytes"));
+        drop(r);
+        assert!(entries(root.path()).is_empty());
+    }
+
+    #[test]
+    fn a_second_copy_of_a_snapshot_leaves_the_first_in_place() {
+        let root = tempfile::tempdir().unwrap();
+        let file: &[u8] = b"data";
+        let (mut r1, mut r2) = (
+            start(root.path(), message(&[file])).unwrap(),
+            start(root.path(), message(&[file])).unwrap(),
+        );
+        r1.write(file).unwrap();
+        r2.write(file).unwrap();
+        r1.finish().unwrap();
+        r2.finish().unwrap();
+        assert_eq!(entries(root.path()), ["recv_1_6_9"]);
+    }
+
+    #[test]
+    fn transfers_beyond_the_limit_are_refused_until_one_ends() {
+        let root = tempfile::tempdir().unwrap();
+        let slots: Arc<AtomicUsize> = Arc::default();
+        let open = |slots: &Arc<AtomicUsize>| {
+            SnapReceiver::start(message(&[b"x"]), root.path(), slots.clone(), Arc::default())
+        };
+        let held: Vec<SnapReceiver> = (0..MAX_RECEIVING).map(|_| open(&slots).unwrap()).collect();
+        assert!(open(&slots).err().unwrap().contains("already receiving"));
+        drop(held);
+        assert!(open(&slots).is_ok());
+    }
+}
