@@ -136,7 +136,10 @@ impl Peer {
                     index = key.index,
                     "no files or no address for a snapshot raft-rs sent; it will ask again"
                 );
-                self.raw.report_snapshot(to, SnapshotStatus::Failure);
+                // Told next round: raft-rs takes no step between a ready and its
+                // advance.
+                let status = PeerMsg::SnapshotStatus { to, ok: false };
+                let _ = ctx.store.router.send(self.region_id, status);
                 continue;
             };
             let store_id = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
