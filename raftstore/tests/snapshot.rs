@@ -69,14 +69,15 @@ fn a_stopped_follower_catches_up_through_a_snapshot() {
     c.wait_local(behind, &key(0), b"seen", T);
     let last_seen = c.engines[&behind].log.last_index(region).unwrap().unwrap();
     c.stop_store(behind);
-    for i in 1..400u32 {
+    // 20,000 writes while it is down (the log is truncated every 100 or so).
+    for i in 1..20_000u32 {
         c.put(&key(i), format!("v{i}").as_bytes(), T).unwrap();
     }
     c.put(&key(7), b"again", T).unwrap();
     // Past the count limit: the leader truncates what the stopped store lacks.
     wait_first_index_past(&c, leader, region, last_seen + 1);
     c.start_store(behind);
-    c.wait_local(behind, &key(399), b"v399", T);
+    c.wait_local(behind, &key(19_999), b"v19999", T);
     tick_until(&c, "the snapshot to be applied", || {
         c.store(behind)
             .metrics()
