@@ -82,7 +82,9 @@ if [ "$MODE" = clean ]; then
         bytes=$((bytes + ${b:-0})); ms=$((ms + ${m:-0}))
     done
     apply_ms=$(metric 3 shoal_snapshot_apply_millis_total)
-    echo "snapshot: $bytes bytes sent in $ms ms ($(awk "BEGIN {printf \"%.1f\", $bytes / 1048576 / ($ms / 1000)}") MiB/s at a limit of $((RATE / 1048576)) MiB/s); applied in $apply_ms ms; node 3 restart to snapshot applied: $(( (t1 - t0) / 1000000 )) ms"
+    gen_ms=0
+    for i in 1 2; do g=$(metric "$i" shoal_snapshot_generate_millis_total); gen_ms=$((gen_ms + ${g:-0})); done
+    echo "snapshot: generated in $gen_ms ms; $bytes bytes sent in $ms ms ($(awk "BEGIN {printf \"%.1f\", $bytes / 1048576 / ($ms / 1000)}") MiB/s at a limit of $((RATE / 1048576)) MiB/s); applied in $apply_ms ms; node 3 restart to snapshot applied: $(( (t1 - t0) / 1000000 )) ms"
 else
     start 3
     deadline=$((SECONDS + 300))
