@@ -256,6 +256,10 @@ impl Inner {
     }
 }
 
+/// The least time a write's retry needs left to be worth sending (see
+/// `Call::check_deadline`).
+const MIN_WRITE_ATTEMPT: Duration = Duration::from_millis(20);
+
 /// One call's state across its attempts: its deadline and backoff, which peer to try
 /// next, and what failed last. [`RequestLoop::run`] is the loop of the module docs;
 /// each `on_*` method is a group of rows of its table.
@@ -322,8 +326,15 @@ impl<'a> RequestLoop<'a> {
     }
 
     /// [`Error::DeadlineExceeded`], with the latest failure, once the time is up.
+    /// A write that failed before does not start an attempt with less than
+    /// [`MIN_WRITE_ATTEMPT`] left: cut short, that attempt would turn a certain
+    /// failure into an unknown outcome for nothing.
     fn check_deadline(&mut self) -> Result<()> {
-        if Instant::now() < self.deadline {
+        let reserve = match self.once && self.last.is_some() {
+            true => MIN_WRITE_ATTEMPT,
+            false => Duration::ZERO,
+        };
+        if Instant::now() + reserve < self.deadline {
             return Ok(());
         }
         let last = self.last.take().unwrap_or_else(|| {
