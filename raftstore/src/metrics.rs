@@ -41,9 +41,11 @@ pub struct StoreMetrics {
     pub snapshots_sent: AtomicU64,
     pub snapshot_sent_bytes: AtomicU64,
     pub snapshot_send_millis: AtomicU64,
-    /// Raft snapshots received whole (checked and kept), and their bytes.
+    /// Raft snapshots received whole (checked and kept), their bytes and the
+    /// milliseconds receiving took.
     pub snapshots_received: AtomicU64,
     pub snapshot_received_bytes: AtomicU64,
+    pub snapshot_receive_millis: AtomicU64,
     /// Raft snapshots applied, and the milliseconds applying took.
     pub snapshots_applied: AtomicU64,
     pub snapshot_apply_millis: AtomicU64,
@@ -120,6 +122,7 @@ impl StoreMetrics {
             snapshot_send_millis: get(&self.snapshot_send_millis),
             snapshots_received: get(&self.snapshots_received),
             snapshot_received_bytes: get(&self.snapshot_received_bytes),
+            snapshot_receive_millis: get(&self.snapshot_receive_millis),
             snapshots_applied: get(&self.snapshots_applied),
             snapshot_apply_millis: get(&self.snapshot_apply_millis),
             snapshot_failures: get(&self.snapshot_failures),

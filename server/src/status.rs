@@ -183,6 +183,12 @@ pub fn render(store: &RaftStore) -> String {
             c.snapshot_received_bytes,
         ),
         (
+            "shoal_snapshot_receive_millis_total",
+            "counter",
+            "Milliseconds spent receiving Raft snapshots.",
+            c.snapshot_receive_millis,
+        ),
+        (
             "shoal_snapshots_applied_total",
             "counter",
             "Raft snapshots applied (as a follower).",

@@ -198,6 +198,10 @@ fn admin_commands_against_a_real_node() {
     let status = admin_ok(&addr, &["status"]);
     assert!(status.starts_with(&format!("store 1 ({addr}")), "{status}");
     assert!(status.contains("regions 4 leaders 4"), "{status}");
+    assert!(
+        status.contains("entries truncated | snapshots generated 0 sent 0"),
+        "{status}"
+    );
 }
 
 #[test]

@@ -19,7 +19,8 @@ use super::{connect, Endpoints};
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
     /// Prints each store's status and counters (regions, leaders, fsyncs, entries per
-    /// fsync, proposals, applied entries, reads, Raft messages).
+    /// fsync, proposals, applied entries, reads, Raft messages; the Raft log's size
+    /// and truncated entries; snapshots generated, sent, received, applied, failed).
     Status {
         #[command(flatten)]
         endpoints: Endpoints,
@@ -323,11 +324,29 @@ async fn status(client: &Client) -> Result<i32, String> {
                     c.raft_messages_sent,
                     c.transport_batches_sent
                 );
+                println!("{}", log_and_snapshots(&c));
             }
             Err(e) => println!("store {} ({}): unreachable: {e}", s.id, s.address),
         }
     }
     Ok(0)
+}
+
+/// The second line of a store's status: its Raft log and snapshots.
+fn log_and_snapshots(c: &shoal_proto::adminpb::StoreCounters) -> String {
+    format!(
+        "  raft log {} bytes on disk, {} entries truncated | snapshots generated {} sent {} \
+         ({} bytes) received {} ({} bytes) applied {} failed {}",
+        c.log_engine_disk_bytes,
+        c.log_entries_truncated,
+        c.snapshots_generated,
+        c.snapshots_sent,
+        c.snapshot_sent_bytes,
+        c.snapshots_received,
+        c.snapshot_received_bytes,
+        c.snapshots_applied,
+        c.snapshot_failures
+    )
 }
 
 #[cfg(test)]

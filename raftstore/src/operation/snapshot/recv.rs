@@ -68,6 +68,7 @@ pub struct SnapReceiver {
     slots: Arc<AtomicUsize>,
     metrics: Arc<StoreMetrics>,
     done: bool,
+    started: std::time::Instant,
 }
 
 impl SnapReceiver {
@@ -103,6 +104,7 @@ impl SnapReceiver {
             slots,
             metrics,
             done: false,
+            started: std::time::Instant::now(),
         };
         std::fs::create_dir_all(&r.tmp)
             .map_err(|e| format!("cannot create {}: {e}", r.tmp.display()))?;
@@ -201,6 +203,8 @@ impl SnapReceiver {
         self.done = true;
         StoreMetrics::add(&self.metrics.snapshots_received, 1);
         StoreMetrics::add(&self.metrics.snapshot_received_bytes, self.received);
+        let ms = self.started.elapsed().as_millis() as u64;
+        StoreMetrics::add(&self.metrics.snapshot_receive_millis, ms);
         Ok(self.msg.take().expect("taken once"))
     }
 }
