@@ -8,44 +8,19 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{test_config, Cluster, Isolate};
+use common::{gc_config, key, Cluster, Isolate};
 use shoal_engine::LogEngine;
 use shoal_raftstore::{Config, TickMode};
 
 const T: Duration = Duration::from_secs(20);
 
-fn key(i: u32) -> Vec<u8> {
-    format!("k{i:05}").into_bytes()
-}
-
-/// GC every 5 ticks, once 20 entries can go.
-fn gc_config() -> Config {
-    let cfg = test_config();
-    Config {
-        raft_log_gc_tick_interval: cfg.raft_tick_interval * 5,
-        raft_log_gc_threshold: 20,
-        ..cfg
-    }
-}
-
-/// The first index of `region`'s log on store `id`.
-fn first_index(c: &Cluster, id: u64, region: u64) -> u64 {
-    c.engines[&id].log.first_index(region).unwrap().unwrap_or(0)
-}
-
 /// Ticks until `region`'s log on every running store starts above `index`.
 fn wait_truncated_past(c: &Cluster, region: u64, index: u64) {
-    let deadline = Instant::now() + T;
     for id in c.store_ids() {
-        while first_index(c, id, region) <= index {
-            assert!(
-                Instant::now() < deadline,
-                "store {id}: region {region}'s log still starts at {} (wanted past {index})",
-                first_index(c, id, region)
-            );
-            c.tick_all();
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        c.tick_until(
+            &format!("store {id} to truncate region {region} past {index}"),
+            || c.first_index(id, region) > index,
+        );
     }
 }
 
@@ -87,7 +62,7 @@ fn the_log_is_truncated_on_every_replica_and_survives_a_restart_of_every_store()
     // Deletions are not synced: each store truncates again at start, and never
     // below what it had truncated.
     for id in c.store_ids() {
-        assert!(first_index(&c, id, region) > 250, "store {id}");
+        assert!(c.first_index(id, region) > 250, "store {id}");
     }
     c.check_acked();
     c.put(&key(999), b"after", T).unwrap();
@@ -117,7 +92,7 @@ fn a_cut_off_replica_holds_truncation_back_and_catches_up_from_the_log() {
     }
     for id in c.store_ids() {
         assert!(
-            first_index(&c, id, region) <= last_seen + 1,
+            c.first_index(id, region) <= last_seen + 1,
             "store {id} truncated past {last_seen}, which store {behind} still needs"
         );
     }

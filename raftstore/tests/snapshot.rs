@@ -6,62 +6,45 @@
 mod common;
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{test_config, Cluster, Isolate};
+use common::{gc_config, key, Cluster, Isolate};
 use shoal_engine::LogEngine;
 use shoal_raftstore::{Config, TickMode};
 
 const T: Duration = Duration::from_secs(30);
 
-fn key(i: u32) -> Vec<u8> {
-    format!("k{i:05}").into_bytes()
-}
-
 /// GC every 5 ticks; past 100 entries the log is truncated whatever a replica
 /// still needs.
-fn gc_config() -> Config {
-    let cfg = test_config();
+fn snap_config() -> Config {
     Config {
-        raft_log_gc_tick_interval: cfg.raft_tick_interval * 5,
-        raft_log_gc_threshold: 20,
         raft_log_gc_count_limit: 100,
-        ..cfg
+        ..gc_config()
     }
-}
-
-/// The first index of `region`'s log on store `id`.
-fn first_index(c: &Cluster, id: u64, region: u64) -> u64 {
-    c.engines[&id].log.first_index(region).unwrap().unwrap_or(0)
 }
 
 /// Ticks until `region`'s log on store `id` starts past `index`.
 fn wait_first_index_past(c: &Cluster, id: u64, region: u64, index: u64) {
-    let deadline = Instant::now() + T;
-    while first_index(c, id, region) <= index {
-        assert!(
-            Instant::now() < deadline,
-            "store {id}: region {region}'s log still starts at {}",
-            first_index(c, id, region)
-        );
-        c.tick_all();
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    c.tick_until(
+        &format!("store {id} to truncate region {region} past {index}"),
+        || c.first_index(id, region) > index,
+    );
 }
 
-/// Ticks until `cond` holds.
-fn tick_until(c: &Cluster, what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + T;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        c.tick_all();
-        std::thread::sleep(Duration::from_millis(5));
-    }
+/// Ticks until store `id` applied a snapshot.
+fn wait_snapshot_applied(c: &Cluster, id: u64) {
+    c.tick_until("the snapshot to be applied", || {
+        c.store(id)
+            .metrics()
+            .snapshots_applied
+            .load(Ordering::Relaxed)
+            >= 1
+    });
 }
 
 #[test]
 fn a_stopped_follower_catches_up_through_a_snapshot() {
-    let mut c = Cluster::start_with(3, 1, TickMode::Manual, gc_config());
+    let mut c = Cluster::start_with(3, 1, TickMode::Manual, snap_config());
     let region = c.regions[0].id;
     let leader = c.wait_leader(region, T);
     c.put(&key(0), b"seen", T).unwrap();
@@ -78,13 +61,7 @@ fn a_stopped_follower_catches_up_through_a_snapshot() {
     wait_first_index_past(&c, leader, region, last_seen + 1);
     c.start_store(behind);
     c.wait_local(behind, &key(19_999), b"v19999", T);
-    tick_until(&c, "the snapshot to be applied", || {
-        c.store(behind)
-            .metrics()
-            .snapshots_applied
-            .load(Ordering::Relaxed)
-            >= 1
-    });
+    wait_snapshot_applied(&c, behind);
     let m = c.store(leader).metrics().counters();
     assert!(m.snapshots_generated >= 1 && m.snapshots_sent >= 1, "{m:?}");
     let m = c.store(behind).metrics().counters();
@@ -98,7 +75,7 @@ fn a_stopped_follower_catches_up_through_a_snapshot() {
     // the snapshot: nothing it had before came back.
     c.put(&key(1000), b"after", T).unwrap();
     c.wait_local(behind, &key(1000), b"after", T);
-    let first = first_index(&c, behind, region);
+    let first = c.first_index(behind, region);
     assert!(
         first > last_seen + 1,
         "store {behind}'s log starts at {first}, the snapshot came past {last_seen}"
@@ -109,7 +86,7 @@ fn a_stopped_follower_catches_up_through_a_snapshot() {
 
 #[test]
 fn a_follower_restarted_after_a_snapshot_keeps_it() {
-    let mut c = Cluster::start_with(3, 1, TickMode::Manual, gc_config());
+    let mut c = Cluster::start_with(3, 1, TickMode::Manual, snap_config());
     let region = c.regions[0].id;
     let leader = c.wait_leader(region, T);
     let behind = c.store_ids().into_iter().find(|&id| id != leader).unwrap();
@@ -119,13 +96,7 @@ fn a_follower_restarted_after_a_snapshot_keeps_it() {
     }
     wait_first_index_past(&c, leader, region, 200);
     c.clear_filters();
-    tick_until(&c, "the snapshot to be applied", || {
-        c.store(behind)
-            .metrics()
-            .snapshots_applied
-            .load(Ordering::Relaxed)
-            >= 1
-    });
+    wait_snapshot_applied(&c, behind);
     c.stop_store(behind);
     c.start_store(behind);
     c.put(&key(1000), b"after", T).unwrap();
@@ -137,7 +108,7 @@ fn a_follower_restarted_after_a_snapshot_keeps_it() {
 
 #[test]
 fn a_follower_that_missed_a_split_gets_the_new_region_from_its_snapshot() {
-    let c = Cluster::start_with(3, 1, TickMode::Manual, gc_config());
+    let c = Cluster::start_with(3, 1, TickMode::Manual, snap_config());
     let parent = c.regions[0].id;
     let leader = c.wait_leader(parent, T);
     let behind = c.store_ids().into_iter().find(|&id| id != leader).unwrap();
@@ -155,7 +126,7 @@ fn a_follower_that_missed_a_split_gets_the_new_region_from_its_snapshot() {
     c.clear_filters();
     // The store never applied the split: its parent shrinks with the parent's
     // snapshot and the new region's peer comes with that region's snapshot.
-    tick_until(&c, "the store to hold both regions", || {
+    c.tick_until("the store to hold both regions", || {
         c.regions_of(behind).len() == 2
     });
     c.wait_local(behind, &key(399), b"v", T);
@@ -166,7 +137,7 @@ fn a_follower_that_missed_a_split_gets_the_new_region_from_its_snapshot() {
 
 #[test]
 fn a_replica_that_missed_a_merge_drops_its_stale_source_for_the_targets_snapshot() {
-    let c = Cluster::start_with(3, 2, TickMode::Manual, gc_config());
+    let c = Cluster::start_with(3, 2, TickMode::Manual, snap_config());
     let (low, high) = (c.regions[0].id, c.regions[1].id);
     let leaders = [c.wait_leader(low, T), c.wait_leader(high, T)];
     let in_high = |i: u32| {
@@ -198,7 +169,7 @@ fn a_replica_that_missed_a_merge_drops_its_stale_source_for_the_targets_snapshot
     c.clear_filters();
     // The target's snapshot spans the source the store still has, at a newer
     // epoch: the source goes and the snapshot is taken.
-    tick_until(&c, "the store to hold one region", || {
+    c.tick_until("the store to hold one region", || {
         c.regions_of(behind).len() == 1
     });
     c.wait_local(behind, &in_high(299), b"merged", T);

@@ -751,10 +751,11 @@ mod tests {
         held.abort();
     }
 
-    /// A Raft service whose first stream is accepted and then never read (the
-    /// receiving side hung: the HTTP/2 stream stays open, nothing errors), and whose
-    /// later streams deliver.
+    /// A Raft service that counts the messages it receives; with `hang_first`, its
+    /// first stream is accepted and then never read (the receiving side hung: the
+    /// HTTP/2 stream stays open, nothing errors) and only later streams deliver.
     struct HangsOnce {
+        hang_first: bool,
         streams: AtomicU64,
         delivered: Arc<AtomicU64>,
     }
@@ -766,7 +767,7 @@ mod tests {
             req: tonic::Request<tonic::Streaming<RaftMessageBatch>>,
         ) -> Result<tonic::Response<shoal_proto::raft_serverpb::Done>, tonic::Status> {
             let mut stream = req.into_inner();
-            if self.streams.fetch_add(1, Ordering::SeqCst) == 0 {
+            if self.hang_first && self.streams.fetch_add(1, Ordering::SeqCst) == 0 {
                 std::future::pending::<()>().await;
             }
             while let Some(batch) = stream.message().await? {
@@ -795,6 +796,7 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let delivered = Arc::new(AtomicU64::new(0));
         let service = HangsOnce {
+            hang_first: true,
             streams: AtomicU64::new(0),
             delivered: delivered.clone(),
         };
@@ -828,30 +830,6 @@ mod tests {
             }
         }
         server.abort();
-    }
-
-    /// A Raft service that counts what it receives.
-    struct Counts(Arc<AtomicU64>);
-
-    #[tonic::async_trait]
-    impl shoal_proto::raft_serverpb::raft_server::Raft for Counts {
-        async fn send(
-            &self,
-            req: tonic::Request<tonic::Streaming<RaftMessageBatch>>,
-        ) -> Result<tonic::Response<shoal_proto::raft_serverpb::Done>, tonic::Status> {
-            let mut stream = req.into_inner();
-            while let Some(batch) = stream.message().await? {
-                self.0.fetch_add(batch.msgs.len() as u64, Ordering::SeqCst);
-            }
-            Ok(tonic::Response::new(shoal_proto::raft_serverpb::Done {}))
-        }
-
-        async fn snapshot(
-            &self,
-            _: tonic::Request<tonic::Streaming<shoal_proto::raft_serverpb::SnapshotChunk>>,
-        ) -> Result<tonic::Response<shoal_proto::raft_serverpb::Done>, tonic::Status> {
-            Err(tonic::Status::unimplemented("test"))
-        }
     }
 
     /// A store behind a TCP forwarder, as the chaos runner's links are: while the
@@ -916,7 +894,11 @@ mod tests {
         let delivered = Arc::new(AtomicU64::new(0));
         let server = tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(RaftServer::new(Counts(delivered.clone())))
+                .add_service(RaftServer::new(HangsOnce {
+                    hang_first: false,
+                    streams: AtomicU64::new(0),
+                    delivered: delivered.clone(),
+                }))
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(store)),
         );
         up.store(true, Ordering::SeqCst);

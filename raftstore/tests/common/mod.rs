@@ -187,6 +187,21 @@ pub struct Cluster {
     pub cfg: Config,
 }
 
+/// The `i`th key of the tests' key space (`k00000`, `k00001`, ...).
+pub fn key(i: u32) -> Vec<u8> {
+    format!("k{i:05}").into_bytes()
+}
+
+/// Log GC every 5 ticks, once 20 entries can go.
+pub fn gc_config() -> Config {
+    let cfg = test_config();
+    Config {
+        raft_log_gc_tick_interval: cfg.raft_tick_interval * 5,
+        raft_log_gc_threshold: 20,
+        ..cfg
+    }
+}
+
 /// Fast timers so elections take a fraction of a second.
 pub fn test_config() -> Config {
     Config {
@@ -486,6 +501,26 @@ impl Cluster {
     }
 
     /// Every acknowledged write is readable through the leader.
+    /// The first index of `region`'s log on store `id` (0: no entries).
+    pub fn first_index(&self, id: u64, region: u64) -> u64 {
+        use shoal_engine::LogEngine;
+        self.engines[&id]
+            .log
+            .first_index(region)
+            .unwrap()
+            .unwrap_or(0)
+    }
+
+    /// Ticks every store until `cond` holds (20 s at most).
+    pub fn tick_until(&self, what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            self.tick_all();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     pub fn check_acked(&self) {
         let acked = self.acked.lock().unwrap().clone();
         for (k, v) in acked {
