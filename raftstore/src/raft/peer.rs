@@ -25,7 +25,7 @@ use crate::msg::{PeerMsg, PeerTick, ReadRequest};
 use crate::operation::merge::DRIVE_EVERY_TICKS;
 use crate::operation::propose::Proposal;
 use crate::operation::read::ReadBatch;
-use crate::operation::snapshot::apply::{is_snapshot, PendingSnapshot};
+use crate::operation::snapshot::apply::{drop_snapshot_files, is_snapshot, PendingSnapshot};
 use crate::operation::snapshot::SnapKey;
 use crate::operation::split_check::SplitCheckState;
 use crate::raft::storage::PeerStorage;
@@ -110,7 +110,7 @@ impl Peer {
     /// Handles one message of the round.
     pub(crate) fn on_msg(&mut self, msg: PeerMsg, ctx: &mut PollCtx) {
         if self.destroyed {
-            return self.refuse(msg);
+            return self.refuse(msg, ctx);
         }
         match msg {
             PeerMsg::Raft(m) => self.step(*m, ctx),
@@ -152,8 +152,9 @@ impl Peer {
 
     /// A destroyed peer only answers requests (`RegionNotFound`: the client
     /// re-routes to the region that took the range).
-    fn refuse(&self, msg: PeerMsg) {
+    fn refuse(&self, msg: PeerMsg, ctx: &PollCtx) {
         match msg {
+            PeerMsg::Raft(m) => drop_snapshot_files(&m, ctx),
             PeerMsg::Command(c) => {
                 let _ = c.reply.send(Err(region_not_found(self.region_id)));
             }
@@ -220,6 +221,9 @@ impl Peer {
             Err(why) => {
                 tracing::warn!(region = self.region_id, "dropping a raft message: {why}");
                 StoreMetrics::add(&metrics.raft_messages_refused, 1);
+                if self.applying_snapshot.is_none() {
+                    drop_snapshot_files(&msg, ctx);
+                }
                 return;
             }
         };

@@ -262,6 +262,14 @@ fn snapshot_of_ready(
     Ok((region, data.files.len()))
 }
 
+/// A Raft message refused before any check of its snapshot (by a destroyed peer,
+/// or as addressed wrongly): if it carries a snapshot, the received files go.
+pub(crate) fn drop_snapshot_files(msg: &RaftMessage, ctx: &PollCtx) {
+    if let (Ok((key, _)), Some(root)) = (snapshot_of(msg), ctx.store.snap_root()) {
+        ctx.store.remove_snapshot_dir(key.recv_dir(root));
+    }
+}
+
 /// Whether a raft-rs message is a snapshot.
 pub(crate) fn is_snapshot(m: &RaftPbMessage) -> bool {
     m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot
@@ -286,6 +294,16 @@ pub(crate) fn apply_snapshot(
         files,
         stale,
     } = task;
+    if !delegates.contains_key(&region.id) {
+        // Tombstoned meanwhile, as stale under a newer snapshot applied just
+        // before: applying this one would bring it back. Its peer is told it went.
+        tracing::info!(
+            region = region.id,
+            index = key.index,
+            "not applying a snapshot of a region removed as stale"
+        );
+        return Vec::new();
+    }
     let state = RaftApplyState {
         applied_index: key.index,
         truncated_index: key.index,
