@@ -178,3 +178,34 @@ fn a_replica_that_missed_a_merge_drops_its_stale_source_for_the_targets_snapshot
     c.check_acked();
     c.check_replicas_agree(T);
 }
+
+#[test]
+fn a_leader_that_stops_in_the_middle_of_a_send_is_replaced_and_the_follower_still_catches_up() {
+    let mut c = Cluster::start_with(3, 1, TickMode::Manual, snap_config());
+    let region = c.regions[0].id;
+    let leader = c.wait_leader(region, T);
+    let behind = c.store_ids().into_iter().find(|&id| id != leader).unwrap();
+    c.stop_store(behind);
+    for i in 0..300u32 {
+        c.put(&key(i), b"v", T).unwrap();
+    }
+    wait_first_index_past(&c, leader, region, 200);
+    // Every snapshot now takes a second to arrive; the leader stops meanwhile.
+    *c.net.snapshot_delay.write().unwrap() = Some(Duration::from_secs(1));
+    c.start_store(behind);
+    c.tick_until("a snapshot send to begin", || {
+        c.net.snapshots_sent.load(Ordering::SeqCst) >= 1
+    });
+    c.stop_store(leader);
+    // The third store leads now (the stopped follower's log is too old to win)
+    // and sends its own snapshot; the old one, arriving late from a stopped
+    // leader's term, changes nothing.
+    let new = c.wait_leader(region, T);
+    assert_ne!(new, leader);
+    c.put(&key(1000), b"after", T).unwrap();
+    c.wait_local(behind, &key(1000), b"after", T);
+    c.wait_local(behind, &key(299), b"v", T);
+    c.start_store(leader);
+    c.check_acked();
+    c.check_replicas_agree(T);
+}

@@ -111,6 +111,8 @@ pub struct SimNetwork {
     delay: Arc<RwLock<Option<Duration>>>,
     /// Snapshots handed to the network (and not filtered out).
     pub snapshots_sent: Arc<AtomicU64>,
+    /// When set, every snapshot is delivered this much later: a slow transfer.
+    pub snapshot_delay: Arc<RwLock<Option<Duration>>>,
 }
 
 struct SimTransport {
@@ -156,7 +158,11 @@ impl Transport for SimTransport {
         }
         self.net.snapshots_sent.fetch_add(1, Ordering::SeqCst);
         let stores = self.net.stores.clone();
+        let delay = *self.net.snapshot_delay.read().unwrap();
         std::thread::spawn(move || {
+            if let Some(d) = delay {
+                std::thread::sleep(d);
+            }
             let target = stores.read().unwrap().get(&store_id).cloned();
             let delivered = target
                 .ok_or_else(|| "store down".to_string())
