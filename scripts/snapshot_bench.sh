@@ -88,7 +88,7 @@ if [ "$MODE" = clean ]; then
 else
     start 3
     deadline=$((SECONDS + 300))
-    until ls "$WORK/node-3/snap" 2>/dev/null | grep -q '\.tmp-'; do
+    until ls "$WORK/node-3/snap" 2>/dev/null | grep -q '\.tmp'; do
         sleep 0.02
         [ $SECONDS -lt $deadline ] || { echo "no snapshot transfer began"; exit 1; }
     done

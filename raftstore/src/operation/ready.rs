@@ -150,6 +150,7 @@ impl Peer {
                 start_key: region.start_key.clone(),
                 end_key: region.end_key.clone(),
                 is_tombstone: false,
+                snapshot_transfer: 0,
             });
         }
     }

@@ -59,6 +59,8 @@ pub(crate) struct Peer {
     pub(crate) destroyed: bool,
     /// A snapshot taken from a ready and not yet durable everywhere.
     pub(crate) applying_snapshot: Option<PendingSnapshot>,
+    /// The snapshot raft-rs took when stepped, and the transfer holding its files.
+    pub(crate) stepped_snapshot: Option<(SnapKey, u64)>,
     /// Peers of the region that sent this peer messages: where answers go while
     /// the region lists no peer yet (an uninitialized peer, before its snapshot).
     pub(crate) senders: std::collections::HashMap<u64, PeerMeta>,
@@ -92,6 +94,7 @@ impl Peer {
             ticks: 0,
             destroyed: false,
             applying_snapshot: None,
+            stepped_snapshot: None,
             senders: std::collections::HashMap::new(),
         }
     }
@@ -221,9 +224,7 @@ impl Peer {
             Err(why) => {
                 tracing::warn!(region = self.region_id, "dropping a raft message: {why}");
                 StoreMetrics::add(&metrics.raft_messages_refused, 1);
-                if self.applying_snapshot.is_none() {
-                    drop_snapshot_files(&msg, ctx);
-                }
+                drop_snapshot_files(&msg, ctx);
                 return;
             }
         };
@@ -233,6 +234,7 @@ impl Peer {
             }
         }
         let snapshot = is_snapshot(&m).then(|| SnapKey::of(self.region_id, m.get_snapshot()));
+        let transfer = msg.snapshot_transfer;
         if let Some(key) = snapshot {
             if let Err(why) = self.check_snapshot(&msg, ctx) {
                 tracing::info!(
@@ -240,8 +242,8 @@ impl Peer {
                     index = key.index,
                     "dropping a raft snapshot: {why}"
                 );
-                StoreMetrics::add(&metrics.raft_messages_refused, 1);
-                self.after_snapshot_step(key, ctx);
+                StoreMetrics::add(&ctx.store.metrics.raft_messages_refused, 1);
+                self.after_snapshot_step(key, transfer, ctx);
                 return;
             }
         }
@@ -249,7 +251,7 @@ impl Peer {
             tracing::debug!(region = self.region_id, "step: {e}");
         }
         if let Some(key) = snapshot {
-            self.after_snapshot_step(key, ctx);
+            self.after_snapshot_step(key, transfer, ctx);
         }
     }
 

@@ -42,6 +42,8 @@ pub(crate) struct PendingSnapshot {
     /// The ready that carried it.
     pub(crate) number: u64,
     pub(crate) key: SnapKey,
+    /// The transfer whose files it is.
+    pub(crate) transfer: u64,
     /// The log write that follows the kv side: the ready's entries after the
     /// snapshot, the raft state, and the messages that wait on it.
     pub(crate) entries: Vec<LogEntry>,
@@ -92,7 +94,7 @@ impl Peer {
             ));
         }
         let root = ctx.store.snap_root().ok_or("no snapshot directory")?;
-        if !key.recv_dir(root).is_dir() {
+        if !key.recv_dir(root, msg.snapshot_transfer).is_dir() {
             return Err("its files were not received".into());
         }
         let overlaps = self.raw.store().ranges().overlaps(&region);
@@ -102,29 +104,29 @@ impl Peer {
         Ok(())
     }
 
-    /// After stepping a snapshot: when raft-rs did not take it (older than what
-    /// this replica has, or already matched by its log), its files go now.
-    pub(crate) fn after_snapshot_step(&self, key: SnapKey, ctx: &PollCtx) {
-        // A second copy of the snapshot being applied shares its directory.
-        if self
-            .applying_snapshot
-            .as_ref()
-            .is_some_and(|p| p.key == key)
-        {
+    /// After stepping (or refusing) the snapshot of transfer `n`: the transfer
+    /// whose snapshot raft-rs holds is recorded, to be applied from; the files of
+    /// any other (not taken, refused, a second copy) go now.
+    pub(crate) fn after_snapshot_step(&mut self, key: SnapKey, n: u64, ctx: &PollCtx) {
+        let Some(root) = ctx.store.snap_root() else {
             return;
-        }
-        let taken = self
-            .raw
-            .raft
-            .raft_log
-            .unstable
-            .snapshot
-            .as_ref()
-            .is_some_and(|s| SnapKey::of(self.region_id, s) == key);
-        if !taken {
-            if let Some(root) = ctx.store.snap_root() {
-                ctx.store.remove_snapshot_dir(key.recv_dir(root));
+        };
+        let held = self.raw.raft.raft_log.unstable.snapshot.as_ref();
+        let taken = held.is_some_and(|s| SnapKey::of(self.region_id, s) == key);
+        match self.stepped_snapshot {
+            // An earlier copy of the same snapshot is the one raft-rs holds.
+            Some((k, m)) if taken && k == key && m != n => {
+                ctx.store.remove_snapshot_dir(key.recv_dir(root, n));
             }
+            Some((k, m)) if taken && k == key && m == n => {}
+            // raft-rs took this one (in place of an older one, whose files go).
+            previous if taken => {
+                if let Some((k, m)) = previous {
+                    ctx.store.remove_snapshot_dir(k.recv_dir(root, m));
+                }
+                self.stepped_snapshot = Some((key, n));
+            }
+            _ => ctx.store.remove_snapshot_dir(key.recv_dir(root, n)),
         }
     }
 
@@ -142,6 +144,13 @@ impl Peer {
             ),
         };
         let root = ctx.store.snap_root().expect("checked in check_snapshot");
+        let transfer = match self.stepped_snapshot.take() {
+            Some((k, n)) if k == key => n,
+            other => panic!(
+                "region {}: raft-rs handed back snapshot {key:?}, the one stepped was {other:?}",
+                self.region_id
+            ),
+        };
         tracing::info!(
             region = self.region_id,
             index = key.index,
@@ -172,6 +181,7 @@ impl Peer {
         self.applying_snapshot = Some(PendingSnapshot {
             number,
             key,
+            transfer,
             entries,
             state,
             msgs,
@@ -194,7 +204,7 @@ impl Peer {
         let task = SnapshotTask {
             key,
             region,
-            dir: key.recv_dir(root),
+            dir: key.recv_dir(root, transfer),
             files,
             stale: overlaps.stale,
         };
@@ -243,7 +253,8 @@ impl Peer {
             "applied a raft snapshot"
         );
         if let Some(root) = ctx.store.snap_root() {
-            ctx.store.remove_snapshot_dir(p.key.recv_dir(root));
+            ctx.store
+                .remove_snapshot_dir(p.key.recv_dir(root, p.transfer));
         }
     }
 }
@@ -266,7 +277,8 @@ fn snapshot_of_ready(
 /// or as addressed wrongly): if it carries a snapshot, the received files go.
 pub(crate) fn drop_snapshot_files(msg: &RaftMessage, ctx: &PollCtx) {
     if let (Ok((key, _)), Some(root)) = (snapshot_of(msg), ctx.store.snap_root()) {
-        ctx.store.remove_snapshot_dir(key.recv_dir(root));
+        ctx.store
+            .remove_snapshot_dir(key.recv_dir(root, msg.snapshot_transfer));
     }
 }
 

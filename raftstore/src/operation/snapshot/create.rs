@@ -50,7 +50,8 @@ pub(crate) fn on_unknown_region_message(ctx: &PollCtx, msg: Box<RaftMessage>) {
             );
             // A snapshot that creates nothing leaves no files behind.
             if let (Ok((key, _)), Some(root)) = (snapshot_of(&msg), ctx.store.snap_root()) {
-                ctx.store.remove_snapshot_dir(key.recv_dir(root));
+                ctx.store
+                    .remove_snapshot_dir(key.recv_dir(root, msg.snapshot_transfer));
             }
         }
     }

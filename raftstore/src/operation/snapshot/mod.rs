@@ -15,9 +15,10 @@
 //!    (limited in concurrency and bytes per second) and reports the outcome;
 //!    raft-rs is always told (`report_snapshot`), or the follower stays paused.
 //! 3. **Receive** (`recv.rs`, follower store): the chunks become files under
-//!    `snap/recv_{region}_{term}_{index}.tmp-N/`, checked against the sizes and
-//!    checksums the message lists, synced and renamed to `recv_...`; only then is
-//!    the message delivered. A transfer that fails leaves no files.
+//!    `snap/recv_{region}_{term}_{index}_N.tmp/`, checked against the sizes and
+//!    checksums the message lists, synced and renamed to `recv_..._N` (N: the
+//!    transfer, which the delivered message names); only then is the message
+//!    delivered. A transfer that fails leaves no files.
 //! 4. **Apply** (`apply.rs`, follower): the peer checks the message (region, epoch,
 //!    overlap, files) before raft-rs; a region the store lacks gets a new,
 //!    uninitialized peer first (`create.rs`). The ready's snapshot goes to the
@@ -63,12 +64,16 @@ impl SnapKey {
         ))
     }
 
-    /// Where a follower keeps this snapshot, received whole, under `root`.
-    pub(crate) fn recv_dir(&self, root: &Path) -> PathBuf {
-        root.join(format!(
-            "recv_{}_{}_{}",
-            self.region_id, self.term, self.index
-        ))
+    /// Where a follower keeps this snapshot, received whole by transfer `n`,
+    /// under `root` (each transfer has its own: a copy that arrives late never
+    /// shares, nor removes, the files of the one being applied).
+    pub(crate) fn recv_dir(&self, root: &Path, n: u64) -> PathBuf {
+        root.join(format!("{}{n}", self.recv_prefix()))
+    }
+
+    /// The start of the name of every received copy's directory.
+    pub(crate) fn recv_prefix(&self) -> String {
+        format!("recv_{}_{}_{}_", self.region_id, self.term, self.index)
     }
 
     /// The key of the snapshot a raft-rs message carries.

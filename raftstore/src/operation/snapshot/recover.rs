@@ -49,12 +49,15 @@ pub(crate) fn recover(
                 term: apply.truncated_term,
                 index: apply.truncated_index,
             };
-            let dir = root.map(|r| key.recv_dir(r)).ok_or_else(|| {
+            let root = root.ok_or_else(|| {
                 StartError::Corrupt(format!(
                     "region {} is applying a snapshot and this store has no snapshot directory",
                     region.id
                 ))
             })?;
+            // Every received copy is whole (renamed only once checked and synced)
+            // and the same: any of them will do.
+            let dir = received_copy(root, &key);
             if !dir.is_dir() {
                 return Err(StartError::Corrupt(format!(
                     "region {} is applying a snapshot whose files are gone ({})",
@@ -87,6 +90,19 @@ pub(crate) fn recover(
         remove_leftovers(root);
     }
     Ok(())
+}
+
+/// A received copy of snapshot `key` under `root` (a path that is no directory
+/// when there is none).
+fn received_copy(root: &Path, key: &SnapKey) -> std::path::PathBuf {
+    let prefix = key.recv_prefix();
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with(&prefix) && !n.ends_with(".tmp"))
+        .map_or_else(|| root.join(prefix), |n| root.join(n))
 }
 
 fn apply_state(kv: &RocksKvEngine, region_id: u64) -> Result<RaftApplyState, StartError> {

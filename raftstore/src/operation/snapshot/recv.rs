@@ -4,9 +4,10 @@
 //! transport (the server's Raft service, the test harness) feeds it.
 //!
 //! Files go to a directory of their own per transfer
-//! (`recv_{region}_{term}_{index}.tmp-N`), renamed to `recv_{region}_{term}_{index}`
-//! once whole: a transfer that fails or is dropped half-way removes its directory,
-//! and two transfers of one snapshot do not mix their bytes.
+//! (`recv_{region}_{term}_{index}_N.tmp`), renamed to `recv_{region}_{term}_{index}_N`
+//! once whole, and the message delivered names `N`: a transfer that fails or is
+//! dropped half-way removes its directory, and two transfers of one snapshot never
+//! share (nor remove) each other's files.
 
 use std::fs::File;
 use std::io::Write;
@@ -57,8 +58,9 @@ pub struct SnapReceiver {
     files: Vec<SnapshotFile>,
     /// The transfer's own directory, until renamed.
     tmp: PathBuf,
-    /// Where it goes once whole.
+    /// Where it goes once whole, and the transfer's number.
     dir: PathBuf,
+    n: u64,
     /// The file being written: its index, handle, bytes written and digest.
     current: usize,
     file: Option<File>,
@@ -87,15 +89,16 @@ impl SnapReceiver {
                 "this store is already receiving {MAX_RECEIVING} snapshots; retry later"
             ));
         }
-        let dir = key.recv_dir(root);
         let n = TRANSFER.fetch_add(1, Ordering::Relaxed);
-        let tmp = PathBuf::from(format!("{}.tmp-{n}", dir.display()));
+        let dir = key.recv_dir(root, n);
+        let tmp = PathBuf::from(format!("{}.tmp", dir.display()));
         let mut r = SnapReceiver {
             key,
             msg: Some(msg),
             files: data.files,
             tmp,
             dir,
+            n,
             current: 0,
             file: None,
             written: 0,
@@ -179,7 +182,7 @@ impl SnapReceiver {
     }
 
     /// Every file whole and checked: syncs the directory, renames it into place
-    /// and hands back the message to deliver.
+    /// and hands back the message to deliver, naming the transfer.
     pub(crate) fn finish(mut self) -> Result<RaftMessage, String> {
         if self.current < self.files.len() {
             return Err(format!(
@@ -190,22 +193,19 @@ impl SnapReceiver {
             ));
         }
         sync_dir(&self.tmp)?;
-        if self.dir.exists() {
-            // Received before (a resend): the copy in place is as good.
-            remove_dir(&self.tmp);
-        } else {
-            std::fs::rename(&self.tmp, &self.dir)
-                .map_err(|e| format!("cannot rename {}: {e}", self.tmp.display()))?;
-            if let Some(root) = self.dir.parent() {
-                sync_dir(root)?;
-            }
+        std::fs::rename(&self.tmp, &self.dir)
+            .map_err(|e| format!("cannot rename {}: {e}", self.tmp.display()))?;
+        if let Some(root) = self.dir.parent() {
+            sync_dir(root)?;
         }
         self.done = true;
         StoreMetrics::add(&self.metrics.snapshots_received, 1);
         StoreMetrics::add(&self.metrics.snapshot_received_bytes, self.received);
         let ms = self.started.elapsed().as_millis() as u64;
         StoreMetrics::add(&self.metrics.snapshot_receive_millis, ms);
-        Ok(self.msg.take().expect("taken once"))
+        let mut msg = self.msg.take().expect("taken once");
+        msg.snapshot_transfer = self.n;
+        Ok(msg)
     }
 }
 
@@ -299,8 +299,9 @@ mod tests {
         r.write(b"ond").unwrap();
         let msg = r.finish().unwrap();
         assert_eq!(msg.region_id, 1);
-        assert_eq!(entries(root.path()), ["recv_1_6_9"]);
-        let dir = root.path().join("recv_1_6_9");
+        let dir_name = format!("recv_1_6_9_{}", msg.snapshot_transfer);
+        assert_eq!(entries(root.path()), [dir_name.clone()]);
+        let dir = root.path().join(dir_name);
         assert_eq!(std::fs::read(dir.join("0.sst")).unwrap(), a);
         assert_eq!(std::fs::read(dir.join("1.sst")).unwrap(), b);
         assert_eq!(std::fs::read(dir.join("2.sst")).unwrap(), b"");
@@ -332,7 +333,7 @@ mod tests {
     }
 
     #[test]
-    fn a_second_copy_of_a_snapshot_leaves_the_first_in_place() {
+    fn two_copies_of_a_snapshot_keep_directories_of_their_own() {
         let root = tempfile::tempdir().unwrap();
         let file: &[u8] = b"data";
         let (mut r1, mut r2) = (
@@ -341,9 +342,14 @@ mod tests {
         );
         r1.write(file).unwrap();
         r2.write(file).unwrap();
-        r1.finish().unwrap();
-        r2.finish().unwrap();
-        assert_eq!(entries(root.path()), ["recv_1_6_9"]);
+        let (m1, m2) = (r1.finish().unwrap(), r2.finish().unwrap());
+        assert_ne!(m1.snapshot_transfer, m2.snapshot_transfer);
+        let mut want = vec![
+            format!("recv_1_6_9_{}", m1.snapshot_transfer),
+            format!("recv_1_6_9_{}", m2.snapshot_transfer),
+        ];
+        want.sort();
+        assert_eq!(entries(root.path()), want);
     }
 
     #[test]
