@@ -300,7 +300,7 @@ mod tests {
         let msg = r.finish().unwrap();
         assert_eq!(msg.region_id, 1);
         let dir_name = format!("recv_1_6_9_{}", msg.snapshot_transfer);
-        assert_eq!(entries(root.path()), [dir_name.clone()]);
+        assert_eq!(entries(root.path()), std::slice::from_ref(&dir_name));
         let dir = root.path().join(dir_name);
         assert_eq!(std::fs::read(dir.join("0.sst")).unwrap(), a);
         assert_eq!(std::fs::read(dir.join("1.sst")).unwrap(), b);
