@@ -140,7 +140,7 @@ async fn serve(
     // config's module docs); a larger request is refused naming the limits.
     let limit = cfg.max_message_size();
     // HTTP/2 pings close a connection whose peer vanished without closing it (the
-    // Raft streams' senders ping too: `transport.rs`).
+    // Raft streams' senders ping too: `transport/link.rs`).
     let serve = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
