@@ -126,11 +126,13 @@ impl Peer {
             .iter()
             .find(|p| p.id == self.peer_id)
             .cloned()
-            .or(Some(PeerMeta {
-                id: self.peer_id,
-                store_id: self.store_id,
-                ..Default::default()
-            }));
+            .or_else(|| {
+                Some(PeerMeta {
+                    id: self.peer_id,
+                    store_id: self.store_id,
+                    ..Default::default()
+                })
+            });
         for m in msgs {
             let known = region.peers.iter().find(|p| p.id == m.to);
             let Some(to) = known.or_else(|| self.senders.get(&m.to)).cloned() else {
