@@ -2,7 +2,7 @@
 //! answered in one place (the store, the server and the client agree on what
 //! "in the region" means).
 
-use crate::metapb::{Peer, Region};
+use crate::metapb::{Peer, PeerRole, Region};
 
 /// Range and membership helpers on [`Region`].
 ///
@@ -15,6 +15,9 @@ pub trait RegionExt {
     fn covers(&self, inner: &Region) -> bool;
     /// The region's peer on `store_id`, if it has one.
     fn peer_on_store(&self, store_id: u64) -> Option<&Peer>;
+    /// Whether the region is in a joint configuration (a peer is incoming or
+    /// demoting).
+    fn is_joint(&self) -> bool;
 }
 
 impl RegionExt for Region {
@@ -31,6 +34,12 @@ impl RegionExt for Region {
 
     fn peer_on_store(&self, store_id: u64) -> Option<&Peer> {
         self.peers.iter().find(|p| p.store_id == store_id)
+    }
+
+    fn is_joint(&self) -> bool {
+        self.peers.iter().any(|p| {
+            p.role == PeerRole::IncomingVoter as i32 || p.role == PeerRole::DemotingVoter as i32
+        })
     }
 }
 

@@ -50,7 +50,7 @@ pub use transport::Transport;
 /// First boot of a cluster (see `store/bootstrap.rs`).
 pub mod bootstrap {
     pub use crate::store::bootstrap::{
-        bootstrap, initial_regions, load_ident, split_keys, MAX_INITIAL_REGIONS,
+        bootstrap, initial_regions, join, load_ident, split_keys, MAX_INITIAL_REGIONS,
     };
 }
 

@@ -124,6 +124,12 @@ pub(crate) enum PeerMsg {
     /// The snapshot worker's outcome for this (leading) peer.
     SnapshotGenerated(Box<Result<Generated, String>>),
     /// How sending a snapshot to peer `to` ended.
+    /// Hand the leadership to the region's peer on `to_store` (the admin API);
+    /// answered with that peer once raft-rs was asked.
+    TransferLeader {
+        to_store: u64,
+        reply: oneshot::Sender<Result<shoal_proto::metapb::Peer, CmdError>>,
+    },
     SnapshotStatus {
         /// The follower's peer id.
         to: u64,

@@ -20,6 +20,7 @@ use shoal_proto::{Message as _, RegionExt};
 
 use crate::error::{epoch_not_match, fatal, key_not_in_region, CmdError, WriteResult};
 use crate::operation::merge::{commit, prepare, rollback};
+use crate::operation::conf_change::{self, change_peer_of};
 use crate::operation::{log_gc, split};
 use crate::raft::apply::{ApplyCtx, Delegate};
 
@@ -83,26 +84,38 @@ pub(crate) fn admin_cmd(
 
 /// Applies one committed entry of `d`'s region into the batch.
 pub(crate) fn apply_entry(d: &mut Delegate, entry: &Entry, ctx: &mut ApplyCtx) -> WriteResult {
-    if entry.data.is_empty() {
-        // A new leader's empty entry: nothing to apply.
+    if entry.get_entry_type() == EntryType::EntryNormal && entry.data.is_empty() {
+        // A new leader's empty entry: nothing to apply. (A conf change leaving a
+        // joint configuration has empty data too, and its command as context.)
         return Ok(Vec::new());
     }
-    if entry.get_entry_type() != EntryType::EntryNormal {
-        tracing::warn!(
-            region = d.region.id,
-            index = entry.index,
-            "membership changes are not supported yet"
-        );
-        return Ok(Vec::new());
-    }
+    // A membership change carries its command in the entry's context; raft-rs's
+    // change in its data says the same (`conf_change.rs`).
+    let (bytes, conf_change) = match entry.get_entry_type() {
+        EntryType::EntryNormal => (&entry.data[..], false),
+        EntryType::EntryConfChangeV2 => (&entry.context[..], true),
+        EntryType::EntryConfChange => fatal(
+            d.region.id,
+            format_args!("a v1 conf change at index {}: Shoal never proposes one", entry.index),
+        ),
+    };
     // Every replica holds the same bytes: one that cannot decode them cannot apply
     // as the others do.
-    let cmd = RaftCmdRequest::decode(&entry.data[..]).unwrap_or_else(|e| {
+    let cmd = RaftCmdRequest::decode(bytes).unwrap_or_else(|e| {
         fatal(
             d.region.id,
             format_args!("the entry at index {} does not decode: {e}", entry.index),
         )
     });
+    if conf_change != change_peer_of(&cmd).is_some() {
+        fatal(
+            d.region.id,
+            format_args!(
+                "the entry at index {} is a membership change in one half only",
+                entry.index
+            ),
+        );
+    }
     let header = cmd.header.unwrap_or_default();
     check_epoch(&d.region, header.region_epoch.as_ref(), false)?;
     match cmd.admin.and_then(|a| a.cmd) {
@@ -128,6 +141,7 @@ fn apply_admin(
         admin_request::Cmd::CommitMerge(req) => commit::apply_commit(d, req, index, ctx),
         admin_request::Cmd::RollbackMerge(req) => rollback::apply_rollback(d, req, index, ctx),
         admin_request::Cmd::CompactLog(req) => log_gc::apply_compact_log(d, &req, index, ctx),
+        admin_request::Cmd::ChangePeer(req) => conf_change::apply_change_peer(d, &req, index, ctx),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The life of a peer on this store: created ([`start_peer`]: at start-up for every
 //! region loaded, or when a split applied here makes a region), and destroyed
-//! ([`Peer::destroy`]: a merge source whose merge committed). Also the one place
+//! ([`Peer::destroy`]: a merge source whose merge committed;
+//! [`Peer::destroy_removed`]: a replica removed from its region). Also the one place
 //! that fails every pending request of a peer ([`Peer::fail_proposals`],
 //! [`Peer::fail_reads`]).
 //!
@@ -78,6 +79,7 @@ pub(crate) fn start_peer_as(
     let _ = ctx
         .apply_worker(region.id)
         .send(ApplyMsg::Register(Box::new(Registration {
+            peer_id: me.id,
             region: region.clone(),
             state: apply_state,
             merging: merging.clone(),
@@ -154,6 +156,37 @@ impl Peer {
                 "region {region_id} was merged into {target} before the write applied"
             )),
         });
+        fail::fail_point!("merge_destroy_source");
+        let conf_ver = self.region().region_epoch.unwrap_or_default().conf_ver;
+        self.tear_down(conf_ver, ctx);
+    }
+
+    /// This replica was removed from its region (a membership change applied here,
+    /// or a tombstone message from the group): its tombstone and the removal of its
+    /// data are durable (apply synced them, at `conf_ver`); the rest goes as for a
+    /// merged source.
+    pub(crate) fn destroy_removed(&mut self, conf_ver: u64, ctx: &mut PollCtx) {
+        tracing::info!(
+            region = self.region_id,
+            peer = self.peer_id,
+            "destroying a replica removed from its region"
+        );
+        let region_id = self.region_id;
+        // What was proposed after the removal may still commit in the group.
+        self.fail_proposals(|_| {
+            CmdError::Undetermined(format!(
+                "region {region_id}: this replica was removed from the region"
+            ))
+        });
+        self.tear_down(conf_ver, ctx);
+    }
+
+    /// Answers the reads still pending, drops the ticks, the mailbox and the range
+    /// (keeping a tombstone at `conf_ver`: only a message from a newer membership
+    /// may create a peer of the region here again), and has the log writer remove
+    /// the raft log after every write of this peer queued before.
+    fn tear_down(&mut self, conf_ver: u64, ctx: &mut PollCtx) {
+        let region_id = self.region_id;
         self.fail_reads(|| region_not_found(region_id));
         let store = &ctx.store;
         if self.is_leader {
@@ -163,11 +196,7 @@ impl Peer {
         store.metrics.region_count.fetch_sub(1, Ordering::Relaxed);
         store.ticker.cancel_all(region_id);
         store.router.close(region_id);
-        store.ranges.remove(region_id, true);
-        // The tombstone and the merged target are durable before the source's log
-        // goes: apply synced the batch holding the commit before reporting it. The
-        // log writer removes the log after every write of this peer queued before.
-        fail::fail_point!("merge_destroy_source");
+        store.ranges.remove(region_id, Some(conf_ver));
         ctx.write.remove_region(region_id);
         self.destroyed = true;
     }

@@ -11,6 +11,8 @@
 //! - `life.rs`: creating and destroying peers, failing what is pending;
 //! - `split.rs`, `split_check.rs`: split (admin API and automatic by size);
 //! - `merge/`: merge's prepare, commit and rollback;
+//! - `conf_change.rs`: membership changes (joint configurations, removed replicas);
+//! - `transfer_leader.rs`: leadership transfer;
 //! - `log_gc.rs`: Raft log truncation (picking the index, applying it);
 //! - `snapshot/`: Raft snapshots (generating, sending, receiving, applying,
 //!   creating a peer from one, recovering at start-up);
@@ -18,6 +20,7 @@
 
 pub(crate) mod checksum;
 pub(crate) mod command;
+pub(crate) mod conf_change;
 pub(crate) mod life;
 pub(crate) mod log_gc;
 pub(crate) mod merge;
@@ -27,3 +30,4 @@ pub(crate) mod ready;
 pub(crate) mod snapshot;
 pub(crate) mod split;
 pub(crate) mod split_check;
+pub(crate) mod transfer_leader;

@@ -15,7 +15,7 @@
 use raft::eraftpb::Entry;
 use raft::StateRole;
 use shoal_proto::raft_cmdpb::{admin_request, RaftRequestHeader};
-use shoal_proto::Message as _;
+use shoal_proto::{Message as _, RegionExt};
 use tokio::sync::oneshot;
 
 use crate::error::{
@@ -25,6 +25,7 @@ use crate::fsm::PollCtx;
 use crate::metrics::StoreMetrics;
 use crate::msg::Command;
 use crate::operation::command::{check_epoch, check_keys, request_key};
+use crate::operation::conf_change::{change_peer_of, conf_change_of};
 use crate::raft::apply::ApplyTask;
 use crate::raft::peer::Peer;
 use crate::store::context::StoreContext;
@@ -60,6 +61,17 @@ impl Peer {
             }
             Some(admin_request::Cmd::RollbackMerge(_)) => self.check_admin(&header, false),
             _ if self.merging.is_some() => Err(region_merging(self.region_id)),
+            Some(admin_request::Cmd::ChangePeer(req)) => self.check_change_peer(&header, req),
+            // A split or merge copies the region's peers: not in the middle of a
+            // membership change.
+            Some(admin_request::Cmd::Split(_) | admin_request::Cmd::CommitMerge(_))
+                if self.region().is_joint() =>
+            {
+                Err(CmdError::Invalid(format!(
+                    "region {} is in a joint configuration (a membership change is in                      progress); try again once it is left",
+                    self.region_id
+                )))
+            }
             Some(admin_request::Cmd::Split(split)) => self.check_split(&header, split),
             Some(admin_request::Cmd::CommitMerge(_)) => self.check_admin(&header, true),
             Some(admin_request::Cmd::CompactLog(_)) => self.check_admin(&header, false),
@@ -85,7 +97,15 @@ impl Peer {
             return;
         }
         let before = self.raw.raft.raft_log.last_index();
-        if let Err(e) = self.raw.propose(Vec::new(), data) {
+        // A membership change is a raft-rs conf change entry carrying the command
+        // as its context (`conf_change.rs`).
+        let proposed = match change_peer_of(&request) {
+            Some(req) => self
+                .raw
+                .propose_conf_change(data, conf_change_of(&req.changes)),
+            None => self.raw.propose(Vec::new(), data),
+        };
+        if let Err(e) = proposed {
             // As leader, raft-rs refuses only while a leader transfer is under way or
             // when too many bytes are uncommitted: nothing entered the log.
             let _ = reply.send(Err(server_busy(

@@ -187,6 +187,12 @@ impl Peer {
                     self.on_compact_log_applied(index, term, ctx)
                 }
                 AdminResult::SnapshotApplied { index } => self.on_snapshot_applied(index, ctx),
+                AdminResult::ChangePeer {
+                    region,
+                    changes,
+                    removed,
+                } => self.on_change_peer_applied(region, changes, removed, ctx),
+                AdminResult::Removed { conf_ver } => self.destroy_removed(conf_ver, ctx),
             }
             if self.destroyed {
                 return;
@@ -197,5 +203,6 @@ impl Peer {
             self.raw.advance_apply_to(res.applied_index);
         }
         self.serve_applied_reads(ctx);
+        self.maybe_leave_joint(ctx);
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use raft::eraftpb::Entry;
 use shoal_engine::rocks::RocksKvEngine;
 use shoal_engine::{KvBatch, LogEngine};
-use shoal_proto::metapb::Region;
+use shoal_proto::metapb::{PeerChange, Region};
 use shoal_proto::raft_serverpb::{MergeState, RaftApplyState, RaftLocalState};
 use tokio::sync::oneshot;
 
@@ -28,6 +28,8 @@ pub(crate) struct ApplyTask {
 
 /// A region an apply worker starts applying for.
 pub(crate) struct Registration {
+    /// This store's peer of the region.
+    pub(crate) peer_id: u64,
     /// The region as of `state.applied_index`.
     pub(crate) region: Region,
     /// Where apply resumes.
@@ -44,19 +46,30 @@ pub(crate) enum ApplyMsg {
     Tasks(Vec<ApplyTask>),
     /// A snapshot replacing a region's data, after the tasks before it.
     Snapshot(Box<SnapshotTask>),
+    /// The region's peer learned it was removed from the region (a tombstone
+    /// message at `conf_ver`): after the tasks before it, its data goes and a
+    /// tombstone is written, synced (`operation/conf_change.rs`).
+    Destroy { region_id: u64, conf_ver: u64 },
 }
 
 /// What apply knows of one region on this store.
 pub(crate) struct Delegate {
+    /// This store's peer of the region.
+    pub(crate) peer_id: u64,
     pub(crate) region: Region,
     pub(crate) state: RaftApplyState,
     /// Set by an applied `PrepareMerge` until commit or rollback.
     pub(crate) merging: Option<MergeState>,
+    /// This store's peer was removed by a membership change just applied: the
+    /// region's entries stop applying here.
+    pub(crate) removed: bool,
 }
 
 impl From<Registration> for Delegate {
     fn from(r: Registration) -> Self {
         Delegate {
+            peer_id: r.peer_id,
+            removed: false,
             region: r.region,
             state: r.state,
             merging: r.merging,
@@ -110,6 +123,22 @@ pub(crate) enum AdminResult {
         index: u64,
         /// Its term.
         term: u64,
+    },
+    /// A membership change: the region is now `region`; raft-rs takes `changes`.
+    ChangePeer {
+        /// The region with its new peers and `conf_ver`.
+        region: Region,
+        /// The changes applied (none: the joint configuration was left).
+        changes: Vec<PeerChange>,
+        /// This store's peer is no longer in the region: its data is gone and its
+        /// tombstone durable.
+        removed: bool,
+    },
+    /// The peer learned from its group that it was removed; its data is gone and
+    /// its tombstone durable, at the `conf_ver` it learned that at.
+    Removed {
+        /// The tombstone's `conf_ver`.
+        conf_ver: u64,
     },
     /// A snapshot's data is applied and durable (the log is replaced next).
     SnapshotApplied {

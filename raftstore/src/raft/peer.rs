@@ -57,6 +57,9 @@ pub(crate) struct Peer {
     pub(crate) ticks: u64,
     /// The region merged away: the peer only waits to be dropped.
     pub(crate) destroyed: bool,
+    /// Told it was removed from the region: the apply worker is tombstoning it;
+    /// it takes part in nothing meanwhile (`operation/conf_change.rs`).
+    pub(crate) removing: bool,
     /// A snapshot taken from a ready and not yet durable everywhere.
     pub(crate) applying_snapshot: Option<PendingSnapshot>,
     /// The snapshot raft-rs took when stepped, and the transfer holding its files.
@@ -93,6 +96,7 @@ impl Peer {
             merging,
             ticks: 0,
             destroyed: false,
+            removing: false,
             applying_snapshot: None,
             stepped_snapshot: None,
             senders: std::collections::HashMap::new(),
@@ -114,6 +118,13 @@ impl Peer {
     pub(crate) fn on_msg(&mut self, msg: PeerMsg, ctx: &mut PollCtx) {
         if self.destroyed {
             return self.refuse(msg, ctx);
+        }
+        if self.removing {
+            // Only the apply worker's answer (`Removed`) matters now.
+            return match msg {
+                PeerMsg::ApplyRes(res) => self.on_apply_res(res, ctx),
+                other => self.refuse(other, ctx),
+            };
         }
         match msg {
             PeerMsg::Raft(m) => self.step(*m, ctx),
@@ -150,6 +161,7 @@ impl Peer {
                 self.raw.store().snap.on_generated(res);
             }
             PeerMsg::SnapshotStatus { to, ok } => self.on_snapshot_status(to, ok),
+            PeerMsg::TransferLeader { to_store, reply } => self.transfer_leader(to_store, reply),
         }
     }
 
@@ -164,6 +176,9 @@ impl Peer {
             PeerMsg::Read(r) => {
                 let _ = r.reply.send(Err(region_not_found(self.region_id)));
             }
+            PeerMsg::TransferLeader { reply, .. } => {
+                let _ = reply.send(Err(region_not_found(self.region_id)));
+            }
             _ => {}
         }
     }
@@ -175,6 +190,7 @@ impl Peer {
         if self.merging.is_some() && self.ticks.is_multiple_of(DRIVE_EVERY_TICKS) {
             self.drive_merge(ctx);
         }
+        self.maybe_leave_joint(ctx);
     }
 
     /// raft-rs stops pipelining appends to this region's peers on `store_id` until
@@ -217,11 +233,17 @@ impl Peer {
     /// fails the check is dropped and counted: raft-rs trusts its input, and some
     /// inconsistent messages reach its fatal paths. A snapshot is checked further
     /// (`operation/snapshot/apply.rs`).
-    fn step(&mut self, msg: RaftMessage, ctx: &PollCtx) {
-        let metrics = &ctx.store.metrics;
+    fn step(&mut self, msg: RaftMessage, ctx: &mut PollCtx) {
+        if msg.is_tombstone {
+            return self.on_tombstone_message(&msg, ctx);
+        }
         let m = match self.check_raft_message(&msg) {
             Ok(m) => m,
             Err(why) => {
+                if let RefusedMessage::UnknownSender(..) = why {
+                    self.send_tombstone(&msg, ctx);
+                }
+                let metrics = &ctx.store.metrics;
                 tracing::warn!(region = self.region_id, "dropping a raft message: {why}");
                 StoreMetrics::add(&metrics.raft_messages_refused, 1);
                 drop_snapshot_files(&msg, ctx);

@@ -22,6 +22,7 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 use shoal_engine::{LogEngine, LogEntry};
 use shoal_proto::metapb::{PeerRole, Region};
 use shoal_proto::raft_serverpb::{HardState, RaftApplyState, RaftLocalState};
+use shoal_proto::RegionExt;
 
 use crate::operation::snapshot::gen::SnapSource;
 use crate::raft::encode_pb;
@@ -63,14 +64,27 @@ pub(crate) struct StorageDeps {
     pub(crate) snap_tasks: Option<crossbeam_channel::Sender<SnapTask>>,
 }
 
-/// The raft-rs `ConfState` of a region's membership.
+/// The raft-rs `ConfState` of a region's membership. In a joint configuration the
+/// outgoing voters are the voters and demoting voters, and demoting voters are the
+/// learners of the next configuration (raft-rs's own model); Shoal leaves joint
+/// configurations explicitly (`auto_leave` off).
 pub fn conf_state_of(region: &Region) -> ConfState {
     let mut cs = ConfState::default();
+    let joint = region.is_joint();
     for p in &region.peers {
-        if p.role == PeerRole::Learner as i32 {
-            cs.learners.push(p.id);
-        } else {
-            cs.voters.push(p.id);
+        match PeerRole::try_from(p.role).unwrap_or(PeerRole::Voter) {
+            PeerRole::Voter => {
+                cs.voters.push(p.id);
+                if joint {
+                    cs.voters_outgoing.push(p.id);
+                }
+            }
+            PeerRole::Learner => cs.learners.push(p.id),
+            PeerRole::IncomingVoter => cs.voters.push(p.id),
+            PeerRole::DemotingVoter => {
+                cs.voters_outgoing.push(p.id);
+                cs.learners_next.push(p.id);
+            }
         }
     }
     cs

@@ -192,6 +192,40 @@ pub fn bootstrap(
     Ok((stores.to_vec(), true))
 }
 
+/// Writes the identity of store `store_id` joining a running cluster whose
+/// stores are `stores` (as the cluster's directory lists them): no region; the
+/// store gets its replicas from the regions that add it. A store bootstrapped or
+/// joined before is left as it is (a different id is refused). Returns whether
+/// this call wrote the identity.
+pub fn join(engines: &Engines, store_id: u64, stores: &[Store]) -> Result<bool, StartError> {
+    if let Some((ident, _)) = load_ident(engines)? {
+        if ident.store_id != store_id {
+            return Err(StartError::Identity(format!(
+                "this data directory belongs to store {}, not store {store_id}",
+                ident.store_id
+            )));
+        }
+        return Ok(false);
+    }
+    let mut kv_batch = KvBatch::new();
+    let membership = ClusterMembership {
+        stores: stores.to_vec(),
+    };
+    kv_batch.put(
+        Cf::Meta,
+        store_key(MEMBERSHIP_KEY),
+        membership.encode_to_vec(),
+    );
+    let ident = StoreIdent {
+        cluster_id: 0,
+        store_id,
+    };
+    kv_batch.put(Cf::Meta, store_key(IDENT_KEY), ident.encode_to_vec());
+    engines.kv.write(&kv_batch)?;
+    engines.kv.sync()?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

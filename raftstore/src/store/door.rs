@@ -197,7 +197,7 @@ impl RaftStore {
         self.send_to_region(region_id, msg)
     }
 
-    fn send_to_region(&self, region_id: u64, msg: PeerMsg) -> Result<(), CmdError> {
+    pub(crate) fn send_to_region(&self, region_id: u64, msg: PeerMsg) -> Result<(), CmdError> {
         self.router
             .send(region_id, msg)
             .map_err(|_| region_not_found(region_id))

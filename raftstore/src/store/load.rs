@@ -54,8 +54,10 @@ pub(crate) fn load_regions(
 /// log's removal. (A log without any region state is kept: it may belong to a
 /// split peer whose split a power loss took back, `operation/split.rs`.)
 pub(crate) fn orphaned_logs(kv: &impl KvRead, log: &dyn LogEngine) -> Result<Vec<u64>, StartError> {
-    let tombstones: std::collections::HashSet<u64> =
-        tombstones(&region_states(kv)?).into_iter().collect();
+    let tombstones: std::collections::HashSet<u64> = tombstones(&region_states(kv)?)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     let logs = log.regions()?;
     Ok(logs
         .into_iter()
@@ -63,12 +65,14 @@ pub(crate) fn orphaned_logs(kv: &impl KvRead, log: &dyn LogEngine) -> Result<Vec
         .collect())
 }
 
-/// The regions merged away on this store.
-pub(crate) fn tombstones(states: &[RegionLocalState]) -> Vec<u64> {
+/// The regions merged away or removed on this store, with their tombstones'
+/// `conf_ver`.
+pub(crate) fn tombstones(states: &[RegionLocalState]) -> Vec<(u64, u64)> {
     states
         .iter()
         .filter(|s| s.state == PeerState::Tombstone as i32)
-        .filter_map(|s| s.region.as_ref().map(|r| r.id))
+        .filter_map(|s| s.region.as_ref())
+        .map(|r| (r.id, r.region_epoch.unwrap_or_default().conf_ver))
         .collect()
 }
 

@@ -38,6 +38,7 @@ pub(crate) mod context;
 mod door;
 pub(crate) mod ids;
 mod load;
+mod membership;
 pub(crate) mod ranges;
 
 use context::StoreContext;

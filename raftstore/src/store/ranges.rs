@@ -7,7 +7,7 @@
 //! split, merge, snapshot) and by destruction; loaded with the tombstones at
 //! start-up.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use parking_lot::Mutex;
 use shoal_proto::metapb::Region;
@@ -22,8 +22,10 @@ pub(crate) struct RegionRanges {
 struct Inner {
     /// Region id -> `[start, end)` (an empty end: no bound) and epoch version.
     ranges: HashMap<u64, (Vec<u8>, Vec<u8>, u64)>,
-    /// Regions merged away on this store: never created again.
-    tombstones: HashSet<u64>,
+    /// Regions merged away or removed on this store, with the `conf_ver` they were
+    /// tombstoned at: a peer of one is created again only by a message from a
+    /// newer membership (the region added a replica here again).
+    tombstones: HashMap<u64, u64>,
 }
 
 /// What overlaps a snapshot's region on this store.
@@ -56,18 +58,24 @@ impl RegionRanges {
         );
     }
 
-    /// Forgets a region; `tombstone` when it was merged away (never to return).
-    pub(crate) fn remove(&self, region_id: u64, tombstone: bool) {
+    /// Forgets a region; `tombstone`: its `conf_ver` when it was merged away or
+    /// removed here.
+    pub(crate) fn remove(&self, region_id: u64, tombstone: Option<u64>) {
         let mut inner = self.inner.lock();
         inner.ranges.remove(&region_id);
-        if tombstone {
-            inner.tombstones.insert(region_id);
+        if let Some(conf_ver) = tombstone {
+            let t = inner.tombstones.entry(region_id).or_default();
+            *t = (*t).max(conf_ver);
         }
     }
 
-    /// Marks regions as merged away on this store (at start-up).
-    pub(crate) fn add_tombstones(&self, ids: impl IntoIterator<Item = u64>) {
-        self.inner.lock().tombstones.extend(ids);
+    /// Records the tombstones found at start-up: `(region id, conf_ver)`.
+    pub(crate) fn add_tombstones(&self, ids: impl IntoIterator<Item = (u64, u64)>) {
+        let mut inner = self.inner.lock();
+        for (id, conf_ver) in ids {
+            let t = inner.tombstones.entry(id).or_default();
+            *t = (*t).max(conf_ver);
+        }
     }
 
     /// The regions other than `region` that overlap its range, told apart: a
@@ -98,12 +106,24 @@ impl RegionRanges {
     }
 
     /// Records `[start, end)` for a new, uninitialized region unless it overlaps
-    /// one this store has or the region was merged away here: the check and the
-    /// record are one step, so two messages cannot both take a range.
-    pub(crate) fn reserve(&self, region_id: u64, start: &[u8], end: &[u8]) -> Result<(), String> {
+    /// one this store has, or the region was merged away or removed here at
+    /// `conf_ver` (the sender's) or later: the check and the record are one step,
+    /// so two messages cannot both take a range.
+    pub(crate) fn reserve(
+        &self,
+        region_id: u64,
+        conf_ver: u64,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<(), String> {
         let mut inner = self.inner.lock();
-        if inner.tombstones.contains(&region_id) {
-            return Err(format!("region {region_id} was merged away on this store"));
+        if let Some(&t) = inner.tombstones.get(&region_id) {
+            if conf_ver <= t {
+                return Err(format!(
+                    "region {region_id} was merged away or removed on this store (at \
+                     conf_ver {t}; the message is from conf_ver {conf_ver})"
+                ));
+            }
         }
         if inner.ranges.contains_key(&region_id) {
             return Err(format!("region {region_id} is already here"));
@@ -148,12 +168,14 @@ mod tests {
     fn a_reservation_is_refused_over_a_region_or_a_tombstone() {
         let r = RegionRanges::default();
         r.set(&region(1, b"", b"m", 1));
-        assert!(r.reserve(2, b"k", b"z").is_err());
-        r.reserve(2, b"m", b"").unwrap();
-        assert!(r.reserve(2, b"m", b"").is_err(), "already here");
-        r.remove(1, true);
-        assert!(r.reserve(1, b"", b"m").is_err(), "merged away");
-        r.reserve(3, b"", b"m").unwrap();
+        assert!(r.reserve(2, 1, b"k", b"z").is_err());
+        r.reserve(2, 1, b"m", b"").unwrap();
+        assert!(r.reserve(2, 1, b"m", b"").is_err(), "already here");
+        r.remove(1, Some(3));
+        assert!(r.reserve(1, 3, b"", b"m").is_err(), "merged away or removed");
+        r.reserve(1, 4, b"", b"m").unwrap();
+        r.remove(1, None);
+        r.reserve(3, 1, b"", b"m").unwrap();
     }
 
     fn region(id: u64, start: &[u8], end: &[u8], version: u64) -> Region {

@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use crate::error::{CmdError, WriteResult};
 use crate::metrics::StoreMetrics;
 use crate::operation::command::apply_entry;
+use crate::operation::conf_change::destroy_removed;
 use crate::operation::snapshot::apply::apply_snapshot;
 use crate::raft::apply::{ApplyCtx, ApplyMsg, ApplyRes, ApplyTask, Delegate};
 
@@ -58,6 +59,24 @@ impl<R: Fn(u64, ApplyRes)> ApplyWorker<R> {
                         }
                         let results = apply_snapshot(&self.kv, &self.metrics, *s, &mut delegates);
                         for (region_id, res) in results {
+                            (self.report)(region_id, res);
+                        }
+                    }
+                    ApplyMsg::Destroy {
+                        region_id,
+                        conf_ver,
+                    } => {
+                        if !tasks.is_empty() {
+                            self.apply_batch(std::mem::take(&mut tasks), &mut delegates);
+                        }
+                        let gone = destroy_removed(
+                            &self.kv,
+                            &self.metrics,
+                            region_id,
+                            conf_ver,
+                            &mut delegates,
+                        );
+                        if let Some(res) = gone {
                             (self.report)(region_id, res);
                         }
                     }
@@ -152,6 +171,15 @@ fn apply_task(task: ApplyTask, ctx: &mut ApplyCtx, answers: &mut Answers) -> u64
                 false => Err(already_applied(region_id, i)),
             };
             answers.push((reply, outcome));
+        }
+        if d.removed {
+            // Removed from the region: nothing after applies here, and the
+            // delegate goes (the tombstone is in the batch).
+            for (_, reply) in replies {
+                let why = format!("region {region_id}: this replica was removed from the region");
+                answers.push((reply, Err(CmdError::Undetermined(why))));
+            }
+            return count;
         }
     }
     // Entries applied before (a merge's catch-up, say): their outcome was not

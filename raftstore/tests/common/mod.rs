@@ -265,6 +265,16 @@ impl Cluster {
         c
     }
 
+    /// Starts a new, empty store `id` (joined: no region).
+    pub fn add_store(&mut self, id: u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let engines = Engines::open(dir.path()).unwrap();
+        shoal_raftstore::bootstrap::join(&engines, id, &[]).unwrap();
+        drop(engines);
+        self.dirs.insert(id, dir);
+        self.start_store(id);
+    }
+
     /// (Re)starts a store on its data dir.
     pub fn start_store(&mut self, id: u64) {
         let engines = Engines::open(self.dirs[&id].path()).unwrap();
@@ -379,7 +389,10 @@ impl Cluster {
                 if !r.contains_key(key) {
                     continue;
                 }
-                let version = |r: &Region| r.region_epoch.unwrap_or_default().version;
+                let version = |r: &Region| {
+                    let e = r.region_epoch.unwrap_or_default();
+                    (e.version, e.conf_ver)
+                };
                 if best.as_ref().is_none_or(|b| version(&r) > version(b)) {
                     best = Some(r);
                 }

@@ -27,6 +27,7 @@
 
 use shoal_engine::keys::region_state_key;
 use shoal_engine::Cf;
+use shoal_proto::RegionExt;
 use shoal_proto::metapb::{Region, RegionEpoch};
 use shoal_proto::raft_serverpb::{MergeState, PeerState, RegionLocalState};
 use shoal_proto::Message as _;
@@ -56,6 +57,12 @@ pub(crate) fn check_merge(source: &Region, target: &Region) -> Result<(), CmdErr
         return Err(CmdError::Invalid(format!(
             "regions {} and {} are not adjacent",
             source.id, target.id
+        )));
+    }
+    if let Some(r) = [source, target].into_iter().find(|r| r.is_joint()) {
+        return Err(CmdError::Invalid(format!(
+            "region {} is in a joint configuration (a membership change is in progress)",
+            r.id
         )));
     }
     let stores = |r: &Region| {

@@ -306,7 +306,7 @@ pub(crate) fn apply_snapshot(
         files,
         stale,
     } = task;
-    if !delegates.contains_key(&region.id) {
+    let Some(peer_id) = delegates.get(&region.id).map(|d| d.peer_id) else {
         // Tombstoned meanwhile, as stale under a newer snapshot applied just
         // before: applying this one would bring it back. Its peer is told it went.
         tracing::info!(
@@ -315,7 +315,7 @@ pub(crate) fn apply_snapshot(
             "not applying a snapshot of a region removed as stale"
         );
         return Vec::new();
-    }
+    };
     let state = RaftApplyState {
         applied_index: key.index,
         truncated_index: key.index,
@@ -367,9 +367,11 @@ pub(crate) fn apply_snapshot(
     delegates.insert(
         region.id,
         Delegate {
+            peer_id,
             region,
             state,
             merging: None,
+            removed: false,
         },
     );
     let applied = AdminResult::SnapshotApplied { index: key.index };
@@ -430,7 +432,7 @@ pub(crate) fn ingest_and_finish(
         .map_err(|e| e.to_string())
 }
 
-fn put_region_state(batch: &mut KvBatch, region: &Region, state: PeerState) {
+pub(crate) fn put_region_state(batch: &mut KvBatch, region: &Region, state: PeerState) {
     let s = RegionLocalState {
         state: state as i32,
         region: Some(region.clone()),

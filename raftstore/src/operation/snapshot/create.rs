@@ -77,9 +77,10 @@ fn create_peer(ctx: &PollCtx, msg: &RaftMessage) -> Result<(), String> {
         }
     }
     let region_id = msg.region_id;
+    let conf_ver = msg.region_epoch.unwrap_or_default().conf_ver;
     store
         .ranges
-        .reserve(region_id, &msg.start_key, &msg.end_key)?;
+        .reserve(region_id, conf_ver, &msg.start_key, &msg.end_key)?;
     let uninitialized = Region {
         id: region_id,
         start_key: msg.start_key.clone(),
@@ -94,7 +95,7 @@ fn create_peer(ctx: &PollCtx, msg: &RaftMessage) -> Result<(), String> {
         merging: None,
     };
     if let Err(e) = start_peer_as(store, start, to, false) {
-        store.ranges.remove(region_id, false);
+        store.ranges.remove(region_id, None);
         return Err(e.to_string());
     }
     tracing::info!(
