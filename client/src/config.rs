@@ -88,6 +88,10 @@ pub struct ClientConfig {
     /// before it is sent (see [`Error::InvalidArgument`](crate::Error::InvalidArgument)).
     /// Must be >= 64 KiB.
     pub max_message_size: usize,
+    /// Reach the system key range (keys from `FF FF FF FF` on, the cluster
+    /// directory: `shoal_proto::system`). For Shoal's own nodes and tools; a user's
+    /// client leaves it off and such keys are refused. Default false.
+    pub system: bool,
 }
 
 impl Default for ClientConfig {
@@ -101,6 +105,7 @@ impl Default for ClientConfig {
             store_down_cooldown: Duration::from_secs(2),
             scan_batch_size: 256,
             max_message_size: max_message_size_for(DEFAULT_RAFT_ENTRY_MAX_SIZE),
+            system: false,
         }
     }
 }

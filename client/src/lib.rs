@@ -34,6 +34,7 @@
 
 mod admin;
 mod client;
+pub mod directory;
 pub mod config;
 mod discovery;
 pub mod error;

@@ -349,6 +349,7 @@ mod tests {
             cache.set_store(&Store {
                 id,
                 address: format!("s{id}"),
+                ..Default::default()
             });
         }
         cache
@@ -455,6 +456,7 @@ mod tests {
             stores: vec![Store {
                 id: 1,
                 address: "127.0.0.1:1".into(),
+                ..Default::default()
             }],
         });
         assert_eq!(cache.store_at("127.0.0.1:1"), Some(1));

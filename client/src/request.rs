@@ -119,6 +119,8 @@ pub(crate) struct Attempt {
     pub(crate) peer: Peer,
     /// The address of the peer's store.
     pub(crate) address: String,
+    /// The request may reach the system key range (`ClientConfig::system`).
+    pub(crate) system: bool,
 }
 
 impl Attempt {
@@ -128,6 +130,7 @@ impl Attempt {
             region_id: self.region.id,
             region_epoch: self.region.region_epoch,
             peer: Some(self.peer),
+            system: self.system,
         }
     }
 }
@@ -680,6 +683,7 @@ impl Inner {
             region: region.region.clone(),
             peer: target.peer,
             address: target.address,
+            system: self.config.system,
         })
     }
 

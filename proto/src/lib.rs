@@ -11,6 +11,8 @@
 //!   the log engine; `RegionLocalState` and `RaftApplyState` in the kv engine).
 //! - [`raft_cmdpb`]: the commands carried in Raft entries (`RaftCmdRequest`).
 //! - [`RegionExt`]: range and membership helpers on a `Region`, shared by every crate.
+//! - [`system`]: the system key range (keys from `FF FF FF FF` on) and the cluster
+//!   directory's records in it.
 
 #![allow(clippy::all, missing_docs)]
 
@@ -48,3 +50,4 @@ pub use prost::Message;
 
 mod region;
 pub use region::RegionExt;
+pub mod system;

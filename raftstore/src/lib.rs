@@ -50,7 +50,8 @@ pub use transport::Transport;
 /// First boot of a cluster (see `store/bootstrap.rs`).
 pub mod bootstrap {
     pub use crate::store::bootstrap::{
-        bootstrap, initial_regions, join, load_ident, split_keys, MAX_INITIAL_REGIONS,
+        bootstrap, bootstrap_with_data, initial_regions, join, load_ident, save_membership,
+        split_keys, MAX_INITIAL_REGIONS,
     };
 }
 

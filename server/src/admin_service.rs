@@ -1,6 +1,6 @@
-//! The Admin gRPC service: regions, split, merge, replica checksums, store status
-//! and counters. Leader transfer and membership changes are refused as not
-//! implemented yet.
+//! The Admin gRPC service: regions, split, merge, membership changes, leader
+//! transfer, replica checksums, store status and counters. A membership change
+//! adding a replica is refused here unless the cluster directory has its store up.
 //!
 //! Store errors are answered as the Kv service answers them (`cmd_status`): region
 //! errors in the response, where the client retries or re-routes; the rest as gRPC
@@ -10,34 +10,40 @@ use std::sync::Arc;
 
 use shoal_proto::adminpb::admin_server::Admin;
 use shoal_proto::adminpb::*;
-use shoal_proto::metapb::Store;
+use shoal_proto::metapb::{ChangeKind, Store, StoreState};
 use shoal_raftstore::RaftStore;
 use tonic::{Request, Response, Status};
 
 use crate::cmd_status::CmdResultExt;
+use crate::directory::ClusterView;
 
 /// The Admin service of one node.
 pub struct AdminService {
     store: Arc<RaftStore>,
     me: Store,
-    membership: Vec<Store>,
+    view: Arc<ClusterView>,
 }
 
 impl AdminService {
-    /// A service over `store`; `membership` lists every store of the cluster.
-    pub fn new(store: Arc<RaftStore>, me: Store, membership: Vec<Store>) -> Self {
-        AdminService {
-            store,
-            me,
-            membership,
+    /// A service over `store` (this node is `me`); `view` is its copy of the cluster
+    /// directory.
+    pub fn new(store: Arc<RaftStore>, me: Store, view: Arc<ClusterView>) -> Self {
+        AdminService { store, me, view }
+    }
+
+    /// A replica may be added only on a store the directory has up.
+    fn check_store_up(&self, store_id: u64) -> Result<(), Status> {
+        match self.view.store(store_id) {
+            Some(s) if s.state == StoreState::Up as i32 => Ok(()),
+            Some(s) => Err(Status::invalid_argument(format!(
+                "store {store_id} is {}: replicas are added only on stores that are up",
+                StoreState::try_from(s.state).map_or("in an unknown state", |st| st.as_str_name())
+            ))),
+            None => Err(Status::invalid_argument(format!(
+                "the cluster has no store {store_id} (join it with `shoal node --join`)"
+            ))),
         }
     }
-}
-
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "{what} is not implemented in this version of Shoal"
-    ))
 }
 
 #[tonic::async_trait]
@@ -48,7 +54,7 @@ impl Admin for AdminService {
     ) -> Result<Response<ListRegionsResponse>, Status> {
         Ok(Response::new(ListRegionsResponse {
             regions: self.store.regions().await,
-            stores: self.membership.clone(),
+            stores: self.view.stores(),
         }))
     }
 
@@ -108,16 +114,54 @@ impl Admin for AdminService {
 
     async fn transfer_leader(
         &self,
-        _: Request<TransferLeaderRequest>,
+        req: Request<TransferLeaderRequest>,
     ) -> Result<Response<TransferLeaderResponse>, Status> {
-        Err(not_yet("leader transfer"))
+        let req = req.into_inner();
+        let done = self
+            .store
+            .transfer_leader(req.region_id, req.to_store_id)
+            .await;
+        match done.into_answer(req.region_id)? {
+            Ok(leader) => Ok(Response::new(TransferLeaderResponse {
+                region_error: None,
+                leader: Some(leader),
+            })),
+            Err(e) => Ok(Response::new(TransferLeaderResponse {
+                region_error: Some(e),
+                leader: None,
+            })),
+        }
     }
 
     async fn change_peer(
         &self,
-        _: Request<ChangePeerRequest>,
+        req: Request<ChangePeerRequest>,
     ) -> Result<Response<ChangePeerResponse>, Status> {
-        Err(not_yet("membership change"))
+        let req = req.into_inner();
+        let mut changes = Vec::with_capacity(req.changes.len());
+        for c in &req.changes {
+            let kind = ChangeKind::try_from(c.kind).map_err(|_| {
+                Status::invalid_argument(format!("unknown membership change kind {}", c.kind))
+            })?;
+            if kind != ChangeKind::Remove {
+                self.check_store_up(c.store_id)?;
+            }
+            changes.push((kind, c.store_id));
+        }
+        let done = self
+            .store
+            .change_peer(req.region_id, req.region_epoch, changes)
+            .await;
+        match done.into_answer(req.region_id)? {
+            Ok(region) => Ok(Response::new(ChangePeerResponse {
+                region_error: None,
+                region: Some(region),
+            })),
+            Err(e) => Ok(Response::new(ChangePeerResponse {
+                region_error: Some(e),
+                region: None,
+            })),
+        }
     }
 
     async fn checksum(
@@ -137,10 +181,11 @@ impl Admin for AdminService {
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         Ok(Response::new(StatusResponse {
-            store: Some(self.me.clone()),
+            store: Some(self.view.store(self.me.id).unwrap_or_else(|| self.me.clone())),
             counters: Some(self.store.counters()),
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
+            contacts: self.view.contacts(),
         }))
     }
 }

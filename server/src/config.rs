@@ -34,7 +34,10 @@ pub const MAX_STORE_ID_EXCLUSIVE: u64 = 1 << 24;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NodeConfig {
-    /// This store's id, unique in the cluster. Default 1; >= 1.
+    /// This store's id, unique in the cluster. Default 0: store 1 for a new
+    /// single-node cluster, a new id from the cluster directory when joining, the
+    /// data directory's id on a restart. Required with `initial-cluster`;
+    /// below 2^24.
     pub store_id: u64,
     /// Where the node keeps its data (`raft/`, `kv/` and Raft snapshot files in
     /// `snap/`). Default `./shoal-data`.
@@ -46,6 +49,12 @@ pub struct NodeConfig {
     /// The initial cluster, `ID=HOST:PORT,...`. Default: empty, meaning a
     /// single-node cluster of this store at `addr`. Used on first boot only.
     pub initial_cluster: String,
+    /// A running cluster to join on first boot, `HOST:PORT,...` (any of its
+    /// nodes): the node registers in the cluster directory, gets its store id
+    /// (or has `store-id` confirmed) and starts with no region; replicas come to it
+    /// with `shoal admin add-peer` or `move-replica`. Default: empty (bootstrap
+    /// `initial-cluster` instead). Ignored on restarts.
+    pub join: String,
     /// Regions bootstrapped on first boot, evenly splitting the key space.
     /// Default 1; 1..=65536. Used on first boot only.
     pub initial_regions: usize,
@@ -101,11 +110,12 @@ pub struct NodeConfig {
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
-            store_id: 1,
+            store_id: 0,
             data_dir: PathBuf::from("shoal-data"),
             addr: "127.0.0.1:20160".into(),
             status_addr: "127.0.0.1:20180".into(),
             initial_cluster: String::new(),
+            join: String::new(),
             initial_regions: 1,
             max_value_size: 1 << 20,
             raft_entry_max_size: shoal_client::config::DEFAULT_RAFT_ENTRY_MAX_SIZE,
@@ -135,10 +145,23 @@ impl NodeConfig {
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
+    /// The seeds of `join`, if any.
+    pub fn join_seeds(&self) -> Vec<String> {
+        self.join
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
     /// The initial stores: `(id, address)`, this store included.
     pub fn initial_stores(&self) -> Result<Vec<(u64, String)>, String> {
         if self.initial_cluster.trim().is_empty() {
-            return Ok(vec![(self.store_id, self.addr.clone())]);
+            return Ok(vec![(self.store_id.max(1), self.addr.clone())]);
+        }
+        if self.store_id == 0 {
+            return Err("initial-cluster needs store-id: which of its stores this node is".into());
         }
         let mut out = Vec::new();
         for part in self
@@ -182,8 +205,12 @@ impl NodeConfig {
 
     /// Checks every bound, naming the field at fault.
     pub fn validate(&self) -> Result<(), String> {
-        if self.store_id == 0 {
-            return Err("store-id must be at least 1".into());
+        if !self.join_seeds().is_empty() && !self.initial_cluster.trim().is_empty() {
+            return Err(
+                "join and initial-cluster exclude each other: join a running cluster, or \
+                 bootstrap a new one"
+                    .into(),
+            );
         }
         if self.store_id >= MAX_STORE_ID_EXCLUSIVE {
             return Err(format!(
@@ -253,7 +280,14 @@ impl NodeConfig {
             ));
         }
         self.raftstore().validate().map_err(|e| e.to_string())?;
-        self.initial_stores().map(|_| ())
+        for seed in self.join_seeds() {
+            seed.parse::<SocketAddr>()
+                .map_err(|e| format!("join address {seed:?} is not HOST:PORT: {e}"))?;
+        }
+        match self.join_seeds().is_empty() {
+            true => self.initial_stores().map(|_| ()),
+            false => Ok(()),
+        }
     }
 
     /// The gRPC message limit (decoding and encoding) of every server and client of

@@ -30,6 +30,7 @@ use tonic::{Request, Response, Status};
 
 use crate::cmd_status::CmdResultExt;
 use crate::config::MAX_KEY_SIZE;
+use shoal_proto::system::{is_system_key, SYSTEM_START};
 
 /// Upper bound on one scan's pairs when the request gives no limit (or a bigger one).
 pub const MAX_SCAN_LIMIT: usize = 10_000;
@@ -58,9 +59,16 @@ impl KvService {
         }
     }
 
-    fn check_key(key: &[u8]) -> Result<(), Status> {
+    /// A key must be non-empty, at most [`MAX_KEY_SIZE`] bytes, and outside the
+    /// system range unless the request's context is a system one.
+    fn check_key(key: &[u8], ctx: &Option<Context>) -> Result<(), Status> {
         if key.is_empty() {
             return Err(Status::invalid_argument("key must not be empty"));
+        }
+        if is_system_key(key) && !ctx.as_ref().is_some_and(|c| c.system) {
+            return Err(Status::invalid_argument(
+                "keys from FF FF FF FF on are reserved for Shoal's cluster directory",
+            ));
         }
         if key.len() > MAX_KEY_SIZE {
             return Err(Status::invalid_argument(format!(
@@ -182,7 +190,7 @@ fn delete_op(key: Vec<u8>) -> CmdRequest {
 impl Kv for KvService {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let req = req.into_inner();
-        Self::check_key(&req.key)?;
+        Self::check_key(&req.key, &req.context)?;
         let resp = match self.read(req.context, ReadKind::Get(req.key)).await? {
             Ok(ReadOutput::Value(v)) => GetResponse {
                 region_error: None,
@@ -214,11 +222,21 @@ impl Kv for KvService {
             0 => MAX_SCAN_LIMIT,
             n => n.min(MAX_SCAN_LIMIT),
         };
+        // A user's scan stops before the system range.
+        let mut end = req.end_key;
+        if !req.context.as_ref().is_some_and(|c| c.system)
+            && (end.is_empty() || end.as_slice() > SYSTEM_START)
+        {
+            end = SYSTEM_START.to_vec();
+            if req.start_key.as_slice() >= SYSTEM_START {
+                return Ok(Response::new(ScanResponse::default()));
+            }
+        }
         let exclusive = req.exclusive_start;
         let start = req.start_key;
         let kind = ReadKind::Scan {
             start: start.clone(),
-            end: req.end_key,
+            end,
             // One more, in case the first pair is the excluded start key.
             limit: limit + usize::from(exclusive),
         };
@@ -238,7 +256,7 @@ impl Kv for KvService {
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let req = req.into_inner();
-        Self::check_key(&req.key)?;
+        Self::check_key(&req.key, &req.context)?;
         self.check_value(&req.value)?;
         let region_error = self
             .write(req.context, vec![put_op(req.key, req.value)])
@@ -252,7 +270,7 @@ impl Kv for KvService {
         req: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let req = req.into_inner();
-        Self::check_key(&req.key)?;
+        Self::check_key(&req.key, &req.context)?;
         let region_error = self
             .write(req.context, vec![delete_op(req.key)])
             .await?
@@ -277,7 +295,7 @@ impl Kv for KvService {
         }
         let mut ops = Vec::with_capacity(req.mutations.len());
         for m in req.mutations {
-            Self::check_key(&m.key)?;
+            Self::check_key(&m.key, &req.context)?;
             match mutation::Op::try_from(m.op) {
                 Ok(mutation::Op::Put) => {
                     self.check_value(&m.value)?;
@@ -301,7 +319,7 @@ impl Kv for KvService {
         req: Request<CompareAndSwapRequest>,
     ) -> Result<Response<CompareAndSwapResponse>, Status> {
         let req = req.into_inner();
-        Self::check_key(&req.key)?;
+        Self::check_key(&req.key, &req.context)?;
         self.check_value(&req.new_value)?;
         if req.expected_absent && !req.expected_value.is_empty() {
             return Err(Status::invalid_argument(

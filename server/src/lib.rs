@@ -19,6 +19,7 @@ pub mod admin_service;
 pub mod cli;
 mod cmd_status;
 pub mod config;
+pub mod directory;
 pub mod kv_service;
 mod message_limit;
 pub mod node;

@@ -1,5 +1,6 @@
-//! Starting and stopping a node: open the data dir, bootstrap on first boot, start
-//! the raftstore, serve Kv, Admin and Raft on one gRPC listener until `shutdown`.
+//! Starting and stopping a node: open the data dir, bootstrap (or join a running
+//! cluster) on first boot, start the raftstore, keep the cluster directory's view
+//! current, serve Kv, Admin and Raft on one gRPC listener until `shutdown`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -8,14 +9,16 @@ use std::sync::Arc;
 use shoal_engine::rocks::Engines;
 use shoal_proto::adminpb::admin_server::AdminServer;
 use shoal_proto::kvrpcpb::kv_server::KvServer;
-use shoal_proto::metapb::Store;
+use shoal_client::directory::initial_records;
+use shoal_proto::metapb::{Store, StoreState};
 use shoal_proto::raft_serverpb::raft_server::RaftServer;
-use shoal_raftstore::bootstrap::bootstrap;
+use shoal_raftstore::bootstrap::{bootstrap_with_data, join, load_ident};
 use shoal_raftstore::{RaftStore, TickMode};
 use tokio::net::TcpListener;
 
 use crate::admin_service::AdminService;
 use crate::config::NodeConfig;
+use crate::directory::{self, ClusterView};
 use crate::kv_service::KvService;
 use crate::message_limit::TooLargeLayer;
 use crate::raft_service::RaftService;
@@ -33,50 +36,81 @@ pub async fn run(
 ) -> Result<(), String> {
     cfg.validate()?;
     let engines = Engines::open(&cfg.data_dir).map_err(|e| e.to_string())?;
-    let membership = bootstrap_store(&cfg, &engines)?;
-    let store = start_store(&cfg, engines, &membership)?;
+    let (store_id, membership) = identify(&cfg, &engines).await?;
+    let cfg = NodeConfig { store_id, ..cfg };
+    let (store, transport) = start_store(&cfg, engines.clone(), &membership)?;
     let status = crate::status::spawn(&cfg.status_addr, store.clone()).await?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let me = membership
-        .iter()
-        .find(|s| s.id == cfg.store_id)
-        .cloned()
-        .unwrap_or(Store {
-            id: cfg.store_id,
-            address: local.to_string(),
-        });
-    tracing::info!(store = cfg.store_id, addr = %local, "serving Kv, Admin and Raft");
-    let served = serve(&cfg, &store, me, membership, listener, shutdown).await;
+    let me = Store {
+        id: store_id,
+        address: cfg.addr.clone(),
+        state: StoreState::Up as i32,
+    };
+    let view = ClusterView::new(store_id, membership);
+    let refresher = directory::spawn_refresher(
+        view.clone(),
+        transport,
+        engines,
+        me.clone(),
+        cfg.max_message_size(),
+    );
+    tracing::info!(store = store_id, addr = %local, "serving Kv, Admin and Raft");
+    let served = serve(&cfg, &store, me, view, listener, shutdown).await;
+    refresher.abort();
+    let _ = refresher.await;
     status.abort();
     let _ = status.await;
     stop_store(store).await?;
     served.map_err(|e| format!("gRPC server failed: {e}"))
 }
 
-/// Bootstraps the store on first boot (the initial cluster, split into the initial
-/// regions); returns the cluster's stores.
-fn bootstrap_store(cfg: &NodeConfig, engines: &Engines) -> Result<Vec<Store>, String> {
-    let initial: Vec<Store> = cfg
-        .initial_stores()?
-        .into_iter()
-        .map(|(id, address)| Store { id, address })
-        .collect();
-    let (membership, fresh) = bootstrap(engines, cfg.store_id, &initial, cfg.initial_regions)
-        .map_err(|e| e.to_string())?;
-    if fresh {
+/// Who this store is and the cluster's stores as it knows them: from its data
+/// directory on a restart; else by joining a running cluster (`join`); else by
+/// bootstrapping a new one (`initial-cluster`: its regions, and the cluster
+/// directory's first records in them).
+async fn identify(cfg: &NodeConfig, engines: &Engines) -> Result<(u64, Vec<Store>), String> {
+    if let Some((ident, membership)) = load_ident(engines).map_err(|e| e.to_string())? {
+        if cfg.store_id != 0 && cfg.store_id != ident.store_id {
+            return Err(format!(
+                "this data directory belongs to store {}, not store {}",
+                ident.store_id, cfg.store_id
+            ));
+        }
         tracing::info!(
-            store = cfg.store_id,
-            regions = cfg.initial_regions,
-            "bootstrapped a new store"
-        );
-    } else {
-        tracing::info!(
-            store = cfg.store_id,
+            store = ident.store_id,
             "restarting from {}",
             cfg.data_dir.display()
         );
+        return Ok((ident.store_id, membership));
     }
-    Ok(membership)
+    let seeds = cfg.join_seeds();
+    if !seeds.is_empty() {
+        let (id, stores) =
+            directory::join(&seeds, cfg.store_id, &cfg.addr, cfg.max_message_size()).await?;
+        join(engines, id, &stores).map_err(|e| e.to_string())?;
+        tracing::info!(store = id, seeds = ?seeds, "joined the cluster; no region yet");
+        return Ok((id, stores));
+    }
+    let initial: Vec<Store> = cfg
+        .initial_stores()?
+        .into_iter()
+        .map(|(id, address)| Store {
+            id,
+            address,
+            state: StoreState::Up as i32,
+        })
+        .collect();
+    let store_id = cfg.store_id.max(1);
+    let records = initial_records(&initial);
+    let (membership, _) =
+        bootstrap_with_data(engines, store_id, &initial, cfg.initial_regions, &records)
+            .map_err(|e| e.to_string())?;
+    tracing::info!(
+        store = store_id,
+        regions = cfg.initial_regions,
+        "bootstrapped a new store"
+    );
+    Ok((store_id, membership))
 }
 
 /// Starts the raftstore on `engines`, with a gRPC transport to the other stores of
@@ -85,7 +119,7 @@ fn start_store(
     cfg: &NodeConfig,
     engines: Engines,
     membership: &[Store],
-) -> Result<Arc<RaftStore>, String> {
+) -> Result<(Arc<RaftStore>, Arc<GrpcTransport>), String> {
     let addresses: HashMap<u64, String> = membership
         .iter()
         .filter(|s| s.id != cfg.store_id)
@@ -115,7 +149,7 @@ fn start_store(
             s.report_unreachable(store_id);
         }
     }));
-    Ok(store)
+    Ok((store, transport))
 }
 
 /// Serves Kv, Admin and Raft on `listener` until `shutdown` completes and the open
@@ -124,7 +158,7 @@ async fn serve(
     cfg: &NodeConfig,
     store: &Arc<RaftStore>,
     me: Store,
-    membership: Vec<Store>,
+    view: Arc<ClusterView>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
@@ -160,12 +194,12 @@ async fn serve(
             .max_encoding_message_size(limit),
         )
         .add_service(
-            AdminServer::new(AdminService::new(store.clone(), me, membership))
+            AdminServer::new(AdminService::new(store.clone(), me, view.clone()))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         )
         .add_service(
-            RaftServer::new(RaftService::new(store.clone()))
+            RaftServer::new(RaftService::new(store.clone(), view))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         )

@@ -9,17 +9,21 @@ use std::sync::Arc;
 use shoal_proto::raft_serverpb::raft_server::Raft;
 use shoal_proto::raft_serverpb::{Done, RaftMessageBatch, SnapshotChunk};
 use shoal_raftstore::RaftStore;
+
+use crate::directory::ClusterView;
 use tonic::{Request, Response, Status, Streaming};
 
 /// The Raft transport's receiving side.
 pub struct RaftService {
     store: Arc<RaftStore>,
+    view: Arc<ClusterView>,
 }
 
 impl RaftService {
-    /// A service delivering to `store`.
-    pub fn new(store: Arc<RaftStore>) -> Self {
-        RaftService { store }
+    /// A service delivering to `store`, noting in `view` when each store was last
+    /// heard from.
+    pub fn new(store: Arc<RaftStore>, view: Arc<ClusterView>) -> Self {
+        RaftService { store, view }
     }
 }
 
@@ -31,6 +35,9 @@ impl Raft for RaftService {
     ) -> Result<Response<Done>, Status> {
         let mut stream = req.into_inner();
         while let Some(batch) = stream.message().await? {
+            if let Some(from) = batch.msgs.first().and_then(|m| m.from_peer) {
+                self.view.heard_from(from.store_id);
+            }
             for msg in batch.msgs {
                 self.store.on_raft_message(msg);
             }

@@ -6,7 +6,6 @@
 //! given once it has checked and synced every file. Whatever happens (refused,
 //! cut, too slow), the outcome is reported, so raft-rs always hears.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +54,7 @@ impl RateLimiter {
 
 /// Sends snapshots to the stores of `addresses`.
 pub(crate) struct SnapshotSender {
-    addresses: HashMap<u64, String>,
+    addresses: crate::transport::Addresses,
     runtime: tokio::runtime::Handle,
     permits: Arc<Semaphore>,
     rate: Arc<RateLimiter>,
@@ -66,7 +65,7 @@ pub(crate) struct SnapshotSender {
 
 impl SnapshotSender {
     pub(crate) fn new(
-        addresses: HashMap<u64, String>,
+        addresses: crate::transport::Addresses,
         runtime: tokio::runtime::Handle,
         max_concurrent: usize,
         bytes_per_sec: u64,
@@ -84,7 +83,13 @@ impl SnapshotSender {
 
     /// Starts sending `snap` to `store_id`; its outcome goes to `snap.done`.
     pub(crate) fn send(&self, store_id: u64, snap: OutgoingSnapshot) {
-        let Some(addr) = self.addresses.get(&store_id).cloned() else {
+        let addr = self
+            .addresses
+            .read()
+            .expect("transport lock")
+            .get(&store_id)
+            .cloned();
+        let Some(addr) = addr else {
             tracing::warn!(
                 store = store_id,
                 "no address known for store; snapshot not sent"

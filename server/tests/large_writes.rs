@@ -139,6 +139,7 @@ async fn one_mib_values_replicate_or_are_refused_clearly() {
                 region_id: leader_region.region.id,
                 region_epoch: leader_region.region.region_epoch,
                 peer: Some(leader),
+                system: false,
             }),
             key: b"huge".to_vec(),
             value: vec![0; 64 * MIB],

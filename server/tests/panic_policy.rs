@@ -78,6 +78,7 @@ async fn a_forged_heartbeat_never_leaves_a_node_alive_and_silent() {
             region_id: region.id,
             region_epoch: region.region_epoch,
             peer: Some(follower),
+            system: false,
         }),
         key: b"k".to_vec(),
     };

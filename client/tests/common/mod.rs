@@ -235,7 +235,11 @@ impl MockCluster {
         for id in 1..=stores {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let address = listener.local_addr().unwrap().to_string();
-            state.stores.push(Store { id, address });
+            state.stores.push(Store {
+                id,
+                address,
+                ..Default::default()
+            });
             listeners.push(listener);
         }
         let mut bounds: Vec<Vec<u8>> = vec![Vec::new()];

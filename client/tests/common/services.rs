@@ -257,6 +257,7 @@ impl Admin for MockNode {
             region_id: req.region_id,
             region_epoch: req.region_epoch,
             peer: None,
+            system: false,
         });
         let (mut state, region) = checked!(self, "split", ctx, vec![], SplitResponse);
         // As the real store (after the region, leader and epoch checks): each key
@@ -301,6 +302,7 @@ impl Admin for MockNode {
             region_id: req.source_region_id,
             region_epoch: epoch,
             peer: None,
+            system: false,
         });
         let (mut state, _) = checked!(self, "merge", ctx, vec![], MergeResponse);
         let target = state.merge(req.source_region_id, req.target_region_id);
@@ -397,6 +399,7 @@ impl Admin for MockNode {
             store: Some(Store {
                 id: self.store_id,
                 address: self.address.clone(),
+                ..Default::default()
             }),
             counters: Some(StoreCounters {
                 region_count: state.regions.len() as u64,
@@ -404,6 +407,7 @@ impl Admin for MockNode {
             }),
             version: "mock".to_string(),
             pid: 0,
+            contacts: Vec::new(),
         }))
     }
 }

@@ -15,7 +15,7 @@
 //! them, and loading synthesizes the raft state of a region split off just before
 //! a crash from them.
 
-use shoal_engine::keys::{apply_state_key, region_state_key, store_key};
+use shoal_engine::keys::{apply_state_key, data_key, region_state_key, store_key};
 use shoal_engine::rocks::Engines;
 use shoal_engine::{Cf, KvBatch, KvEngine, KvRead, LogBatch, LogEngine};
 use shoal_proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store};
@@ -137,6 +137,19 @@ pub fn bootstrap(
     stores: &[Store],
     regions: usize,
 ) -> Result<(Vec<Store>, bool), StartError> {
+    bootstrap_with_data(engines, store_id, stores, regions, &[])
+}
+
+/// [`bootstrap`], with `data` (user keys and values) in the initial regions: part
+/// of their initial state, written by every initial store alike in the same
+/// batch as the rest (the server puts the cluster directory there).
+pub fn bootstrap_with_data(
+    engines: &Engines,
+    store_id: u64,
+    stores: &[Store],
+    regions: usize,
+    data: &[(Vec<u8>, Vec<u8>)],
+) -> Result<(Vec<Store>, bool), StartError> {
     if let Some((ident, membership)) = load_ident(engines)? {
         if ident.store_id != store_id {
             return Err(StartError::Identity(format!(
@@ -174,6 +187,9 @@ pub fn bootstrap(
         kv_batch.put(Cf::Meta, region_state_key(region.id), state.encode_to_vec());
     }
     engines.log.write(&log_batch)?;
+    for (k, v) in data {
+        kv_batch.put(Cf::Default, data_key(k), v.clone());
+    }
     let membership = ClusterMembership {
         stores: stores.to_vec(),
     };
@@ -190,6 +206,23 @@ pub fn bootstrap(
     engines.kv.write(&kv_batch)?;
     engines.kv.sync()?;
     Ok((stores.to_vec(), true))
+}
+
+/// Records `stores` as the cluster's stores as this store last knew them (its
+/// cache of the cluster directory, read at start-up to find the others), synced.
+pub fn save_membership(engines: &Engines, stores: &[Store]) -> Result<(), StartError> {
+    let mut kv_batch = KvBatch::new();
+    let membership = ClusterMembership {
+        stores: stores.to_vec(),
+    };
+    kv_batch.put(
+        Cf::Meta,
+        store_key(MEMBERSHIP_KEY),
+        membership.encode_to_vec(),
+    );
+    engines.kv.write(&kv_batch)?;
+    engines.kv.sync()?;
+    Ok(())
 }
 
 /// Writes the identity of store `store_id` joining a running cluster whose

@@ -238,6 +238,7 @@ impl Cluster {
             .map(|&id| Store {
                 id,
                 address: format!("sim-{id}"),
+                ..Default::default()
             })
             .collect();
         let mut c = Cluster {

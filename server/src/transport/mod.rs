@@ -34,7 +34,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use shoal_proto::raft_serverpb::RaftMessage;
@@ -140,9 +140,13 @@ impl Drop for Queued {
     }
 }
 
+/// Store id -> address, shared by the transport and its snapshot sender, kept
+/// current from the cluster directory (`GrpcTransport::set_addresses`).
+pub type Addresses = Arc<RwLock<HashMap<u64, String>>>;
+
 /// Sends raft message batches to other stores over gRPC.
 pub struct GrpcTransport {
-    addresses: HashMap<u64, String>,
+    addresses: Addresses,
     queues: Mutex<HashMap<u64, Arc<StoreQueue>>>,
     runtime: tokio::runtime::Handle,
     unreachable: Arc<OnceLock<UnreachableHandler>>,
@@ -157,6 +161,7 @@ impl GrpcTransport {
         runtime: tokio::runtime::Handle,
         limits: TransportLimits,
     ) -> Arc<Self> {
+        let addresses: Addresses = Arc::new(RwLock::new(addresses));
         let snapshots = SnapshotSender::new(
             addresses.clone(),
             runtime.clone(),
@@ -172,6 +177,24 @@ impl GrpcTransport {
             limits,
             snapshots,
         })
+    }
+
+    /// Replaces the stores' addresses (from the cluster directory). The stream to a
+    /// store whose address changed or went is closed, messages queued on it
+    /// dropped (Raft sends them again); the next send connects to the new address.
+    pub fn set_addresses(&self, addresses: HashMap<u64, String>) {
+        let mut current = self.addresses.write().expect("transport lock");
+        if *current == addresses {
+            return;
+        }
+        let mut queues = self.queues.lock().expect("transport lock");
+        for (id, addr) in current.iter() {
+            if addresses.get(id) != Some(addr) {
+                tracing::info!(store = id, old = %addr, new = ?addresses.get(id), "store address changed");
+                queues.remove(id);
+            }
+        }
+        *current = addresses;
     }
 
     /// Sets who hears about unreachable stores (the raftstore, once started).
@@ -194,7 +217,12 @@ impl GrpcTransport {
                 return Some(q.clone());
             }
         }
-        let addr = self.addresses.get(&store_id)?.clone();
+        let addr = self
+            .addresses
+            .read()
+            .expect("transport lock")
+            .get(&store_id)?
+            .clone();
         let (tx, rx) = mpsc::unbounded_channel();
         let queue = Arc::new(StoreQueue {
             tx,
