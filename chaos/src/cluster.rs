@@ -104,17 +104,26 @@ impl Cluster {
                 links.insert((from, to), Proxy::start(addrs[&to].clone()).await?);
             }
         }
+        // Every node bootstraps the same initial cluster (the nodes' own
+        // addresses, as the cluster directory lists them), and dials each other
+        // node through the proxy of that link (`peer-addresses`).
+        let members: Vec<String> = ids.iter().map(|&j| format!("{j}={}", addrs[&j])).collect();
         let mut nodes = BTreeMap::new();
         for &id in &ids {
-            let members: Vec<String> = ids
+            let peers: Vec<String> = ids
                 .iter()
-                .map(|&j| match j == id {
-                    true => format!("{j}={}", addrs[&j]),
-                    false => format!("{j}={}", links[&(id, j)].addr),
-                })
+                .filter(|&&j| j != id)
+                .map(|&j| format!("{j}={}", links[&(id, j)].addr))
                 .collect();
             let status = reserved.addr()?;
-            let node = Node::write(&spec, id, &addrs[&id], &status, &members.join(","))?;
+            let node = Node::write(
+                &spec,
+                id,
+                &addrs[&id],
+                &status,
+                &members.join(","),
+                &peers.join(","),
+            )?;
             nodes.insert(id, node);
         }
         let mut cluster = Cluster {
@@ -324,6 +333,7 @@ impl Node {
         addr: &str,
         status: &str,
         members: &str,
+        peers: &str,
     ) -> std::io::Result<Node> {
         let data_dir = spec.dir.join(format!("node-{id}"));
         let config = spec.dir.join(format!("node-{id}.toml"));
@@ -332,7 +342,8 @@ impl Node {
         // and a node killed or cut off for a few seconds comes back to a snapshot.
         let toml = format!(
             "store-id = {id}\ndata-dir = {:?}\naddr = {addr:?}\nstatus-addr = {:?}\n\
-             initial-cluster = {members:?}\ninitial-regions = {}\nraft-tick-ms = {}\n\
+             initial-cluster = {members:?}\npeer-addresses = {peers:?}\n\
+             initial-regions = {}\nraft-tick-ms = {}\n\
              raft-log-gc-tick-interval-ms = {}\nraft-log-gc-threshold = 20\n\
              raft-log-gc-count-limit = 200\n",
             data_dir.display().to_string(),

@@ -207,21 +207,24 @@ impl Directory {
     }
 }
 
-/// The directory's initial records for a cluster bootstrapped with `stores`: one
-/// record per store (up) and the next id past the largest. Every initial store
-/// writes them alike (`shoal node` at first boot).
-pub fn initial_records(stores: &[Store]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut out: Vec<(Vec<u8>, Vec<u8>)> = stores
+/// The directory's initial records for a cluster bootstrapped with the stores
+/// `ids`: one record per store (up, no address yet: each store registers its own
+/// once it runs) and the next id past the largest. They are part of the initial
+/// regions' data, so every initial store must write the same bytes: they depend
+/// on the ids alone, never on how a store was told the others' addresses.
+pub fn initial_records(ids: &[u64]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = ids
         .iter()
-        .map(|s| {
+        .map(|&id| {
             let record = Store {
+                id,
+                address: String::new(),
                 state: StoreState::Up as i32,
-                ..s.clone()
             };
-            (store_key(s.id), record.encode_to_vec())
+            (store_key(id), record.encode_to_vec())
         })
         .collect();
-    let next = stores.iter().map(|s| s.id).max().unwrap_or(0) + 1;
+    let next = ids.iter().copied().max().unwrap_or(0) + 1;
     out.push((next_store_id_key(), next.to_be_bytes().to_vec()));
     out
 }

@@ -35,6 +35,7 @@
 mod admin;
 mod client;
 pub mod directory;
+mod membership;
 pub mod config;
 mod discovery;
 pub mod error;
@@ -42,6 +43,8 @@ mod region_cache;
 mod request;
 
 pub use client::{CasOutcome, Client, Mutation};
+pub use directory::Directory;
+pub use membership::CATCH_UP_TIMEOUT;
 pub use config::ClientConfig;
 pub use error::{Error, Failure, RequestInfo, Result};
 pub use region_cache::CachedRegion;

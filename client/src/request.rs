@@ -49,7 +49,9 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use shoal_proto::adminpb::{GetRegionResponse, MergeResponse, SplitResponse};
+use shoal_proto::adminpb::{
+    ChangePeerResponse, GetRegionResponse, MergeResponse, SplitResponse, TransferLeaderResponse,
+};
 use shoal_proto::errorpb::{region_error::Kind, RegionError};
 use shoal_proto::kvrpcpb::{
     BatchWriteResponse, CompareAndSwapResponse, Context, DeleteResponse, GetResponse, PutResponse,
@@ -166,7 +168,9 @@ has_region_error!(
     CompareAndSwapResponse,
     GetRegionResponse,
     SplitResponse,
-    MergeResponse
+    MergeResponse,
+    ChangePeerResponse,
+    TransferLeaderResponse
 );
 
 /// Exponential backoff with jitter.

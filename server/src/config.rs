@@ -55,6 +55,11 @@ pub struct NodeConfig {
     /// with `shoal admin add-peer` or `move-replica`. Default: empty (bootstrap
     /// `initial-cluster` instead). Ignored on restarts.
     pub join: String,
+    /// Addresses this node dials for some stores instead of the ones the cluster
+    /// directory lists, `ID=HOST:PORT,...` (a network where stores reach each other
+    /// at different addresses; the chaos suite routes every link through a proxy
+    /// this way). Default: empty.
+    pub peer_addresses: String,
     /// Regions bootstrapped on first boot, evenly splitting the key space.
     /// Default 1; 1..=65536. Used on first boot only.
     pub initial_regions: usize,
@@ -116,6 +121,7 @@ impl Default for NodeConfig {
             status_addr: "127.0.0.1:20180".into(),
             initial_cluster: String::new(),
             join: String::new(),
+            peer_addresses: String::new(),
             initial_regions: 1,
             max_value_size: 1 << 20,
             raft_entry_max_size: shoal_client::config::DEFAULT_RAFT_ENTRY_MAX_SIZE,
@@ -143,6 +149,27 @@ impl NodeConfig {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The `peer-addresses` overrides: store id -> address.
+    pub fn peer_address_overrides(&self) -> Result<std::collections::HashMap<u64, String>, String> {
+        let mut out = std::collections::HashMap::new();
+        for part in self
+            .peer_addresses
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (id, addr) = part
+                .split_once('=')
+                .ok_or_else(|| format!("peer-addresses entry {part:?} is not ID=HOST:PORT"))?;
+            let id: u64 = id
+                .trim()
+                .parse()
+                .map_err(|_| format!("peer-addresses entry {part:?}: {id:?} is not a store id"))?;
+            out.insert(id, addr.trim().to_string());
+        }
+        Ok(out)
     }
 
     /// The seeds of `join`, if any.
@@ -280,6 +307,7 @@ impl NodeConfig {
             ));
         }
         self.raftstore().validate().map_err(|e| e.to_string())?;
+        self.peer_address_overrides()?;
         for seed in self.join_seeds() {
             seed.parse::<SocketAddr>()
                 .map_err(|e| format!("join address {seed:?} is not HOST:PORT: {e}"))?;
@@ -342,11 +370,13 @@ mod tests {
         assert_eq!(c.initial_stores().unwrap().len(), 2);
         assert!(toml::from_str::<NodeConfig>("no-such-field = 1").is_err());
         let bad = NodeConfig {
+            store_id: 1,
             initial_cluster: "1=a,1=b".into(),
             ..NodeConfig::default()
         };
         assert!(bad.validate().unwrap_err().contains("twice"));
         let bad = NodeConfig {
+            store_id: 1,
             initial_cluster: "2=127.0.0.1:1".into(),
             ..NodeConfig::default()
         };
@@ -407,11 +437,38 @@ mod tests {
         assert!(err.contains("store-id 16777216 is too large"), "{err}");
         assert!(err.contains("store_id << 40"), "{err}");
         let bad = NodeConfig {
+            store_id: 1,
             initial_cluster: format!("1=127.0.0.1:1,{}=127.0.0.1:2", 1u64 << 30),
             ..NodeConfig::default()
         };
         let err = bad.validate().unwrap_err();
         assert!(err.contains("store id 1073741824 is too large"), "{err}");
+    }
+
+    #[test]
+    fn joining_excludes_an_initial_cluster_and_needs_addresses() {
+        let join = NodeConfig {
+            join: "127.0.0.1:1, 127.0.0.1:2".into(),
+            ..NodeConfig::default()
+        };
+        join.validate().unwrap();
+        assert_eq!(join.join_seeds(), vec!["127.0.0.1:1", "127.0.0.1:2"]);
+        let both = NodeConfig {
+            store_id: 1,
+            initial_cluster: "1=127.0.0.1:1".into(),
+            ..join.clone()
+        };
+        assert!(both.validate().unwrap_err().contains("exclude each other"));
+        let bad = NodeConfig {
+            join: "nowhere".into(),
+            ..NodeConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("join address"));
+        let unnamed = NodeConfig {
+            initial_cluster: "1=127.0.0.1:1,2=127.0.0.1:2".into(),
+            ..NodeConfig::default()
+        };
+        assert!(unnamed.validate().unwrap_err().contains("needs store-id"));
     }
 
     #[test]

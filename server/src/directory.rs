@@ -29,15 +29,19 @@ pub const REFRESH: Duration = Duration::from_secs(1);
 pub struct ClusterView {
     me: u64,
     stores: RwLock<Vec<Store>>,
+    /// Addresses this node dials instead of the directory's (`peer-addresses`).
+    overrides: HashMap<u64, String>,
     contacts: RwLock<HashMap<u64, Instant>>,
 }
 
 impl ClusterView {
-    /// The view of store `me`, starting from `stores` (as saved, or as joined).
-    pub fn new(me: u64, stores: Vec<Store>) -> Arc<ClusterView> {
+    /// The view of store `me`, starting from `stores` (as saved, or as joined);
+    /// `overrides` are dialled instead of the directory's addresses.
+    pub fn new(me: u64, stores: Vec<Store>, overrides: HashMap<u64, String>) -> Arc<ClusterView> {
         Arc::new(ClusterView {
             me,
             stores: RwLock::new(stores),
+            overrides,
             contacts: RwLock::new(HashMap::new()),
         })
     }
@@ -88,18 +92,30 @@ impl ClusterView {
         out
     }
 
-    /// The other stores' addresses (what the transport dials).
-    fn addresses(&self) -> HashMap<u64, String> {
-        self.stores()
+    /// The other stores' addresses (what the transport dials): the directory's,
+    /// unless overridden.
+    pub fn addresses(&self) -> HashMap<u64, String> {
+        let mut out: HashMap<u64, String> = self
+            .stores()
             .into_iter()
-            .filter(|s| s.id != self.me)
+            .filter(|s| s.id != self.me && !s.address.is_empty())
             .map(|s| (s.id, s.address))
-            .collect()
+            .collect();
+        for (id, addr) in &self.overrides {
+            out.insert(*id, addr.clone());
+        }
+        out
     }
 
-    /// Takes the directory's stores; whether anything changed.
-    fn update(&self, stores: Vec<Store>) -> bool {
+    /// Takes the directory's stores (a store that has not registered its address
+    /// yet keeps the one this node knew); whether anything changed.
+    fn update(&self, mut stores: Vec<Store>) -> bool {
         let mut current = self.stores.write().expect("view lock");
+        for s in stores.iter_mut().filter(|s| s.address.is_empty()) {
+            if let Some(known) = current.iter().find(|c| c.id == s.id) {
+                s.address = known.address.clone();
+            }
+        }
         if *current == stores {
             return false;
         }
@@ -179,6 +195,8 @@ pub fn spawn_refresher(
                     continue;
                 }
             };
+            // A store registers its own address: at first (bootstrap writes none)
+            // and after a restart on a new one.
             if let Some(mine) = stores.iter().find(|s| s.id == me.id) {
                 if mine.address != me.address && mine.state != StoreState::Removed as i32 {
                     tracing::info!(

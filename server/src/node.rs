@@ -38,7 +38,8 @@ pub async fn run(
     let engines = Engines::open(&cfg.data_dir).map_err(|e| e.to_string())?;
     let (store_id, membership) = identify(&cfg, &engines).await?;
     let cfg = NodeConfig { store_id, ..cfg };
-    let (store, transport) = start_store(&cfg, engines.clone(), &membership)?;
+    let view = ClusterView::new(store_id, membership, cfg.peer_address_overrides()?);
+    let (store, transport) = start_store(&cfg, engines.clone(), view.addresses())?;
     let status = crate::status::spawn(&cfg.status_addr, store.clone()).await?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let me = Store {
@@ -46,7 +47,6 @@ pub async fn run(
         address: cfg.addr.clone(),
         state: StoreState::Up as i32,
     };
-    let view = ClusterView::new(store_id, membership);
     let refresher = directory::spawn_refresher(
         view.clone(),
         transport,
@@ -101,7 +101,8 @@ async fn identify(cfg: &NodeConfig, engines: &Engines) -> Result<(u64, Vec<Store
         })
         .collect();
     let store_id = cfg.store_id.max(1);
-    let records = initial_records(&initial);
+    let ids: Vec<u64> = initial.iter().map(|s| s.id).collect();
+    let records = initial_records(&ids);
     let (membership, _) =
         bootstrap_with_data(engines, store_id, &initial, cfg.initial_regions, &records)
             .map_err(|e| e.to_string())?;
@@ -113,18 +114,13 @@ async fn identify(cfg: &NodeConfig, engines: &Engines) -> Result<(u64, Vec<Store
     Ok((store_id, membership))
 }
 
-/// Starts the raftstore on `engines`, with a gRPC transport to the other stores of
-/// `membership` that reports unreachable stores back to it.
+/// Starts the raftstore on `engines`, with a gRPC transport to the other stores at
+/// `addresses` that reports unreachable stores back to it.
 fn start_store(
     cfg: &NodeConfig,
     engines: Engines,
-    membership: &[Store],
+    addresses: HashMap<u64, String>,
 ) -> Result<(Arc<RaftStore>, Arc<GrpcTransport>), String> {
-    let addresses: HashMap<u64, String> = membership
-        .iter()
-        .filter(|s| s.id != cfg.store_id)
-        .map(|s| (s.id, s.address.clone()))
-        .collect();
     let transport = GrpcTransport::new(
         addresses,
         tokio::runtime::Handle::current(),

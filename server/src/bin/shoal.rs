@@ -44,7 +44,9 @@ struct NodeArgs {
     /// A TOML config file (kebab-case keys, as the flags).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// This store's id, unique in the cluster [default: 1].
+    /// This store's id, unique in the cluster: required with --initial-cluster;
+    /// with --join, a new id is handed out unless given; a restart reads it from the
+    /// data directory [default: 1 for a new single-node cluster].
     #[arg(long)]
     store_id: Option<u64>,
     /// The data directory [default: shoal-data].
@@ -59,6 +61,16 @@ struct NodeArgs {
     /// Initial cluster, ID=HOST:PORT,... (first boot only) [default: this store alone].
     #[arg(long)]
     initial_cluster: Option<String>,
+    /// Join a running cluster on first boot, HOST:PORT,... (any of its nodes): the
+    /// store registers in the cluster directory and starts with no region
+    /// (restarts need no --join) [default: none: bootstrap --initial-cluster].
+    #[arg(long)]
+    join: Option<String>,
+    /// Addresses to dial for some stores instead of the cluster directory's,
+    /// ID=HOST:PORT,... (stores reaching each other at different addresses)
+    /// [default: none].
+    #[arg(long)]
+    peer_addresses: Option<String>,
     /// Regions to bootstrap on first boot [default: 1].
     #[arg(long)]
     initial_regions: Option<usize>,
@@ -119,6 +131,8 @@ impl NodeArgs {
             addr,
             status_addr,
             initial_cluster,
+            join,
+            peer_addresses,
             initial_regions,
             max_value_size,
             raft_entry_max_size,

@@ -8,6 +8,7 @@ use shoal_client::{Client, Error, Region, RegionInfo};
 use tonic::Code;
 
 use super::checksum;
+use super::membership::{self, MembershipCommand};
 use super::keys::KeyInput;
 use super::render::{
     pretty, region_detail, region_json, regions_json, regions_table, replicas_detail,
@@ -76,6 +77,8 @@ pub enum AdminCommand {
         #[command(flatten)]
         endpoints: Endpoints,
     },
+    #[command(flatten)]
+    Membership(MembershipCommand),
 }
 
 /// `shoal admin split`.
@@ -163,6 +166,7 @@ pub async fn run_admin(cmd: AdminCommand) -> Result<i32, String> {
         AdminCommand::Checksum { id, endpoints } => {
             checksum::run(&connect(&endpoints).await?, id).await
         }
+        AdminCommand::Membership(cmd) => membership::run(cmd).await,
     }
 }
 

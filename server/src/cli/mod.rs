@@ -5,6 +5,8 @@
 //! - [`admin`]: [`AdminCommand`] and [`run_admin`] (`status`, `regions`, `region`,
 //!   `split`, `merge`, `checksum`);
 //! - [`checksum`]: `admin checksum`, comparing the replicas' digests;
+//! - [`membership`]: `admin stores`, `add-peer`, `remove-peer`, `transfer-leader`,
+//!   `move-replica`, `remove-store`;
 //! - [`keys`]: how keys are printed (escaped, `-inf`/`+inf`) and read (text, hex,
 //!   escaped);
 //! - [`render`]: the region table, detail view and JSON.
@@ -12,6 +14,7 @@
 pub mod admin;
 pub mod checksum;
 pub mod keys;
+pub mod membership;
 pub mod render;
 
 use clap::{Args, Subcommand};
@@ -65,6 +68,17 @@ pub enum KvCommand {
         #[command(flatten)]
         endpoints: Endpoints,
     },
+}
+
+/// The client settings of the membership commands: a membership change or a leader
+/// transfer answers once its effect is applied (up to 10 s at the leader), so one
+/// attempt may take longer than a key-value call.
+pub(crate) fn client_config() -> ClientConfig {
+    ClientConfig {
+        rpc_timeout: std::time::Duration::from_secs(30),
+        request_timeout: std::time::Duration::from_secs(60),
+        ..ClientConfig::default()
+    }
 }
 
 async fn connect(e: &Endpoints) -> Result<Client, String> {

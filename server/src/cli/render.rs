@@ -15,7 +15,8 @@ use super::keys::{end_bound, escape, start_bound, to_hex};
 pub const REGION_VIEW_HELP: &str = "\
 Columns: ID, START and END (the range [START, END)), EPOCH (conf_ver/version), LEADER
 (the leader's store id, - when unknown), PEERS (peer_id@store_id, comma-separated, a
-learner marked (learner)), SIZE and KEYS (approximate).
+learner marked (learner); during a membership change a voter joining marked
+(incoming), one leaving (demoting)), SIZE and KEYS (approximate).
 
 Keys are shown in double quotes: printable ASCII as is, \\\" and \\\\ for a quote and a
 backslash, any other byte as \\xNN. The empty start key (the beginning of the key
@@ -23,21 +24,31 @@ space) shows as -inf, the empty end key (its end) as +inf.
 
 With --json: an array of objects {id, start_key, start_key_hex, end_key, end_key_hex,
 epoch: {conf_ver, version}, leader: {peer_id, store_id} or null, leader_store (or
-null), peers: [{peer_id, store_id, role}], approximate_size, approximate_keys}; keys in
+null), peers: [{peer_id, store_id, role (voter, learner, incoming_voter,
+demoting_voter)}], approximate_size, approximate_keys}; keys in
 the escaped form above without quotes, and as hex; \"\" is -inf for start_key and +inf
 for end_key.";
 
-fn is_learner(peer: &Peer) -> bool {
-    peer.role == PeerRole::Learner as i32
+/// A peer's role as the JSON views name it.
+fn role_name(peer: &Peer) -> &'static str {
+    match PeerRole::try_from(peer.role) {
+        Ok(PeerRole::Learner) => "learner",
+        Ok(PeerRole::IncomingVoter) => "incoming_voter",
+        Ok(PeerRole::DemotingVoter) => "demoting_voter",
+        _ => "voter",
+    }
 }
 
-/// `peer_id@store_id`, with ` (learner)` for a learner.
+/// `peer_id@store_id`, with `(learner)` for a learner, `(incoming)` or
+/// `(demoting)` for a voter of one half of a joint configuration.
 fn peer_label(peer: &Peer) -> String {
-    if is_learner(peer) {
-        format!("{}@{}(learner)", peer.id, peer.store_id)
-    } else {
-        format!("{}@{}", peer.id, peer.store_id)
-    }
+    let mark = match PeerRole::try_from(peer.role) {
+        Ok(PeerRole::Learner) => "(learner)",
+        Ok(PeerRole::IncomingVoter) => "(incoming)",
+        Ok(PeerRole::DemotingVoter) => "(demoting)",
+        _ => "",
+    };
+    format!("{}@{}{mark}", peer.id, peer.store_id)
 }
 
 fn peers_label(region: &Region) -> String {
@@ -231,7 +242,7 @@ pub fn region_json(info: &RegionInfo) -> Value {
             json!({
                 "peer_id": p.id,
                 "store_id": p.store_id,
-                "role": if is_learner(p) { "learner" } else { "voter" },
+                "role": role_name(p),
             })
         })
         .collect();
