@@ -240,13 +240,17 @@ impl Client {
         let deadline = Instant::now() + CATCH_UP_TIMEOUT;
         let mut reported = Instant::now();
         loop {
+            // The store's address, once the answering node's directory copy has it.
             let (_, stores) = self.list_regions().await?;
             let addr = stores
                 .iter()
-                .find(|s| s.id == to)
-                .map(|s| s.address.clone())
-                .ok_or_else(|| Error::InvalidArgument(format!("the cluster has no store {to}")))?;
-            if let Ok(replica) = self.replica(&addr, region_id).await {
+                .find(|s| s.id == to && !s.address.is_empty())
+                .map(|s| s.address.clone());
+            let replica = match addr {
+                Some(addr) => self.replica(&addr, region_id).await.ok(),
+                None => None,
+            };
+            if let Some(replica) = replica {
                 if replica.applied_index + CAUGHT_UP_LAG >= target {
                     return Ok(self.region(region_id).await?.region.unwrap_or_default());
                 }

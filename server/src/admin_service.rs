@@ -31,9 +31,15 @@ impl AdminService {
         AdminService { store, me, view }
     }
 
-    /// A replica may be added only on a store the directory has up.
-    fn check_store_up(&self, store_id: u64) -> Result<(), Status> {
-        match self.view.store(store_id) {
+    /// A replica may be added only on a store the directory has up (read afresh
+    /// when this node's copy says otherwise: the store may have just joined).
+    async fn check_store_up(&self, store_id: u64) -> Result<(), Status> {
+        let up = |s: &Option<Store>| s.as_ref().is_some_and(|s| s.state == StoreState::Up as i32);
+        let mut store = self.view.store(store_id);
+        if !up(&store) {
+            store = self.view.read_store(store_id).await;
+        }
+        match store {
             Some(s) if s.state == StoreState::Up as i32 => Ok(()),
             Some(s) => Err(Status::invalid_argument(format!(
                 "store {store_id} is {}: replicas are added only on stores that are up",
@@ -138,13 +144,22 @@ impl Admin for AdminService {
         req: Request<ChangePeerRequest>,
     ) -> Result<Response<ChangePeerResponse>, Status> {
         let req = req.into_inner();
+        // The stores that hold a replica already (a promotion or a demotion, not a
+        // new replica); a region this store lacks is refused by the change below.
+        let holding: Vec<u64> = match self.store.region_info(req.region_id).await {
+            Ok(info) => info
+                .region
+                .map(|r| r.peers.iter().map(|p| p.store_id).collect())
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
         let mut changes = Vec::with_capacity(req.changes.len());
         for c in &req.changes {
             let kind = ChangeKind::try_from(c.kind).map_err(|_| {
                 Status::invalid_argument(format!("unknown membership change kind {}", c.kind))
             })?;
-            if kind != ChangeKind::Remove {
-                self.check_store_up(c.store_id)?;
+            if kind != ChangeKind::Remove && !holding.contains(&c.store_id) {
+                self.check_store_up(c.store_id).await?;
             }
             changes.push((kind, c.store_id));
         }

@@ -28,32 +28,141 @@ pub const REFRESH: Duration = Duration::from_secs(1);
 /// This node's copy of the cluster directory; see the module docs.
 pub struct ClusterView {
     me: u64,
+    /// The stores as the directory (or the saved copy) last said.
     stores: RwLock<Vec<Store>>,
+    /// Addresses stores announced on their Raft streams that the directory does
+    /// not list yet (`learn_address`); dropped once it lists one, or lists a
+    /// different address than before for that store.
+    learned: RwLock<HashMap<u64, String>>,
     /// Addresses this node dials instead of the directory's (`peer-addresses`).
     overrides: HashMap<u64, String>,
+    /// A directory client for reads that cannot wait for the next refresh,
+    /// connected on first use.
+    client: tokio::sync::Mutex<Option<Directory>>,
+    /// This node's own address (one endpoint of that client).
+    address: String,
+    /// The transport whose addresses this view keeps (`ClusterView::attach`).
+    transport: std::sync::OnceLock<Arc<GrpcTransport>>,
+    max_message_size: usize,
     contacts: RwLock<HashMap<u64, Instant>>,
 }
 
 impl ClusterView {
     /// The view of store `me`, starting from `stores` (as saved, or as joined);
     /// `overrides` are dialled instead of the directory's addresses.
-    pub fn new(me: u64, stores: Vec<Store>, overrides: HashMap<u64, String>) -> Arc<ClusterView> {
+    pub fn new(
+        me: &Store,
+        stores: Vec<Store>,
+        overrides: HashMap<u64, String>,
+        max_message_size: usize,
+    ) -> Arc<ClusterView> {
         Arc::new(ClusterView {
-            me,
+            me: me.id,
             stores: RwLock::new(stores),
+            learned: RwLock::new(HashMap::new()),
             overrides,
+            client: tokio::sync::Mutex::new(None),
+            address: me.address.clone(),
+            transport: std::sync::OnceLock::new(),
+            max_message_size,
             contacts: RwLock::new(HashMap::new()),
         })
     }
 
-    /// Every store of the cluster, as last read.
+    /// Every store of the cluster, as last read (with the addresses stores
+    /// announced since).
     pub fn stores(&self) -> Vec<Store> {
-        self.stores.read().expect("view lock").clone()
+        let mut stores = self.stores.read().expect("view lock").clone();
+        let learned = self.learned.read().expect("view lock");
+        for s in &mut stores {
+            if let Some(a) = learned.get(&s.id) {
+                s.address = a.clone();
+            }
+        }
+        for (id, a) in learned.iter() {
+            if !stores.iter().any(|s| s.id == *id) {
+                stores.push(Store {
+                    id: *id,
+                    address: a.clone(),
+                    state: StoreState::Up as i32,
+                });
+            }
+        }
+        stores
     }
 
     /// Store `id`, as last read.
     pub fn store(&self, id: u64) -> Option<Store> {
         self.stores().into_iter().find(|s| s.id == id)
+    }
+
+    /// Keeps `transport`'s addresses from now on.
+    pub fn attach(&self, transport: Arc<GrpcTransport>) {
+        transport.set_addresses(self.addresses());
+        let _ = self.transport.set(transport);
+    }
+
+    fn push_addresses(&self) {
+        if let Some(t) = self.transport.get() {
+            t.set_addresses(self.addresses());
+        }
+    }
+
+    /// A store opened a Raft stream saying it is `id` at `address`: until the
+    /// directory says otherwise, it is dialled there (a store restarted on a new
+    /// address is answered at once, even while the directory, which may need that
+    /// very store for a quorum, cannot be read).
+    pub fn learn_address(&self, id: u64, address: &str) {
+        if id == self.me || address.is_empty() {
+            return;
+        }
+        let known = self.store(id).map(|s| s.address);
+        if known.as_deref() == Some(address) {
+            return;
+        }
+        self.learned
+            .write()
+            .expect("view lock")
+            .insert(id, address.to_string());
+        tracing::info!(store = id, %address, "a store says it moved; dialling it there");
+        self.push_addresses();
+    }
+
+    /// Store `id` as the directory has it now (a linearizable read, for a check
+    /// that must not act on a stale copy); the cached copy when the directory
+    /// cannot be read.
+    pub async fn read_store(&self, id: u64) -> Option<Store> {
+        match self.directory().await {
+            Some(d) => match d.store(id).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!("cannot read the cluster directory: {e}");
+                    self.store(id)
+                }
+            },
+            None => self.store(id),
+        }
+    }
+
+    /// The directory client, connected on first use (to the other stores and this
+    /// node).
+    async fn directory(&self) -> Option<Directory> {
+        let mut client = self.client.lock().await;
+        if client.is_none() {
+            let mut endpoints: Vec<String> = self
+                .stores()
+                .into_iter()
+                .filter(|s| s.state != StoreState::Removed as i32 && !s.address.is_empty())
+                .map(|s| s.address)
+                .collect();
+            endpoints.push(self.address.clone());
+            endpoints.dedup();
+            match Directory::connect(endpoints, client_config(self.max_message_size)).await {
+                Ok(d) => *client = Some(d),
+                Err(e) => tracing::debug!("cannot reach the cluster directory: {e}"),
+            }
+        }
+        client.clone()
     }
 
     /// Records a Raft message batch from `store_id`.
@@ -116,6 +225,16 @@ impl ClusterView {
                 s.address = known.address.clone();
             }
         }
+        {
+            let mut learned = self.learned.write().expect("view lock");
+            learned.retain(|id, addr| {
+                let Some(listed) = stores.iter().find(|s| s.id == *id) else {
+                    return true;
+                };
+                let before = current.iter().find(|c| c.id == *id).map(|c| &c.address);
+                listed.address != *addr && before == Some(&listed.address)
+            });
+        }
         if *current == stores {
             return false;
         }
@@ -160,33 +279,15 @@ pub async fn join(
 /// Keeps `view` current (see the module docs) until the runtime stops.
 pub fn spawn_refresher(
     view: Arc<ClusterView>,
-    transport: Arc<GrpcTransport>,
     engines: Engines,
     me: Store,
-    max_message_size: usize,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut dir: Option<Directory> = None;
         loop {
             tokio::time::sleep(REFRESH).await;
-            if dir.is_none() {
-                let mut endpoints: Vec<String> = view
-                    .stores()
-                    .into_iter()
-                    .filter(|s| s.state != StoreState::Removed as i32)
-                    .map(|s| s.address)
-                    .collect();
-                endpoints.push(me.address.clone());
-                endpoints.dedup();
-                match Directory::connect(endpoints, client_config(max_message_size)).await {
-                    Ok(d) => dir = Some(d),
-                    Err(e) => {
-                        tracing::debug!("cannot reach the cluster directory: {e}");
-                        continue;
-                    }
-                }
-            }
-            let Some(d) = dir.as_ref() else { continue };
+            let Some(d) = view.directory().await else {
+                continue;
+            };
             let stores = match d.stores().await {
                 Ok(s) if !s.is_empty() => s,
                 Ok(_) => continue,
@@ -213,7 +314,7 @@ pub fn spawn_refresher(
                 }
             }
             if view.update(stores.clone()) {
-                transport.set_addresses(view.addresses());
+                view.push_addresses();
                 let engines = engines.clone();
                 let saved = tokio::task::spawn_blocking(move || {
                     shoal_raftstore::bootstrap::save_membership(&engines, &stores)

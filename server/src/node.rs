@@ -38,22 +38,23 @@ pub async fn run(
     let engines = Engines::open(&cfg.data_dir).map_err(|e| e.to_string())?;
     let (store_id, membership) = identify(&cfg, &engines).await?;
     let cfg = NodeConfig { store_id, ..cfg };
-    let view = ClusterView::new(store_id, membership, cfg.peer_address_overrides()?);
-    let (store, transport) = start_store(&cfg, engines.clone(), view.addresses())?;
-    let status = crate::status::spawn(&cfg.status_addr, store.clone()).await?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
     let me = Store {
         id: store_id,
         address: cfg.addr.clone(),
         state: StoreState::Up as i32,
     };
-    let refresher = directory::spawn_refresher(
-        view.clone(),
-        transport,
-        engines,
-        me.clone(),
+    let view = ClusterView::new(
+        &me,
+        membership,
+        cfg.peer_address_overrides()?,
         cfg.max_message_size(),
     );
+    let (store, transport) = start_store(&cfg, engines.clone(), view.addresses())?;
+    let status = crate::status::spawn(&cfg.status_addr, store.clone()).await?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    transport.set_origin(store_id, cfg.addr.clone());
+    view.attach(transport);
+    let refresher = directory::spawn_refresher(view.clone(), engines, me.clone());
     tracing::info!(store = store_id, addr = %local, "serving Kv, Admin and Raft");
     let served = serve(&cfg, &store, me, view, listener, shutdown).await;
     refresher.abort();

@@ -11,6 +11,7 @@ use shoal_proto::raft_serverpb::{Done, RaftMessageBatch, SnapshotChunk};
 use shoal_raftstore::RaftStore;
 
 use crate::directory::ClusterView;
+use crate::transport::{ORIGIN_ADDRESS, ORIGIN_STORE};
 use tonic::{Request, Response, Status, Streaming};
 
 /// The Raft transport's receiving side.
@@ -33,6 +34,16 @@ impl Raft for RaftService {
         &self,
         req: Request<Streaming<RaftMessageBatch>>,
     ) -> Result<Response<Done>, Status> {
+        // The sender names itself (`transport::ORIGIN_STORE`): where to answer it.
+        let meta = req.metadata();
+        let origin = meta
+            .get(ORIGIN_STORE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let address = meta.get(ORIGIN_ADDRESS).and_then(|v| v.to_str().ok());
+        if let (Some(id), Some(address)) = (origin, address) {
+            self.view.learn_address(id, address);
+        }
         let mut stream = req.into_inner();
         while let Some(batch) = stream.message().await? {
             if let Some(from) = batch.msgs.first().and_then(|m| m.from_peer) {

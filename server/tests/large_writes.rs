@@ -113,7 +113,12 @@ async fn one_mib_values_replicate_or_are_refused_clearly() {
             }
         }
         if sums.len() == 3 && sums.iter().all(|s| *s == sums[0]) {
-            assert_eq!(sums[0].2, 19, "warm-up + 6 pair + 4 batch + 8 put keys");
+            assert_eq!(
+                sums[0].2,
+                19 + 4,
+                "warm-up + 6 pair + 4 batch + 8 put keys, and the cluster directory's 3 \
+                 store records and next store id"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "replicas never agreed: {sums:?}");

@@ -25,8 +25,10 @@ pub(super) async fn stream_to(
     rx: mpsc::UnboundedReceiver<Queued>,
     unreachable: Arc<OnceLock<UnreachableHandler>>,
     limits: TransportLimits,
+    origin: Option<(u64, String)>,
 ) {
     let mut link = StoreLink {
+        origin,
         store_id,
         addr,
         rx,
@@ -54,6 +56,8 @@ pub(super) async fn stream_to(
 
 /// The sending side toward one store: its queue and what a stream to it needs.
 struct StoreLink {
+    /// This store's id and address, sent with each stream.
+    origin: Option<(u64, String)>,
     store_id: u64,
     addr: String,
     rx: mpsc::UnboundedReceiver<Queued>,
@@ -142,7 +146,15 @@ impl StoreLink {
                 (RaftMessageBatch { msgs }, (r, p))
             })
         });
-        let call = tokio::spawn(async move { client.send(body).await });
+        let mut request = tonic::Request::new(body);
+        if let Some((id, addr)) = &self.origin {
+            let meta = request.metadata_mut();
+            if let (Ok(id), Ok(addr)) = (id.to_string().parse(), addr.parse()) {
+                meta.insert(super::ORIGIN_STORE, id);
+                meta.insert(super::ORIGIN_ADDRESS, addr);
+            }
+        }
+        let call = tokio::spawn(async move { client.send(request).await });
         let limits = (self.first_batch_timeout, self.stall_timeout);
         let stalled = || {
             let waiting = waiting.load(Ordering::Acquire);
@@ -309,6 +321,7 @@ mod tests {
         let (tx, rx) = mpsc::unbounded_channel();
         let counter = Arc::new(AtomicUsize::new(0));
         let mut link = StoreLink {
+            origin: None,
             store_id: 2,
             addr: "127.0.0.1:1".into(),
             rx,

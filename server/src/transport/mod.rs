@@ -152,7 +152,16 @@ pub struct GrpcTransport {
     unreachable: Arc<OnceLock<UnreachableHandler>>,
     limits: TransportLimits,
     snapshots: SnapshotSender,
+    /// Who sends: this store's id and address, told to every receiver with each
+    /// stream (`ORIGIN_STORE`, `ORIGIN_ADDRESS`), so that a store restarted on a
+    /// new address is answered there before the cluster directory says so.
+    origin: Arc<OnceLock<(u64, String)>>,
 }
+
+/// The gRPC metadata of a Raft stream naming the sending store's id.
+pub const ORIGIN_STORE: &str = "shoal-origin-store";
+/// ... and the address it serves at.
+pub const ORIGIN_ADDRESS: &str = "shoal-origin-address";
 
 impl GrpcTransport {
     /// A transport to the stores of `addresses`, running its tasks on `runtime`.
@@ -176,7 +185,13 @@ impl GrpcTransport {
             unreachable: Arc::new(OnceLock::new()),
             limits,
             snapshots,
+            origin: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// Names this store (`id`, serving at `address`) on every stream it opens.
+    pub fn set_origin(&self, id: u64, address: String) {
+        let _ = self.origin.set((id, address));
     }
 
     /// Replaces the stores' addresses (from the cluster directory). The stream to a
@@ -235,6 +250,7 @@ impl GrpcTransport {
             rx,
             self.unreachable.clone(),
             self.limits,
+            self.origin.get().cloned(),
         ));
         queues.insert(store_id, queue.clone());
         Some(queue)

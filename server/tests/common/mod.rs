@@ -84,3 +84,75 @@ pub async fn connect(endpoints: Vec<String>) -> shoal_client::Client {
         }
     }
 }
+
+/// One `shoal node` process with its flags, killed on drop; it can be killed and
+/// started again with other flags. Its log (stderr, `RUST_LOG=info`) goes to `log`.
+pub struct NodeProc {
+    pub args: Vec<String>,
+    pub log: std::path::PathBuf,
+    pub child: Option<Child>,
+}
+
+impl NodeProc {
+    /// Starts `shoal node ARGS`.
+    pub fn start(args: Vec<String>, log: std::path::PathBuf) -> NodeProc {
+        let mut n = NodeProc {
+            args,
+            log,
+            child: None,
+        };
+        n.restart();
+        n
+    }
+
+    /// Starts the process again (after [`NodeProc::kill`]) with its flags.
+    pub fn restart(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .arg("node")
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start shoal node");
+        self.child = Some(child);
+    }
+
+    /// `kill -9`, and waits for the process to end.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The flags of node `id` of an initial cluster `cluster` (`ID=HOST:PORT,...`).
+pub fn initial_node_args(dir: &Path, id: u64, addr: &str, cluster: &str, regions: usize) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--store-id".into(),
+        id.to_string(),
+        "--addr".into(),
+        addr.into(),
+        "--status-addr".into(),
+        format!("127.0.0.1:{}", free_port()),
+        "--initial-cluster".into(),
+        cluster.into(),
+        "--initial-regions".into(),
+        regions.to_string(),
+    ];
+    args.push("--data-dir".into());
+    args.push(dir.join(format!("store{id}")).display().to_string());
+    args
+}
