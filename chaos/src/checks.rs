@@ -2,7 +2,9 @@
 //! `linearizability.rs` and `set_check.rs`):
 //! - **replicas agree**: every replica of every region reaches the same applied
 //!   index and then has the same checksum (Admin `Checksum`);
-//! - **regions cover the key space** on every store, without gap or overlap;
+//! - **regions cover the key space**: the regions (each as its newest replica
+//!   knows it) cover the key space without gap or overlap, every store a region
+//!   lists holds a replica of it, and no store holds one it was removed from;
 //! - **no node exited** except those the nemesis killed.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -99,30 +101,86 @@ pub fn cover_problem(regions: &[Region]) -> Option<String> {
     }
 }
 
-/// Every store's regions cover the key space (retrying until `timeout`: a store
-/// that just restarted may still be applying a split or merge).
+/// Every region as its newest replica (highest version, then conf_ver) knows it,
+/// from every store's list; and what each store lists.
+fn newest_regions(
+    lists: &BTreeMap<u64, Vec<Region>>,
+) -> BTreeMap<u64, Region> {
+    let mut newest: BTreeMap<u64, Region> = BTreeMap::new();
+    let epoch = |r: &Region| {
+        let e = r.region_epoch.unwrap_or_default();
+        (e.version, e.conf_ver)
+    };
+    for r in lists.values().flatten() {
+        if newest.get(&r.id).is_none_or(|n| epoch(r) > epoch(n)) {
+            newest.insert(r.id, r.clone());
+        }
+    }
+    newest
+}
+
+/// What is wrong with the stores' lists: the newest regions must cover the key
+/// space exactly once, each store a region lists must hold it, and no store may
+/// hold a region that no longer lists it.
+pub fn placement_problems(lists: &BTreeMap<u64, Vec<Region>>) -> Vec<String> {
+    let newest = newest_regions(lists);
+    let mut regions: Vec<Region> = newest.values().cloned().collect();
+    regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+    let mut problems: Vec<String> = cover_problem(&regions).into_iter().collect();
+    for r in &regions {
+        for p in &r.peers {
+            let holds = lists
+                .get(&p.store_id)
+                .is_none_or(|l| l.iter().any(|x| x.id == r.id));
+            if !holds {
+                problems.push(format!("store {} lacks its replica of region {}", p.store_id, r.id));
+            }
+        }
+    }
+    for (store, list) in lists {
+        for x in list {
+            let listed = newest[&x.id].peers.iter().any(|p| p.store_id == *store);
+            if !listed {
+                problems.push(format!(
+                    "store {store} still holds region {}, which no longer lists it",
+                    x.id
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// The regions cover the key space, and each store holds exactly the replicas
+/// the regions list (retrying until `timeout`: a store that just restarted may
+/// still be applying a split, a merge or a membership change, a removed replica
+/// may not have heard of its removal yet).
 pub async fn regions_cover(stores: &BTreeMap<u64, String>, timeout: Duration) -> Outcome {
+    let name = "regions cover the key space";
     let deadline = Instant::now() + timeout;
     loop {
         let mut problems = Vec::new();
-        let mut total = 0;
+        let mut lists = BTreeMap::new();
         for (id, addr) in stores {
             match regions_of(addr).await {
                 Ok(r) => {
-                    total += r.len();
-                    if let Some(p) = cover_problem(&r) {
-                        problems.push(format!("store {id}: {p}"));
-                    }
+                    lists.insert(*id, r);
                 }
                 Err(e) => problems.push(format!("store {id}: {e}")),
             }
         }
+        problems.extend(placement_problems(&lists));
         if problems.is_empty() {
-            let detail = format!("{} stores, {total} region replicas", stores.len());
-            return Outcome::new("regions cover the key space", true, detail);
+            let total: usize = lists.values().map(Vec::len).sum();
+            let regions = newest_regions(&lists).len();
+            let detail = format!(
+                "{} stores, {regions} regions, {total} region replicas",
+                stores.len()
+            );
+            return Outcome::new(name, true, detail);
         }
         if Instant::now() >= deadline {
-            return Outcome::new("regions cover the key space", false, problems.join("; "));
+            return Outcome::new(name, false, problems.join("; "));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -132,16 +190,23 @@ pub async fn regions_cover(stores: &BTreeMap<u64, String>, timeout: Duration) ->
 pub async fn replicas_agree(stores: &BTreeMap<u64, String>, timeout: Duration) -> Outcome {
     let name = "replicas agree (checksums)";
     let mut ids = BTreeSet::new();
-    let mut replicas: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    let mut lists = BTreeMap::new();
     for (store, addr) in stores {
         match regions_of(addr).await {
             Ok(regions) => {
-                for r in regions {
-                    ids.insert(r.id);
-                    replicas.entry(r.id).or_default().insert(*store);
-                }
+                lists.insert(*store, regions);
             }
             Err(e) => return Outcome::new(name, false, e),
+        }
+    }
+    // The replicas are the stores the newest view of the region lists.
+    let mut replicas: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    for r in newest_regions(&lists).values() {
+        ids.insert(r.id);
+        for p in &r.peers {
+            if stores.contains_key(&p.store_id) {
+                replicas.entry(r.id).or_default().insert(p.store_id);
+            }
         }
     }
     // Every region is checked, past the first that disagrees (once the deadline
@@ -151,7 +216,9 @@ pub async fn replicas_agree(stores: &BTreeMap<u64, String>, timeout: Duration) -
     let mut checked = 0;
     let mut problems = Vec::new();
     for region in ids {
-        let holders = &replicas[&region];
+        let Some(holders) = replicas.get(&region) else {
+            continue;
+        };
         match region_agrees(region, holders, stores, deadline).await {
             Ok(()) => checked += 1,
             Err(e) => problems.push(e),
@@ -250,5 +317,47 @@ mod tests {
             .contains("empty key"));
         assert!(cover_problem(&[r(1, b"", b"m")]).unwrap().contains("end"));
         assert!(cover_problem(&[]).is_some());
+    }
+
+    fn placed(id: u64, conf_ver: u64, stores: &[u64]) -> Region {
+        Region {
+            region_epoch: Some(shoal_client::RegionEpoch {
+                conf_ver,
+                version: 1,
+            }),
+            peers: stores
+                .iter()
+                .map(|&s| shoal_client::Peer {
+                    id: id * 10 + s,
+                    store_id: s,
+                    role: 0,
+                })
+                .collect(),
+            ..r(id, b"", b"")
+        }
+    }
+
+    #[test]
+    fn each_store_must_hold_what_the_newest_region_lists_and_nothing_else() {
+        let lists = |v: Vec<(u64, Vec<Region>)>| v.into_iter().collect::<BTreeMap<_, _>>();
+        // Moved from store 3 to store 4, everywhere.
+        let moved = placed(1, 5, &[1, 2, 4]);
+        let ok = lists(vec![
+            (1, vec![moved.clone()]),
+            (2, vec![moved.clone()]),
+            (3, vec![]),
+            (4, vec![moved.clone()]),
+        ]);
+        assert_eq!(placement_problems(&ok), Vec::<String>::new());
+        // Store 3 kept its replica (never heard of its removal); store 4 lacks one.
+        let stale = lists(vec![
+            (1, vec![moved.clone()]),
+            (2, vec![moved.clone()]),
+            (3, vec![placed(1, 1, &[1, 2, 3])]),
+            (4, vec![]),
+        ]);
+        let p = placement_problems(&stale);
+        assert!(p.iter().any(|x| x.contains("store 4 lacks")), "{p:?}");
+        assert!(p.iter().any(|x| x.contains("store 3 still holds")), "{p:?}");
     }
 }

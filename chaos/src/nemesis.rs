@@ -8,7 +8,10 @@
 //! - **partition**: through the link proxies: isolate one node, split the nodes into
 //!   a majority and a minority, a bridge (two halves sharing one node, with five or
 //!   more nodes), cut one direction of one link, or slow every link of a node;
-//! - **admin**: a split at a random key, or a merge of two adjacent regions;
+//! - **admin**: a split at a random key, a merge of two adjacent regions, a leader
+//!   transfer to a random voter, or a membership change of a random region: a
+//!   replica moved to a store without one (learner, catch-up, joint change,
+//!   removal), a replica removed (down to three), or one added;
 //! - **disk**: restart a node with one failpoint armed (the `FAILPOINTS` variable of
 //!   a `shoal` built with the `failpoints` feature): a log-engine or kv write or
 //!   fsync that fails (the node must stop, never go on without the write: checked),
@@ -150,10 +153,12 @@ impl Nemesis {
                 Kind::Kill => self.kill().await,
                 Kind::Pause => self.pause().await,
                 Kind::Partition => self.partition().await,
-                Kind::Admin => {
-                    let merge = self.rng.gen_bool(0.4);
-                    self.admin(merge).await
-                }
+                Kind::Admin => match self.rng.gen_range(0..10) {
+                    0..=2 => self.admin(false).await,
+                    3..=4 => self.admin(true).await,
+                    5..=6 => self.transfer_leader().await,
+                    _ => self.membership().await,
+                },
                 Kind::Disk => self.disk().await,
             }
             *counts.by_kind.entry(kind.name()).or_default() += 1;
@@ -308,6 +313,114 @@ impl Nemesis {
             self.note(format!("admin: split at {}", crate::history::to_hex(&key)));
             let r = tokio::time::timeout(ADMIN_TIMEOUT, self.admin.split(vec![key])).await;
             flatten(r.map(|r| r.map(|r| format!("{} regions", r.len()))))
+        };
+        match call {
+            Ok(what) => self.note(format!("admin: done ({what})")),
+            Err(e) => self.note(format!("admin: refused or failed: {e}")),
+        }
+    }
+}
+
+impl Nemesis {
+    /// Every region of the cluster (each as its newest replica knows it) and the
+    /// stores, or `None` (noted) when the cluster is too busy to say.
+    async fn placement(&mut self) -> Option<(Vec<shoal_client::RegionInfo>, Vec<u64>)> {
+        let list = tokio::time::timeout(Duration::from_secs(3), self.admin.list_regions()).await;
+        let Ok(Ok((_, stores))) = list else {
+            self.note("admin: no region list (cluster busy)".into());
+            return None;
+        };
+        let ids: Vec<u64> = stores.iter().map(|s| s.id).collect();
+        let (regions, _) =
+            tokio::time::timeout(Duration::from_secs(10), self.admin.cluster_regions(&stores))
+                .await
+                .unwrap_or_default();
+        match regions.is_empty() {
+            true => {
+                self.note("admin: no region list (cluster busy)".into());
+                None
+            }
+            false => Some((regions, ids)),
+        }
+    }
+
+    /// Hands a random region's leadership to a random other voter.
+    async fn transfer_leader(&mut self) {
+        let Some((regions, _)) = self.placement().await else {
+            return;
+        };
+        let info = regions.choose(&mut self.rng).expect("non-empty").clone();
+        let region = info.region.unwrap_or_default();
+        let leader = info.leader.map_or(0, |l| l.store_id);
+        let voters: Vec<u64> = region
+            .peers
+            .iter()
+            .filter(|p| p.role == shoal_proto::metapb::PeerRole::Voter as i32)
+            .map(|p| p.store_id)
+            .filter(|&s| s != leader)
+            .collect();
+        let Some(&to) = voters.choose(&mut self.rng) else {
+            return self.note(format!("admin: region {} has no other voter", region.id));
+        };
+        self.note(format!("admin: transfer region {}'s leadership to store {to}", region.id));
+        let r = tokio::time::timeout(ADMIN_TIMEOUT, self.admin.transfer_leader(region.id, to)).await;
+        match flatten(r.map(|r| r.map(|l| format!("store {} leads", l.store_id)))) {
+            Ok(what) => self.note(format!("admin: done ({what})")),
+            Err(e) => self.note(format!("admin: refused or failed: {e}")),
+        }
+    }
+
+    /// A membership change of a random region: a replica moved to a store that
+    /// has none, or (while it has more than three) one removed, or (while a store
+    /// has none) one added.
+    async fn membership(&mut self) {
+        use shoal_proto::metapb::ChangeKind;
+        let Some((regions, stores)) = self.placement().await else {
+            return;
+        };
+        let info = regions.choose(&mut self.rng).expect("non-empty").clone();
+        let region = info.region.unwrap_or_default();
+        let id = region.id;
+        let leader = info.leader.map_or(0, |l| l.store_id);
+        let holding: Vec<u64> = region.peers.iter().map(|p| p.store_id).collect();
+        let free: Vec<u64> = stores
+            .iter()
+            .copied()
+            .filter(|s| !holding.contains(s))
+            .collect();
+        let others: Vec<u64> = holding.iter().copied().filter(|&s| s != leader).collect();
+        let roll = self.rng.gen_range(0..10);
+        let call = if !free.is_empty() && (roll < 6 || holding.len() <= 3) {
+            let to = *free.choose(&mut self.rng).expect("non-empty");
+            let from = *others.choose(&mut self.rng).unwrap_or(&leader);
+            self.note(format!("admin: move region {id}'s replica from store {from} to store {to}"));
+            let r = tokio::time::timeout(
+                ADMIN_TIMEOUT,
+                self.admin.move_replica(id, from, to, &|_| {}),
+            )
+            .await;
+            flatten(r.map(|r| r.map(|r| format!("{} replicas", r.peers.len()))))
+        } else if holding.len() > 3 && (roll < 8 || free.is_empty()) {
+            let Some(&gone) = others.choose(&mut self.rng) else {
+                return;
+            };
+            self.note(format!("admin: remove region {id}'s replica on store {gone}"));
+            let r = tokio::time::timeout(
+                ADMIN_TIMEOUT,
+                self.admin.change_peer(id, &[(ChangeKind::Remove, gone)]),
+            )
+            .await;
+            flatten(r.map(|r| r.map(|r| format!("{} replicas", r.peers.len()))))
+        } else if let Some(&to) = free.choose(&mut self.rng) {
+            self.note(format!("admin: add a replica of region {id} on store {to}"));
+            let r = tokio::time::timeout(
+                ADMIN_TIMEOUT,
+                self.admin.change_peer(id, &[(ChangeKind::AddVoter, to)]),
+            )
+            .await;
+            flatten(r.map(|r| r.map(|r| format!("{} replicas", r.peers.len()))))
+        } else {
+            return self.note(format!("admin: region {id} has a replica on every store"));
         };
         match call {
             Ok(what) => self.note(format!("admin: done ({what})")),

@@ -309,6 +309,8 @@ impl Peer {
         );
         let conf_ver = region.region_epoch.unwrap_or_default().conf_ver;
         self.raw.mut_store().set_region(region);
+        // A snapshot generated before names the old members.
+        self.raw.store().snap.clear();
         if removed {
             self.destroy_removed(conf_ver, ctx);
         }

@@ -338,8 +338,8 @@ impl raft::Storage for PeerStorage {
         Ok(self.raft_state.last_index)
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        self.snap.snapshot(request_index, self.truncated_index())
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        self.snap.snapshot(request_index, self.truncated_index(), to)
     }
 }
 

@@ -54,12 +54,20 @@ impl SnapSource {
 
     /// raft-rs's `Storage::snapshot`: the generated snapshot when it is recent
     /// enough (at or past `request_index` and the log's `truncated` index: a
-    /// follower must find the entries after it), else a generation is started (or
+    /// follower must find the entries after it; and its membership has peer `to`,
+    /// which raft-rs refuses a snapshot without), else a generation is started (or
     /// still running) and raft-rs is told to ask again. Never does IO.
-    pub(crate) fn snapshot(&self, request_index: u64, truncated: u64) -> raft::Result<Snapshot> {
+    pub(crate) fn snapshot(
+        &self,
+        request_index: u64,
+        truncated: u64,
+        to: u64,
+    ) -> raft::Result<Snapshot> {
         let mut st = self.state.borrow_mut();
         match &*st {
-            SnapState::Generated(g) if g.key.index >= request_index.max(truncated) => {
+            SnapState::Generated(g)
+                if g.key.index >= request_index.max(truncated) && has_peer(&g.snapshot, to) =>
+            {
                 return Ok(g.snapshot.clone());
             }
             SnapState::Generating { since } if since.elapsed() < GENERATE_TIMEOUT => {}
@@ -117,6 +125,15 @@ impl SnapSource {
             *st = SnapState::Idle;
         }
     }
+}
+
+/// Whether `snapshot`'s membership names peer `to` (voter, learner, or in either
+/// half of a joint configuration).
+fn has_peer(snapshot: &Snapshot, to: u64) -> bool {
+    let cs = snapshot.get_metadata().get_conf_state();
+    [&cs.voters, &cs.learners, &cs.voters_outgoing, &cs.learners_next]
+        .iter()
+        .any(|ids| ids.contains(&to))
 }
 
 impl Peer {
