@@ -103,9 +103,7 @@ pub fn cover_problem(regions: &[Region]) -> Option<String> {
 
 /// Every region as its newest replica (highest version, then conf_ver) knows it,
 /// from every store's list; and what each store lists.
-fn newest_regions(
-    lists: &BTreeMap<u64, Vec<Region>>,
-) -> BTreeMap<u64, Region> {
+fn newest_regions(lists: &BTreeMap<u64, Vec<Region>>) -> BTreeMap<u64, Region> {
     let mut newest: BTreeMap<u64, Region> = BTreeMap::new();
     let epoch = |r: &Region| {
         let e = r.region_epoch.unwrap_or_default();
@@ -133,7 +131,10 @@ pub fn placement_problems(lists: &BTreeMap<u64, Vec<Region>>) -> Vec<String> {
                 .get(&p.store_id)
                 .is_none_or(|l| l.iter().any(|x| x.id == r.id));
             if !holds {
-                problems.push(format!("store {} lacks its replica of region {}", p.store_id, r.id));
+                problems.push(format!(
+                    "store {} lacks its replica of region {}",
+                    p.store_id, r.id
+                ));
             }
         }
     }

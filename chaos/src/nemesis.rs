@@ -362,8 +362,12 @@ impl Nemesis {
         let Some(&to) = voters.choose(&mut self.rng) else {
             return self.note(format!("admin: region {} has no other voter", region.id));
         };
-        self.note(format!("admin: transfer region {}'s leadership to store {to}", region.id));
-        let r = tokio::time::timeout(ADMIN_TIMEOUT, self.admin.transfer_leader(region.id, to)).await;
+        self.note(format!(
+            "admin: transfer region {}'s leadership to store {to}",
+            region.id
+        ));
+        let r =
+            tokio::time::timeout(ADMIN_TIMEOUT, self.admin.transfer_leader(region.id, to)).await;
         match flatten(r.map(|r| r.map(|l| format!("store {} leads", l.store_id)))) {
             Ok(what) => self.note(format!("admin: done ({what})")),
             Err(e) => self.note(format!("admin: refused or failed: {e}")),
@@ -393,7 +397,9 @@ impl Nemesis {
         let call = if !free.is_empty() && (roll < 6 || holding.len() <= 3) {
             let to = *free.choose(&mut self.rng).expect("non-empty");
             let from = *others.choose(&mut self.rng).unwrap_or(&leader);
-            self.note(format!("admin: move region {id}'s replica from store {from} to store {to}"));
+            self.note(format!(
+                "admin: move region {id}'s replica from store {from} to store {to}"
+            ));
             let r = tokio::time::timeout(
                 ADMIN_TIMEOUT,
                 self.admin.move_replica(id, from, to, &|_| {}),
@@ -404,7 +410,9 @@ impl Nemesis {
             let Some(&gone) = others.choose(&mut self.rng) else {
                 return;
             };
-            self.note(format!("admin: remove region {id}'s replica on store {gone}"));
+            self.note(format!(
+                "admin: remove region {id}'s replica on store {gone}"
+            ));
             let r = tokio::time::timeout(
                 ADMIN_TIMEOUT,
                 self.admin.change_peer(id, &[(ChangeKind::Remove, gone)]),

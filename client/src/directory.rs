@@ -24,7 +24,9 @@ pub struct Directory {
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::InvalidArgument(format!("the cluster directory's {what} does not decode: {e}"))
+    Error::InvalidArgument(format!(
+        "the cluster directory's {what} does not decode: {e}"
+    ))
 }
 
 impl Directory {
@@ -77,9 +79,10 @@ impl Directory {
             )));
         }
         let stores = self.stores().await?;
-        if let Some(s) = stores.iter().find(|s| {
-            s.address == address && s.id != id && s.state != StoreState::Removed as i32
-        }) {
+        if let Some(s) = stores
+            .iter()
+            .find(|s| s.address == address && s.id != id && s.state != StoreState::Removed as i32)
+        {
             return Err(Error::InvalidArgument(format!(
                 "store {} is already registered at {address}; give this node another address \
                  (or remove store {} first)",
@@ -184,7 +187,11 @@ impl Directory {
             }
             let cas = self
                 .client
-                .compare_and_swap(next_store_id_key(), current, (id + 1).to_be_bytes().to_vec())
+                .compare_and_swap(
+                    next_store_id_key(),
+                    current,
+                    (id + 1).to_be_bytes().to_vec(),
+                )
                 .await?;
             if cas.succeeded {
                 return Ok(());

@@ -34,19 +34,19 @@
 
 mod admin;
 mod client;
-pub mod directory;
-mod membership;
 pub mod config;
+pub mod directory;
 mod discovery;
 pub mod error;
+mod membership;
 mod region_cache;
 mod request;
 
 pub use client::{CasOutcome, Client, Mutation};
-pub use directory::Directory;
-pub use membership::CATCH_UP_TIMEOUT;
 pub use config::ClientConfig;
+pub use directory::Directory;
 pub use error::{Error, Failure, RequestInfo, Result};
+pub use membership::CATCH_UP_TIMEOUT;
 pub use region_cache::CachedRegion;
 pub use shoal_proto::adminpb::{ChecksumResponse, RegionInfo, StatusResponse};
 pub use shoal_proto::metapb::{Peer, Region, RegionEpoch, Store};

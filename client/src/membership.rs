@@ -189,10 +189,9 @@ impl Client {
             _ => {}
         }
         if info.leader.is_some_and(|l| l.store_id == from) {
-            let other = region
-                .peers
-                .iter()
-                .find(|p| p.store_id != from && p.store_id != to && p.role == PeerRole::Voter as i32);
+            let other = region.peers.iter().find(|p| {
+                p.store_id != from && p.store_id != to && p.role == PeerRole::Voter as i32
+            });
             let Some(other) = other else {
                 return Err(Error::InvalidArgument(format!(
                     "region {region_id}: store {from} leads and no other voter can take over"
@@ -205,7 +204,9 @@ impl Client {
             self.transfer_leader(region_id, other.store_id).await?;
         }
         if role_of(&region, to).is_none() {
-            progress(&format!("region {region_id}: adding a learner on store {to}"));
+            progress(&format!(
+                "region {region_id}: adding a learner on store {to}"
+            ));
             self.change_peer(region_id, &[(ChangeKind::AddLearner, to)])
                 .await?;
         }
@@ -223,7 +224,9 @@ impl Client {
             ));
             self.change_peer(region_id, &changes).await?;
         }
-        progress(&format!("region {region_id}: removing store {from}'s replica"));
+        progress(&format!(
+            "region {region_id}: removing store {from}'s replica"
+        ));
         self.change_peer(region_id, &[(ChangeKind::Remove, from)])
             .await
     }
@@ -295,7 +298,9 @@ impl Directory {
         }
         self.update(store_id, |s| s.state = StoreState::Offline as i32)
             .await?;
-        progress(&format!("store {store_id} is offline: no new replicas go to it"));
+        progress(&format!(
+            "store {store_id} is offline: no new replicas go to it"
+        ));
         let client = self.client();
         loop {
             let stores = self.stores().await?;
@@ -347,7 +352,9 @@ impl Directory {
         }
         self.update(store_id, |s| s.state = StoreState::Removed as i32)
             .await?;
-        progress(&format!("store {store_id} holds no replica; marked removed"));
+        progress(&format!(
+            "store {store_id} holds no replica; marked removed"
+        ));
         Ok(())
     }
 }

@@ -20,22 +20,24 @@ fn ticking<T: Send + 'static>(c: &Cluster, f: impl Future<Output = T> + Send + '
     let h = c.rt.spawn(f);
     let deadline = std::time::Instant::now() + T;
     while !h.is_finished() {
-        assert!(std::time::Instant::now() < deadline, "still running after {T:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after {T:?}"
+        );
         c.tick_all();
         std::thread::sleep(Duration::from_millis(5));
     }
     c.rt.block_on(h).unwrap()
 }
 
-fn change(
-    c: &Cluster,
-    region: u64,
-    changes: &[(ChangeKind, u64)],
-) -> Result<Region, CmdError> {
+fn change(c: &Cluster, region: u64, changes: &[(ChangeKind, u64)]) -> Result<Region, CmdError> {
     let leader = c.wait_leader(region, T);
     let store = c.store(leader);
     let changes = changes.to_vec();
-    ticking(c, async move { store.change_peer(region, None, changes).await })
+    ticking(
+        c,
+        async move { store.change_peer(region, None, changes).await },
+    )
 }
 
 fn role_on(region: &Region, store: u64) -> Option<PeerRole> {
@@ -187,8 +189,8 @@ fn leadership_moves_to_each_store_and_back() {
         for to in [1, 2, 3, first] {
             let from = c.wait_leader(region, T);
             let store = c.store(from);
-            let leader = ticking(&c, async move { store.transfer_leader(region, to).await })
-                .unwrap();
+            let leader =
+                ticking(&c, async move { store.transfer_leader(region, to).await }).unwrap();
             assert_eq!(leader.store_id, to);
             assert_eq!(c.wait_leader(region, T), to);
             c.put(&key(to as u32), b"led", T).unwrap();
@@ -214,7 +216,10 @@ fn bad_changes_and_transfers_are_refused_before_raft() {
         change(&c, region, &[(ChangeKind::AddLearner, leader)]),
         "transfer the leadership first",
     );
-    invalid(change(&c, region, &[(ChangeKind::Remove, 9)]), "no replica on store 9");
+    invalid(
+        change(&c, region, &[(ChangeKind::Remove, 9)]),
+        "no replica on store 9",
+    );
     let other = [1, 2, 3].into_iter().find(|&s| s != leader).unwrap();
     invalid(
         change(&c, region, &[(ChangeKind::AddVoter, other)]),

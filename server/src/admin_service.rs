@@ -196,7 +196,11 @@ impl Admin for AdminService {
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         Ok(Response::new(StatusResponse {
-            store: Some(self.view.store(self.me.id).unwrap_or_else(|| self.me.clone())),
+            store: Some(
+                self.view
+                    .store(self.me.id)
+                    .unwrap_or_else(|| self.me.clone()),
+            ),
             counters: Some(self.store.counters()),
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
+use shoal_client::directory::initial_records;
 use shoal_engine::rocks::Engines;
 use shoal_proto::adminpb::admin_server::AdminServer;
 use shoal_proto::kvrpcpb::kv_server::KvServer;
-use shoal_client::directory::initial_records;
 use shoal_proto::metapb::{Store, StoreState};
 use shoal_proto::raft_serverpb::raft_server::RaftServer;
 use shoal_raftstore::bootstrap::{bootstrap_with_data, join, load_ident};

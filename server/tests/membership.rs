@@ -67,7 +67,10 @@ async fn wait_registered(dir: &Directory, id: u64, addr: &str) {
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "store {id} never registered at {addr}");
+        assert!(
+            Instant::now() < deadline,
+            "store {id} never registered at {addr}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -162,17 +165,21 @@ fn a_joined_store_takes_a_replica_of_every_region_while_a_client_writes() {
                     .collect();
                 assert!(stores.contains(&4) && !stores.contains(&from), "{region}");
                 let progress = String::from_utf8_lossy(&out.stderr);
-                assert!(progress.contains("adding a learner on store 4"), "{progress}");
+                assert!(
+                    progress.contains("adding a learner on store 4"),
+                    "{progress}"
+                );
             } else {
-                client
-                    .move_replica(r.id, from, 4, &|_| {})
-                    .await
-                    .unwrap();
+                client.move_replica(r.id, from, 4, &|_| {}).await.unwrap();
             }
         }
         stop_tx.send(true).unwrap();
         let acked = writer.await.unwrap();
-        assert!(acked.len() > 50, "the writer made progress: {}", acked.len());
+        assert!(
+            acked.len() > 50,
+            "the writer made progress: {}",
+            acked.len()
+        );
         for key in &acked {
             assert_eq!(
                 client.get(key).await.unwrap().as_deref(),
@@ -202,7 +209,10 @@ fn a_dead_store_is_replaced_removed_and_a_moved_store_is_found_again() {
     rt.block_on(async {
         let client = connect(addrs.clone()).await;
         for i in 0..200 {
-            client.put(format!("k{i:03}"), format!("v{i}")).await.unwrap();
+            client
+                .put(format!("k{i:03}"), format!("v{i}"))
+                .await
+                .unwrap();
         }
         let dir_client = Directory::connect(addrs.clone(), Default::default())
             .await
@@ -232,6 +242,12 @@ fn a_dead_store_is_replaced_removed_and_a_moved_store_is_found_again() {
         // Running it again finds nothing left to do.
         let again = shoal(&["admin", "remove-store", "3", "--endpoints", &addrs[0]]);
         assert!(again.status.success(), "{again:?}");
+        // No replica goes to a removed store, nor to one the cluster lacks.
+        for (store, why) in [("3", "store 3 is REMOVED"), ("9", "has no store 9")] {
+            let out = shoal(&["admin", "add-peer", "1", store, "--endpoints", &addrs[0]]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success() && err.contains(why), "{out:?}");
+        }
         // A removed store's id is never given again.
         let reuse = dir_client.register(3, "127.0.0.1:1").await.unwrap_err();
         assert!(reuse.to_string().contains("removed"), "{reuse}");
@@ -270,8 +286,14 @@ fn a_dead_store_is_replaced_removed_and_a_moved_store_is_found_again() {
                 )
             })
             .collect();
-        assert!(states.contains(&(3, addrs[2].clone(), "removed".into())), "{states:?}");
-        assert!(states.contains(&(4, addr4b.clone(), "up".into())), "{states:?}");
+        assert!(
+            states.contains(&(3, addrs[2].clone(), "removed".into())),
+            "{states:?}"
+        );
+        assert!(
+            states.contains(&(4, addr4b.clone(), "up".into())),
+            "{states:?}"
+        );
     });
 }
 
@@ -302,7 +324,16 @@ fn leadership_of_every_region_moves_to_one_store_of_five_and_back() {
         for &region in first.keys() {
             let leader = client.transfer_leader(region, 5).await.unwrap();
             assert_eq!(leader.store_id, 5);
-            assert_eq!(client.region(region).await.unwrap().leader.unwrap().store_id, 5);
+            assert_eq!(
+                client
+                    .region(region)
+                    .await
+                    .unwrap()
+                    .leader
+                    .unwrap()
+                    .store_id,
+                5
+            );
         }
         client.put("led-by-5", "yes").await.unwrap();
         for (&region, &store) in &first {

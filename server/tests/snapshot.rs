@@ -219,11 +219,7 @@ async fn a_node_behind_a_truncated_log_is_rebuilt_from_a_snapshot_through_crashe
     };
     // The cluster directory's records (3 stores, the next store id) are keys of
     // the last region too.
-    assert_eq!(
-        sums[0].2,
-        1 + 96 + 60 + 1 + 4,
-        "every key on every replica"
-    );
+    assert_eq!(sums[0].2, 1 + 96 + 60 + 1 + 4, "every key on every replica");
     let info = client.replica(&addrs[2], region).await.unwrap();
     assert!(
         info.first_log_index > seen_by_3 + 1,

@@ -19,8 +19,8 @@ use shoal_proto::raft_cmdpb::{
 use shoal_proto::{Message as _, RegionExt};
 
 use crate::error::{epoch_not_match, fatal, key_not_in_region, CmdError, WriteResult};
-use crate::operation::merge::{commit, prepare, rollback};
 use crate::operation::conf_change::{self, change_peer_of};
+use crate::operation::merge::{commit, prepare, rollback};
 use crate::operation::{log_gc, split};
 use crate::raft::apply::{ApplyCtx, Delegate};
 
@@ -96,7 +96,10 @@ pub(crate) fn apply_entry(d: &mut Delegate, entry: &Entry, ctx: &mut ApplyCtx) -
         EntryType::EntryConfChangeV2 => (&entry.context[..], true),
         EntryType::EntryConfChange => fatal(
             d.region.id,
-            format_args!("a v1 conf change at index {}: Shoal never proposes one", entry.index),
+            format_args!(
+                "a v1 conf change at index {}: Shoal never proposes one",
+                entry.index
+            ),
         ),
     };
     // Every replica holds the same bytes: one that cannot decode them cannot apply

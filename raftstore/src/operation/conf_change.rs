@@ -88,7 +88,8 @@ pub(crate) fn changed_region(region: &Region, changes: &[PeerChange]) -> Result<
                 peer.store_id, peer.id
             ));
         }
-        let kind = ChangeKind::try_from(c.kind).map_err(|_| format!("unknown change kind {}", c.kind))?;
+        let kind =
+            ChangeKind::try_from(c.kind).map_err(|_| format!("unknown change kind {}", c.kind))?;
         let existing = out.peers.iter().position(|p| p.id == peer.id);
         if let Some(i) = existing {
             if out.peers[i].store_id != peer.store_id {
@@ -119,7 +120,10 @@ pub(crate) fn changed_region(region: &Region, changes: &[PeerChange]) -> Result<
             }
             (ChangeKind::AddVoter, Some(i)) => {
                 if role(out.peers[i].role) != PeerRole::Learner {
-                    return Err(format!("peer {} on store {} is already a voter", peer.id, peer.store_id));
+                    return Err(format!(
+                        "peer {} on store {} is already a voter",
+                        peer.id, peer.store_id
+                    ));
                 }
                 voters_changed = true;
                 out.peers[i].role = if joint {
@@ -134,7 +138,10 @@ pub(crate) fn changed_region(region: &Region, changes: &[PeerChange]) -> Result<
             }),
             (ChangeKind::AddLearner, Some(i)) => {
                 if role(out.peers[i].role) != PeerRole::Voter {
-                    return Err(format!("peer {} on store {} is already a learner", peer.id, peer.store_id));
+                    return Err(format!(
+                        "peer {} on store {} is already a learner",
+                        peer.id, peer.store_id
+                    ));
                 }
                 voters_changed = true;
                 out.peers[i].role = if joint {
@@ -193,8 +200,10 @@ pub(crate) fn conf_change_of(changes: &[PeerChange]) -> ConfChangeV2 {
         cc.set_transition(ConfChangeTransition::Explicit);
     }
     for c in changes {
-        let mut single = ConfChangeSingle::default();
-        single.node_id = c.peer.unwrap_or_default().id;
+        let mut single = ConfChangeSingle {
+            node_id: c.peer.unwrap_or_default().id,
+            ..Default::default()
+        };
         single.set_change_type(match ChangeKind::try_from(c.kind) {
             Ok(ChangeKind::AddVoter) => ConfChangeType::AddNode,
             Ok(ChangeKind::AddLearner) => ConfChangeType::AddLearnerNode,
@@ -206,7 +215,9 @@ pub(crate) fn conf_change_of(changes: &[PeerChange]) -> ConfChangeV2 {
 }
 
 /// The changes of a command, when it is a membership change.
-pub(crate) fn change_peer_of(cmd: &shoal_proto::raft_cmdpb::RaftCmdRequest) -> Option<&ChangePeerRequest> {
+pub(crate) fn change_peer_of(
+    cmd: &shoal_proto::raft_cmdpb::RaftCmdRequest,
+) -> Option<&ChangePeerRequest> {
     match cmd.admin.as_ref().and_then(|a| a.cmd.as_ref()) {
         Some(admin_request::Cmd::ChangePeer(c)) => Some(c),
         _ => None,
@@ -237,7 +248,9 @@ impl Peer {
         let region = changed_region(self.region(), &req.changes)
             .map_err(|why| CmdError::Invalid(format!("region {}: {why}", self.region_id)))?;
         match region.peers.iter().find(|p| p.id == self.peer_id) {
-            Some(me) if matches!(role(me.role), PeerRole::Voter | PeerRole::IncomingVoter) => Ok(()),
+            Some(me) if matches!(role(me.role), PeerRole::Voter | PeerRole::IncomingVoter) => {
+                Ok(())
+            }
             _ => Err(CmdError::Invalid(format!(
                 "region {}: the change would remove or demote the leader (peer {} on store {}); \
                  transfer the leadership first",
@@ -328,7 +341,12 @@ impl Peer {
         {
             return;
         }
-        let me = self.region().peers.iter().find(|p| p.id == self.peer_id).cloned();
+        let me = self
+            .region()
+            .peers
+            .iter()
+            .find(|p| p.id == self.peer_id)
+            .cloned();
         ctx.outgoing.push(RaftMessage {
             region_id: self.region_id,
             from_peer: me,
@@ -347,7 +365,10 @@ impl Peer {
         let theirs = msg.region_epoch.unwrap_or_default().conf_ver;
         let from = msg.from_peer.unwrap_or_default();
         let peers = &self.region().peers;
-        let member = peers.is_empty() || peers.iter().any(|p| p.id == from.id && p.store_id == from.store_id);
+        let member = peers.is_empty()
+            || peers
+                .iter()
+                .any(|p| p.id == from.id && p.store_id == from.store_id);
         if !member || theirs <= mine || self.applying_snapshot.is_some() || self.removing {
             return;
         }
@@ -359,10 +380,13 @@ impl Peer {
             from.id
         );
         self.removing = true;
-        let _ = ctx.store.apply_worker(self.region_id).send(crate::raft::apply::ApplyMsg::Destroy {
-            region_id: self.region_id,
-            conf_ver: theirs,
-        });
+        let _ =
+            ctx.store
+                .apply_worker(self.region_id)
+                .send(crate::raft::apply::ApplyMsg::Destroy {
+                    region_id: self.region_id,
+                    conf_ver: theirs,
+                });
     }
 }
 
@@ -421,7 +445,10 @@ pub(crate) fn destroy_removed(
 ) -> Option<ApplyRes> {
     let d = delegates.remove(&region_id)?;
     let mut region = d.region;
-    region.region_epoch.get_or_insert_with(RegionEpoch::default).conf_ver = conf_ver;
+    region
+        .region_epoch
+        .get_or_insert_with(RegionEpoch::default)
+        .conf_ver = conf_ver;
     let mut batch = KvBatch::new();
     tombstone(&mut batch, &region);
     let written = metrics
@@ -553,7 +580,7 @@ mod tests {
 
     #[test]
     fn raft_rs_agrees_with_the_region_after_each_change() {
-        use raft::{Config, RawNode, storage::MemStorage};
+        use raft::{storage::MemStorage, Config, RawNode};
         let r = region3();
         let cs = crate::raft::storage::conf_state_of(&r);
         let store = MemStorage::new_with_conf_state(cs);
@@ -578,10 +605,20 @@ mod tests {
             region = changed_region(&region, &changes).unwrap();
             let mut cs = raw.apply_conf_change(&conf_change_of(&changes)).unwrap();
             let mut ours = crate::raft::storage::conf_state_of(&region);
-            for v in [&mut cs.voters, &mut cs.learners, &mut cs.voters_outgoing, &mut cs.learners_next] {
+            for v in [
+                &mut cs.voters,
+                &mut cs.learners,
+                &mut cs.voters_outgoing,
+                &mut cs.learners_next,
+            ] {
                 v.sort_unstable();
             }
-            for v in [&mut ours.voters, &mut ours.learners, &mut ours.voters_outgoing, &mut ours.learners_next] {
+            for v in [
+                &mut ours.voters,
+                &mut ours.learners,
+                &mut ours.voters_outgoing,
+                &mut ours.learners_next,
+            ] {
                 v.sort_unstable();
             }
             assert_eq!(cs, ours, "after {changes:?}");

@@ -339,7 +339,8 @@ impl raft::Storage for PeerStorage {
     }
 
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
-        self.snap.snapshot(request_index, self.truncated_index(), to)
+        self.snap
+            .snapshot(request_index, self.truncated_index(), to)
     }
 }
 

@@ -190,37 +190,48 @@ pub fn bootstrap_with_data(
     for (k, v) in data {
         kv_batch.put(Cf::Default, data_key(k), v.clone());
     }
+    write_ident(engines, kv_batch, store_id, stores)?;
+    Ok((stores.to_vec(), true))
+}
+
+/// Adds the store list to `batch` (the cache of the cluster directory a store
+/// reads at start-up to find the others).
+fn put_membership(batch: &mut KvBatch, stores: &[Store]) {
     let membership = ClusterMembership {
         stores: stores.to_vec(),
     };
-    kv_batch.put(
+    batch.put(
         Cf::Meta,
         store_key(MEMBERSHIP_KEY),
         membership.encode_to_vec(),
     );
+}
+
+/// Writes `batch` with the store list and, last in the same write, the identity
+/// record that makes the store bootstrapped; synced.
+fn write_ident(
+    engines: &Engines,
+    mut batch: KvBatch,
+    store_id: u64,
+    stores: &[Store],
+) -> Result<(), StartError> {
+    put_membership(&mut batch, stores);
     let ident = StoreIdent {
         cluster_id: 0,
         store_id,
     };
-    kv_batch.put(Cf::Meta, store_key(IDENT_KEY), ident.encode_to_vec());
-    engines.kv.write(&kv_batch)?;
+    batch.put(Cf::Meta, store_key(IDENT_KEY), ident.encode_to_vec());
+    engines.kv.write(&batch)?;
     engines.kv.sync()?;
-    Ok((stores.to_vec(), true))
+    Ok(())
 }
 
 /// Records `stores` as the cluster's stores as this store last knew them (its
 /// cache of the cluster directory, read at start-up to find the others), synced.
 pub fn save_membership(engines: &Engines, stores: &[Store]) -> Result<(), StartError> {
-    let mut kv_batch = KvBatch::new();
-    let membership = ClusterMembership {
-        stores: stores.to_vec(),
-    };
-    kv_batch.put(
-        Cf::Meta,
-        store_key(MEMBERSHIP_KEY),
-        membership.encode_to_vec(),
-    );
-    engines.kv.write(&kv_batch)?;
+    let mut batch = KvBatch::new();
+    put_membership(&mut batch, stores);
+    engines.kv.write(&batch)?;
     engines.kv.sync()?;
     Ok(())
 }
@@ -240,22 +251,7 @@ pub fn join(engines: &Engines, store_id: u64, stores: &[Store]) -> Result<bool, 
         }
         return Ok(false);
     }
-    let mut kv_batch = KvBatch::new();
-    let membership = ClusterMembership {
-        stores: stores.to_vec(),
-    };
-    kv_batch.put(
-        Cf::Meta,
-        store_key(MEMBERSHIP_KEY),
-        membership.encode_to_vec(),
-    );
-    let ident = StoreIdent {
-        cluster_id: 0,
-        store_id,
-    };
-    kv_batch.put(Cf::Meta, store_key(IDENT_KEY), ident.encode_to_vec());
-    engines.kv.write(&kv_batch)?;
-    engines.kv.sync()?;
+    write_ident(engines, KvBatch::new(), store_id, stores)?;
     Ok(true)
 }
 

@@ -172,7 +172,10 @@ mod tests {
         r.reserve(2, 1, b"m", b"").unwrap();
         assert!(r.reserve(2, 1, b"m", b"").is_err(), "already here");
         r.remove(1, Some(3));
-        assert!(r.reserve(1, 3, b"", b"m").is_err(), "merged away or removed");
+        assert!(
+            r.reserve(1, 3, b"", b"m").is_err(),
+            "merged away or removed"
+        );
         r.reserve(1, 4, b"", b"m").unwrap();
         r.remove(1, None);
         r.reserve(3, 1, b"", b"m").unwrap();

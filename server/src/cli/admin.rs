@@ -8,8 +8,8 @@ use shoal_client::{Client, Error, Region, RegionInfo};
 use tonic::Code;
 
 use super::checksum;
-use super::membership::{self, MembershipCommand};
 use super::keys::KeyInput;
+use super::membership::{self, MembershipCommand};
 use super::render::{
     pretty, region_detail, region_json, regions_json, regions_table, replicas_detail,
     replicas_json, Replica, REGION_VIEW_HELP,

@@ -121,12 +121,7 @@ pub async fn run(cmd: MembershipCommand) -> Result<i32, String> {
                 true => ChangeKind::AddLearner,
                 false => ChangeKind::AddVoter,
             };
-            let client = client(&endpoints).await?;
-            let r = client
-                .change_peer(region, &[(kind, store)])
-                .await
-                .map_err(|e| refused("add-peer", e))?;
-            print_region(&client, r, json).await
+            change("add-peer", region, (kind, store), json, &endpoints).await
         }
         MembershipCommand::RemovePeer {
             region,
@@ -134,12 +129,8 @@ pub async fn run(cmd: MembershipCommand) -> Result<i32, String> {
             json,
             endpoints,
         } => {
-            let client = client(&endpoints).await?;
-            let r = client
-                .change_peer(region, &[(ChangeKind::Remove, store)])
-                .await
-                .map_err(|e| refused("remove-peer", e))?;
-            print_region(&client, r, json).await
+            let remove = (ChangeKind::Remove, store);
+            change("remove-peer", region, remove, json, &endpoints).await
         }
         MembershipCommand::TransferLeader {
             region,
@@ -201,6 +192,22 @@ pub async fn run(cmd: MembershipCommand) -> Result<i32, String> {
     }
 }
 
+/// One membership change (`what` names the command in errors); prints the region.
+async fn change(
+    what: &str,
+    region: u64,
+    change: (ChangeKind, u64),
+    json: bool,
+    endpoints: &Endpoints,
+) -> Result<i32, String> {
+    let client = client(endpoints).await?;
+    let r = client
+        .change_peer(region, &[change])
+        .await
+        .map_err(|e| refused(what, e))?;
+    print_region(&client, r, json).await
+}
+
 async fn client(endpoints: &Endpoints) -> Result<Client, String> {
     Client::connect(endpoints.endpoints.clone(), client_config())
         .await
@@ -213,7 +220,11 @@ async fn directory(endpoints: &Endpoints) -> Result<Directory, String> {
         .map_err(|e| format!("cannot reach the cluster: {e}"))
 }
 
-async fn print_region(client: &Client, region: shoal_client::Region, json: bool) -> Result<i32, String> {
+async fn print_region(
+    client: &Client,
+    region: shoal_client::Region,
+    json: bool,
+) -> Result<i32, String> {
     let leader = client.region(region.id).await.ok().and_then(|i| i.leader);
     let info = RegionInfo {
         region: Some(region),

@@ -139,7 +139,13 @@ impl Drop for NodeProc {
 }
 
 /// The flags of node `id` of an initial cluster `cluster` (`ID=HOST:PORT,...`).
-pub fn initial_node_args(dir: &Path, id: u64, addr: &str, cluster: &str, regions: usize) -> Vec<String> {
+pub fn initial_node_args(
+    dir: &Path,
+    id: u64,
+    addr: &str,
+    cluster: &str,
+    regions: usize,
+) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "--store-id".into(),
         id.to_string(),

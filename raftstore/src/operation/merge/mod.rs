@@ -27,10 +27,10 @@
 
 use shoal_engine::keys::region_state_key;
 use shoal_engine::Cf;
-use shoal_proto::RegionExt;
 use shoal_proto::metapb::{Region, RegionEpoch};
 use shoal_proto::raft_serverpb::{MergeState, PeerState, RegionLocalState};
 use shoal_proto::Message as _;
+use shoal_proto::RegionExt;
 
 use crate::error::CmdError;
 use crate::raft::apply::ApplyCtx;

@@ -131,9 +131,14 @@ impl SnapSource {
 /// half of a joint configuration).
 fn has_peer(snapshot: &Snapshot, to: u64) -> bool {
     let cs = snapshot.get_metadata().get_conf_state();
-    [&cs.voters, &cs.learners, &cs.voters_outgoing, &cs.learners_next]
-        .iter()
-        .any(|ids| ids.contains(&to))
+    [
+        &cs.voters,
+        &cs.learners,
+        &cs.voters_outgoing,
+        &cs.learners_next,
+    ]
+    .iter()
+    .any(|ids| ids.contains(&to))
 }
 
 impl Peer {
