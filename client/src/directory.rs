@@ -85,8 +85,9 @@ impl Directory {
         {
             return Err(Error::InvalidArgument(format!(
                 "store {} is already registered at {address}; give this node another address \
-                 (or remove store {} first)",
-                s.id, s.id
+                 (or remove store {} first). If that is this node's own join, interrupted \
+                 before it wrote its data directory, join again with --store-id {}",
+                s.id, s.id, s.id
             )));
         }
         let id = match id {

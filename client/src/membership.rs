@@ -304,7 +304,21 @@ impl Directory {
         let client = self.client();
         loop {
             let stores = self.stores().await?;
-            let (regions, _) = client.cluster_regions(&stores).await;
+            let (regions, answered) = client.cluster_regions(&stores).await;
+            // A region known only to stores that did not answer would be missed.
+            let silent: Vec<u64> = stores
+                .iter()
+                .filter(|s| s.state == StoreState::Up as i32 && s.id != store_id)
+                .map(|s| s.id)
+                .filter(|id| !answered.contains(id))
+                .collect();
+            if !silent.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "stores {silent:?} did not list their regions: whether they hold a \
+                     region that store {store_id} still has cannot be told; run this again \
+                     once they answer (or remove them first)"
+                )));
+            }
             let on_store: Vec<Region> = regions
                 .iter()
                 .filter_map(|i| i.region.clone())

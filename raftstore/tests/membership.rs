@@ -260,6 +260,37 @@ fn bad_changes_and_transfers_are_refused_before_raft() {
 }
 
 #[test]
+fn a_change_while_another_is_in_progress_is_refused() {
+    let mut c = Cluster::start(3, 1, TickMode::Manual);
+    let region = c.regions[0].id;
+    c.add_store(4);
+    c.add_store(5);
+    let leader = c.wait_leader(region, T);
+    // The first change cannot commit while the leader is cut off (and no tick
+    // runs: it stays leader); a second one meanwhile is refused before Raft.
+    c.add_filter(Isolate(leader));
+    let store = c.store(leader);
+    let first = c.rt.spawn(async move {
+        store
+            .change_peer(region, None, vec![(ChangeKind::AddLearner, 4)])
+            .await
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let store = c.store(leader);
+    let second =
+        c.rt.block_on(store.change_peer(region, None, vec![(ChangeKind::AddLearner, 5)]));
+    c.clear_filters();
+    let first = ticking(&c, async move { first.await.unwrap() });
+    let r = first.unwrap();
+    assert_eq!(role_on(&r, 4), Some(PeerRole::Learner));
+    assert_eq!(role_on(&r, 5), None);
+    match second {
+        Err(CmdError::Invalid(m)) => assert!(m.contains("in progress"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn each_new_replica_gets_a_snapshot_that_names_it() {
     // The leader keeps the snapshot it generated for one new replica; a second
     // new replica (no write in between, so the kept one is recent enough) must
@@ -276,5 +307,59 @@ fn each_new_replica_gets_a_snapshot_that_names_it() {
     c.wait_local(5, &key(1), b"one", T);
     c.put(&key(2), b"two", T).unwrap();
     c.wait_local(5, &key(2), b"two", T);
+    c.check_acked();
+}
+
+#[test]
+fn a_removed_learner_that_was_cut_off_hears_of_it() {
+    // A learner never campaigns: nothing it sends would draw a member's answer.
+    // The leader tells it, again for a while, so it goes once it is back.
+    let mut c = Cluster::start(3, 1, TickMode::Manual);
+    let region = c.regions[0].id;
+    c.put(&key(1), b"one", T).unwrap();
+    c.add_store(4);
+    change(&c, region, &[(ChangeKind::AddLearner, 4)]).unwrap();
+    c.wait_local(4, &key(1), b"one", T);
+    c.add_filter(Isolate(4));
+    change(&c, region, &[(ChangeKind::Remove, 4)]).unwrap();
+    for _ in 0..30 {
+        c.tick_all();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(has_region(&c, 4, region), "cut off: it cannot know yet");
+    c.clear_filters();
+    c.tick_until("the removed learner to go", || !has_region(&c, 4, region));
+    assert_eq!(c.local_value(4, &key(1)), None, "its data was removed");
+}
+
+#[test]
+fn a_store_whose_removed_replica_was_cut_off_gets_a_new_one() {
+    // Store S's replica is removed, then S is given a new replica, all while S
+    // is cut off. Back, the old peer meets messages for its successor: it goes,
+    // and the next message creates the new one (its tombstone names the old peer
+    // and its old membership, so it keeps nothing out that is newer).
+    let c = Cluster::start(3, 1, TickMode::Manual);
+    let region = c.regions[0].id;
+    c.put(&key(1), b"one", T).unwrap();
+    let leader = c.wait_leader(region, T);
+    let s = [1, 2, 3].into_iter().find(|&x| x != leader).unwrap();
+    let old =
+        c.rt.block_on(c.store(s).region_info(region))
+            .unwrap()
+            .region
+            .unwrap()
+            .peer_on_store(s)
+            .unwrap()
+            .id;
+    c.add_filter(Isolate(s));
+    change(&c, region, &[(ChangeKind::Remove, s)]).unwrap();
+    let r = change(&c, region, &[(ChangeKind::AddVoter, s)]).unwrap();
+    let new = r.peer_on_store(s).unwrap().id;
+    assert_ne!(new, old);
+    c.put(&key(2), b"two", T).unwrap();
+    c.clear_filters();
+    c.wait_local(s, &key(2), b"two", T);
+    let info = c.rt.block_on(c.store(s).region_info(region)).unwrap();
+    assert_eq!(info.region.unwrap().peer_on_store(s).unwrap().id, new);
     c.check_acked();
 }

@@ -43,6 +43,9 @@ pub struct ClusterView {
     address: String,
     /// The transport whose addresses this view keeps (`ClusterView::attach`).
     transport: std::sync::OnceLock<Arc<GrpcTransport>>,
+    /// Held while the transport's addresses are computed and set, so that an
+    /// older computation never replaces a newer one.
+    pushing: std::sync::Mutex<()>,
     max_message_size: usize,
     contacts: RwLock<HashMap<u64, Instant>>,
 }
@@ -64,6 +67,7 @@ impl ClusterView {
             client: tokio::sync::Mutex::new(None),
             address: me.address.clone(),
             transport: std::sync::OnceLock::new(),
+            pushing: std::sync::Mutex::new(()),
             max_message_size,
             contacts: RwLock::new(HashMap::new()),
         })
@@ -98,12 +102,13 @@ impl ClusterView {
 
     /// Keeps `transport`'s addresses from now on.
     pub fn attach(&self, transport: Arc<GrpcTransport>) {
-        transport.set_addresses(self.addresses());
         let _ = self.transport.set(transport);
+        self.push_addresses();
     }
 
     fn push_addresses(&self) {
         if let Some(t) = self.transport.get() {
+            let _one_at_a_time = self.pushing.lock().expect("view lock");
             t.set_addresses(self.addresses());
         }
     }

@@ -123,6 +123,35 @@ async fn write_until(client: Client, stop: tokio::sync::watch::Receiver<bool>) -
     acked
 }
 
+/// The store leading `region`, once one does (a new cluster elects for a while).
+async fn leader_of(client: &Client, region: u64) -> u64 {
+    let deadline = Instant::now() + T;
+    loop {
+        if let Ok(Some(l)) = client.region(region).await.map(|i| i.leader) {
+            return l.store_id;
+        }
+        assert!(Instant::now() < deadline, "region {region} has no leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Puts `key = value`; a put whose outcome is unknown (its store died under it)
+/// is read back, and sent again only if it did not happen.
+async fn put_surely(client: &Client, key: &str, value: &str) {
+    for _ in 0..5 {
+        match client.put(key, value).await {
+            Ok(()) => return,
+            Err(shoal_client::Error::Undetermined { .. }) => {
+                if client.get(key).await.ok().flatten().as_deref() == Some(value.as_bytes()) {
+                    return;
+                }
+            }
+            Err(e) => panic!("put {key}: {e}"),
+        }
+    }
+    panic!("put {key} never went through");
+}
+
 #[test]
 fn a_joined_store_takes_a_replica_of_every_region_while_a_client_writes() {
     let dir = tempfile::tempdir().unwrap();
@@ -264,7 +293,7 @@ fn a_dead_store_is_replaced_removed_and_a_moved_store_is_found_again() {
         // Stores 1 and 2 alone cannot commit without store 4 once 2 stops: a
         // write that commits now needs store 4 at its new address.
         nodes[1].kill();
-        client.put("after-move", "yes").await.unwrap();
+        put_surely(&client, "after-move", "yes").await;
         for i in 0..200 {
             assert_eq!(
                 client.get(format!("k{i:03}")).await.unwrap(),
@@ -309,8 +338,7 @@ fn leadership_of_every_region_moves_to_one_store_of_five_and_back() {
             .unwrap();
         let mut first = HashMap::new();
         for r in regions(&dir_client).await {
-            let leader = client.region(r.id).await.unwrap().leader.unwrap();
-            first.insert(r.id, leader.store_id);
+            first.insert(r.id, leader_of(&client, r.id).await);
         }
         let out = shoal(&[
             "admin",

@@ -47,6 +47,11 @@ use crate::operation::snapshot::apply::put_region_state;
 use crate::raft::apply::{AdminResult, ApplyCtx, ApplyRes, Delegate};
 use crate::raft::peer::Peer;
 
+/// How many times a leader tells a removed peer it was removed (once an election
+/// timeout): a peer cut off longer keeps its replica until the region adds one
+/// on its store again (`Peer::on_message_for_successor`).
+pub(crate) const TOMBSTONE_RESENDS: u32 = 60;
+
 /// The region `changes` make of `region`, with `conf_ver + 1`; no changes leave
 /// the joint configuration. The error says why the changes may not be made.
 pub(crate) fn changed_region(region: &Region, changes: &[PeerChange]) -> Result<Region, String> {
@@ -270,6 +275,30 @@ impl Peer {
         {
             return;
         }
+        // A demoting leader would lead on as a learner: the leadership goes first
+        // to a voter of the new configuration that has the whole log.
+        let me = self.region().peers.iter().find(|p| p.id == self.peer_id);
+        if me.is_some_and(|p| role(p.role) == PeerRole::DemotingVoter) {
+            let last = self.raw.raft.raft_log.last_index();
+            let heir = self.region().peers.iter().find(|p| {
+                matches!(role(p.role), PeerRole::Voter | PeerRole::IncomingVoter)
+                    && self
+                        .raw
+                        .raft
+                        .prs()
+                        .get(p.id)
+                        .is_some_and(|pr| pr.matched == last)
+            });
+            if let Some(heir) = heir {
+                tracing::info!(
+                    region = self.region_id,
+                    to = heir.id,
+                    "a demoting leader hands over before leaving the joint configuration"
+                );
+                self.raw.transfer_leader(heir.id);
+            }
+            return;
+        }
         tracing::info!(region = self.region_id, "leaving the joint configuration");
         let leave = admin_cmd(
             self.region(),
@@ -321,12 +350,53 @@ impl Peer {
             "membership changed"
         );
         let conf_ver = region.region_epoch.unwrap_or_default().conf_ver;
+        // The peers this change removed are told so (below, and again for a while
+        // by whichever peer leads): a learner never campaigns, so it would not
+        // hear of it from a member's answer.
+        let before = self.region().peers.clone();
+        for p in before
+            .iter()
+            .filter(|p| !region.peers.iter().any(|q| q.id == p.id))
+        {
+            if p.id != self.peer_id {
+                self.removed_peers.push((*p, TOMBSTONE_RESENDS));
+            }
+        }
         self.raw.mut_store().set_region(region);
         // A snapshot generated before names the old members.
         self.raw.store().snap.clear();
         if removed {
-            self.destroy_removed(conf_ver, ctx);
+            return self.destroy_removed(conf_ver, ctx);
         }
+        self.tell_removed_peers(ctx);
+    }
+
+    /// A leader tells the peers its region removed that they were (once now, then
+    /// once an election timeout, [`TOMBSTONE_RESENDS`] times): one cut off at the
+    /// time hears of it when it is back.
+    pub(crate) fn tell_removed_peers(&mut self, ctx: &mut PollCtx) {
+        if !self.is_leader || self.removed_peers.is_empty() {
+            return;
+        }
+        let epoch = self.region().region_epoch;
+        let me = self
+            .region()
+            .peers
+            .iter()
+            .find(|p| p.id == self.peer_id)
+            .cloned();
+        for (peer, left) in &mut self.removed_peers {
+            *left -= 1;
+            ctx.outgoing.push(RaftMessage {
+                region_id: self.region_id,
+                from_peer: me,
+                to_peer: Some(*peer),
+                region_epoch: epoch,
+                is_tombstone: true,
+                ..Default::default()
+            });
+        }
+        self.removed_peers.retain(|(_, left)| *left > 0);
     }
 
     /// A message from a peer this region does not list, sent at an older
@@ -357,36 +427,58 @@ impl Peer {
         });
     }
 
-    /// A tombstone message: when it comes from a member of this region at a newer
-    /// `conf_ver`, this peer was removed while away. It stops taking part and has
-    /// the apply worker drop its data and write its tombstone; `Removed` comes back.
+    /// A tombstone message: when it is addressed to this peer and comes from a
+    /// member of its region at a newer `conf_ver`, this peer was removed while
+    /// away.
     pub(crate) fn on_tombstone_message(&mut self, msg: &RaftMessage, ctx: &PollCtx) {
         let mine = self.region().region_epoch.unwrap_or_default().conf_ver;
         let theirs = msg.region_epoch.unwrap_or_default().conf_ver;
         let from = msg.from_peer.unwrap_or_default();
+        let to = msg.to_peer.unwrap_or_default();
         let peers = &self.region().peers;
         let member = peers.is_empty()
             || peers
                 .iter()
                 .any(|p| p.id == from.id && p.store_id == from.store_id);
-        if !member || theirs <= mine || self.applying_snapshot.is_some() || self.removing {
+        let for_me = to.id == self.peer_id && to.store_id == self.store_id;
+        if !member || !for_me || theirs <= mine {
+            return;
+        }
+        let why = format!("peer {} says it was removed from the region", from.id);
+        self.begin_removal(&why, ctx);
+    }
+
+    /// A message for another peer of this region on this store, from a newer
+    /// membership: the region has a new replica here, so this one was removed (a
+    /// store holds one replica of a region). Goes as on a tombstone message, and
+    /// the new peer is created by the next message to it.
+    pub(crate) fn on_message_for_successor(&mut self, msg: &RaftMessage, ctx: &PollCtx) {
+        let mine = self.region().region_epoch.unwrap_or_default().conf_ver;
+        let theirs = msg.region_epoch.unwrap_or_default().conf_ver;
+        let to = msg.to_peer.unwrap_or_default();
+        if to.store_id != self.store_id || to.id == self.peer_id || theirs <= mine {
+            return;
+        }
+        let why = format!("the region has a new replica here (peer {})", to.id);
+        self.begin_removal(&why, ctx);
+    }
+
+    /// Stops taking part and has the apply worker drop this replica's data and
+    /// write its tombstone; `Removed` comes back and the peer is destroyed.
+    fn begin_removal(&mut self, why: &str, ctx: &PollCtx) {
+        if self.applying_snapshot.is_some() || self.removing {
             return;
         }
         tracing::info!(
             region = self.region_id,
             peer = self.peer_id,
-            conf_ver = theirs,
-            "peer {} says this replica was removed from the region; destroying it",
-            from.id
+            "this replica was removed from the region ({why}); destroying it"
         );
         self.removing = true;
-        let _ =
-            ctx.store
-                .apply_worker(self.region_id)
-                .send(crate::raft::apply::ApplyMsg::Destroy {
-                    region_id: self.region_id,
-                    conf_ver: theirs,
-                });
+        let destroy = crate::raft::apply::ApplyMsg::Destroy {
+            region_id: self.region_id,
+        };
+        let _ = ctx.store.apply_worker(self.region_id).send(destroy);
     }
 }
 
@@ -433,22 +525,19 @@ fn tombstone(batch: &mut KvBatch, region: &Region) {
     );
 }
 
-/// The apply worker's part of destroying a peer that learned it was removed (at
-/// `conf_ver`): its tombstone (the region as this replica knew it, at that
-/// `conf_ver`) and its data's removal, synced, then the delegate goes.
+/// The apply worker's part of destroying a peer that learned it was removed: its
+/// tombstone (the region as this replica knew it: its `conf_ver`, and its own
+/// peer, which no message may create again) and its data's removal, synced, then
+/// the delegate goes.
 pub(crate) fn destroy_removed(
     kv: &RocksKvEngine,
     metrics: &StoreMetrics,
     region_id: u64,
-    conf_ver: u64,
     delegates: &mut std::collections::HashMap<u64, Delegate>,
 ) -> Option<ApplyRes> {
     let d = delegates.remove(&region_id)?;
-    let mut region = d.region;
-    region
-        .region_epoch
-        .get_or_insert_with(RegionEpoch::default)
-        .conf_ver = conf_ver;
+    let region = d.region;
+    let conf_ver = region.region_epoch.unwrap_or_default().conf_ver;
     let mut batch = KvBatch::new();
     tombstone(&mut batch, &region);
     let written = metrics

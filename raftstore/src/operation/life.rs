@@ -29,6 +29,7 @@ use crate::raft::peer::Peer;
 use crate::raft::storage::PeerStorage;
 use crate::store::bootstrap::initial_raft_state;
 use crate::store::context::StoreContext;
+use crate::store::ranges::Tombstone;
 use crate::worker::log_gc::LogGcTask;
 
 /// What a peer starts from.
@@ -157,8 +158,12 @@ impl Peer {
             )),
         });
         fail::fail_point!("merge_destroy_source");
-        let conf_ver = self.region().region_epoch.unwrap_or_default().conf_ver;
-        self.tear_down(conf_ver, ctx);
+        // Merged away: no message creates it again.
+        let gone = Tombstone {
+            conf_ver: u64::MAX,
+            peer_id: self.peer_id,
+        };
+        self.tear_down(gone, ctx);
     }
 
     /// This replica was removed from its region (a membership change applied here,
@@ -178,14 +183,18 @@ impl Peer {
                 "region {region_id}: this replica was removed from the region"
             ))
         });
-        self.tear_down(conf_ver, ctx);
+        let gone = Tombstone {
+            conf_ver,
+            peer_id: self.peer_id,
+        };
+        self.tear_down(gone, ctx);
     }
 
     /// Answers the reads still pending, drops the ticks, the mailbox and the range
-    /// (keeping a tombstone at `conf_ver`: only a message from a newer membership
+    /// (keeping `gone`: only a message from a newer membership, to another peer,
     /// may create a peer of the region here again), and has the log writer remove
     /// the raft log after every write of this peer queued before.
-    fn tear_down(&mut self, conf_ver: u64, ctx: &mut PollCtx) {
+    fn tear_down(&mut self, gone: Tombstone, ctx: &mut PollCtx) {
         let region_id = self.region_id;
         self.fail_reads(|| region_not_found(region_id));
         let store = &ctx.store;
@@ -196,7 +205,7 @@ impl Peer {
         store.metrics.region_count.fetch_sub(1, Ordering::Relaxed);
         store.ticker.cancel_all(region_id);
         store.router.close(region_id);
-        store.ranges.remove(region_id, Some(conf_ver));
+        store.ranges.remove(region_id, Some(gone));
         ctx.write.remove_region(region_id);
         self.destroyed = true;
     }

@@ -68,7 +68,8 @@ impl Peer {
                 if self.region().is_joint() =>
             {
                 Err(CmdError::Invalid(format!(
-                    "region {} is in a joint configuration (a membership change is in                      progress); try again once it is left",
+                    "region {} is in a joint configuration (a membership change is in \
+                     progress); try again once it is left",
                     self.region_id
                 )))
             }

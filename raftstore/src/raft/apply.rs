@@ -47,9 +47,9 @@ pub(crate) enum ApplyMsg {
     /// A snapshot replacing a region's data, after the tasks before it.
     Snapshot(Box<SnapshotTask>),
     /// The region's peer learned it was removed from the region (a tombstone
-    /// message at `conf_ver`): after the tasks before it, its data goes and a
-    /// tombstone is written, synced (`operation/conf_change.rs`).
-    Destroy { region_id: u64, conf_ver: u64 },
+    /// message, or one for its successor): after the tasks before it, its data
+    /// goes and a tombstone is written, synced (`operation/conf_change.rs`).
+    Destroy { region_id: u64 },
 }
 
 /// What apply knows of one region on this store.

@@ -60,6 +60,9 @@ pub(crate) struct Peer {
     /// Told it was removed from the region: the apply worker is tombstoning it;
     /// it takes part in nothing meanwhile (`operation/conf_change.rs`).
     pub(crate) removing: bool,
+    /// Peers membership changes removed, with how many more times a leader tells
+    /// them so (`operation/conf_change.rs`).
+    pub(crate) removed_peers: Vec<(PeerMeta, u32)>,
     /// A snapshot taken from a ready and not yet durable everywhere.
     pub(crate) applying_snapshot: Option<PendingSnapshot>,
     /// The snapshot raft-rs took when stepped, and the transfer holding its files.
@@ -97,6 +100,7 @@ impl Peer {
             ticks: 0,
             destroyed: false,
             removing: false,
+            removed_peers: Vec::new(),
             applying_snapshot: None,
             stepped_snapshot: None,
             senders: std::collections::HashMap::new(),
@@ -191,6 +195,12 @@ impl Peer {
             self.drive_merge(ctx);
         }
         self.maybe_leave_joint(ctx);
+        if self
+            .ticks
+            .is_multiple_of(ctx.store.cfg.raft_election_ticks as u64)
+        {
+            self.tell_removed_peers(ctx);
+        }
     }
 
     /// raft-rs stops pipelining appends to this region's peers on `store_id` until
@@ -240,8 +250,10 @@ impl Peer {
         let m = match self.check_raft_message(&msg) {
             Ok(m) => m,
             Err(why) => {
-                if let RefusedMessage::UnknownSender(..) = why {
-                    self.send_tombstone(&msg, ctx);
+                match why {
+                    RefusedMessage::UnknownSender(..) => self.send_tombstone(&msg, ctx),
+                    RefusedMessage::NotForMe { .. } => self.on_message_for_successor(&msg, ctx),
+                    _ => {}
                 }
                 let metrics = &ctx.store.metrics;
                 tracing::warn!(region = self.region_id, "dropping a raft message: {why}");
@@ -250,8 +262,10 @@ impl Peer {
                 return;
             }
         };
-        if self.region().peers.is_empty() {
-            if let Some(from) = msg.from_peer {
+        // Answers to a peer the region does not list (this peer is uninitialized,
+        // or behind a membership change) go to where it wrote from.
+        if let Some(from) = msg.from_peer {
+            if !self.region().peers.iter().any(|p| p.id == from.id) {
                 self.senders.insert(from.id, from);
             }
         }
@@ -286,9 +300,15 @@ impl Peer {
             });
         }
         let from = msg.from_peer.unwrap_or_default();
-        // An uninitialized peer (made for a snapshot) knows no member yet.
+        // An uninitialized peer (made for a snapshot) knows no member yet; a peer
+        // behind a membership change does not know the new members yet, whose
+        // votes and appends it must take (raft does not need a sender in its
+        // configuration), so a sender at a newer `conf_ver` is heard too.
         let peers = &self.region().peers;
+        let newer = msg.region_epoch.unwrap_or_default().conf_ver
+            > self.region().region_epoch.unwrap_or_default().conf_ver;
         let known = peers.is_empty()
+            || newer
             || peers
                 .iter()
                 .any(|p| p.id == from.id && p.store_id == from.store_id);

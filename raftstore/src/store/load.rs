@@ -10,6 +10,8 @@ use shoal_proto::Message as _;
 use crate::error::StartError;
 use crate::operation::life::PeerStart;
 use crate::store::bootstrap::INIT_INDEX;
+use crate::store::ranges::Tombstone;
+use shoal_proto::RegionExt;
 
 /// Every live region of this store, ready to start.
 pub(crate) fn load_regions(
@@ -54,7 +56,7 @@ pub(crate) fn load_regions(
 /// log's removal. (A log without any region state is kept: it may belong to a
 /// split peer whose split a power loss took back, `operation/split.rs`.)
 pub(crate) fn orphaned_logs(kv: &impl KvRead, log: &dyn LogEngine) -> Result<Vec<u64>, StartError> {
-    let tombstones: std::collections::HashSet<u64> = tombstones(&region_states(kv)?)
+    let tombstones: std::collections::HashSet<u64> = tombstones(&region_states(kv)?, 0)
         .into_iter()
         .map(|(id, _)| id)
         .collect();
@@ -65,14 +67,22 @@ pub(crate) fn orphaned_logs(kv: &impl KvRead, log: &dyn LogEngine) -> Result<Vec
         .collect())
 }
 
-/// The regions merged away or removed on this store, with their tombstones'
-/// `conf_ver`.
-pub(crate) fn tombstones(states: &[RegionLocalState]) -> Vec<(u64, u64)> {
+/// The regions merged away or removed on store `store_id`, with their
+/// tombstones: the recorded region's `conf_ver`, and this store's peer in it (a
+/// replica that learned of its removal records the region as it knew it; one
+/// that applied its removal, the region without it).
+pub(crate) fn tombstones(states: &[RegionLocalState], store_id: u64) -> Vec<(u64, Tombstone)> {
     states
         .iter()
         .filter(|s| s.state == PeerState::Tombstone as i32)
         .filter_map(|s| s.region.as_ref())
-        .map(|r| (r.id, r.region_epoch.unwrap_or_default().conf_ver))
+        .map(|r| {
+            let t = Tombstone {
+                conf_ver: r.region_epoch.unwrap_or_default().conf_ver,
+                peer_id: r.peer_on_store(store_id).map_or(0, |p| p.id),
+            };
+            (r.id, t)
+        })
         .collect()
 }
 

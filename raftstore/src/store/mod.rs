@@ -121,7 +121,7 @@ impl RaftStore {
             &states,
         )?;
         let ranges = Arc::new(RegionRanges::default());
-        ranges.add_tombstones(load::tombstones(&states));
+        ranges.add_tombstones(load::tombstones(&states, store_id));
         let queues = parts.start_workers(&cfg, &engines, &transport)?;
         let ticker = Ticker::default();
         let ctx = Arc::new(StoreContext {

@@ -22,10 +22,20 @@ pub(crate) struct RegionRanges {
 struct Inner {
     /// Region id -> `[start, end)` (an empty end: no bound) and epoch version.
     ranges: HashMap<u64, (Vec<u8>, Vec<u8>, u64)>,
-    /// Regions merged away or removed on this store, with the `conf_ver` they were
-    /// tombstoned at: a peer of one is created again only by a message from a
-    /// newer membership (the region added a replica here again).
-    tombstones: HashMap<u64, u64>,
+    /// Regions merged away or removed on this store: a peer of one is created
+    /// again only by a message from a newer membership (the region added a
+    /// replica here again), never for the peer that went.
+    tombstones: HashMap<u64, Tombstone>,
+}
+
+/// A region merged away or removed on this store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Tombstone {
+    /// Messages from this membership or an older one create nothing
+    /// (`u64::MAX`: merged away, never again).
+    pub(crate) conf_ver: u64,
+    /// The peer that went (0: not known): messages to it create nothing.
+    pub(crate) peer_id: u64,
 }
 
 /// What overlaps a snapshot's region on this store.
@@ -58,23 +68,20 @@ impl RegionRanges {
         );
     }
 
-    /// Forgets a region; `tombstone`: its `conf_ver` when it was merged away or
-    /// removed here.
-    pub(crate) fn remove(&self, region_id: u64, tombstone: Option<u64>) {
+    /// Forgets a region; `tombstone` when it was merged away or removed here.
+    pub(crate) fn remove(&self, region_id: u64, tombstone: Option<Tombstone>) {
         let mut inner = self.inner.lock();
         inner.ranges.remove(&region_id);
-        if let Some(conf_ver) = tombstone {
-            let t = inner.tombstones.entry(region_id).or_default();
-            *t = (*t).max(conf_ver);
+        if let Some(t) = tombstone {
+            inner.add_tombstone(region_id, t);
         }
     }
 
-    /// Records the tombstones found at start-up: `(region id, conf_ver)`.
-    pub(crate) fn add_tombstones(&self, ids: impl IntoIterator<Item = (u64, u64)>) {
+    /// Records the tombstones found at start-up.
+    pub(crate) fn add_tombstones(&self, ids: impl IntoIterator<Item = (u64, Tombstone)>) {
         let mut inner = self.inner.lock();
-        for (id, conf_ver) in ids {
-            let t = inner.tombstones.entry(id).or_default();
-            *t = (*t).max(conf_ver);
+        for (id, t) in ids {
+            inner.add_tombstone(id, t);
         }
     }
 
@@ -105,23 +112,25 @@ impl RegionRanges {
         out
     }
 
-    /// Records `[start, end)` for a new, uninitialized region unless it overlaps
-    /// one this store has, or the region was merged away or removed here at
-    /// `conf_ver` (the sender's) or later: the check and the record are one step,
-    /// so two messages cannot both take a range.
+    /// Records `[start, end)` for peer `peer_id` of a new, uninitialized region
+    /// unless it overlaps one this store has, or the region was merged away or
+    /// removed here (the peer that went, or a membership no newer than the
+    /// tombstone's; `conf_ver` is the sender's): the check and the record are one
+    /// step, so two messages cannot both take a range.
     pub(crate) fn reserve(
         &self,
         region_id: u64,
+        peer_id: u64,
         conf_ver: u64,
         start: &[u8],
         end: &[u8],
     ) -> Result<(), String> {
         let mut inner = self.inner.lock();
         if let Some(&t) = inner.tombstones.get(&region_id) {
-            if conf_ver <= t {
+            if conf_ver <= t.conf_ver || peer_id == t.peer_id {
                 return Err(format!(
-                    "region {region_id} was merged away or removed on this store (at \
-                     conf_ver {t}; the message is from conf_ver {conf_ver})"
+                    "region {region_id} was merged away or removed on this store ({t:?}; \
+                     the message is to peer {peer_id}, from conf_ver {conf_ver})"
                 ));
             }
         }
@@ -139,6 +148,17 @@ impl RegionRanges {
             .ranges
             .insert(region_id, (start.to_vec(), end.to_vec(), 0));
         Ok(())
+    }
+}
+
+impl Inner {
+    /// Keeps the stronger of two tombstones of a region (the newer `conf_ver`; the
+    /// peer of the newer one).
+    fn add_tombstone(&mut self, region_id: u64, t: Tombstone) {
+        let slot = self.tombstones.entry(region_id).or_default();
+        if t.conf_ver >= slot.conf_ver {
+            *slot = t;
+        }
     }
 }
 
@@ -168,17 +188,25 @@ mod tests {
     fn a_reservation_is_refused_over_a_region_or_a_tombstone() {
         let r = RegionRanges::default();
         r.set(&region(1, b"", b"m", 1));
-        assert!(r.reserve(2, 1, b"k", b"z").is_err());
-        r.reserve(2, 1, b"m", b"").unwrap();
-        assert!(r.reserve(2, 1, b"m", b"").is_err(), "already here");
-        r.remove(1, Some(3));
+        assert!(r.reserve(2, 20, 1, b"k", b"z").is_err());
+        r.reserve(2, 20, 1, b"m", b"").unwrap();
+        assert!(r.reserve(2, 20, 1, b"m", b"").is_err(), "already here");
+        let gone = Tombstone {
+            conf_ver: 3,
+            peer_id: 10,
+        };
+        r.remove(1, Some(gone));
         assert!(
-            r.reserve(1, 3, b"", b"m").is_err(),
-            "merged away or removed"
+            r.reserve(1, 11, 3, b"", b"m").is_err(),
+            "no newer membership"
         );
-        r.reserve(1, 4, b"", b"m").unwrap();
+        assert!(
+            r.reserve(1, 10, 9, b"", b"m").is_err(),
+            "the peer that went"
+        );
+        r.reserve(1, 11, 4, b"", b"m").unwrap();
         r.remove(1, None);
-        r.reserve(3, 1, b"", b"m").unwrap();
+        r.reserve(3, 30, 1, b"", b"m").unwrap();
     }
 
     fn region(id: u64, start: &[u8], end: &[u8], version: u64) -> Region {

@@ -62,20 +62,12 @@ impl<R: Fn(u64, ApplyRes)> ApplyWorker<R> {
                             (self.report)(region_id, res);
                         }
                     }
-                    ApplyMsg::Destroy {
-                        region_id,
-                        conf_ver,
-                    } => {
+                    ApplyMsg::Destroy { region_id } => {
                         if !tasks.is_empty() {
                             self.apply_batch(std::mem::take(&mut tasks), &mut delegates);
                         }
-                        let gone = destroy_removed(
-                            &self.kv,
-                            &self.metrics,
-                            region_id,
-                            conf_ver,
-                            &mut delegates,
-                        );
+                        let gone =
+                            destroy_removed(&self.kv, &self.metrics, region_id, &mut delegates);
                         if let Some(res) = gone {
                             (self.report)(region_id, res);
                         }

@@ -198,11 +198,12 @@ impl GrpcTransport {
     /// store whose address changed or went is closed, messages queued on it
     /// dropped (Raft sends them again); the next send connects to the new address.
     pub fn set_addresses(&self, addresses: HashMap<u64, String>) {
+        // Lock order: `queues`, then `addresses` (as `queue` takes them).
+        let mut queues = self.queues.lock().expect("transport lock");
         let mut current = self.addresses.write().expect("transport lock");
         if *current == addresses {
             return;
         }
-        let mut queues = self.queues.lock().expect("transport lock");
         for (id, addr) in current.iter() {
             if addresses.get(id) != Some(addr) {
                 tracing::info!(store = id, old = %addr, new = ?addresses.get(id), "store address changed");

@@ -80,7 +80,7 @@ fn create_peer(ctx: &PollCtx, msg: &RaftMessage) -> Result<(), String> {
     let conf_ver = msg.region_epoch.unwrap_or_default().conf_ver;
     store
         .ranges
-        .reserve(region_id, conf_ver, &msg.start_key, &msg.end_key)?;
+        .reserve(region_id, to.id, conf_ver, &msg.start_key, &msg.end_key)?;
     let uninitialized = Region {
         id: region_id,
         start_key: msg.start_key.clone(),
