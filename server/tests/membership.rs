@@ -166,6 +166,12 @@ fn a_joined_store_takes_a_replica_of_every_region_while_a_client_writes() {
         let _node4 = join_node(dir.path(), "store4", &addr4, &addrs[0]);
         // Given no id, it gets the next one.
         wait_registered(&dir_client, 4, &addr4).await;
+        // An id the directory has at another address is refused, as is an
+        // address another store has.
+        let taken = dir_client.register(4, "127.0.0.1:1").await.unwrap_err();
+        assert!(taken.to_string().contains("already used"), "{taken}");
+        let twice = dir_client.register(0, &addr4).await.unwrap_err();
+        assert!(twice.to_string().contains("already registered"), "{twice}");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let writer = tokio::spawn(write_until(client.clone(), stop_rx));
         let before = regions(&dir_client).await;
