@@ -1,9 +1,12 @@
 //! `shoal bench-compare`: Shoal and etcd measured side by side in one run.
 //!
-//! Starts an etcd cluster (`--nodes` members), runs the workload once per
-//! `--clients` value, stops it; then does the same with a Shoal cluster of
-//! `--nodes` node processes (this executable) bootstrapped with `--regions`
-//! regions. Both run on 127.0.0.1 with free ports and their data and logs under
+//! Runs four rounds, etcd, Shoal, Shoal, etcd: each starts a fresh cluster (etcd:
+//! `--nodes` members; Shoal: `--nodes` node processes of this executable
+//! bootstrapped with `--regions` regions), runs the workload once per `--clients`
+//! value, and stops it. This machine's CPU and fsync speed drift within minutes, so
+//! the ratio is taken over the pairs (both systems' rounds summed): drift cannot
+//! favour either side. Each report also counts CPU per request of the servers and
+//! of the load generator, which shares the cores with them. Both run on 127.0.0.1 with free ports and their data and logs under
 //! `--dir`, with fsync on (both systems' defaults). Prints a side-by-side table and
 //! writes every report as JSON.
 //!
@@ -270,11 +273,28 @@ async fn probe(bench: &BenchArgs) -> Result<(), String> {
 pub struct Pass {
     /// Requests in flight.
     pub clients: usize,
-    /// The etcd run.
-    pub etcd: Option<Report>,
-    /// The Shoal run.
-    pub shoal: Option<Report>,
+    /// The etcd runs (first and last round).
+    pub etcd: Vec<Report>,
+    /// The Shoal runs (second and third round).
+    pub shoal: Vec<Report>,
 }
+
+impl Pass {
+    fn of(&self, target: TargetKind) -> &[Report] {
+        match target {
+            TargetKind::Etcd => &self.etcd,
+            TargetKind::Shoal => &self.shoal,
+        }
+    }
+}
+
+/// The rounds, in order: etcd and Shoal alternate so that drift cancels.
+const ROUNDS: [TargetKind; 4] = [
+    TargetKind::Etcd,
+    TargetKind::Shoal,
+    TargetKind::Shoal,
+    TargetKind::Etcd,
+];
 
 /// The whole comparison, as written to JSON.
 #[derive(Debug, Clone, Serialize)]
@@ -355,11 +375,11 @@ async fn compare(args: &CompareArgs, node_bin: &Path) -> Result<(), String> {
         .iter()
         .map(|&clients| Pass {
             clients,
-            etcd: None,
-            shoal: None,
+            etcd: Vec::new(),
+            shoal: Vec::new(),
         })
         .collect();
-    for target in [TargetKind::Etcd, TargetKind::Shoal] {
+    for (round, target) in ROUNDS.into_iter().enumerate() {
         let name = format!("{target:?}").to_lowercase();
         eprintln!(
             "bench-compare: starting a {}-node {name} cluster",
@@ -373,14 +393,18 @@ async fn compare(args: &CompareArgs, node_bin: &Path) -> Result<(), String> {
         wait_ready(&mut cluster, &probe_args, dir).await?;
         for pass in passes.iter_mut() {
             let mut bench = bench_args(args, target, pass.clients, &cluster);
-            bench.json = Some(dir.join(format!("{name}-{}.json", pass.clients)));
-            eprintln!("bench-compare: {name}, {} clients", pass.clients);
+            bench.json = Some(dir.join(format!("{name}-{}-round{}.json", pass.clients, round + 1)));
+            eprintln!(
+                "bench-compare: round {} of 4: {name}, {} clients",
+                round + 1,
+                pass.clients
+            );
             let report = runner::run(&bench).await?;
             cluster.check_alive(dir)?;
             print!("{}", report.render());
             match target {
-                TargetKind::Etcd => pass.etcd = Some(report),
-                TargetKind::Shoal => pass.shoal = Some(report),
+                TargetKind::Etcd => pass.etcd.push(report),
+                TargetKind::Shoal => pass.shoal.push(report),
             }
         }
         drop(cluster);
@@ -419,30 +443,50 @@ pub fn table(args: &CompareArgs, cmp: &Comparison) -> String {
         cmp.cores
     );
     s.push_str(
-        "| clients | Shoal ops/s | etcd ops/s | Shoal/etcd | Shoal p50 ms | etcd p50 ms \
-         | Shoal p99 ms | etcd p99 ms | Shoal entries/fsync | errors (Shoal, etcd) |\n",
+        "| clients | Shoal ops/s | etcd ops/s | Shoal/etcd (pairs) | Shoal p50 ms | etcd p50 ms \
+         | Shoal p99 ms | etcd p99 ms | CPU us/op Shoal (servers + client) | CPU us/op etcd \
+         (servers + client) | Shoal entries/fsync | errors (Shoal, etcd) |\n",
     );
-    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for p in &cmp.passes {
-        let (Some(sh), Some(et)) = (&p.shoal, &p.etcd) else {
+        let (sh, et) = (p.of(TargetKind::Shoal), p.of(TargetKind::Etcd));
+        if sh.is_empty() || et.is_empty() {
             continue;
+        }
+        let mean =
+            |rs: &[Report], f: fn(&Report) -> f64| rs.iter().map(f).sum::<f64>() / rs.len() as f64;
+        let total = |rs: &[Report]| rs.iter().map(|r| r.ops_per_sec).sum::<f64>();
+        let ratio = total(sh) / total(et).max(1e-9);
+        let cpu = |rs: &[Report]| {
+            let costs: Vec<_> = rs.iter().filter_map(|r| r.cost_per_op.as_ref()).collect();
+            match costs.is_empty() {
+                true => "n/a".to_string(),
+                false => {
+                    let n = costs.len() as f64;
+                    let t = costs.iter().map(|c| c.total_cpu_us).sum::<f64>() / n;
+                    let sv = costs.iter().map(|c| c.server_cpu_us).sum::<f64>() / n;
+                    let cl = costs.iter().map(|c| c.client_cpu_us).sum::<f64>() / n;
+                    format!("{t:.0} ({sv:.0} + {cl:.0})")
+                }
+            }
         };
-        let ratio = sh.ops_per_sec / et.ops_per_sec.max(1e-9);
-        let epf = sh
-            .cluster_work
-            .as_ref()
-            .map_or(0.0, |w| w.entries_per_fsync);
+        let epf = mean(sh, |r| {
+            r.cluster_work.as_ref().map_or(0.0, |w| w.entries_per_fsync)
+        });
+        let errors = |rs: &[Report]| rs.iter().map(|r| r.errors).sum::<u64>();
         s.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {ratio:.2}x | {:.2} | {:.2} | {:.2} | {:.2} | {epf:.1} | {}, {} |\n",
+            "| {} | {:.0} | {:.0} | {ratio:.2}x | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {epf:.1} | {}, {} |\n",
             p.clients,
-            sh.ops_per_sec,
-            et.ops_per_sec,
-            sh.latency.p50_ms,
-            et.latency.p50_ms,
-            sh.latency.p99_ms,
-            et.latency.p99_ms,
-            sh.errors,
-            et.errors
+            mean(sh, |r| r.ops_per_sec),
+            mean(et, |r| r.ops_per_sec),
+            mean(sh, |r| r.latency.p50_ms),
+            mean(et, |r| r.latency.p50_ms),
+            mean(sh, |r| r.latency.p99_ms),
+            mean(et, |r| r.latency.p99_ms),
+            cpu(sh),
+            cpu(et),
+            errors(sh),
+            errors(et)
         ));
     }
     s

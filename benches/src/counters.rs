@@ -38,6 +38,8 @@ pub struct NodeSnapshot {
     pub counters: StoreCounters,
     /// CPU seconds of its process, when it runs on this machine.
     pub cpu_seconds: Option<f64>,
+    /// Its process, when it runs on this machine.
+    pub pid: Option<u32>,
 }
 
 /// Reads every store's counters (and CPU time, when the node runs here).
@@ -53,15 +55,16 @@ pub async fn snapshot_shoal(client: &Client) -> Result<Vec<NodeSnapshot>, String
             .await
             .map_err(|e| format!("cannot read the status of store {}: {e}", store.id))?;
         // A pid is only ours to read if the process there is a shoal node.
-        let cpu_seconds = (status.pid != 0
+        let pid = (status.pid != 0
             && process_name(status.pid).is_some_and(|n| n.starts_with("shoal")))
-        .then(|| process_cpu_seconds(status.pid))
-        .flatten();
+        .then_some(status.pid);
+        let cpu_seconds = pid.and_then(process_cpu_seconds);
         out.push(NodeSnapshot {
             store_id: store.id,
             address: store.address,
             counters: status.counters.unwrap_or_default(),
             cpu_seconds,
+            pid,
         });
     }
     out.sort_by_key(|n| n.store_id);
@@ -231,6 +234,7 @@ mod tests {
                 ..Default::default()
             },
             cpu_seconds: Some(cpu),
+            pid: None,
         };
         let w = cluster_work(
             &[snap(10, 100, 40, 1.0)],

@@ -11,11 +11,14 @@
 //!
 //! Modules: [`args`] (options), [`workload`] (keys, values, operation streams),
 //! [`target`] (the two systems), [`stats`] (latency histograms, errors),
-//! [`counters`] (node counters and /proc CPU time), [`report`] (output).
+//! [`counters`] (node counters and /proc CPU time), [`proc_cost`] (CPU per thread
+//! and context switches of the servers and of the generator itself, per request),
+//! [`report`] (output).
 
 pub mod args;
 pub mod compare;
 pub mod counters;
+pub mod proc_cost;
 pub mod report;
 pub mod runner;
 pub mod stats;

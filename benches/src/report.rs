@@ -53,6 +53,13 @@ pub struct Report {
     pub process_cpu: Vec<ProcessCpu>,
     /// Number of regions when the run started (Shoal only).
     pub regions: Option<usize>,
+    /// The server processes on this machine (Shoal's nodes, or the `--pids`) during
+    /// the measured phase: CPU, context switches, CPU by thread name.
+    pub servers: Vec<crate::proc_cost::ProcCost>,
+    /// The load generator itself (it shares the cores with the servers).
+    pub client: Option<crate::proc_cost::ProcCost>,
+    /// Servers and generator per request (when the servers run here).
+    pub cost_per_op: Option<crate::proc_cost::CostPerOp>,
 }
 
 impl Report {
@@ -86,6 +93,9 @@ impl Report {
             cluster_work: None,
             process_cpu: Vec::new(),
             regions: None,
+            servers: Vec::new(),
+            client: None,
+            cost_per_op: None,
         }
     }
 
@@ -161,6 +171,29 @@ impl Report {
                 s,
                 "  process {} ({}): {:.2} CPU s, {:.3} per 1k ops",
                 p.pid, p.name, p.cpu_seconds, p.cpu_s_per_1k_ops
+            );
+        }
+        if let Some(c) = &self.cost_per_op {
+            let _ = writeln!(
+                s,
+                "  CPU per op  {:.1} us: servers {:.1} + load generator {:.1}; {:.2} context \
+                 switches per op",
+                c.total_cpu_us, c.server_cpu_us, c.client_cpu_us, c.ctx_switches
+            );
+        }
+        if let Some(first) = self.servers.first() {
+            let top: Vec<String> = first
+                .threads
+                .iter()
+                .take(8)
+                .map(|t| format!("{} {:.2}s", t.name, t.cpu_seconds))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  threads of pid {} ({}): {}",
+                first.pid,
+                first.name,
+                top.join(", ")
             );
         }
         s

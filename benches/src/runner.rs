@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::args::BenchArgs;
 use crate::counters;
+use crate::proc_cost;
 use crate::report::Report;
 use crate::stats::{Latency, LoopStats};
 use crate::target::Target;
@@ -86,7 +87,15 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     }
     let before = snapshot(&target).await?;
     let pids_before = counters::snapshot_pids(&args.pids);
+    // The servers on this machine: the `--pids`, or Shoal's node processes.
+    let mut server_pids = args.pids.clone();
+    if server_pids.is_empty() {
+        server_pids = before.iter().flatten().filter_map(|n| n.pid).collect();
+    }
+    let me = std::process::id();
+    let (servers_before, me_before) = (proc_cost::sample_all(&server_pids), proc_cost::sample(me));
     let measured = measure(args, &progress, &shared, &mut loops).await?;
+    let (servers_after, me_after) = (proc_cost::sample_all(&server_pids), proc_cost::sample(me));
     let after = snapshot(&target).await?;
     let pids_after = counters::snapshot_pids(&args.pids);
 
@@ -96,6 +105,14 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
         report.cluster_work = Some(counters::cluster_work(&b, &a, counted));
     }
     report.process_cpu = counters::pid_work(&pids_before, &pids_after, counted);
+    report.servers = proc_cost::costs(&servers_before, &servers_after);
+    if let (Some(b), Some(a)) = (me_before, me_after) {
+        let client = proc_cost::cost(me, &b, &a);
+        if !report.servers.is_empty() {
+            report.cost_per_op = Some(proc_cost::per_op(&report.servers, &client, counted));
+        }
+        report.client = Some(client);
+    }
     if let Some(path) = &args.json {
         report.write_json(path)?;
     }
