@@ -63,6 +63,49 @@ pub struct CompareArgs {
     /// The JSON result [default: DIR/compare.json].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Compare Shoal with itself instead of with etcd: side B starts every node
+    /// with these extra `shoal node` flags (space-separated, e.g.
+    /// "--raft-skip-bcast-commit=false"), side A without them. The A/B of one change
+    /// in one run.
+    #[arg(long, value_name = "FLAGS")]
+    pub ab: Option<String>,
+}
+
+/// One side of a comparison: a system and, for Shoal, extra node flags.
+#[derive(Debug, Clone, Serialize)]
+pub struct Side {
+    /// How the table names it.
+    pub name: String,
+    /// The system.
+    pub target: TargetKind,
+    /// Extra `shoal node` flags.
+    pub node_flags: Vec<String>,
+}
+
+/// Side A (etcd, or Shoal as it is) and side B (Shoal, or Shoal with `--ab`'s flags).
+fn sides(args: &CompareArgs) -> (Side, Side) {
+    let shoal = |name: &str, flags: Vec<String>| Side {
+        name: name.into(),
+        target: TargetKind::Shoal,
+        node_flags: flags,
+    };
+    match &args.ab {
+        Some(flags) => (
+            shoal("Shoal A", Vec::new()),
+            shoal(
+                "Shoal B",
+                flags.split_whitespace().map(String::from).collect(),
+            ),
+        ),
+        None => (
+            Side {
+                name: "etcd".into(),
+                target: TargetKind::Etcd,
+                node_flags: Vec::new(),
+            },
+            shoal("Shoal", Vec::new()),
+        ),
+    }
 }
 
 /// A child process that is stopped when dropped.
@@ -201,7 +244,12 @@ fn start_etcd(args: &CompareArgs, dir: &Path) -> Result<Cluster, String> {
     Ok(Cluster { procs, endpoints })
 }
 
-fn start_shoal(args: &CompareArgs, node_bin: &Path, dir: &Path) -> Result<Cluster, String> {
+fn start_shoal(
+    args: &CompareArgs,
+    node_bin: &Path,
+    dir: &Path,
+    flags: &[String],
+) -> Result<Cluster, String> {
     let mut grpc = Vec::new();
     for _ in 0..args.nodes {
         grpc.push(free_port()?);
@@ -219,7 +267,8 @@ fn start_shoal(args: &CompareArgs, node_bin: &Path, dir: &Path) -> Result<Cluste
             .arg(format!("--addr=127.0.0.1:{port}"))
             .arg(format!("--status-addr=127.0.0.1:{}", free_port()?))
             .arg(format!("--initial-cluster={}", initial.join(",")))
-            .arg(format!("--initial-regions={}", args.regions));
+            .arg(format!("--initial-regions={}", args.regions))
+            .args(flags);
         procs.push(spawn(&format!("shoal-{}", i + 1), cmd, dir)?);
     }
     let endpoints = grpc.iter().map(|p| format!("127.0.0.1:{p}")).collect();
@@ -273,28 +322,14 @@ async fn probe(bench: &BenchArgs) -> Result<(), String> {
 pub struct Pass {
     /// Requests in flight.
     pub clients: usize,
-    /// The etcd runs (first and last round).
-    pub etcd: Vec<Report>,
-    /// The Shoal runs (second and third round).
-    pub shoal: Vec<Report>,
+    /// Side A's runs (first and last round).
+    pub a: Vec<Report>,
+    /// Side B's runs (second and third round).
+    pub b: Vec<Report>,
 }
 
-impl Pass {
-    fn of(&self, target: TargetKind) -> &[Report] {
-        match target {
-            TargetKind::Etcd => &self.etcd,
-            TargetKind::Shoal => &self.shoal,
-        }
-    }
-}
-
-/// The rounds, in order: etcd and Shoal alternate so that drift cancels.
-const ROUNDS: [TargetKind; 4] = [
-    TargetKind::Etcd,
-    TargetKind::Shoal,
-    TargetKind::Shoal,
-    TargetKind::Etcd,
-];
+/// The rounds, in order: A, B, B, A (false: side A), so that drift cancels.
+const ROUNDS: [bool; 4] = [false, true, true, false];
 
 /// The whole comparison, as written to JSON.
 #[derive(Debug, Clone, Serialize)]
@@ -305,6 +340,10 @@ pub struct Comparison {
     pub nodes: usize,
     /// Shoal's regions.
     pub regions: usize,
+    /// Side A: etcd, or Shoal as it is.
+    pub a: Side,
+    /// Side B: Shoal, or Shoal with the `--ab` flags.
+    pub b: Side,
     /// One entry per client count.
     pub passes: Vec<Pass>,
 }
@@ -329,6 +368,9 @@ fn validate(args: &CompareArgs) -> Result<(), String> {
     }
     if args.clients.is_empty() || args.clients.contains(&0) {
         return Err("--clients: give one or more counts > 0".into());
+    }
+    if args.ab.is_some() {
+        return Ok(());
     }
     let found = Command::new(&args.etcd_bin)
         .arg("--version")
@@ -375,19 +417,22 @@ async fn compare(args: &CompareArgs, node_bin: &Path) -> Result<(), String> {
         .iter()
         .map(|&clients| Pass {
             clients,
-            etcd: Vec::new(),
-            shoal: Vec::new(),
+            a: Vec::new(),
+            b: Vec::new(),
         })
         .collect();
-    for (round, target) in ROUNDS.into_iter().enumerate() {
-        let name = format!("{target:?}").to_lowercase();
+    let (side_a, side_b) = sides(args);
+    for (round, is_b) in ROUNDS.into_iter().enumerate() {
+        let side = if is_b { &side_b } else { &side_a };
+        let target = side.target;
+        let name = side.name.to_lowercase().replace(' ', "-");
         eprintln!(
             "bench-compare: starting a {}-node {name} cluster",
             args.nodes
         );
         let mut cluster = match target {
             TargetKind::Etcd => start_etcd(args, dir)?,
-            TargetKind::Shoal => start_shoal(args, node_bin, dir)?,
+            TargetKind::Shoal => start_shoal(args, node_bin, dir, &side.node_flags)?,
         };
         let probe_args = bench_args(args, target, 1, &cluster);
         wait_ready(&mut cluster, &probe_args, dir).await?;
@@ -402,9 +447,9 @@ async fn compare(args: &CompareArgs, node_bin: &Path) -> Result<(), String> {
             let report = runner::run(&bench).await?;
             cluster.check_alive(dir)?;
             print!("{}", report.render());
-            match target {
-                TargetKind::Etcd => pass.etcd.push(report),
-                TargetKind::Shoal => pass.shoal.push(report),
+            match is_b {
+                true => pass.b.push(report),
+                false => pass.a.push(report),
             }
         }
         drop(cluster);
@@ -417,6 +462,8 @@ async fn compare(args: &CompareArgs, node_bin: &Path) -> Result<(), String> {
         cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
         nodes: args.nodes,
         regions: args.regions,
+        a: side_a,
+        b: side_b,
         passes,
     };
     println!("\n{}", table(args, &cmp));
@@ -430,9 +477,15 @@ async fn compare(args: &CompareArgs, node_bin: &Path) -> Result<(), String> {
 
 /// The side-by-side table, in Markdown.
 pub fn table(args: &CompareArgs, cmp: &Comparison) -> String {
+    let (a, b) = (&cmp.a.name, &cmp.b.name);
+    let flags = match cmp.b.node_flags.is_empty() {
+        true => String::new(),
+        false => format!("; {b}'s nodes run with {}", cmp.b.node_flags.join(" ")),
+    };
     let mut s = format!(
         "{}, {}-byte values, {} keys, {} s measured after {} s warm-up; {} nodes each, \
-         {} Shoal regions, {} cores\n\n",
+         {} Shoal regions, {} cores; rounds {a}, {b}, {b}, {a}: each figure is the mean of a \
+         side's two rounds, the ratio that of their sums{flags}\n\n",
         format!("{:?}", args.workload).to_lowercase(),
         args.value_size,
         args.keys,
@@ -442,14 +495,14 @@ pub fn table(args: &CompareArgs, cmp: &Comparison) -> String {
         cmp.regions,
         cmp.cores
     );
-    s.push_str(
-        "| clients | Shoal ops/s | etcd ops/s | Shoal/etcd (pairs) | Shoal p50 ms | etcd p50 ms \
-         | Shoal p99 ms | etcd p99 ms | CPU us/op Shoal (servers + client) | CPU us/op etcd \
-         (servers + client) | Shoal entries/fsync | errors (Shoal, etcd) |\n",
-    );
-    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    s.push_str(&format!(
+        "| clients | {b} ops/s | {a} ops/s | {b}/{a} (pairs) | {b} p50 ms | {a} p50 ms \
+         | {b} p99 ms | {a} p99 ms | CPU us/op {b} (servers + client) | CPU us/op {a} \
+         (servers + client) | {b} raft msgs/op | {b} entries/fsync | errors ({b}, {a}) |\n"
+    ));
+    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for p in &cmp.passes {
-        let (sh, et) = (p.of(TargetKind::Shoal), p.of(TargetKind::Etcd));
+        let (sh, et) = (&p.b[..], &p.a[..]);
         if sh.is_empty() || et.is_empty() {
             continue;
         }
@@ -473,9 +526,14 @@ pub fn table(args: &CompareArgs, cmp: &Comparison) -> String {
         let epf = mean(sh, |r| {
             r.cluster_work.as_ref().map_or(0.0, |w| w.entries_per_fsync)
         });
+        let msgs = mean(sh, |r| {
+            r.cluster_work
+                .as_ref()
+                .map_or(0.0, |w| w.raft_messages_per_op)
+        });
         let errors = |rs: &[Report]| rs.iter().map(|r| r.errors).sum::<u64>();
         s.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {ratio:.2}x | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {epf:.1} | {}, {} |\n",
+            "| {} | {:.0} | {:.0} | {ratio:.2}x | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {msgs:.2} | {epf:.1} | {}, {} |\n",
             p.clients,
             mean(sh, |r| r.ops_per_sec),
             mean(et, |r| r.ops_per_sec),

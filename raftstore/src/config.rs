@@ -52,6 +52,12 @@ pub struct Config {
     /// leader whose followers stall stops taking writes instead of growing.
     /// Default 128 MiB; >= raft-entry-max-size.
     pub raft_max_uncommitted_size: u64,
+    /// Whether a leader leaves its new commit index to ride on its next append or
+    /// heartbeat instead of broadcasting it at once (raft-rs's `skip_bcast_commit`;
+    /// still broadcast while a membership change is pending). Followers learn of a
+    /// commit up to a heartbeat later (they apply later; reads are the leader's);
+    /// each write saves a round of messages to every follower. Default true.
+    pub raft_skip_bcast_commit: bool,
     /// Threads that run scans and region checksums. Default 2; >= 1.
     pub read_pool_threads: usize,
     /// Reads queued for the read pool before more are refused with `ServerIsBusy`.
@@ -104,6 +110,7 @@ impl Default for Config {
             apply_workers: 1,
             max_pending_proposals: 4096,
             raft_max_uncommitted_size: 128 << 20,
+            raft_skip_bcast_commit: true,
             read_pool_threads: 2,
             read_pool_queue: 1024,
             region_max_size: 96 << 20,
@@ -143,6 +150,7 @@ impl Config {
             max_size_per_msg: self.raft_max_size_per_msg,
             max_inflight_msgs: self.raft_max_inflight_msgs,
             max_uncommitted_size: self.raft_max_uncommitted_size,
+            skip_bcast_commit: self.raft_skip_bcast_commit,
             pre_vote: true,
             check_quorum: true,
             ..Default::default()

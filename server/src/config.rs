@@ -104,6 +104,10 @@ pub struct NodeConfig {
     /// Bytes per second this node sends snapshots at, all of them together.
     /// Default 104857600 (100 MiB/s); >= 1048576.
     pub snap_max_bytes_per_sec: u64,
+    /// Whether a leader lets a new commit index ride on its next append or
+    /// heartbeat instead of sending it to every follower at once (followers apply
+    /// up to a heartbeat later; reads are served by leaders). Default true.
+    pub raft_skip_bcast_commit: bool,
     /// Bytes of persisted Raft entries each region's replica keeps in memory.
     /// Default 4194304 (4 MiB); >= 1.
     pub entry_cache_max_bytes: u64,
@@ -137,6 +141,7 @@ impl Default for NodeConfig {
             raft_log_gc_size_limit: 72 << 20,
             snap_max_concurrent: 2,
             snap_max_bytes_per_sec: 100 << 20,
+            raft_skip_bcast_commit: true,
             entry_cache_max_bytes: 4 << 20,
             entry_cache_store_max_bytes: 256 << 20,
         }
@@ -341,6 +346,7 @@ impl NodeConfig {
             raft_log_gc_size_limit: self.raft_log_gc_size_limit,
             snap_dir: Some(self.data_dir.join("snap")),
             entry_cache_max_bytes: self.entry_cache_max_bytes,
+            raft_skip_bcast_commit: self.raft_skip_bcast_commit,
             entry_cache_store_max_bytes: self.entry_cache_store_max_bytes,
             ..shoal_raftstore::Config::default()
         }

@@ -106,6 +106,10 @@ struct NodeArgs {
     /// Bytes per second all snapshots together are sent at [default: 104857600].
     #[arg(long)]
     snap_max_bytes_per_sec: Option<u64>,
+    /// Let a new commit index ride on the next append or heartbeat instead of
+    /// sending it to every follower at once [default: true].
+    #[arg(long, value_name = "BOOL")]
+    raft_skip_bcast_commit: Option<bool>,
     /// Bytes of persisted Raft entries each region's replica keeps in memory
     /// [default: 4194304].
     #[arg(long)]
@@ -144,7 +148,8 @@ impl NodeArgs {
             snap_max_concurrent,
             snap_max_bytes_per_sec,
             entry_cache_max_bytes,
-            entry_cache_store_max_bytes
+            entry_cache_store_max_bytes,
+            raft_skip_bcast_commit
         );
         c.validate()?;
         Ok(c)
