@@ -244,10 +244,13 @@ fn start_etcd(args: &CompareArgs, dir: &Path) -> Result<Cluster, String> {
     Ok(Cluster { procs, endpoints })
 }
 
+/// A Shoal cluster whose nodes keep their data in `dir/NAME-i` (removed when the
+/// round ends, so every round starts afresh).
 fn start_shoal(
     args: &CompareArgs,
     node_bin: &Path,
     dir: &Path,
+    name: &str,
     flags: &[String],
 ) -> Result<Cluster, String> {
     let mut grpc = Vec::new();
@@ -263,13 +266,13 @@ fn start_shoal(
         cmd.arg("node")
             .arg(format!("--store-id={}", i + 1))
             .arg("--data-dir")
-            .arg(dir.join(format!("shoal-{}", i + 1)))
+            .arg(dir.join(format!("{name}-{}", i + 1)))
             .arg(format!("--addr=127.0.0.1:{port}"))
             .arg(format!("--status-addr=127.0.0.1:{}", free_port()?))
             .arg(format!("--initial-cluster={}", initial.join(",")))
             .arg(format!("--initial-regions={}", args.regions))
             .args(flags);
-        procs.push(spawn(&format!("shoal-{}", i + 1), cmd, dir)?);
+        procs.push(spawn(&format!("{name}-{}", i + 1), cmd, dir)?);
     }
     let endpoints = grpc.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     Ok(Cluster { procs, endpoints })
@@ -432,7 +435,7 @@ async fn compare(args: &CompareArgs, node_bin: &Path) -> Result<(), String> {
         );
         let mut cluster = match target {
             TargetKind::Etcd => start_etcd(args, dir)?,
-            TargetKind::Shoal => start_shoal(args, node_bin, dir, &side.node_flags)?,
+            TargetKind::Shoal => start_shoal(args, node_bin, dir, &name, &side.node_flags)?,
         };
         let probe_args = bench_args(args, target, 1, &cluster);
         wait_ready(&mut cluster, &probe_args, dir).await?;
