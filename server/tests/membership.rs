@@ -75,11 +75,28 @@ async fn wait_registered(dir: &Directory, id: u64, addr: &str) {
     }
 }
 
-/// Every region of the cluster, as the stores of the directory report them.
+/// Every region of the cluster, as the stores of the directory report them, once
+/// every up store has registered its address and answers (a new cluster's stores
+/// register theirs within a second or so).
 async fn regions(dir: &Directory) -> Vec<Region> {
-    let stores = dir.stores().await.unwrap();
-    let (infos, _) = dir.client().cluster_regions(&stores).await;
-    infos.into_iter().filter_map(|i| i.region).collect()
+    let deadline = Instant::now() + T;
+    loop {
+        let stores = dir.stores().await.unwrap();
+        let up: Vec<u64> = stores
+            .iter()
+            .filter(|s| s.state == StoreState::Up as i32)
+            .map(|s| s.id)
+            .collect();
+        let (infos, answered) = dir.client().cluster_regions(&stores).await;
+        if up.iter().all(|id| answered.contains(id)) {
+            return infos.into_iter().filter_map(|i| i.region).collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stores {up:?} never all answered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Waits until every replica of `region` (at the addresses of its stores) reports

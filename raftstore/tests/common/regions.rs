@@ -13,7 +13,10 @@ use super::Cluster;
 
 impl Cluster {
     /// Runs an admin call on every store in turn until one succeeds, retrying
-    /// leadership and epoch races until `timeout`; `Invalid` ends it at once.
+    /// leadership and epoch races until `timeout`; `Invalid` ends it at once. With
+    /// manual ticks, every store is ticked while an attempt runs, as a node's timer
+    /// would: a merge's steps, and followers learning a commit (it rides on the
+    /// next append or heartbeat), wait for ticks.
     fn retry_admin<T, F, Fut>(
         &self,
         timeout: Duration,
@@ -21,18 +24,28 @@ impl Cluster {
         call: F,
     ) -> Result<T, CmdError>
     where
+        T: Send + 'static,
         F: Fn(std::sync::Arc<shoal_raftstore::RaftStore>) -> Fut,
-        Fut: std::future::Future<Output = Result<T, CmdError>>,
+        Fut: std::future::Future<Output = Result<T, CmdError>> + Send + 'static,
     {
         let deadline = Instant::now() + timeout;
         loop {
             let mut last = None;
             for id in self.store_ids() {
                 let attempt = call(self.store(id));
-                match self
+                let handle = self
                     .rt
-                    .block_on(async { tokio::time::timeout(per_try, attempt).await })
-                {
+                    .spawn(async move { tokio::time::timeout(per_try, attempt).await });
+                let outcome = loop {
+                    if handle.is_finished() {
+                        break self.rt.block_on(handle).expect("the admin call panicked");
+                    }
+                    if self.tick_mode == TickMode::Manual {
+                        self.tick_all();
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                };
+                match outcome {
                     Ok(Ok(v)) => return Ok(v),
                     Ok(Err(e @ CmdError::Invalid(_))) => return Err(e),
                     Ok(Err(e)) => last = Some(e),
