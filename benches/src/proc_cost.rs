@@ -190,7 +190,7 @@ mod tests {
         let c = cost(me, &before, &after);
         assert!(c.cpu_seconds > 0.1, "{c:?}");
         assert!(!c.threads.is_empty());
-        let p = per_op(&[c.clone()], &c, 1000);
+        let p = per_op(std::slice::from_ref(&c), &c, 1000);
         assert!((p.total_cpu_us - 2.0 * p.client_cpu_us).abs() < 1e-6);
     }
 }
