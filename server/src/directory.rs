@@ -309,7 +309,7 @@ pub fn spawn_refresher(
                         store = me.id,
                         old = %mine.address,
                         new = %me.address,
-                        "registering this store's new address"
+                        "registering this store's address in the cluster directory"
                     );
                     let addr = me.address.clone();
                     if let Err(e) = d.update(me.id, |s| s.address = addr.clone()).await {

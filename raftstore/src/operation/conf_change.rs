@@ -79,6 +79,12 @@ pub(crate) fn changed_region(region: &Region, changes: &[PeerChange]) -> Result<
         );
     }
     let joint = changes.len() > 1;
+    // What a voter added or promoted, and a voter demoted, become: in a joint
+    // configuration, voters of one half only.
+    let (promoted, demoted) = match joint {
+        true => (PeerRole::IncomingVoter, PeerRole::DemotingVoter),
+        false => (PeerRole::Voter, PeerRole::Learner),
+    };
     let mut seen_peers = HashSet::new();
     let mut seen_stores = HashSet::new();
     let mut voters_changed = false;
@@ -110,32 +116,26 @@ pub(crate) fn changed_region(region: &Region, changes: &[PeerChange]) -> Result<
                 peer.store_id, region.id, other.id
             ));
         }
+        let already = |what: &str| {
+            format!(
+                "peer {} on store {} is already a {what}",
+                peer.id, peer.store_id
+            )
+        };
         match (kind, existing) {
             (ChangeKind::AddVoter, None) => {
                 voters_changed = true;
-                let role = if joint {
-                    PeerRole::IncomingVoter
-                } else {
-                    PeerRole::Voter
-                };
                 out.peers.push(shoal_proto::metapb::Peer {
-                    role: role as i32,
+                    role: promoted as i32,
                     ..peer
                 });
             }
             (ChangeKind::AddVoter, Some(i)) => {
                 if role(out.peers[i].role) != PeerRole::Learner {
-                    return Err(format!(
-                        "peer {} on store {} is already a voter",
-                        peer.id, peer.store_id
-                    ));
+                    return Err(already("voter"));
                 }
                 voters_changed = true;
-                out.peers[i].role = if joint {
-                    PeerRole::IncomingVoter
-                } else {
-                    PeerRole::Voter
-                } as i32;
+                out.peers[i].role = promoted as i32;
             }
             (ChangeKind::AddLearner, None) => out.peers.push(shoal_proto::metapb::Peer {
                 role: PeerRole::Learner as i32,
@@ -143,17 +143,10 @@ pub(crate) fn changed_region(region: &Region, changes: &[PeerChange]) -> Result<
             }),
             (ChangeKind::AddLearner, Some(i)) => {
                 if role(out.peers[i].role) != PeerRole::Voter {
-                    return Err(format!(
-                        "peer {} on store {} is already a learner",
-                        peer.id, peer.store_id
-                    ));
+                    return Err(already("learner"));
                 }
                 voters_changed = true;
-                out.peers[i].role = if joint {
-                    PeerRole::DemotingVoter
-                } else {
-                    PeerRole::Learner
-                } as i32;
+                out.peers[i].role = demoted as i32;
             }
             (ChangeKind::Remove, None) => {
                 return Err(format!(
