@@ -84,19 +84,42 @@ impl RaftStore {
             return Ok(changed);
         }
         let entered = changed.region_epoch.unwrap_or_default().conf_ver;
+        let left = self
+            .watch_region(region_id, |info| {
+                let now = info.region.clone().unwrap_or_default();
+                let left =
+                    !now.is_joint() && now.region_epoch.unwrap_or_default().conf_ver > entered;
+                left.then_some(now)
+            })
+            .await;
+        left.ok_or_else(|| {
+            CmdError::Undetermined(format!(
+                "region {region_id} entered the joint configuration but has not left it \
+                 after {WAIT:?}; its leader leaves it in the background"
+            ))
+        })
+    }
+
+    /// What `seen` makes of this store's view of the region, polled until it
+    /// says something, for [`WAIT`] at most.
+    async fn watch_region<T>(
+        &self,
+        region_id: u64,
+        seen: impl Fn(&shoal_proto::adminpb::RegionInfo) -> Option<T>,
+    ) -> Option<T> {
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Ok(info) = self.peer_info(region_id).await {
-                let now = info.region.unwrap_or_default();
-                if !now.is_joint() && now.region_epoch.unwrap_or_default().conf_ver > entered {
-                    return Ok(now);
-                }
+            if let Some(v) = self
+                .peer_info(region_id)
+                .await
+                .ok()
+                .as_ref()
+                .and_then(&seen)
+            {
+                return Some(v);
             }
             if Instant::now() >= deadline {
-                return Err(CmdError::Undetermined(format!(
-                    "region {region_id} entered the joint configuration but has not left it \
-                     after {WAIT:?}; its leader leaves it in the background"
-                )));
+                return None;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -116,20 +139,17 @@ impl RaftStore {
         let target = rx
             .await
             .map_err(|_| CmdError::Undetermined("the store stopped before answering".into()))??;
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(info) = self.peer_info(region_id).await {
-                if info.leader.is_some_and(|l| l.id == target.id) {
-                    return Ok(target);
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(CmdError::Undetermined(format!(
-                    "region {region_id}: store {to_store}'s replica was not elected within \
-                     {WAIT:?}"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let elected = self
+            .watch_region(region_id, |info| {
+                info.leader
+                    .is_some_and(|l| l.id == target.id)
+                    .then_some(target)
+            })
+            .await;
+        elected.ok_or_else(|| {
+            CmdError::Undetermined(format!(
+                "region {region_id}: store {to_store}'s replica was not elected within {WAIT:?}"
+            ))
+        })
     }
 }
