@@ -1,13 +1,14 @@
 //! The status HTTP endpoint (`--status-addr`): the store's counters as plain text,
 //! in the Prometheus exposition format, at `GET /metrics` (and `/`).
 //!
-//! Deliberately tiny (one request per connection, no keep-alive): it serves
-//! operators and scrapers, never the data path.
+//! Deliberately tiny (one request per connection, no keep-alive, the head read
+//! whole before it is answered): it serves operators and scrapers, never the data
+//! path.
 
 use std::sync::Arc;
 
 use shoal_raftstore::RaftStore;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -23,10 +24,10 @@ pub async fn spawn(addr: &str, store: Arc<RaftStore>) -> Result<JoinHandle<()>, 
             };
             let store = store.clone();
             tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let n = conn.read(&mut buf).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&buf[..n]);
-                let path = request.split_whitespace().nth(1).unwrap_or("/");
+                let Some(path) = request_path(&mut conn).await else {
+                    return;
+                };
+                let path = path.as_str();
                 let (status, body) = if path == "/" || path == "/metrics" {
                     ("200 OK", render(&store))
                 } else if let Some(answer) = failpoint(path) {
@@ -42,6 +43,33 @@ pub async fn spawn(addr: &str, store: Arc<RaftStore>) -> Result<JoinHandle<()>, 
             });
         }
     }))
+}
+
+/// Longest request head read, in bytes.
+const MAX_HEAD: usize = 8192;
+
+/// The path of the request on `conn`, once its whole head (up to the blank line) has
+/// arrived: a client may send it in several pieces, and answering the first piece
+/// would answer the wrong path and close the connection under the client's next
+/// write. `None` for a head that is too long, malformed, or not complete within 5 s.
+async fn request_path(conn: &mut (impl AsyncRead + Unpin)) -> Option<String> {
+    let read = async {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await.ok()?;
+            if n == 0 || head.len() + n > MAX_HEAD {
+                return None;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        head.split_whitespace().nth(1).map(String::from)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), read)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// `GET /fail/NAME?ACTIONS` arms failpoint NAME (the `fail` crate's syntax, e.g.
@@ -249,4 +277,41 @@ pub fn render(store: &RaftStore) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn a_request_head_sent_in_pieces_is_read_whole() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let reader = tokio::spawn(async move { request_path(&mut server).await });
+        // `write!` on an unbuffered socket sends each formatted piece on its own.
+        for piece in [
+            "GET ",
+            "/fail/x?return(nospace)",
+            " HTTP/1.1\r\n",
+            "host: x\r\n\r\n",
+        ] {
+            client.write_all(piece.as_bytes()).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            reader.await.unwrap().as_deref(),
+            Some("/fail/x?return(nospace)")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_head_that_never_ends_is_dropped() {
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        client.write_all(&[b'a'; MAX_HEAD + 1]).await.unwrap();
+        assert_eq!(request_path(&mut server).await, None);
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        drop(client);
+        assert_eq!(request_path(&mut server).await, None);
+    }
 }
