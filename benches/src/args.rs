@@ -117,6 +117,10 @@ pub struct BenchArgs {
     /// Seed of the key choice, so that runs can be repeated.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Shoal only: send each request as its own unary gRPC call instead of on the
+    /// client's batched stream per store (`Kv.BatchCommands`, the default).
+    #[arg(long)]
+    pub unary: bool,
     /// No live progress line.
     #[arg(long)]
     pub quiet: bool,

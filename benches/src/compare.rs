@@ -69,6 +69,11 @@ pub struct CompareArgs {
     /// in one run.
     #[arg(long, value_name = "FLAGS")]
     pub ab: Option<String>,
+    /// Compare Shoal with itself: side B's load generator sends every request as
+    /// its own unary gRPC call (`shoal bench --unary`), side A's uses the batched
+    /// stream (the default). With --ab, side B's nodes also get its flags.
+    #[arg(long)]
+    pub ab_unary: bool,
 }
 
 /// One side of a comparison: a system and, for Shoal, extra node flags.
@@ -80,30 +85,39 @@ pub struct Side {
     pub target: TargetKind,
     /// Extra `shoal node` flags.
     pub node_flags: Vec<String>,
+    /// Whether its load generator uses unary calls (`shoal bench --unary`).
+    pub unary: bool,
 }
 
 /// Side A (etcd, or Shoal as it is) and side B (Shoal, or Shoal with `--ab`'s flags).
 fn sides(args: &CompareArgs) -> (Side, Side) {
-    let shoal = |name: &str, flags: Vec<String>| Side {
+    let shoal = |name: &str, flags: Vec<String>, unary: bool| Side {
         name: name.into(),
         target: TargetKind::Shoal,
         node_flags: flags,
+        unary,
     };
-    match &args.ab {
-        Some(flags) => (
-            shoal("Shoal A", Vec::new()),
-            shoal(
-                "Shoal B",
-                flags.split_whitespace().map(String::from).collect(),
-            ),
-        ),
-        None => (
+    match (&args.ab, args.ab_unary) {
+        (None, false) => (
             Side {
                 name: "etcd".into(),
                 target: TargetKind::Etcd,
                 node_flags: Vec::new(),
+                unary: false,
             },
-            shoal("Shoal", Vec::new()),
+            shoal("Shoal", Vec::new(), false),
+        ),
+        (flags, unary) => (
+            shoal("Shoal A", Vec::new(), false),
+            shoal(
+                "Shoal B",
+                flags
+                    .iter()
+                    .flat_map(|f| f.split_whitespace())
+                    .map(String::from)
+                    .collect(),
+                unary,
+            ),
         ),
     }
 }
@@ -372,7 +386,7 @@ fn validate(args: &CompareArgs) -> Result<(), String> {
     if args.clients.is_empty() || args.clients.contains(&0) {
         return Err("--clients: give one or more counts > 0".into());
     }
-    if args.ab.is_some() {
+    if args.ab.is_some() || args.ab_unary {
         return Ok(());
     }
     let found = Command::new(&args.etcd_bin)
@@ -390,8 +404,10 @@ fn validate(args: &CompareArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn bench_args(args: &CompareArgs, target: TargetKind, clients: usize, c: &Cluster) -> BenchArgs {
+fn bench_args(args: &CompareArgs, side: &Side, clients: usize, c: &Cluster) -> BenchArgs {
+    let target = side.target;
     BenchArgs {
+        unary: side.unary,
         workload: args.workload,
         target,
         endpoints: c.endpoints.clone(),
@@ -437,10 +453,10 @@ async fn compare(args: &CompareArgs, node_bin: &Path) -> Result<(), String> {
             TargetKind::Etcd => start_etcd(args, dir)?,
             TargetKind::Shoal => start_shoal(args, node_bin, dir, &name, &side.node_flags)?,
         };
-        let probe_args = bench_args(args, target, 1, &cluster);
+        let probe_args = bench_args(args, side, 1, &cluster);
         wait_ready(&mut cluster, &probe_args, dir).await?;
         for pass in passes.iter_mut() {
-            let mut bench = bench_args(args, target, pass.clients, &cluster);
+            let mut bench = bench_args(args, side, pass.clients, &cluster);
             bench.json = Some(dir.join(format!("{name}-{}-round{}.json", pass.clients, round + 1)));
             eprintln!(
                 "bench-compare: round {} of 4: {name}, {} clients",
@@ -484,6 +500,10 @@ pub fn table(args: &CompareArgs, cmp: &Comparison) -> String {
     let flags = match cmp.b.node_flags.is_empty() {
         true => String::new(),
         false => format!("; {b}'s nodes run with {}", cmp.b.node_flags.join(" ")),
+    } + if cmp.b.unary {
+        "; B's load generator sends unary calls"
+    } else {
+        ""
     };
     let mut s = format!(
         "{}, {}-byte values, {} keys, {} s measured after {} s warm-up; {} nodes each, \

@@ -65,6 +65,7 @@ impl Target {
                     max_message_size: shoal_client::config::max_message_size_for(
                         args.raft_entry_max_size,
                     ),
+                    batch_stream: !args.unary,
                     ..ClientConfig::default()
                 };
                 let client = Client::connect(endpoints, config)

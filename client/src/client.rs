@@ -15,7 +15,7 @@ use shoal_proto::kvrpcpb::{
 use tonic::transport::Channel;
 
 use crate::config::ClientConfig;
-use crate::discovery::{kv_client, Want};
+use crate::discovery::Want;
 use crate::error::{Error, Result};
 use crate::region_cache::{CachedRegion, RegionCache};
 use crate::request::{Backoff, Idempotence, RouteBy};
@@ -35,6 +35,9 @@ pub(crate) struct Inner {
     pub(crate) cache: RwLock<RegionCache>,
     /// One channel per store address; tonic multiplexes requests on it.
     pub(crate) channels: RwLock<HashMap<String, Channel>>,
+    /// One batched Kv stream per store address (`batch.rs`), when
+    /// `config.batch_stream` is on.
+    pub(crate) batch_streams: RwLock<HashMap<String, crate::batch::BatchStream>>,
     /// Serializes region reloads; see `discovery.rs`.
     pub(crate) reload_lock: tokio::sync::Mutex<()>,
     /// Bumped after every reload, so that waiters can tell one happened.
@@ -104,6 +107,7 @@ impl Client {
             endpoints,
             cache: RwLock::new(RegionCache::default()),
             channels: RwLock::new(HashMap::new()),
+            batch_streams: RwLock::new(HashMap::new()),
             reload_lock: tokio::sync::Mutex::new(()),
             reload_generation: AtomicU64::new(0),
         });
@@ -150,7 +154,6 @@ impl Client {
 
     /// The value of `key`, or `None` if it does not exist.
     pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
-        let max_msg = self.inner.config.max_message_size;
         let key = key.as_ref();
         let done = self
             .inner
@@ -159,7 +162,8 @@ impl Client {
                     context: Some(at.context()),
                     key: key.to_vec(),
                 };
-                async move { kv_client(channel, max_msg).get(req).await }
+                let kv = self.inner.kv(&at.address, channel);
+                async move { kv.get(req).await }
             })
             .await?;
         Ok(done.resp.found.then_some(done.resp.value))
@@ -170,7 +174,6 @@ impl Client {
     /// [`Error::Undetermined`] (see the `request` module docs for why even a put is
     /// not sent twice).
     pub async fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
-        let max_msg = self.inner.config.max_message_size;
         let (key, value) = (key.as_ref(), value.as_ref());
         self.inner.check_size("put", key.len() + value.len())?;
         self.inner
@@ -184,7 +187,8 @@ impl Client {
                         key: key.to_vec(),
                         value: value.to_vec(),
                     };
-                    async move { kv_client(channel, max_msg).put(req).await }
+                    let kv = self.inner.kv(&at.address, channel);
+                    async move { kv.put(req).await }
                 },
             )
             .await?;
@@ -193,7 +197,6 @@ impl Client {
 
     /// Removes `key` (no error if it does not exist).
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<()> {
-        let max_msg = self.inner.config.max_message_size;
         let key = key.as_ref();
         self.inner
             .execute_with(
@@ -205,7 +208,8 @@ impl Client {
                         context: Some(at.context()),
                         key: key.to_vec(),
                     };
-                    async move { kv_client(channel, max_msg).delete(req).await }
+                    let kv = self.inner.kv(&at.address, channel);
+                    async move { kv.delete(req).await }
                 },
             )
             .await?;
@@ -229,7 +233,6 @@ impl Client {
         end: impl AsRef<[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let max_msg = self.inner.config.max_message_size;
         let end = end.as_ref();
         let batch = self.inner.config.scan_batch_size as usize;
         let mut out = Vec::new();
@@ -248,7 +251,8 @@ impl Client {
                         limit: want as u32,
                         exclusive_start: exclusive,
                     };
-                    async move { kv_client(channel, max_msg).scan(req).await }
+                    let kv = self.inner.kv(&at.address, channel);
+                    async move { kv.scan(req).await }
                 })
                 .await?;
             let mut last_key: Option<Vec<u8>> = None;
@@ -291,7 +295,6 @@ impl Client {
     /// client first refreshes its regions, in case the cache is stale). An empty batch
     /// is a no-op.
     pub async fn batch_write(&self, mutations: Vec<Mutation>) -> Result<()> {
-        let max_msg = self.inner.config.max_message_size;
         if mutations.is_empty() {
             return Ok(());
         }
@@ -316,7 +319,8 @@ impl Client {
                         context: Some(at.context()),
                         mutations: mutations.clone(),
                     };
-                    async move { kv_client(channel, max_msg).batch_write(req).await }
+                    let kv = self.inner.kv(&at.address, channel);
+                    async move { kv.batch_write(req).await }
                 },
             )
             .await?;
@@ -338,7 +342,6 @@ impl Client {
         expected: Option<Vec<u8>>,
         new_value: impl AsRef<[u8]>,
     ) -> Result<CasOutcome> {
-        let max_msg = self.inner.config.max_message_size;
         let (key, new_value) = (key.as_ref(), new_value.as_ref());
         let size = key.len() + new_value.len() + expected.as_ref().map_or(0, Vec::len);
         self.inner.check_size("compare_and_swap", size)?;
@@ -358,7 +361,8 @@ impl Client {
                         expected_absent,
                         new_value: new_value.to_vec(),
                     };
-                    async move { kv_client(channel, max_msg).compare_and_swap(req).await }
+                    let kv = self.inner.kv(&at.address, channel);
+                    async move { kv.compare_and_swap(req).await }
                 },
             )
             .await?;

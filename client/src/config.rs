@@ -92,6 +92,11 @@ pub struct ClientConfig {
     /// directory: `shoal_proto::system`). For Shoal's own nodes and tools; a user's
     /// client leaves it off and such keys are refused. Default false.
     pub system: bool,
+    /// Send gets, puts, deletes, compare-and-swaps, batch writes and scans on one
+    /// batched stream per store (`Kv.BatchCommands`: many requests per frame, far
+    /// less gRPC work per request) instead of one unary call each. Retries, errors
+    /// and timeouts are the same either way. Default true.
+    pub batch_stream: bool,
 }
 
 impl Default for ClientConfig {
@@ -106,6 +111,7 @@ impl Default for ClientConfig {
             scan_batch_size: 256,
             max_message_size: max_message_size_for(DEFAULT_RAFT_ENTRY_MAX_SIZE),
             system: false,
+            batch_stream: true,
         }
     }
 }

@@ -16,6 +16,7 @@ use shoal_proto::kvrpcpb::kv_client::KvClient;
 use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
 
+use crate::batch::{BatchStream, KvConn};
 use crate::client::Inner;
 use crate::error::{Error, Failure};
 
@@ -102,6 +103,31 @@ impl Inner {
             .entry(address.to_string())
             .or_insert(channel)
             .clone())
+    }
+
+    /// How Kv requests reach `address`: on its batched stream (opened on first use,
+    /// and again after it ended) or, with `batch_stream` off, by unary calls on
+    /// `channel`.
+    pub(crate) fn kv(&self, address: &str, channel: Channel) -> KvConn {
+        let max = self.config.max_message_size;
+        if !self.config.batch_stream {
+            return KvConn::Unary(kv_client(channel, max));
+        }
+        if let Some(stream) = self.batch_streams.read().get(address) {
+            if !stream.is_closed() {
+                return KvConn::Batched(stream.clone());
+            }
+        }
+        let mut streams = self.batch_streams.write();
+        let stream = streams
+            .entry(address.to_string())
+            .and_modify(|s| {
+                if s.is_closed() {
+                    *s = BatchStream::open(channel.clone(), max);
+                }
+            })
+            .or_insert_with(|| BatchStream::open(channel, max));
+        KvConn::Batched(stream.clone())
     }
 
     /// Whether the cache already knows what `want` asks for.

@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod batch;
 mod client;
 pub mod config;
 pub mod directory;

@@ -26,7 +26,7 @@ use shoal_proto::raft_cmdpb::{
 };
 use shoal_proto::Message;
 use shoal_raftstore::{RaftStore, ReadKind, ReadOutput};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::cmd_status::CmdResultExt;
 use crate::config::MAX_KEY_SIZE;
@@ -36,6 +36,7 @@ use shoal_proto::system::{is_system_key, SYSTEM_START};
 pub const MAX_SCAN_LIMIT: usize = 10_000;
 
 /// The Kv service of one node.
+#[derive(Clone)]
 pub struct KvService {
     store: Arc<RaftStore>,
     max_value_size: usize,
@@ -186,10 +187,10 @@ fn delete_op(key: Vec<u8>) -> CmdRequest {
     }
 }
 
-#[tonic::async_trait]
-impl Kv for KvService {
-    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let req = req.into_inner();
+/// One handler per request kind, shared by the unary calls and the batched stream.
+impl KvService {
+    /// Serves one Get request.
+    pub async fn serve_get(&self, req: GetRequest) -> Result<GetResponse, Status> {
         Self::check_key(&req.key, &req.context)?;
         let resp = match self.read(req.context, ReadKind::Get(req.key)).await? {
             Ok(ReadOutput::Value(v)) => GetResponse {
@@ -203,11 +204,11 @@ impl Kv for KvService {
                 ..Default::default()
             },
         };
-        Ok(Response::new(resp))
+        Ok(resp)
     }
 
-    async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        let req = req.into_inner();
+    /// Serves one Scan request.
+    pub async fn serve_scan(&self, req: ScanRequest) -> Result<ScanResponse, Status> {
         if req.start_key.len() > MAX_KEY_SIZE || req.end_key.len() > MAX_KEY_SIZE {
             return Err(Status::invalid_argument(format!(
                 "scan bounds must be at most {MAX_KEY_SIZE} bytes"
@@ -229,7 +230,7 @@ impl Kv for KvService {
         {
             end = SYSTEM_START.to_vec();
             if req.start_key.as_slice() >= SYSTEM_START {
-                return Ok(Response::new(ScanResponse::default()));
+                return Ok(ScanResponse::default());
             }
         }
         let exclusive = req.exclusive_start;
@@ -251,38 +252,35 @@ impl Kv for KvService {
                 pairs: Vec::new(),
             },
         };
-        Ok(Response::new(resp))
+        Ok(resp)
     }
 
-    async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let req = req.into_inner();
+    /// Serves one Put request.
+    pub async fn serve_put(&self, req: PutRequest) -> Result<PutResponse, Status> {
         Self::check_key(&req.key, &req.context)?;
         self.check_value(&req.value)?;
         let region_error = self
             .write(req.context, vec![put_op(req.key, req.value)])
             .await?
             .err();
-        Ok(Response::new(PutResponse { region_error }))
+        Ok(PutResponse { region_error })
     }
 
-    async fn delete(
-        &self,
-        req: Request<DeleteRequest>,
-    ) -> Result<Response<DeleteResponse>, Status> {
-        let req = req.into_inner();
+    /// Serves one Delete request.
+    pub async fn serve_delete(&self, req: DeleteRequest) -> Result<DeleteResponse, Status> {
         Self::check_key(&req.key, &req.context)?;
         let region_error = self
             .write(req.context, vec![delete_op(req.key)])
             .await?
             .err();
-        Ok(Response::new(DeleteResponse { region_error }))
+        Ok(DeleteResponse { region_error })
     }
 
-    async fn batch_write(
+    /// Serves one BatchWrite request.
+    pub async fn serve_batch_write(
         &self,
-        req: Request<BatchWriteRequest>,
-    ) -> Result<Response<BatchWriteResponse>, Status> {
-        let req = req.into_inner();
+        req: BatchWriteRequest,
+    ) -> Result<BatchWriteResponse, Status> {
         if req.mutations.is_empty() {
             return Err(Status::invalid_argument("batch has no mutations"));
         }
@@ -311,14 +309,14 @@ impl Kv for KvService {
             }
         }
         let region_error = self.write(req.context, ops).await?.err();
-        Ok(Response::new(BatchWriteResponse { region_error }))
+        Ok(BatchWriteResponse { region_error })
     }
 
-    async fn compare_and_swap(
+    /// Serves one CompareAndSwap request.
+    pub async fn serve_compare_and_swap(
         &self,
-        req: Request<CompareAndSwapRequest>,
-    ) -> Result<Response<CompareAndSwapResponse>, Status> {
-        let req = req.into_inner();
+        req: CompareAndSwapRequest,
+    ) -> Result<CompareAndSwapResponse, Status> {
         Self::check_key(&req.key, &req.context)?;
         self.check_value(&req.new_value)?;
         if req.expected_absent && !req.expected_value.is_empty() {
@@ -349,7 +347,59 @@ impl Kv for KvService {
                 ..Default::default()
             },
         };
-        Ok(Response::new(resp))
+        Ok(resp)
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        self.serve_get(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        self.serve_scan(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        self.serve_put(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn delete(
+        &self,
+        req: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        self.serve_delete(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn batch_write(
+        &self,
+        req: Request<BatchWriteRequest>,
+    ) -> Result<Response<BatchWriteResponse>, Status> {
+        self.serve_batch_write(req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn compare_and_swap(
+        &self,
+        req: Request<CompareAndSwapRequest>,
+    ) -> Result<Response<CompareAndSwapResponse>, Status> {
+        self.serve_compare_and_swap(req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type BatchCommandsStream = crate::kv_batch::ResponseStream;
+
+    async fn batch_commands(
+        &self,
+        req: Request<Streaming<BatchCommandsRequest>>,
+    ) -> Result<Response<Self::BatchCommandsStream>, Status> {
+        Ok(Response::new(crate::kv_batch::serve(
+            Arc::new(self.clone()),
+            req.into_inner(),
+        )))
     }
 }
 

@@ -20,6 +20,7 @@ pub mod cli;
 mod cmd_status;
 pub mod config;
 pub mod directory;
+pub mod kv_batch;
 pub mod kv_service;
 mod message_limit;
 pub mod node;

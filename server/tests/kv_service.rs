@@ -1,5 +1,7 @@
 //! The Kv service of one in-process node, through the client: every operation, and
-//! bad input refused with `InvalidArgument` and a precise message before Raft.
+//! bad input refused with `InvalidArgument` and a precise message before Raft, both
+//! on the batched stream (`Kv.BatchCommands`, the client's default) and by unary
+//! calls; and many concurrent requests sharing one stream.
 
 use std::time::Duration;
 
@@ -45,9 +47,11 @@ async fn start(regions: usize, max_value_size: usize) -> TestNode {
 }
 
 impl TestNode {
-    async fn client(&self) -> Client {
+    /// A client on the batched stream, or (`batch_stream` false) unary calls.
+    async fn client(&self, batch_stream: bool) -> Client {
         let cfg = ClientConfig {
             request_timeout: Duration::from_secs(10),
+            batch_stream,
             ..ClientConfig::default()
         };
         Client::connect(vec![self.addr.clone()], cfg).await.unwrap()
@@ -74,8 +78,15 @@ fn rejected_with(e: Error, words: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_works_across_regions() {
-    let node = start(4, 1 << 20).await;
-    let c = node.client().await;
+    for batch_stream in [true, false] {
+        let node = start(4, 1 << 20).await;
+        let c = node.client(batch_stream).await;
+        every_operation(&c).await;
+        node.stop().await;
+    }
+}
+
+async fn every_operation(c: &Client) {
     // Keys in different regions (split at 0x40, 0x80, 0xc0).
     for (k, v) in [
         (&b"\x10a"[..], &b"1"[..]),
@@ -120,13 +131,18 @@ async fn every_operation_works_across_regions() {
     .unwrap();
     assert_eq!(c.get(b"\x12y").await.unwrap(), Some(b"y".to_vec()));
     assert_eq!(c.get(b"\x10a").await.unwrap(), None);
-    node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_before_raft() {
-    let node = start(1, 1024).await;
-    let c = node.client().await;
+    for batch_stream in [true, false] {
+        let node = start(1, 1024).await;
+        bad_input_is_refused(&node.client(batch_stream).await).await;
+        node.stop().await;
+    }
+}
+
+async fn bad_input_is_refused(c: &Client) {
     c.put(b"ok", b"fine").await.unwrap();
     rejected_with(c.put(b"", b"v").await.unwrap_err(), "empty");
     rejected_with(c.put(vec![b'k'; 4097], b"v").await.unwrap_err(), "4096");
@@ -140,6 +156,45 @@ async fn bad_input_is_refused_before_raft() {
     rejected_with(c.batch_write(too_many).await.unwrap_err(), "max-batch-keys");
     // Nothing refused reached the store.
     assert_eq!(c.get(b"k").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_requests_share_one_stream_and_each_gets_its_own_answer() {
+    let node = start(4, 1 << 20).await;
+    let c = node.client(true).await;
+    // 200 tasks, 10 puts each, all in flight together on the one stream: every
+    // answer must reach its own caller (ids matched back), and every put be there.
+    let tasks: Vec<_> = (0..200u32)
+        .map(|t| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for i in 0..10u32 {
+                    let key = format!("{:08x}", (t * 10 + i).wrapping_mul(0x9E37_79B9));
+                    c.put(&key, format!("{t}-{i}")).await.unwrap();
+                    // A bad request among good ones is refused alone.
+                    if i == 5 {
+                        rejected_with(c.put(b"", b"v").await.unwrap_err(), "empty");
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let gets: Vec<_> = (0..2000u32)
+        .map(|n| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let key = format!("{:08x}", n.wrapping_mul(0x9E37_79B9));
+                (n, c.get(&key).await.unwrap())
+            })
+        })
+        .collect();
+    for g in gets {
+        let (n, v) = g.await.unwrap();
+        assert_eq!(v, Some(format!("{}-{}", n / 10, n % 10).into_bytes()));
+    }
     node.stop().await;
 }
 

@@ -187,6 +187,70 @@ impl Kv for MockNode {
             previous_value: previous.unwrap_or_default(),
         }))
     }
+
+    type BatchCommandsStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<BatchCommandsResponse, Status>> + Send>,
+    >;
+
+    /// As the real store's: each request served as its unary call (a task each),
+    /// answered with its id as it completes.
+    async fn batch_commands(
+        &self,
+        req: Request<tonic::Streaming<BatchCommandsRequest>>,
+    ) -> Result<Response<Self::BatchCommandsStream>, Status> {
+        use batch_commands_request::request::Cmd as Ask;
+        use batch_commands_response::response::Cmd as Ans;
+        let mut inbound = req.into_inner();
+        let (out, answers) = futures::channel::mpsc::unbounded();
+        let node = self.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(frame)) = inbound.message().await {
+                for r in frame.requests {
+                    let (node, out) = (node.clone(), out.clone());
+                    tokio::spawn(async move {
+                        let answer = match r.cmd.expect("a command") {
+                            Ask::Get(q) => node
+                                .get(Request::new(q))
+                                .await
+                                .map(|a| Ans::Get(a.into_inner())),
+                            Ask::Put(q) => node
+                                .put(Request::new(q))
+                                .await
+                                .map(|a| Ans::Put(a.into_inner())),
+                            Ask::Delete(q) => node
+                                .delete(Request::new(q))
+                                .await
+                                .map(|a| Ans::Delete(a.into_inner())),
+                            Ask::Cas(q) => node
+                                .compare_and_swap(Request::new(q))
+                                .await
+                                .map(|a| Ans::Cas(a.into_inner())),
+                            Ask::BatchWrite(q) => node
+                                .batch_write(Request::new(q))
+                                .await
+                                .map(|a| Ans::BatchWrite(a.into_inner())),
+                            Ask::Scan(q) => node
+                                .scan(Request::new(q))
+                                .await
+                                .map(|a| Ans::Scan(a.into_inner())),
+                        };
+                        let cmd = answer.unwrap_or_else(|s| {
+                            Ans::Failure(RequestFailure {
+                                code: s.code() as i32,
+                                message: s.message().to_string(),
+                            })
+                        });
+                        let responses = vec![batch_commands_response::Response {
+                            id: r.id,
+                            cmd: Some(cmd),
+                        }];
+                        let _ = out.unbounded_send(Ok(BatchCommandsResponse { responses }));
+                    });
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(answers)))
+    }
 }
 
 #[tonic::async_trait]
