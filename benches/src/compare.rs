@@ -2,13 +2,21 @@
 //!
 //! Runs four rounds, etcd, Shoal, Shoal, etcd: each starts a fresh cluster (etcd:
 //! `--nodes` members; Shoal: `--nodes` node processes of this executable
-//! bootstrapped with `--regions` regions), runs the workload once per `--clients`
-//! value, and stops it. This machine's CPU and fsync speed drift within minutes, so
-//! the ratio is taken over the pairs (both systems' rounds summed): drift cannot
-//! favour either side. Each report also counts CPU per request of the servers and
-//! of the load generator, which shares the cores with them. Both run on 127.0.0.1 with free ports and their data and logs under
-//! `--dir`, with fsync on (both systems' defaults). Prints a side-by-side table and
-//! writes every report as JSON.
+//! bootstrapped with `--regions` regions), runs each `--workload` (put, get, and the
+//! 90/10 get/put mix by default) once per `--clients` value, and stops it. This
+//! machine's CPU and fsync speed drift within minutes, so the ratio is taken over the
+//! pairs (both systems' rounds summed): drift cannot favour either side. Each report
+//! also counts CPU per request of the servers and of the load generator, which
+//! shares the cores with them. Both run on 127.0.0.1 with free ports and their data
+//! and logs under `--dir`, with fsync on (both systems' defaults). Prints a
+//! side-by-side table and writes every report as JSON.
+//!
+//! How each system's load generator connects: Shoal's through `shoal-client`, to
+//! each region's leader, on one batched stream per store (`--ab-unary` compares
+//! with unary calls); etcd's with one gRPC channel per member, client loop `i` on
+//! member `i mod N`, unary calls (as etcd's own clients make them), so most requests
+//! reach a follower that forwards them to the leader (`--etcd-leader-only` puts
+//! every etcd client on the leader instead).
 //!
 //! Every process started is stopped when the run ends, fails, or is interrupted:
 //! SIGTERM, then SIGKILL after 10 s; children also get SIGKILL if this process dies.
@@ -38,9 +46,15 @@ pub struct CompareArgs {
     /// One pass per value: requests in flight.
     #[arg(long, value_delimiter = ',', default_value = "64,256")]
     pub clients: Vec<usize>,
-    /// The workload of every pass.
-    #[arg(long, value_enum, default_value_t = Workload::Put)]
-    pub workload: Workload,
+    /// The workloads, each run once per `--clients` value in every round
+    /// (`mixed` is 90% gets, 10% puts).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "put,get,mixed"
+    )]
+    pub workload: Vec<Workload>,
     /// Bytes per value.
     #[arg(long, default_value_t = 256)]
     pub value_size: usize,
@@ -74,6 +88,15 @@ pub struct CompareArgs {
     /// stream (the default). With --ab, side B's nodes also get its flags.
     #[arg(long)]
     pub ab_unary: bool,
+    /// Compare Shoal with another build of itself: side B's nodes run this `shoal`
+    /// executable (e.g. one built without a feature), side A's this one.
+    #[arg(long, value_name = "PATH")]
+    pub ab_bin: Option<PathBuf>,
+    /// Send every etcd request to the etcd leader (found from its members'
+    /// `etcd_server_is_leader` metric) instead of spreading clients over all
+    /// members, two thirds of whose requests are then forwarded to the leader.
+    #[arg(long)]
+    pub etcd_leader_only: bool,
 }
 
 /// One side of a comparison: a system and, for Shoal, extra node flags.
@@ -87,39 +110,44 @@ pub struct Side {
     pub node_flags: Vec<String>,
     /// Whether its load generator uses unary calls (`shoal bench --unary`).
     pub unary: bool,
+    /// The `shoal` executable its nodes run, when not this one.
+    pub node_bin: Option<PathBuf>,
 }
 
 /// Side A (etcd, or Shoal as it is) and side B (Shoal, or Shoal with `--ab`'s flags).
 fn sides(args: &CompareArgs) -> (Side, Side) {
-    let shoal = |name: &str, flags: Vec<String>, unary: bool| Side {
+    let shoal = |name: &str, flags: Vec<String>, unary: bool, bin: Option<PathBuf>| Side {
         name: name.into(),
         target: TargetKind::Shoal,
         node_flags: flags,
         unary,
+        node_bin: bin,
     };
-    match (&args.ab, args.ab_unary) {
-        (None, false) => (
-            Side {
-                name: "etcd".into(),
-                target: TargetKind::Etcd,
-                node_flags: Vec::new(),
-                unary: false,
-            },
-            shoal("Shoal", Vec::new(), false),
-        ),
-        (flags, unary) => (
-            shoal("Shoal A", Vec::new(), false),
-            shoal(
-                "Shoal B",
-                flags
-                    .iter()
-                    .flat_map(|f| f.split_whitespace())
-                    .map(String::from)
-                    .collect(),
-                unary,
-            ),
-        ),
+    if !is_ab(args) {
+        let etcd = Side {
+            name: "etcd".into(),
+            target: TargetKind::Etcd,
+            node_flags: Vec::new(),
+            unary: false,
+            node_bin: None,
+        };
+        return (etcd, shoal("Shoal", Vec::new(), false, None));
     }
+    let flags = args
+        .ab
+        .iter()
+        .flat_map(|f| f.split_whitespace())
+        .map(String::from)
+        .collect();
+    (
+        shoal("Shoal A", Vec::new(), false, None),
+        shoal("Shoal B", flags, args.ab_unary, args.ab_bin.clone()),
+    )
+}
+
+/// Whether Shoal is compared with itself (`--ab`, `--ab-unary`, `--ab-bin`).
+fn is_ab(args: &CompareArgs) -> bool {
+    args.ab.is_some() || args.ab_unary || args.ab_bin.is_some()
 }
 
 /// A child process that is stopped when dropped.
@@ -311,6 +339,30 @@ async fn wait_ready(cluster: &mut Cluster, bench: &BenchArgs, dir: &Path) -> Res
     ))
 }
 
+/// The client endpoint of the etcd member that leads: the one whose `/metrics` say
+/// `etcd_server_is_leader 1`.
+fn etcd_leader(endpoints: &[String]) -> Result<String, String> {
+    use std::io::{Read, Write};
+    for endpoint in endpoints {
+        let metrics = (|| -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect(endpoint)?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        })()
+        .map_err(|e| format!("cannot read {endpoint}/metrics: {e}"))?;
+        if metrics
+            .lines()
+            .any(|l| l.trim() == "etcd_server_is_leader 1")
+        {
+            return Ok(endpoint.clone());
+        }
+    }
+    Err("no etcd member says it leads (etcd_server_is_leader)".into())
+}
+
 async fn probe(bench: &BenchArgs) -> Result<(), String> {
     let quick = BenchArgs {
         request_timeout: Duration::from_secs(2),
@@ -337,6 +389,8 @@ async fn probe(bench: &BenchArgs) -> Result<(), String> {
 /// One pass: the same workload against both systems.
 #[derive(Debug, Clone, Serialize)]
 pub struct Pass {
+    /// What each request does.
+    pub workload: Workload,
     /// Requests in flight.
     pub clients: usize,
     /// Side A's runs (first and last round).
@@ -383,10 +437,18 @@ fn validate(args: &CompareArgs) -> Result<(), String> {
     if !(1..=9).contains(&args.nodes) {
         return Err(format!("--nodes {}: must be 1..=9", args.nodes));
     }
+    if args.workload.is_empty() {
+        return Err("--workload: give one or more workloads".into());
+    }
     if args.clients.is_empty() || args.clients.contains(&0) {
         return Err("--clients: give one or more counts > 0".into());
     }
-    if args.ab.is_some() || args.ab_unary {
+    if let Some(bin) = &args.ab_bin {
+        if !bin.is_file() {
+            return Err(format!("--ab-bin {}: no such file", bin.display()));
+        }
+    }
+    if is_ab(args) {
         return Ok(());
     }
     let found = Command::new(&args.etcd_bin)
@@ -404,11 +466,17 @@ fn validate(args: &CompareArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn bench_args(args: &CompareArgs, side: &Side, clients: usize, c: &Cluster) -> BenchArgs {
+fn bench_args(
+    args: &CompareArgs,
+    side: &Side,
+    workload: Workload,
+    clients: usize,
+    c: &Cluster,
+) -> BenchArgs {
     let target = side.target;
     BenchArgs {
         unary: side.unary,
-        workload: args.workload,
+        workload,
         target,
         endpoints: c.endpoints.clone(),
         clients,
@@ -432,12 +500,15 @@ async fn compare(args: &CompareArgs, node_bin: &Path) -> Result<(), String> {
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let mut passes: Vec<Pass> = args
-        .clients
+        .workload
         .iter()
-        .map(|&clients| Pass {
-            clients,
-            a: Vec::new(),
-            b: Vec::new(),
+        .flat_map(|&workload| {
+            args.clients.iter().map(move |&clients| Pass {
+                workload,
+                clients,
+                a: Vec::new(),
+                b: Vec::new(),
+            })
         })
         .collect();
     let (side_a, side_b) = sides(args);
@@ -451,15 +522,28 @@ async fn compare(args: &CompareArgs, node_bin: &Path) -> Result<(), String> {
         );
         let mut cluster = match target {
             TargetKind::Etcd => start_etcd(args, dir)?,
-            TargetKind::Shoal => start_shoal(args, node_bin, dir, &name, &side.node_flags)?,
+            TargetKind::Shoal => {
+                let bin = side.node_bin.as_deref().unwrap_or(node_bin);
+                start_shoal(args, bin, dir, &name, &side.node_flags)?
+            }
         };
-        let probe_args = bench_args(args, side, 1, &cluster);
+        let probe_args = bench_args(args, side, Workload::Put, 1, &cluster);
         wait_ready(&mut cluster, &probe_args, dir).await?;
+        if target == TargetKind::Etcd && args.etcd_leader_only {
+            let leader = etcd_leader(&cluster.endpoints)?;
+            eprintln!("bench-compare: every etcd client on the leader, {leader}");
+            cluster.endpoints = vec![leader];
+        }
         for pass in passes.iter_mut() {
-            let mut bench = bench_args(args, side, pass.clients, &cluster);
-            bench.json = Some(dir.join(format!("{name}-{}-round{}.json", pass.clients, round + 1)));
+            let mut bench = bench_args(args, side, pass.workload, pass.clients, &cluster);
+            let workload = format!("{:?}", pass.workload).to_lowercase();
+            bench.json = Some(dir.join(format!(
+                "{name}-{workload}-{}-round{}.json",
+                pass.clients,
+                round + 1
+            )));
             eprintln!(
-                "bench-compare: round {} of 4: {name}, {} clients",
+                "bench-compare: round {} of 4: {name}, {workload}, {} clients",
                 round + 1,
                 pass.clients
             );
@@ -504,12 +588,16 @@ pub fn table(args: &CompareArgs, cmp: &Comparison) -> String {
         "; B's load generator sends unary calls"
     } else {
         ""
-    };
+    } + &cmp
+        .b
+        .node_bin
+        .as_ref()
+        .map(|p| format!("; B's nodes run {}", p.display()))
+        .unwrap_or_default();
     let mut s = format!(
-        "{}, {}-byte values, {} keys, {} s measured after {} s warm-up; {} nodes each, \
+        "{}-byte values, {} keys, {} s measured after {} s warm-up; {} nodes each, \
          {} Shoal regions, {} cores; rounds {a}, {b}, {b}, {a}: each figure is the mean of a \
          side's two rounds, the ratio that of their sums{flags}\n\n",
-        format!("{:?}", args.workload).to_lowercase(),
         args.value_size,
         args.keys,
         args.duration.as_secs_f64(),
@@ -519,11 +607,11 @@ pub fn table(args: &CompareArgs, cmp: &Comparison) -> String {
         cmp.cores
     );
     s.push_str(&format!(
-        "| clients | {b} ops/s | {a} ops/s | {b}/{a} (pairs) | {b} p50 ms | {a} p50 ms \
+        "| workload | clients | {b} ops/s | {a} ops/s | {b}/{a} (pairs) | {b} p50 ms | {a} p50 ms \
          | {b} p99 ms | {a} p99 ms | CPU us/op {b} (servers + client) | CPU us/op {a} \
          (servers + client) | {b} raft msgs/op | {b} entries/fsync | errors ({b}, {a}) |\n"
     ));
-    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for p in &cmp.passes {
         let (sh, et) = (&p.b[..], &p.a[..]);
         if sh.is_empty() || et.is_empty() {
@@ -556,7 +644,8 @@ pub fn table(args: &CompareArgs, cmp: &Comparison) -> String {
         });
         let errors = |rs: &[Report]| rs.iter().map(|r| r.errors).sum::<u64>();
         s.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {ratio:.2}x | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {msgs:.2} | {epf:.1} | {}, {} |\n",
+            "| {} | {} | {:.0} | {:.0} | {ratio:.2}x | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {msgs:.2} | {epf:.1} | {}, {} |\n",
+            format!("{:?}", p.workload).to_lowercase(),
             p.clients,
             mean(sh, |r| r.ops_per_sec),
             mean(et, |r| r.ops_per_sec),

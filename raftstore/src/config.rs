@@ -58,6 +58,12 @@ pub struct Config {
     /// commit up to a heartbeat later (they apply later; reads are the leader's);
     /// each write saves a round of messages to every follower. Default true.
     pub raft_skip_bcast_commit: bool,
+    /// Whether the writes one region's leader receives in one poll round (puts,
+    /// deletes, compare-and-swaps, batch writes, from any clients) are proposed as
+    /// one Raft entry, up to `raft_entry_max_size`, instead of one entry each: one
+    /// log key, one apply step and less raft-rs work for all of them. Each caller
+    /// still gets its own answer; they commit or fail together. Default true.
+    pub raft_merge_writes: bool,
     /// Threads that run scans and region checksums. Default 2; >= 1.
     pub read_pool_threads: usize,
     /// Reads queued for the read pool before more are refused with `ServerIsBusy`.
@@ -111,6 +117,7 @@ impl Default for Config {
             max_pending_proposals: 4096,
             raft_max_uncommitted_size: 128 << 20,
             raft_skip_bcast_commit: true,
+            raft_merge_writes: true,
             read_pool_threads: 2,
             read_pool_queue: 1024,
             region_max_size: 96 << 20,

@@ -23,6 +23,9 @@ pub struct StoreMetrics {
     pub raft_messages_refused: AtomicU64,
     /// Commands proposed to Raft.
     pub proposals: AtomicU64,
+    /// Writes proposed in another write's entry (`raft_merge_writes`): a proposal
+    /// of N merged writes adds N - 1.
+    pub writes_merged: AtomicU64,
     /// Entries applied to the kv engine.
     pub applied_entries: AtomicU64,
     /// Synced kv writes of apply batches holding an admin command (split, merge).
@@ -108,6 +111,7 @@ impl StoreMetrics {
             raft_messages_sent: get(&self.raft_messages_sent),
             transport_batches_sent: get(&self.transport_batches_sent),
             proposals: get(&self.proposals),
+            writes_merged: get(&self.writes_merged),
             applied_entries: get(&self.applied_entries),
             reads_served: get(&self.reads_served),
             region_count: gauge(&self.region_count),

@@ -52,6 +52,36 @@ impl Command {
     }
 }
 
+/// Where a proposal's answer goes: one caller, or the callers of several writes
+/// proposed as one entry (`operation::propose`), in order, each with its number
+/// of requests: each gets its own slice of the responses, or the shared error.
+pub(crate) enum Reply {
+    One(oneshot::Sender<WriteResult>),
+    Merged(Vec<(oneshot::Sender<WriteResult>, usize)>),
+}
+
+impl Reply {
+    /// Answers every caller (one that stopped waiting is skipped).
+    pub(crate) fn send(self, result: WriteResult) {
+        match (self, result) {
+            (Reply::One(tx), result) => {
+                let _ = tx.send(result);
+            }
+            (Reply::Merged(callers), Ok(responses)) => {
+                let mut responses = responses.into_iter();
+                for (tx, n) in callers {
+                    let _ = tx.send(Ok(responses.by_ref().take(n).collect()));
+                }
+            }
+            (Reply::Merged(callers), Err(e)) => {
+                for (tx, _) in callers {
+                    let _ = tx.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
 /// What a confirmed read reads from: a kv snapshot taken once everything up to the
 /// read index was applied, and the region's end as of then (a scan never reads
 /// past the range the peer owns).

@@ -108,6 +108,10 @@ pub struct NodeConfig {
     /// heartbeat instead of sending it to every follower at once (followers apply
     /// up to a heartbeat later; reads are served by leaders). Default true.
     pub raft_skip_bcast_commit: bool,
+    /// Whether the writes a region's leader receives in one poll round are
+    /// proposed as one Raft entry (each caller still gets its own answer) instead
+    /// of one entry each. Default true.
+    pub raft_merge_writes: bool,
     /// Bytes of persisted Raft entries each region's replica keeps in memory.
     /// Default 4194304 (4 MiB); >= 1.
     pub entry_cache_max_bytes: u64,
@@ -142,6 +146,7 @@ impl Default for NodeConfig {
             snap_max_concurrent: 2,
             snap_max_bytes_per_sec: 100 << 20,
             raft_skip_bcast_commit: true,
+            raft_merge_writes: true,
             entry_cache_max_bytes: 4 << 20,
             entry_cache_store_max_bytes: 256 << 20,
         }
@@ -347,6 +352,7 @@ impl NodeConfig {
             snap_dir: Some(self.data_dir.join("snap")),
             entry_cache_max_bytes: self.entry_cache_max_bytes,
             raft_skip_bcast_commit: self.raft_skip_bcast_commit,
+            raft_merge_writes: self.raft_merge_writes,
             entry_cache_store_max_bytes: self.entry_cache_store_max_bytes,
             ..shoal_raftstore::Config::default()
         }

@@ -139,6 +139,12 @@ pub fn render(store: &RaftStore) -> String {
             c.proposals,
         ),
         (
+            "shoal_writes_merged_total",
+            "counter",
+            "Writes proposed in another write's Raft entry (N merged writes count N - 1).",
+            c.writes_merged,
+        ),
+        (
             "shoal_applied_entries_total",
             "counter",
             "Log entries applied.",

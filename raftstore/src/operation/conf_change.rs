@@ -299,7 +299,7 @@ impl Peer {
             self.region().region_epoch,
             admin_request::Cmd::ChangePeer(ChangePeerRequest::default()),
         );
-        self.propose(Command::unanswered(leave), &ctx.store);
+        self.on_command(Command::unanswered(leave), &ctx.store);
     }
 
     /// raft-rs takes the applied change; the region is now `region`; a removed

@@ -124,7 +124,7 @@ impl Peer {
     pub(crate) fn fail_proposals(&mut self, why: impl Fn(&Proposal) -> CmdError) {
         for p in self.proposals.drain(..) {
             let err = why(&p);
-            let _ = p.reply.send(Err(err));
+            p.reply.send(Err(err));
         }
     }
 

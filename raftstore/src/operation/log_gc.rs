@@ -62,7 +62,7 @@ impl Peer {
         });
         let region = self.region();
         let request = admin_cmd(region, self.store_id, region.region_epoch, cmd);
-        self.propose(Command::unanswered(request), &ctx.store);
+        self.on_command(Command::unanswered(request), &ctx.store);
     }
 
     /// The index to truncate the log to, if it is worth it: the lowest index every

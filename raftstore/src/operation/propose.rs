@@ -11,10 +11,19 @@
 //! by (index, term): another term at the index means certainly dropped
 //! (`CmdError::Dropped`); an index passed unseen means the outcome is unknown
 //! (`CmdError::Undetermined`).
+//!
+//! **Merged writes** (`raft_merge_writes`, on by default): the data writes a leader
+//! receives in one poll round are checked one by one as they arrive, then proposed
+//! together as one entry when the round's messages are handled, or before any
+//! other message of the round (so a write is never reordered with a read, an
+//! admin command or a Raft message), or when the next would take the entry past
+//! `raft_entry_max_size`. Concurrent writes may take effect in any order, and
+//! these take effect in arrival order; each caller gets the responses of its own
+//! requests (`msg::Reply`), and all of them the same error if the entry fails.
 
 use raft::eraftpb::Entry;
 use raft::StateRole;
-use shoal_proto::raft_cmdpb::{admin_request, RaftRequestHeader};
+use shoal_proto::raft_cmdpb::{admin_request, RaftCmdRequest, RaftRequestHeader};
 use shoal_proto::{Message as _, RegionExt};
 use tokio::sync::oneshot;
 
@@ -23,7 +32,7 @@ use crate::error::{
 };
 use crate::fsm::PollCtx;
 use crate::metrics::StoreMetrics;
-use crate::msg::Command;
+use crate::msg::{Command, Reply};
 use crate::operation::command::{check_epoch, check_keys, request_key};
 use crate::operation::conf_change::{change_peer_of, conf_change_of};
 use crate::raft::apply::ApplyTask;
@@ -34,7 +43,17 @@ use crate::store::context::StoreContext;
 pub(crate) struct Proposal {
     pub(crate) index: u64,
     pub(crate) term: u64,
-    pub(crate) reply: oneshot::Sender<WriteResult>,
+    pub(crate) reply: Reply,
+}
+
+/// Writes of this round waiting to be proposed as one entry (see the module docs).
+pub(crate) struct PendingWrites {
+    /// Their requests, in arrival order, under the first one's header.
+    request: shoal_proto::raft_cmdpb::RaftCmdRequest,
+    /// Each caller, with how many of the requests are its.
+    callers: Vec<(oneshot::Sender<WriteResult>, usize)>,
+    /// The encoded sizes of the writes added up: never below the entry's.
+    size: u64,
 }
 
 impl Peer {
@@ -51,9 +70,73 @@ impl Peer {
         check_keys(self.region(), keys)
     }
 
-    pub(crate) fn propose(&mut self, cmd: Command, store: &StoreContext) {
+    /// A command from the router: a data write joins the round's pending writes
+    /// (when `raft_merge_writes` is on and it passes the checks), anything else is
+    /// proposed at once, after them.
+    pub(crate) fn on_command(&mut self, cmd: Command, store: &StoreContext) {
+        if cmd.request.admin.is_some() || !store.cfg.raft_merge_writes {
+            self.propose_pending(store);
+            return self.propose(cmd.request, Reply::One(cmd.reply), store);
+        }
+        let Command { request, reply } = cmd;
+        let checked = match self.merging {
+            Some(_) => Err(region_merging(self.region_id)),
+            None => self.check_request(
+                request.header.as_ref().unwrap_or(&Default::default()),
+                request.requests.iter().filter_map(request_key),
+            ),
+        };
+        if let Err(e) = checked.and_then(|()| self.check_can_propose(store, false)) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let size = request.encoded_len() as u64;
+        if self
+            .pending_writes
+            .as_ref()
+            .is_some_and(|p| p.size + size > store.cfg.raft_entry_max_size)
+        {
+            self.propose_pending(store);
+        }
+        let count = request.requests.len();
+        match &mut self.pending_writes {
+            Some(p) => {
+                p.request.requests.extend(request.requests);
+                p.callers.push((reply, count));
+                p.size += size;
+            }
+            None => {
+                self.pending_writes = Some(PendingWrites {
+                    request,
+                    callers: vec![(reply, count)],
+                    size,
+                })
+            }
+        }
+    }
+
+    /// Proposes the round's pending writes as one entry (checked again as one).
+    pub(crate) fn propose_pending(&mut self, store: &StoreContext) {
+        let Some(PendingWrites {
+            request,
+            mut callers,
+            ..
+        }) = self.pending_writes.take()
+        else {
+            return;
+        };
+        let reply = match callers.len() {
+            1 => Reply::One(callers.pop().expect("one caller").0),
+            n => {
+                StoreMetrics::add(&store.metrics.writes_merged, n as u64 - 1);
+                Reply::Merged(callers)
+            }
+        };
+        self.propose(request, reply, store);
+    }
+
+    fn propose(&mut self, mut request: RaftCmdRequest, reply: Reply, store: &StoreContext) {
         let metrics = &store.metrics;
-        let Command { mut request, reply } = cmd;
         let header = request.header.unwrap_or_default();
         let checked = match request.admin.as_ref().and_then(|a| a.cmd.as_ref()) {
             Some(admin_request::Cmd::PrepareMerge(_)) => {
@@ -85,12 +168,12 @@ impl Peer {
         );
         let checked = checked.and_then(|()| self.check_can_propose(store, frees_space));
         if let Err(e) = checked {
-            let _ = reply.send(Err(e));
+            reply.send(Err(e));
             return;
         }
         let data = request.encode_to_vec();
         if data.len() as u64 > store.cfg.raft_entry_max_size {
-            let _ = reply.send(Err(entry_too_large(
+            reply.send(Err(entry_too_large(
                 self.region_id,
                 data.len() as u64,
                 store.cfg.raft_entry_max_size,
@@ -109,7 +192,7 @@ impl Peer {
         if let Err(e) = proposed {
             // As leader, raft-rs refuses only while a leader transfer is under way or
             // when too many bytes are uncommitted: nothing entered the log.
-            let _ = reply.send(Err(server_busy(
+            reply.send(Err(server_busy(
                 self.region_id,
                 &format!("raft refused the proposal ({e})"),
             )));
@@ -117,7 +200,7 @@ impl Peer {
         }
         let index = self.raw.raft.raft_log.last_index();
         if index == before {
-            let _ = reply.send(Err(CmdError::Dropped("raft dropped the proposal".into())));
+            reply.send(Err(CmdError::Dropped("raft dropped the proposal".into())));
             return;
         }
         StoreMetrics::add(&metrics.proposals, 1);
@@ -125,7 +208,7 @@ impl Peer {
         // leader overwrote (we appended here): they can never commit.
         while self.proposals.back().is_some_and(|p| p.index >= index) {
             let p = self.proposals.pop_back().expect("back exists");
-            let _ = p.reply.send(Err(CmdError::Dropped(format!(
+            p.reply.send(Err(CmdError::Dropped(format!(
                 "region {}: index {} was overwritten by a newer leader's log",
                 self.region_id, p.index
             ))));
@@ -187,7 +270,7 @@ impl Peer {
         while self.proposals.front().is_some_and(|p| p.index <= last) {
             let p = self.proposals.pop_front().expect("front exists");
             if p.index < first {
-                let _ = p.reply.send(Err(CmdError::Undetermined(format!(
+                p.reply.send(Err(CmdError::Undetermined(format!(
                     "region {}: index {} committed before this peer saw it",
                     self.region_id, p.index
                 ))));
@@ -198,7 +281,7 @@ impl Peer {
             if entry.term == p.term {
                 replies.push((p.index, p.reply));
             } else {
-                let _ = p.reply.send(Err(CmdError::Dropped(format!(
+                p.reply.send(Err(CmdError::Dropped(format!(
                     "region {}: index {} was taken by another leader's entry",
                     self.region_id, p.index
                 ))));

@@ -28,6 +28,7 @@ impl Peer {
         if self.destroyed {
             return;
         }
+        self.propose_pending(&ctx.store);
         self.ask_read_index();
         self.handle_ready(ctx);
         // A read index may already be applied: serve without waiting for apply.

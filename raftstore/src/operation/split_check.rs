@@ -72,7 +72,7 @@ impl Peer {
             region.region_epoch,
             admin_request::Cmd::Split(split),
         );
-        self.propose(Command::unanswered(request), &ctx.store);
+        self.on_command(Command::unanswered(request), &ctx.store);
         self.split_check.last = None;
     }
 }

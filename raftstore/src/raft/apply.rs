@@ -11,9 +11,8 @@ use shoal_engine::rocks::RocksKvEngine;
 use shoal_engine::{KvBatch, LogEngine};
 use shoal_proto::metapb::{PeerChange, Region};
 use shoal_proto::raft_serverpb::{MergeState, RaftApplyState, RaftLocalState};
-use tokio::sync::oneshot;
 
-use crate::error::WriteResult;
+use crate::msg::Reply;
 use crate::operation::snapshot::apply::SnapshotTask;
 
 /// Committed entries of one region, with the answers owed for some of them.
@@ -23,7 +22,7 @@ pub(crate) struct ApplyTask {
     /// Committed entries in index order.
     pub(crate) entries: Vec<Entry>,
     /// `(index, reply)` for entries proposed through this peer.
-    pub(crate) replies: Vec<(u64, oneshot::Sender<WriteResult>)>,
+    pub(crate) replies: Vec<(u64, Reply)>,
 }
 
 /// A region an apply worker starts applying for.

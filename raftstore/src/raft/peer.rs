@@ -23,7 +23,7 @@ use crate::fsm::PollCtx;
 use crate::metrics::StoreMetrics;
 use crate::msg::{PeerMsg, PeerTick, ReadRequest};
 use crate::operation::merge::DRIVE_EVERY_TICKS;
-use crate::operation::propose::Proposal;
+use crate::operation::propose::{PendingWrites, Proposal};
 use crate::operation::read::ReadBatch;
 use crate::operation::snapshot::apply::{drop_snapshot_files, is_snapshot, PendingSnapshot};
 use crate::operation::snapshot::SnapKey;
@@ -38,6 +38,8 @@ pub(crate) struct Peer {
     pub(crate) raw: RawNode<PeerStorage>,
     /// Writes proposed and waiting for apply, in index order.
     pub(crate) proposals: VecDeque<Proposal>,
+    /// Writes of this round not proposed yet (`operation::propose`, merged writes).
+    pub(crate) pending_writes: Option<PendingWrites>,
     /// Reads received this round, not yet given a read index.
     pub(crate) new_reads: Vec<ReadRequest>,
     /// Reads waiting for their index to be confirmed, then applied.
@@ -87,6 +89,7 @@ impl Peer {
             store_id,
             raw,
             proposals: VecDeque::new(),
+            pending_writes: None,
             new_reads: Vec::new(),
             read_batches: VecDeque::new(),
             next_read_ctx: 1,
@@ -130,9 +133,13 @@ impl Peer {
                 other => self.refuse(other, ctx),
             };
         }
+        // The round's pending writes go first: nothing is reordered with them.
+        if !matches!(&msg, PeerMsg::Command(c) if c.request.admin.is_none()) {
+            self.propose_pending(&ctx.store);
+        }
         match msg {
             PeerMsg::Raft(m) => self.step(*m, ctx),
-            PeerMsg::Command(cmd) => self.propose(cmd, &ctx.store),
+            PeerMsg::Command(cmd) => self.on_command(cmd, &ctx.store),
             PeerMsg::Read(r) => self.accept_read(r),
             PeerMsg::Tick(PeerTick::Raft) => self.on_raft_tick(ctx),
             PeerMsg::Tick(PeerTick::SplitCheck) => self.on_split_check_tick(ctx),

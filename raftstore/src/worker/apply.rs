@@ -14,12 +14,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::msg::Reply;
 use crossbeam_channel::Receiver;
 use shoal_engine::keys::apply_state_key;
 use shoal_engine::rocks::RocksKvEngine;
 use shoal_engine::{Cf, KvBatch, KvEngine, LogEngine};
 use shoal_proto::Message as _;
-use tokio::sync::oneshot;
 
 use crate::error::{CmdError, WriteResult};
 use crate::metrics::StoreMetrics;
@@ -38,7 +38,7 @@ pub(crate) struct ApplyWorker<R> {
 }
 
 /// The answers owed to proposers once the batch is written.
-type Answers = Vec<(oneshot::Sender<WriteResult>, WriteResult)>;
+type Answers = Vec<(Reply, WriteResult)>;
 
 impl<R: Fn(u64, ApplyRes)> ApplyWorker<R> {
     /// The worker's loop; returns when every sender is gone.
@@ -100,7 +100,7 @@ impl<R: Fn(u64, ApplyRes)> ApplyWorker<R> {
         fail::fail_point!("apply_after_kv_write");
         StoreMetrics::add(&self.metrics.applied_entries, count);
         for (reply, result) in answers {
-            let _ = reply.send(result);
+            reply.send(result);
         }
         for (region_id, res) in ctx.results {
             (self.report)(region_id, res);

@@ -7,6 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use shoal_server::cli::{self, AdminCommand, KvCommand};
 use shoal_server::config::NodeConfig;
 
+/// mimalloc: less CPU per request than the system's malloc (BENCHMARKS.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Shoal: a multi-raft sharded key-value storage engine.
 #[derive(Parser)]
 #[command(name = "shoal", version, about)]
@@ -110,6 +115,10 @@ struct NodeArgs {
     /// sending it to every follower at once [default: true].
     #[arg(long, value_name = "BOOL")]
     raft_skip_bcast_commit: Option<bool>,
+    /// Propose the writes a region's leader receives in one poll round as one Raft
+    /// entry [default: true].
+    #[arg(long, value_name = "BOOL")]
+    raft_merge_writes: Option<bool>,
     /// Bytes of persisted Raft entries each region's replica keeps in memory
     /// [default: 4194304].
     #[arg(long)]
@@ -149,7 +158,8 @@ impl NodeArgs {
             snap_max_bytes_per_sec,
             entry_cache_max_bytes,
             entry_cache_store_max_bytes,
-            raft_skip_bcast_commit
+            raft_skip_bcast_commit,
+            raft_merge_writes
         );
         c.validate()?;
         Ok(c)

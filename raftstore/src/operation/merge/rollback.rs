@@ -34,7 +34,7 @@ impl Peer {
             self.region().region_epoch,
             admin_request::Cmd::RollbackMerge(RollbackMergeRequest { commit }),
         );
-        self.propose(Command::unanswered(request), &ctx.store);
+        self.on_command(Command::unanswered(request), &ctx.store);
     }
 
     /// Apply unfroze this region: it serves again.
