@@ -529,13 +529,15 @@ async fn compare(args: &CompareArgs, node_bin: &Path) -> Result<(), String> {
         };
         let probe_args = bench_args(args, side, Workload::Put, 1, &cluster);
         wait_ready(&mut cluster, &probe_args, dir).await?;
-        if target == TargetKind::Etcd && args.etcd_leader_only {
-            let leader = etcd_leader(&cluster.endpoints)?;
-            eprintln!("bench-compare: every etcd client on the leader, {leader}");
-            cluster.endpoints = vec![leader];
-        }
+
         for pass in passes.iter_mut() {
             let mut bench = bench_args(args, side, pass.workload, pass.clients, &cluster);
+            if target == TargetKind::Etcd && args.etcd_leader_only {
+                // Found again before each pass: the leader may have moved.
+                let leader = etcd_leader(&cluster.endpoints)?;
+                eprintln!("bench-compare: every etcd client on the leader, {leader}");
+                bench.endpoints = vec![leader];
+            }
             let workload = format!("{:?}", pass.workload).to_lowercase();
             bench.json = Some(dir.join(format!(
                 "{name}-{workload}-{}-round{}.json",

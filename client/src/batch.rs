@@ -1,25 +1,40 @@
 //! The batched stream to one store (`Kv.BatchCommands`): requests from every task
-//! of the client share one long-lived bidirectional gRPC stream per store address,
-//! many requests per frame, answers matched back by id.
+//! of the client share one long-lived bidirectional gRPC stream per store address
+//! (on an HTTP/2 connection of its own, so that a stream held back by flow control
+//! never stalls the client's other calls), many requests per frame, answers
+//! matched back by id.
 //!
 //! Two tasks run a stream. The **sender** takes the first queued request, adds
-//! every other one already queued (up to [`MAX_REQUESTS_PER_FRAME`]) and sends them
-//! as one frame: under load a frame carries many requests, alone it carries one and
-//! adds no delay. The **receiver** hands each answer to its caller. They are apart
-//! so that a sender held back by flow control never stops answers being read (which
-//! would deadlock against a server that stops reading while it has too much in
-//! flight).
+//! every other one already queued, up to [`MAX_REQUESTS_PER_FRAME`] and to the
+//! message size limit, and sends them as one frame: under load a frame carries
+//! many requests, alone it carries one and adds no delay. A request whose caller
+//! stopped waiting (timed out) is dropped unsent. The **receiver** hands each
+//! answer to its caller. They are apart so that a sender held back by flow control
+//! never stops answers being read (which would deadlock against a server that stops
+//! reading while it has too much in flight).
 //!
-//! The stream opens on the first request and ends when it fails; the next request
-//! opens a new one. Failures reach callers as `tonic::Status`es that the request
-//! loop classifies exactly as a unary call's (`discovery::is_transport_error`,
-//! `is_connect_failure`): a stream that could not be opened failed to connect (the
-//! requests were not sent); a stream lost after opening leaves the outcome of every
-//! request on it unknown. A request's own gRPC error comes back as the server's
-//! status (no source error: sent by a server).
+//! The stream opens on the first request and ends when it fails or the server ends
+//! it; the next request opens a new one. Failures reach callers as
+//! `tonic::Status`es that the request loop classifies as it does a unary call's
+//! (`discovery::is_transport_error`, `is_connect_failure`), by whether the request
+//! may have reached the server:
+//! - **not sent** (a `ConnectionRefused` source: the loop may retry even a write):
+//!   still queued when the stream ended; in a frame that was never handed to gRPC;
+//!   or unanswered when the server ended the stream cleanly, which it does only
+//!   after answering every request it read (`server/src/kv_batch.rs`: a node
+//!   shutting down stops reading and finishes what it read);
+//! - **maybe sent** (`ConnectionReset`: a write's outcome is unknown): unanswered
+//!   when the stream broke;
+//! - a stream that could not be opened passes its open's status on (a refused
+//!   connection is "not sent"); a server without `BatchCommands` (`Unimplemented`)
+//!   served nothing: its requests are "not sent", and the client sends unary calls
+//!   to that address from then on.
+//!
+//! A request's own gRPC error comes back as the server's status (no source error:
+//! sent by a server).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::SinkExt;
@@ -57,14 +72,17 @@ struct Queued {
 #[derive(Clone)]
 pub(crate) struct BatchStream {
     queue: mpsc::Sender<Queued>,
+    /// Set when the server answered `Unimplemented`: unary calls from then on.
+    unsupported: Arc<AtomicBool>,
 }
 
 impl BatchStream {
     /// A stream over `channel`, opened when the first request is queued.
     pub(crate) fn open(channel: Channel, max_message_size: usize) -> BatchStream {
         let (queue, queued) = mpsc::channel(QUEUE);
-        tokio::spawn(run(channel, max_message_size, queued));
-        BatchStream { queue }
+        let unsupported = Arc::new(AtomicBool::new(false));
+        tokio::spawn(run(channel, max_message_size, queued, unsupported.clone()));
+        BatchStream { queue, unsupported }
     }
 
     /// Whether the stream ended (failed, or never opened); a new one is needed.
@@ -72,22 +90,35 @@ impl BatchStream {
         self.queue.is_closed()
     }
 
+    /// Whether the store has no `BatchCommands` (an older node).
+    pub(crate) fn is_unsupported(&self) -> bool {
+        self.unsupported.load(Ordering::Relaxed)
+    }
+
     async fn call(&self, cmd: Ask) -> Result<Answer, Status> {
         let (reply, answer) = oneshot::channel();
         // A stream that ended before taking the request never sent it.
         if self.queue.send(Queued { cmd, reply }).await.is_err() {
-            return Err(transport_status(
-                "the batched stream closed before the request was sent",
-                std::io::ErrorKind::ConnectionRefused,
-            ));
+            return Err(not_sent());
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(transport_status(
-                "the batched stream ended with the request in flight",
-                std::io::ErrorKind::ConnectionReset,
-            ))
-        })
+        answer.await.unwrap_or_else(|_| Err(maybe_sent()))
     }
+}
+
+/// The status of a request the server certainly did not read.
+fn not_sent() -> Status {
+    transport_status(
+        "the batched stream ended before the request reached the store",
+        std::io::ErrorKind::ConnectionRefused,
+    )
+}
+
+/// The status of a request the server may have read and served.
+fn maybe_sent() -> Status {
+    transport_status(
+        "the batched stream broke with the request in flight",
+        std::io::ErrorKind::ConnectionReset,
+    )
 }
 
 /// A status the request loop reads as its transport's: it has a source error, and
@@ -154,30 +185,50 @@ typed_calls! {
 /// Callers waiting for answers, by request id.
 type Waiting = Arc<Mutex<HashMap<u64, Reply>>>;
 
+/// Room a frame leaves under the message limit for its own framing.
+const FRAME_SLACK: usize = 64 << 10;
+
 /// Opens the stream on the first request, then runs the receiver here and the
-/// sender on a task of its own until the stream fails or the client is dropped.
-async fn run(channel: Channel, max_message_size: usize, mut queued: mpsc::Receiver<Queued>) {
+/// sender on a task of its own until the stream ends or the client is dropped.
+async fn run(
+    channel: Channel,
+    max_message_size: usize,
+    mut queued: mpsc::Receiver<Queued>,
+    unsupported: Arc<AtomicBool>,
+) {
     let Some(first) = queued.recv().await else {
         return;
     };
+    let mut framer = Framer {
+        waiting: Arc::default(),
+        next_id: 0,
+        carry: Some(first),
+        budget: max_message_size.saturating_sub(FRAME_SLACK),
+    };
     let (mut frames, outbound) = futures::channel::mpsc::channel::<BatchCommandsRequest>(4);
-    let waiting: Waiting = Arc::default();
-    let next_id = AtomicU64::new(0);
-    let next_id = Arc::new(next_id);
-    let frame = take_frame(first, &mut queued, &waiting, &next_id);
-    // Buffered in the channel: sent as soon as the stream is open.
-    let _ = frames.try_send(frame);
+    let waiting = framer.waiting.clone();
+    if let Some((frame, _)) = framer.take(&mut queued) {
+        // Buffered in the channel: sent as soon as the stream is open.
+        let _ = frames.try_send(frame);
+    }
     let opened = kv_client(channel, max_message_size)
         .batch_commands(outbound)
         .await;
     let mut answers = match opened {
         Ok(resp) => resp.into_inner(),
         Err(status) => {
-            // Not open: the error (a refused connection, say) is every caller's.
             queued.close();
-            fail_all(&waiting, || status.clone());
+            if status.code() == Code::Unimplemented {
+                // Served nothing: the requests go again, as unary calls.
+                unsupported.store(true, Ordering::Relaxed);
+                fail_all(&waiting, not_sent);
+            } else {
+                // The first frame may have gone out before the open failed: the
+                // open's own status says (a refused connection sent nothing).
+                fail_all(&waiting, || status.clone());
+            }
             while let Ok(q) = queued.try_recv() {
-                let _ = q.reply.send(Err(status.clone()));
+                let _ = q.reply.send(Err(not_sent()));
             }
             return;
         }
@@ -186,24 +237,28 @@ async fn run(channel: Channel, max_message_size: usize, mut queued: mpsc::Receiv
     // then ends gracefully), when the stream breaks, or when told to; it hands the
     // queue back, so that requests never sent can be failed as such.
     let (stop, mut stopped) = oneshot::channel::<()>();
-    let sender = tokio::spawn({
-        let waiting = waiting.clone();
-        async move {
-            loop {
-                let step = async {
-                    let first = queued.recv().await?;
-                    let frame = take_frame(first, &mut queued, &waiting, &next_id);
-                    frames.send(frame).await.ok()
-                };
-                tokio::select! {
-                    sent = step => if sent.is_none() { break },
-                    _ = &mut stopped => break,
+    let sender = tokio::spawn(async move {
+        loop {
+            let frame = tokio::select! {
+                frame = framer.next(&mut queued) => frame,
+                _ = &mut stopped => break,
+            };
+            let Some((frame, ids)) = frame else { break };
+            tokio::select! {
+                sent = frames.send(frame) => if sent.is_err() {
+                    framer.unsend(&ids);
+                    break;
+                },
+                // Not handed to gRPC: not sent.
+                _ = &mut stopped => {
+                    framer.unsend(&ids);
+                    break;
                 }
             }
-            queued
         }
+        queued
     });
-    loop {
+    let clean_end = loop {
         match answers.message().await {
             Ok(Some(frame)) => {
                 let mut waiting = waiting.lock();
@@ -214,62 +269,174 @@ async fn run(channel: Channel, max_message_size: usize, mut queued: mpsc::Receiv
                     }
                 }
             }
-            // The server ended the stream (shutting down, or after the client's
-            // last request) or it broke.
-            Ok(None) | Err(_) => break,
+            // The server answered everything it read, then ended the stream.
+            Ok(None) => break true,
+            Err(_) => break false,
         }
-    }
+    };
     let _ = stop.send(());
     if let Ok(mut queued) = sender.await {
         queued.close();
         while let Ok(q) = queued.try_recv() {
-            let _ = q.reply.send(Err(transport_status(
-                "the batched stream ended before the request was sent",
-                std::io::ErrorKind::ConnectionRefused,
-            )));
+            let _ = q.reply.send(Err(not_sent()));
         }
     }
-    // Sent, or handed to gRPC to send: the outcome is unknown.
-    fail_all(&waiting, || {
-        transport_status(
-            "the batched stream ended with the request in flight",
-            std::io::ErrorKind::ConnectionReset,
-        )
-    });
+    match clean_end {
+        true => fail_all(&waiting, not_sent),
+        false => fail_all(&waiting, maybe_sent),
+    }
 }
 
-/// `first` and every request queued behind it, up to a frame's worth, registered
-/// under fresh ids.
-fn take_frame(
-    first: Queued,
-    queued: &mut mpsc::Receiver<Queued>,
-    waiting: &Waiting,
-    next_id: &AtomicU64,
-) -> BatchCommandsRequest {
-    let mut requests = Vec::with_capacity(8);
-    let mut waiting = waiting.lock();
-    let mut next = Some(first);
-    while let Some(q) = next.take() {
-        let id = next_id.fetch_add(1, Ordering::Relaxed);
-        waiting.insert(id, q.reply);
-        requests.push(Asked {
-            id,
-            cmd: Some(q.cmd),
-        });
-        if requests.len() < MAX_REQUESTS_PER_FRAME {
-            next = queued.try_recv().ok();
+/// Packs queued requests into frames and registers their callers.
+struct Framer {
+    waiting: Waiting,
+    next_id: u64,
+    /// A request taken from the queue that did not fit the last frame.
+    carry: Option<Queued>,
+    /// Most encoded bytes of requests in one frame (one request alone may pass it:
+    /// the client refused larger ones before queueing them).
+    budget: usize,
+}
+
+impl Framer {
+    /// The next frame, waiting for a request if none is queued; `None` once the
+    /// queue is closed and empty.
+    async fn next(
+        &mut self,
+        queued: &mut mpsc::Receiver<Queued>,
+    ) -> Option<(BatchCommandsRequest, Vec<u64>)> {
+        loop {
+            if self.carry.is_none() {
+                self.carry = Some(queued.recv().await?);
+            }
+            if let Some(frame) = self.take(queued) {
+                return Some(frame);
+            }
         }
     }
-    // Callers that gave up (timed out) leave their entries behind until answered;
-    // a server that never answers them must not make the map grow without bound.
-    if waiting.len() > 4 * QUEUE {
-        waiting.retain(|_, reply| !reply.is_closed());
+
+    /// The carried request and every request queued behind it, up to a frame's
+    /// worth, registered under fresh ids; `None` when every caller of them gave up.
+    fn take(
+        &mut self,
+        queued: &mut mpsc::Receiver<Queued>,
+    ) -> Option<(BatchCommandsRequest, Vec<u64>)> {
+        let mut requests = Vec::with_capacity(8);
+        let mut ids = Vec::with_capacity(8);
+        let mut bytes = 0;
+        let mut waiting = self.waiting.lock();
+        while let Some(q) = self.carry.take().or_else(|| queued.try_recv().ok()) {
+            // Its caller timed out while it waited: never sent, never served.
+            if q.reply.is_closed() {
+                continue;
+            }
+            let size = q.cmd.encoded_len() + 16;
+            if !requests.is_empty() && bytes + size > self.budget {
+                self.carry = Some(q);
+                break;
+            }
+            bytes += size;
+            let id = self.next_id;
+            self.next_id += 1;
+            waiting.insert(id, q.reply);
+            ids.push(id);
+            requests.push(Asked {
+                id,
+                cmd: Some(q.cmd),
+            });
+            if requests.len() == MAX_REQUESTS_PER_FRAME {
+                break;
+            }
+        }
+        // Callers that gave up after their request was sent leave their entries
+        // behind until answered; a server that never answers them must not make
+        // the map grow without bound.
+        if waiting.len() > 4 * QUEUE {
+            waiting.retain(|_, reply| !reply.is_closed());
+        }
+        (!requests.is_empty()).then_some((BatchCommandsRequest { requests }, ids))
     }
-    BatchCommandsRequest { requests }
+
+    /// Fails the requests of a frame that was never handed to gRPC: not sent.
+    fn unsend(&self, ids: &[u64]) {
+        let mut waiting = self.waiting.lock();
+        for id in ids {
+            if let Some(reply) = waiting.remove(id) {
+                let _ = reply.send(Err(not_sent()));
+            }
+        }
+    }
 }
 
 fn fail_all(waiting: &Waiting, status: impl Fn() -> Status) {
     for (_, reply) in waiting.lock().drain() {
         let _ = reply.send(Err(status()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(bytes: usize) -> (Queued, oneshot::Receiver<Result<Answer, Status>>) {
+        let (reply, answer) = oneshot::channel();
+        let cmd = Ask::Put(PutRequest {
+            context: None,
+            key: b"k".to_vec(),
+            value: vec![0; bytes],
+        });
+        (Queued { cmd, reply }, answer)
+    }
+
+    fn framer(budget: usize) -> Framer {
+        Framer {
+            waiting: Arc::default(),
+            next_id: 0,
+            carry: None,
+            budget,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_frame_stays_under_its_byte_budget_and_the_rest_waits_for_the_next() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut answers = Vec::new();
+        for _ in 0..5 {
+            let (q, a) = put(1000);
+            tx.send(q).await.unwrap();
+            answers.push(a);
+        }
+        let mut f = framer(2500);
+        let (first, ids) = f.next(&mut rx).await.unwrap();
+        assert_eq!((first.requests.len(), ids), (2, vec![0, 1]));
+        let (second, _) = f.next(&mut rx).await.unwrap();
+        assert_eq!(second.requests.len(), 2);
+        let (third, ids) = f.next(&mut rx).await.unwrap();
+        assert_eq!((third.requests.len(), ids), (1, vec![4]));
+        // One request larger than the budget still goes, alone.
+        let (q, _a) = put(10_000);
+        tx.send(q).await.unwrap();
+        assert_eq!(f.next(&mut rx).await.unwrap().0.requests.len(), 1);
+        assert_eq!(f.waiting.lock().len(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_caller_gave_up_is_never_sent() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let (gone, answer) = put(10);
+        drop(answer);
+        let (kept, _answer) = put(10);
+        tx.send(gone).await.unwrap();
+        tx.send(kept).await.unwrap();
+        let mut f = framer(1 << 20);
+        let (frame, ids) = f.next(&mut rx).await.unwrap();
+        assert_eq!((frame.requests.len(), ids), (1, vec![0]));
+        // A frame never handed to gRPC: its callers hear "not sent".
+        let (q, answer) = put(10);
+        tx.send(q).await.unwrap();
+        let (_, ids) = f.next(&mut rx).await.unwrap();
+        f.unsend(&ids);
+        let status = answer.await.unwrap().unwrap_err();
+        assert!(crate::discovery::is_connect_failure(&status), "{status:?}");
     }
 }

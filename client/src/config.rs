@@ -94,8 +94,11 @@ pub struct ClientConfig {
     pub system: bool,
     /// Send gets, puts, deletes, compare-and-swaps, batch writes and scans on one
     /// batched stream per store (`Kv.BatchCommands`: many requests per frame, far
-    /// less gRPC work per request) instead of one unary call each. Retries, errors
-    /// and timeouts are the same either way. Default true.
+    /// less gRPC work per request) instead of one unary call each. The retry policy
+    /// is the same either way; which failures leave a write's outcome unknown
+    /// differs in detail (the `batch` module docs: e.g. every request in flight on
+    /// a stream that breaks). Falls back to unary calls for a store without the
+    /// stream. Default true.
     pub batch_stream: bool,
 }
 

@@ -85,6 +85,16 @@ impl Inner {
         if let Some(channel) = self.channels.read().get(address) {
             return Ok(channel.clone());
         }
+        let channel = self.new_channel(address)?;
+        let mut channels = self.channels.write();
+        Ok(channels
+            .entry(address.to_string())
+            .or_insert(channel)
+            .clone())
+    }
+
+    /// A new channel (its own connection, made lazily) to `address`.
+    fn new_channel(&self, address: &str) -> Result<Channel, Error> {
         let uri = if address.contains("://") {
             address.to_string()
         } else {
@@ -94,39 +104,40 @@ impl Inner {
             endpoint: address.to_string(),
             message: e.to_string(),
         })?;
-        let channel = endpoint
+        Ok(endpoint
             .connect_timeout(self.config.connect_timeout)
             .tcp_nodelay(true)
-            .connect_lazy();
-        let mut channels = self.channels.write();
-        Ok(channels
-            .entry(address.to_string())
-            .or_insert(channel)
-            .clone())
+            .connect_lazy())
     }
 
     /// How Kv requests reach `address`: on its batched stream (opened on first use,
-    /// and again after it ended) or, with `batch_stream` off, by unary calls on
-    /// `channel`.
+    /// on a connection of its own, and again after it ended) or, with
+    /// `batch_stream` off or a store without it, by unary calls on `channel`.
     pub(crate) fn kv(&self, address: &str, channel: Channel) -> KvConn {
         let max = self.config.max_message_size;
         if !self.config.batch_stream {
             return KvConn::Unary(kv_client(channel, max));
         }
         if let Some(stream) = self.batch_streams.read().get(address) {
+            if stream.is_unsupported() {
+                return KvConn::Unary(kv_client(channel, max));
+            }
             if !stream.is_closed() {
                 return KvConn::Batched(stream.clone());
             }
         }
+        let open = || {
+            BatchStream::open(
+                self.new_channel(address)
+                    .unwrap_or_else(|_| channel.clone()),
+                max,
+            )
+        };
         let mut streams = self.batch_streams.write();
-        let stream = streams
-            .entry(address.to_string())
-            .and_modify(|s| {
-                if s.is_closed() {
-                    *s = BatchStream::open(channel.clone(), max);
-                }
-            })
-            .or_insert_with(|| BatchStream::open(channel, max));
+        let stream = streams.entry(address.to_string()).or_insert_with(&open);
+        if stream.is_closed() && !stream.is_unsupported() {
+            *stream = open();
+        }
         KvConn::Batched(stream.clone())
     }
 

@@ -1,18 +1,29 @@
 //! The batched Kv stream (`Kv.BatchCommands`): one long-lived bidirectional stream
 //! per client and node, many requests per frame each way.
 //!
-//! Each request of a frame is served exactly as its unary call would be (the same
-//! `KvService::serve_*` handler: same checks, same errors), concurrently with the
-//! others and with the reading of later frames. Answers go back as they complete:
+//! Each request of a frame is served by its unary call's handler
+//! (`KvService::serve_*`: same checks, same errors), concurrently with the others
+//! and with the reading of later frames. Answers go back as they complete:
 //! after one completes, every other answer already done joins it in the same frame
 //! (at most [`MAX_ANSWERS_PER_FRAME`]), so a busy stream sends few frames. A
 //! request's gRPC error travels as a `RequestFailure` with its code and message.
 //!
 //! Memory is bounded: a stream has at most [`MAX_IN_FLIGHT`] requests being
 //! served; past that it stops reading frames until some complete, and HTTP/2 flow
-//! control holds the client back. When the client's side fails, the stream ends;
-//! requests already proposed still apply (as when a unary call's connection drops),
-//! and their answers are dropped.
+//! control holds the client back. A frame of answers stays under the message limit.
+//!
+//! **The stream ends cleanly only after every request read was answered**, so a
+//! client may take any request left unanswered by a clean end as never read (never
+//! served) and send it again (`client/src/batch.rs`). A node shutting down stops
+//! reading, answers what it read, and ends the stream that way. When reading breaks
+//! (the client went away, or sent a frame that cannot be decoded), what was read is
+//! still answered, then the stream ends with the error. Requests already proposed
+//! apply even if nobody is left to hear the answer, as with a unary call whose
+//! connection drops.
+//!
+//! The requests of one stream are polled on its one task; each waits on the store
+//! (a proposal, a read index) without holding the thread, except a get's point
+//! lookup on its kv snapshot, which runs inline (short).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,6 +35,8 @@ use shoal_proto::kvrpcpb::batch_commands_request::request::Cmd as Ask;
 use shoal_proto::kvrpcpb::batch_commands_response::response::Cmd as Answer;
 use shoal_proto::kvrpcpb::batch_commands_response::Response as Answered;
 use shoal_proto::kvrpcpb::{BatchCommandsRequest, BatchCommandsResponse, RequestFailure};
+use shoal_proto::Message as _;
+use tokio::sync::watch;
 use tonic::{Status, Streaming};
 
 use crate::kv_service::KvService;
@@ -39,43 +52,93 @@ pub type ResponseStream = Pin<Box<dyn Stream<Item = Result<BatchCommandsResponse
 
 type Serving = Pin<Box<dyn Future<Output = Answered> + Send>>;
 
-/// Serves `inbound` on a task of its own; the frames of answers.
+/// Serves `inbound` on a task of its own; the frames of answers. Answer frames
+/// stay under `max_frame_bytes` (one answer alone may come close to it: the
+/// handlers bound each answer under the message limit). When `draining` turns true
+/// (the node is shutting down), no more frames are read.
 pub fn serve(
     service: Arc<KvService>,
     mut inbound: Streaming<BatchCommandsRequest>,
+    mut draining: watch::Receiver<bool>,
+    max_frame_bytes: usize,
 ) -> ResponseStream {
     // A few frames of slack: the task goes on serving while gRPC sends.
     let (mut out, answers) = futures::channel::mpsc::channel(4);
     tokio::spawn(async move {
         let mut serving = FuturesUnordered::<Serving>::new();
+        // Why reading stopped with an error: sent after the last answer.
+        let mut broken: Option<Status> = None;
         let mut reading = true;
+        let mut carry: Option<Answered> = None;
         loop {
-            tokio::select! {
-                frame = inbound.message(), if reading && serving.len() < MAX_IN_FLIGHT => match frame {
-                    Ok(Some(frame)) => {
-                        for request in frame.requests {
-                            serving.push(Box::pin(serve_one(service.clone(), request)));
+            if *draining.borrow() {
+                reading = false;
+            }
+            let first = match carry.take() {
+                Some(first) => first,
+                None => {
+                    let next = tokio::select! {
+                        frame = inbound.message(), if reading && serving.len() < MAX_IN_FLIGHT => {
+                            match frame {
+                                Ok(Some(frame)) => {
+                                    for request in frame.requests {
+                                        serving.push(Box::pin(serve_one(service.clone(), request)));
+                                    }
+                                }
+                                // The client sent its last request: answer what is left.
+                                Ok(None) => reading = false,
+                                // Reading broke (the client went away, or sent what
+                                // cannot be decoded): answer what was read, then end
+                                // with the error.
+                                Err(status) => {
+                                    reading = false;
+                                    broken = Some(status);
+                                }
+                            }
+                            None
                         }
-                    }
-                    // The client sent its last request: answer what is left.
-                    Ok(None) => reading = false,
-                    // The client is gone: there is no one to answer.
-                    Err(_) => return,
-                },
-                Some(first) = serving.next(), if !serving.is_empty() => {
-                    let mut responses = vec![first];
-                    while responses.len() < MAX_ANSWERS_PER_FRAME {
-                        match serving.next().now_or_never() {
-                            Some(Some(done)) => responses.push(done),
-                            _ => break,
+                        // Shutting down (or the node's signal gone): read no more.
+                        changed = draining.changed(), if reading => {
+                            if changed.is_err() {
+                                reading = false;
+                            }
+                            None
                         }
-                    }
-                    if out.send(Ok(BatchCommandsResponse { responses })).await.is_err() {
-                        return;
+                        Some(done) = serving.next(), if !serving.is_empty() => Some(done),
+                        else => None,
+                    };
+                    match next {
+                        Some(done) => done,
+                        None if reading || !serving.is_empty() => continue,
+                        // Every request read was answered: a clean end says so.
+                        None => break,
                     }
                 }
-                else => return,
+            };
+            let mut bytes = first.encoded_len();
+            let mut responses = vec![first];
+            while responses.len() < MAX_ANSWERS_PER_FRAME {
+                let Some(Some(done)) = serving.next().now_or_never() else {
+                    break;
+                };
+                let size = done.encoded_len() + 16;
+                if bytes + size > max_frame_bytes {
+                    carry = Some(done);
+                    break;
+                }
+                bytes += size;
+                responses.push(done);
             }
+            if out
+                .send(Ok(BatchCommandsResponse { responses }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        if let Some(status) = broken {
+            let _ = out.send(Err(status)).await;
         }
     });
     Box::pin(answers)

@@ -42,21 +42,27 @@ pub struct KvService {
     max_value_size: usize,
     max_batch_keys: usize,
     raft_entry_max_size: usize,
+    /// Turns true when the node begins shutting down: batched streams stop reading.
+    draining: tokio::sync::watch::Receiver<bool>,
 }
 
 impl KvService {
-    /// A service over `store` with the node's limits (see `NodeConfig`).
+    /// A service over `store` with the node's limits (see `NodeConfig`); its
+    /// batched streams stop reading once `draining` turns true (or its sender is
+    /// gone).
     pub fn new(
         store: Arc<RaftStore>,
         max_value_size: usize,
         max_batch_keys: usize,
         raft_entry_max_size: usize,
+        draining: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         KvService {
             store,
             max_value_size,
             max_batch_keys,
             raft_entry_max_size,
+            draining,
         }
     }
 
@@ -396,9 +402,14 @@ impl Kv for KvService {
         &self,
         req: Request<Streaming<BatchCommandsRequest>>,
     ) -> Result<Response<Self::BatchCommandsStream>, Status> {
+        // A frame of answers stays under the message limit (`raft-entry-max-size`
+        // plus 1 MiB), with room for its framing.
+        let max_frame_bytes = self.raft_entry_max_size + (1 << 19);
         Ok(Response::new(crate::kv_batch::serve(
             Arc::new(self.clone()),
             req.into_inner(),
+            self.draining.clone(),
+            max_frame_bytes,
         )))
     }
 }

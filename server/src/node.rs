@@ -163,8 +163,12 @@ async fn serve(
     // until they stop themselves, so the wait is bounded by SHUTDOWN_GRACE.
     let signalled = Arc::new(tokio::sync::Notify::new());
     let notify = signalled.clone();
+    // Batched Kv streams stop reading when shutdown begins, answer what they read
+    // and end (`kv_batch.rs`): their clients send the rest elsewhere.
+    let (drain, draining) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;
+        let _ = drain.send(true);
         notify.notify_one();
     };
     // Every server decodes and encodes at most `limit` bytes per message (see the
@@ -186,6 +190,7 @@ async fn serve(
                 cfg.max_value_size,
                 cfg.max_batch_keys,
                 cfg.raft_entry_max_size,
+                draining,
             ))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),

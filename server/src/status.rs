@@ -56,7 +56,8 @@ async fn request_path(conn: &mut (impl AsyncRead + Unpin)) -> Option<String> {
     let read = async {
         let mut head = Vec::new();
         let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        // The blank line ends the head (bare `\n` line ends accepted, as from `nc`).
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
             let n = conn.read(&mut buf).await.ok()?;
             if n == 0 || head.len() + n > MAX_HEAD {
                 return None;
@@ -319,5 +320,9 @@ mod tests {
         client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
         drop(client);
         assert_eq!(request_path(&mut server).await, None);
+        // Bare line ends, as `printf 'GET /metrics\n\n' | nc` sends.
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(b"GET /metrics\n\n").await.unwrap();
+        assert_eq!(request_path(&mut server).await.as_deref(), Some("/metrics"));
     }
 }

@@ -159,6 +159,35 @@ async fn bad_input_is_refused(c: &Client) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_requests_in_flight_together_are_split_over_frames_under_the_message_limit() {
+    // 12 puts and then 12 gets of ~1 MiB values in flight at once: one frame of
+    // them (12 MB) would pass the 9 MiB message limit and break the stream.
+    let node = start(1, 1 << 20).await;
+    let c = node.client(true).await;
+    let value = |i: u8| vec![i; 1_000_000];
+    let puts: Vec<_> = (0..12u8)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { c.put([b'k', i], value(i)).await })
+        })
+        .collect();
+    for p in puts {
+        p.await.unwrap().unwrap();
+    }
+    let gets: Vec<_> = (0..12u8)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { (i, c.get([b'k', i]).await) })
+        })
+        .collect();
+    for g in gets {
+        let (i, got) = g.await.unwrap();
+        assert!(got.unwrap() == Some(value(i)), "value {i}");
+    }
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_requests_share_one_stream_and_each_gets_its_own_answer() {
     let node = start(4, 1 << 20).await;
     let c = node.client(true).await;

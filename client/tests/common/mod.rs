@@ -65,6 +65,8 @@ pub struct State {
     pub next_id: u64,
     /// The applied index each store's Checksum reports (1 when unset).
     pub applied_index: HashMap<u64, u64>,
+    /// Stores answer `BatchCommands` with `Unimplemented` (an older node).
+    pub no_batch_stream: bool,
 }
 
 pub fn peer_of(region_id: u64, store_id: u64) -> Peer {

@@ -200,6 +200,9 @@ impl Kv for MockNode {
     ) -> Result<Response<Self::BatchCommandsStream>, Status> {
         use batch_commands_request::request::Cmd as Ask;
         use batch_commands_response::response::Cmd as Ans;
+        if self.state.lock().unwrap().no_batch_stream {
+            return Err(Status::unimplemented("no BatchCommands here"));
+        }
         let mut inbound = req.into_inner();
         let (out, answers) = futures::channel::mpsc::unbounded();
         let node = self.clone();

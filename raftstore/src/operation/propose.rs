@@ -15,9 +15,10 @@
 //! **Merged writes** (`raft_merge_writes`, on by default): the data writes a leader
 //! receives in one poll round are checked one by one as they arrive, then proposed
 //! together as one entry when the round's messages are handled, or before any
-//! other message of the round (so a write is never reordered with a read, an
-//! admin command or a Raft message), or when the next would take the entry past
-//! `raft_entry_max_size`. Concurrent writes may take effect in any order, and
+//! other message of the round but a read or a persisted notice (so a write is
+//! never reordered with an admin command or a Raft message, nor checked against a
+//! leadership or region that changed; a read's index is taken at the round's end,
+//! after them), or when the next would take the entry past `raft_entry_max_size`. Concurrent writes may take effect in any order, and
 //! these take effect in arrival order; each caller gets the responses of its own
 //! requests (`msg::Reply`), and all of them the same error if the entry fails.
 

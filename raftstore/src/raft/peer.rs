@@ -133,8 +133,16 @@ impl Peer {
                 other => self.refuse(other, ctx),
             };
         }
-        // The round's pending writes go first: nothing is reordered with them.
-        if !matches!(&msg, PeerMsg::Command(c) if c.request.admin.is_none()) {
+        // The round's pending writes are proposed before anything that could change
+        // what they are checked against (leadership, the region) or be ordered
+        // after them in the log. Not before a read (its read index is taken at the
+        // round's end, after them) or a persisted notice (it changes neither).
+        let keeps_pending = match &msg {
+            PeerMsg::Command(c) => c.request.admin.is_none(),
+            PeerMsg::Read(_) | PeerMsg::Persisted { .. } => true,
+            _ => false,
+        };
+        if !keeps_pending {
             self.propose_pending(&ctx.store);
         }
         match msg {
