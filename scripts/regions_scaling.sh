@@ -2,7 +2,8 @@
 # Coalescing as regions grow: one 3-node cluster on 127.0.0.1 (ports 21300..), a
 # put workload at each region count (the cluster is split up to it between runs:
 # 1, 16, 256, 1024 by default), and per 1,000 puts the fsyncs and Raft messages of
-# all nodes, the transport RPCs, entries per fsync and CPU per put. The claim under
+# all nodes, the Raft bytes per put, the transport RPCs, entries per fsync and CPU
+# per put. The claim under
 # test: one fsync and one network batch per round, whatever the number of regions,
 # so these stay flat. Every node it started is killed by pid.
 #
@@ -41,8 +42,8 @@ for i in 1 2 3; do
 done
 sleep 3
 
-echo "| regions | ops/s | fsyncs / 1k ops | raft messages / 1k ops | transport RPCs / 1k ops | entries / fsync | CPU us/op (servers + client) |"
-echo "|---:|---:|---:|---:|---:|---:|---:|"
+echo "| regions | ops/s | fsyncs / 1k ops | raft messages / 1k ops | raft bytes / op | transport RPCs / 1k ops | entries / fsync | CPU us/op (servers + client) |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
 for k in "${COUNTS[@]}"; do
     json="$WORK/bench-$k.json"
     "$SHOAL" bench put --endpoints "$endpoints" --clients 64 --duration "$DURATION" \
@@ -53,7 +54,8 @@ r = json.load(open(sys.argv[1]))
 w = r["cluster_work"]
 c = r.get("cost_per_op") or {}
 print(f"| {sys.argv[2]} | {r['ops_per_sec']:.0f} | {w['fsyncs_per_op']*1000:.0f} | "
-      f"{w['raft_messages_per_op']*1000:.0f} | {w['transport_rpcs_per_op']*1000:.0f} | "
+      f"{w['raft_messages_per_op']*1000:.0f} | {w['raft_bytes_per_op']:.0f} | "
+      f"{w['transport_rpcs_per_op']*1000:.0f} | "
       f"{w['entries_per_fsync']:.1f} | {c.get('total_cpu_us', 0):.0f} "
       f"({c.get('server_cpu_us', 0):.0f} + {c.get('client_cpu_us', 0):.0f}) |")
 PY

@@ -88,6 +88,8 @@ pub struct NodeWork {
     pub raft_messages: u64,
     /// Transport batches (gRPC stream messages) sent to other stores.
     pub transport_rpcs: u64,
+    /// Encoded bytes of the Raft messages sent to other stores.
+    pub raft_bytes: u64,
     /// CPU seconds the node used, when it runs on this machine.
     pub cpu_seconds: Option<f64>,
     /// CPU seconds per 1,000 requests.
@@ -107,6 +109,8 @@ pub struct ClusterWork {
     pub raft_messages_per_op: f64,
     /// Transport RPCs of all nodes per request.
     pub transport_rpcs_per_op: f64,
+    /// Bytes of Raft messages all nodes sent per request.
+    pub raft_bytes_per_op: f64,
     /// CPU seconds of all nodes per 1,000 requests (nodes on this machine).
     pub cpu_s_per_1k_ops: Option<f64>,
 }
@@ -147,6 +151,9 @@ pub fn cluster_work(before: &[NodeSnapshot], after: &[NodeSnapshot], ops: u64) -
             transport_rpcs: ca
                 .transport_batches_sent
                 .saturating_sub(cb.transport_batches_sent),
+            raft_bytes: ca
+                .raft_message_bytes_sent
+                .saturating_sub(cb.raft_message_bytes_sent),
             cpu_seconds: cpu,
             cpu_s_per_1k_ops: cpu.map(|c| ratio(c * 1000.0, ops_f)),
         });
@@ -159,6 +166,7 @@ pub fn cluster_work(before: &[NodeSnapshot], after: &[NodeSnapshot], ops: u64) -
         entries_per_fsync: ratio(sum(|n| n.log_entries), fsyncs),
         raft_messages_per_op: ratio(sum(|n| n.raft_messages), ops_f),
         transport_rpcs_per_op: ratio(sum(|n| n.transport_rpcs), ops_f),
+        raft_bytes_per_op: ratio(sum(|n| n.raft_bytes), ops_f),
         cpu_s_per_1k_ops: (!cpus.is_empty())
             .then(|| ratio(cpus.iter().sum::<f64>() * 1000.0, ops_f)),
         nodes,
@@ -231,6 +239,7 @@ mod tests {
                 entries_per_fsync_sum: entries,
                 raft_messages_sent: msgs,
                 transport_batches_sent: msgs / 2,
+                raft_message_bytes_sent: msgs * 100,
                 ..Default::default()
             },
             cpu_seconds: Some(cpu),
@@ -246,6 +255,7 @@ mod tests {
         assert_eq!(w.fsyncs_per_op, 0.05);
         assert_eq!(w.raft_messages_per_op, 0.1);
         assert_eq!(w.transport_rpcs_per_op, 0.05);
+        assert_eq!(w.raft_bytes_per_op, 10.0);
         assert_eq!(w.cpu_s_per_1k_ops, Some(1.0));
     }
 }

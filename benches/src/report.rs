@@ -142,10 +142,11 @@ impl Report {
         if let Some(w) = &self.cluster_work {
             let _ = writeln!(
                 s,
-                "  per op      {:.3} fsyncs, {:.2} raft messages, {:.3} transport RPCs; \
-                 {:.1} log entries per fsync",
+                "  per op      {:.3} fsyncs, {:.2} raft messages ({:.0} bytes), {:.3} transport \
+                 RPCs; {:.1} log entries per fsync",
                 w.fsyncs_per_op,
                 w.raft_messages_per_op,
+                w.raft_bytes_per_op,
                 w.transport_rpcs_per_op,
                 w.entries_per_fsync
             );

@@ -304,34 +304,80 @@ async fn preload(target: &Target, args: &BenchArgs, progress: &Progress) -> Resu
     Ok(())
 }
 
-/// Splits the key space into `k` regions (even 2-byte prefixes) when there are fewer.
+/// Splits the key space into `k` regions (even 2-byte prefixes) when there are fewer:
+/// each region in one request at all the split keys it holds (at most
+/// [`SPLIT_KEYS_PER_REQUEST`] at once), the regions in turn, until every key starts a
+/// region. The layout is tracked from the splits' own answers (one store's
+/// `ListRegions` may not know the newest regions yet); a split that fails is tried
+/// again on a fresh listing, up to 10 times in all.
 async fn ensure_regions(
     client: &shoal_client::Client,
     k: usize,
     progress: &Progress,
 ) -> Result<(), String> {
-    let (regions, _) = client
-        .list_regions()
-        .await
-        .map_err(|e| format!("cannot list regions: {e}"))?;
-    if regions.len() >= k {
-        return Ok(());
-    }
+    use shoal_proto::RegionExt;
     let keys: Vec<Vec<u8>> = (1..k)
         .map(|i| ((i * 65_536 / k) as u16).to_be_bytes().to_vec())
         .collect();
-    progress.note(&format!(
-        "the cluster has {} regions; splitting into {k}",
-        regions.len()
-    ));
-    client.split(keys).await.map_err(|e| {
-        format!(
-            "--regions {k}: the cluster has {} regions and the split failed: {e}",
-            regions.len()
-        )
-    })?;
-    Ok(())
+    let mut failures = 0;
+    'listing: loop {
+        let (listed, _) = client
+            .list_regions()
+            .await
+            .map_err(|e| format!("cannot list regions: {e}"))?;
+        if listed.len() >= k {
+            return Ok(());
+        }
+        if failures == 0 {
+            progress.note(&format!(
+                "the cluster has {} regions; splitting into {k}",
+                listed.len()
+            ));
+        }
+        // Regions by start key.
+        let mut known: std::collections::BTreeMap<Vec<u8>, shoal_proto::metapb::Region> = listed
+            .into_iter()
+            .filter_map(|r| r.region)
+            .map(|r| (r.start_key.clone(), r))
+            .collect();
+        loop {
+            // The keys that do not start a region yet, by the region holding them.
+            let mut by_region: std::collections::BTreeMap<u64, Vec<Vec<u8>>> = Default::default();
+            for key in &keys {
+                let holder = known.range(..=key.clone()).next_back().map(|(_, r)| r);
+                if let Some(r) = holder.filter(|r| r.contains_key(key) && r.start_key != *key) {
+                    by_region.entry(r.id).or_default().push(key.clone());
+                }
+            }
+            if by_region.is_empty() {
+                return Ok(());
+            }
+            for (region_id, mut keys) in by_region {
+                keys.truncate(SPLIT_KEYS_PER_REQUEST);
+                match client.split_region(region_id, keys).await {
+                    Ok(regions) => {
+                        known.retain(|_, r| r.id != region_id);
+                        known.extend(regions.into_iter().map(|r| (r.start_key.clone(), r)));
+                    }
+                    Err(e) if failures < 10 => {
+                        failures += 1;
+                        tracing::debug!("split of region {region_id} failed ({e}); listing again");
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        continue 'listing;
+                    }
+                    Err(e) => {
+                        return Err(format!(
+                            "--regions {k}: splitting region {region_id} failed: {e}"
+                        ))
+                    }
+                }
+            }
+        }
+    }
 }
+
+/// Split keys sent in one request (the server takes up to 1,000).
+const SPLIT_KEYS_PER_REQUEST: usize = 500;
 
 /// The live progress line on stderr: rewritten in place on a terminal, a line every
 /// 5 s otherwise.

@@ -18,6 +18,9 @@ pub struct StoreMetrics {
     pub raft_messages_sent: AtomicU64,
     /// Batches handed to the transport (one per remote store per round).
     pub transport_batches_sent: AtomicU64,
+    /// Encoded bytes of the Raft messages handed to the transport (what goes on the
+    /// wire, before gRPC's framing).
+    pub raft_message_bytes_sent: AtomicU64,
     /// Raft messages dropped before raft-rs: not addressed to this store or peer, or
     /// from a peer the region does not have.
     pub raft_messages_refused: AtomicU64,
@@ -110,6 +113,7 @@ impl StoreMetrics {
             entries_per_fsync_sum: get(&self.entries_per_fsync_sum),
             raft_messages_sent: get(&self.raft_messages_sent),
             transport_batches_sent: get(&self.transport_batches_sent),
+            raft_message_bytes_sent: get(&self.raft_message_bytes_sent),
             proposals: get(&self.proposals),
             writes_merged: get(&self.writes_merged),
             applied_entries: get(&self.applied_entries),

@@ -3,6 +3,7 @@
 //! network that can drop, delay and partition.
 
 use shoal_proto::raft_serverpb::RaftMessage;
+use shoal_proto::Message as _;
 
 use crate::metrics::StoreMetrics;
 use crate::operation::snapshot::OutgoingSnapshot;
@@ -43,6 +44,8 @@ pub fn send_grouped(transport: &dyn Transport, msgs: Vec<RaftMessage>) -> usize 
 /// [`send_grouped`], counting messages and batches in `metrics`.
 pub fn send_counted(transport: &dyn Transport, metrics: &StoreMetrics, msgs: Vec<RaftMessage>) {
     let n = msgs.len() as u64;
+    let bytes: usize = msgs.iter().map(|m| m.encoded_len()).sum();
+    StoreMetrics::add(&metrics.raft_message_bytes_sent, bytes as u64);
     let batches = send_grouped(transport, msgs) as u64;
     StoreMetrics::add(&metrics.raft_messages_sent, n);
     StoreMetrics::add(&metrics.transport_batches_sent, batches);

@@ -134,6 +134,12 @@ pub fn render(store: &RaftStore) -> String {
             c.transport_batches_sent,
         ),
         (
+            "shoal_raft_message_bytes_sent_total",
+            "counter",
+            "Encoded bytes of the Raft messages sent to other stores.",
+            c.raft_message_bytes_sent,
+        ),
+        (
             "shoal_proposals_total",
             "counter",
             "Commands proposed to Raft.",
