@@ -341,13 +341,24 @@ async fn ensure_regions(
             .map(|r| (r.start_key.clone(), r))
             .collect();
         loop {
-            // The keys that do not start a region yet, by the region holding them.
+            // The keys that do not start a region yet, by the region holding them;
+            // keys in ranges the listing store does not know go one by one, routed
+            // by the client's own region cache.
             let mut by_region: std::collections::BTreeMap<u64, Vec<Vec<u8>>> = Default::default();
+            let mut unplaced = Vec::new();
             for key in &keys {
                 let holder = known.range(..=key.clone()).next_back().map(|(_, r)| r);
-                if let Some(r) = holder.filter(|r| r.contains_key(key) && r.start_key != *key) {
-                    by_region.entry(r.id).or_default().push(key.clone());
+                match holder.filter(|r| r.contains_key(key)) {
+                    Some(r) if r.start_key == *key => {}
+                    Some(r) => by_region.entry(r.id).or_default().push(key.clone()),
+                    None => unplaced.push(key.clone()),
                 }
+            }
+            if !unplaced.is_empty() {
+                client
+                    .split(unplaced)
+                    .await
+                    .map_err(|e| format!("--regions {k}: the split failed: {e}"))?;
             }
             if by_region.is_empty() {
                 return Ok(());

@@ -20,7 +20,7 @@
 //! may have reached the server:
 //! - **not sent** (a `ConnectionRefused` source: the loop may retry even a write):
 //!   still queued when the stream ended; in a frame that was never handed to gRPC;
-//!   or unanswered when the server ended the stream cleanly, which it does only
+//!   or unanswered when the server's last frame said `last`, which it sends only
 //!   after answering every request it read (`server/src/kv_batch.rs`: a node
 //!   shutting down stops reading and finishes what it read);
 //! - **maybe sent** (`ConnectionReset`: a write's outcome is unknown): unanswered
@@ -188,6 +188,11 @@ type Waiting = Arc<Mutex<HashMap<u64, Reply>>>;
 /// Room a frame leaves under the message limit for its own framing.
 const FRAME_SLACK: usize = 64 << 10;
 
+/// Most bytes of requests in one frame, whatever the limits: under the smallest
+/// message limit a node can have (`raft-entry-max-size` >= 64 KiB, plus 1 MiB), and
+/// larger than 256 small requests, so that batching loses nothing by it.
+const MAX_FRAME_BYTES: usize = 1 << 20;
+
 /// Opens the stream on the first request, then runs the receiver here and the
 /// sender on a task of its own until the stream ends or the client is dropped.
 async fn run(
@@ -203,7 +208,9 @@ async fn run(
         waiting: Arc::default(),
         next_id: 0,
         carry: Some(first),
-        budget: max_message_size.saturating_sub(FRAME_SLACK),
+        budget: max_message_size
+            .saturating_sub(FRAME_SLACK)
+            .min(MAX_FRAME_BYTES),
     };
     let (mut frames, outbound) = futures::channel::mpsc::channel::<BatchCommandsRequest>(4);
     let waiting = framer.waiting.clone();
@@ -227,9 +234,7 @@ async fn run(
                 // open's own status says (a refused connection sent nothing).
                 fail_all(&waiting, || status.clone());
             }
-            while let Ok(q) = queued.try_recv() {
-                let _ = q.reply.send(Err(not_sent()));
-            }
+            fail_unsent(&mut queued, framer.carry.take());
             return;
         }
     };
@@ -244,23 +249,27 @@ async fn run(
                 _ = &mut stopped => break,
             };
             let Some((frame, ids)) = frame else { break };
+            // `feed`, not `send`: done once the frame is in gRPC's queue (from
+            // there it may go out at any time), without waiting for it to drain.
             tokio::select! {
-                sent = frames.send(frame) => if sent.is_err() {
+                fed = frames.feed(frame) => if fed.is_err() {
                     framer.unsend(&ids);
                     break;
                 },
-                // Not handed to gRPC: not sent.
+                // Not in gRPC's queue: not sent.
                 _ = &mut stopped => {
                     framer.unsend(&ids);
                     break;
                 }
             }
         }
-        queued
+        (queued, framer.carry.take())
     });
+    let mut saw_last = false;
     let clean_end = loop {
         match answers.message().await {
             Ok(Some(frame)) => {
+                saw_last |= frame.last;
                 let mut waiting = waiting.lock();
                 for answer in frame.responses {
                     // A caller that timed out has dropped its receiver.
@@ -269,17 +278,14 @@ async fn run(
                     }
                 }
             }
-            // The server answered everything it read, then ended the stream.
-            Ok(None) => break true,
+            // Clean only with the server's word that it answered all it read.
+            Ok(None) => break saw_last,
             Err(_) => break false,
         }
     };
     let _ = stop.send(());
-    if let Ok(mut queued) = sender.await {
-        queued.close();
-        while let Ok(q) = queued.try_recv() {
-            let _ = q.reply.send(Err(not_sent()));
-        }
+    if let Ok((mut queued, carry)) = sender.await {
+        fail_unsent(&mut queued, carry);
     }
     match clean_end {
         true => fail_all(&waiting, not_sent),
@@ -365,6 +371,18 @@ impl Framer {
                 let _ = reply.send(Err(not_sent()));
             }
         }
+    }
+}
+
+/// Fails, as not sent, what never left the queue: the request carried over to the
+/// next frame, and every one still queued (the queue is closed first).
+fn fail_unsent(queued: &mut mpsc::Receiver<Queued>, carry: Option<Queued>) {
+    queued.close();
+    for q in carry
+        .into_iter()
+        .chain(std::iter::from_fn(|| queued.try_recv().ok()))
+    {
+        let _ = q.reply.send(Err(not_sent()));
     }
 }
 

@@ -104,9 +104,14 @@ impl Inner {
             endpoint: address.to_string(),
             message: e.to_string(),
         })?;
+        // HTTP/2 pings find a connection whose peer vanished without closing it
+        // (a batched stream would otherwise look open and take requests).
         Ok(endpoint
             .connect_timeout(self.config.connect_timeout)
             .tcp_nodelay(true)
+            .http2_keep_alive_interval(std::time::Duration::from_secs(5))
+            .keep_alive_timeout(std::time::Duration::from_secs(5))
+            .keep_alive_while_idle(true)
             .connect_lazy())
     }
 

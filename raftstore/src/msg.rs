@@ -61,6 +61,14 @@ pub(crate) enum Reply {
 }
 
 impl Reply {
+    /// How many writes (callers) wait on it.
+    pub(crate) fn writes(&self) -> usize {
+        match self {
+            Reply::One(_) => 1,
+            Reply::Merged(callers) => callers.len(),
+        }
+    }
+
     /// Answers every caller (one that stopped waiting is skipped).
     pub(crate) fn send(self, result: WriteResult) {
         match (self, result) {

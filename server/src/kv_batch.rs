@@ -12,9 +12,10 @@
 //! served; past that it stops reading frames until some complete, and HTTP/2 flow
 //! control holds the client back. A frame of answers stays under the message limit.
 //!
-//! **The stream ends cleanly only after every request read was answered**, so a
-//! client may take any request left unanswered by a clean end as never read (never
-//! served) and send it again (`client/src/batch.rs`). A node shutting down stops
+//! **The stream's last frame says `last` only after every request read was
+//! answered**, so a client may take any request left unanswered then as never read
+//! (never served) and send it again (`client/src/batch.rs`); a stream that ends any
+//! other way leaves the client unsure. A node shutting down stops
 //! reading, answers what it read, and ends the stream that way. When reading breaks
 //! (the client went away, or sent a frame that cannot be decoded), what was read is
 //! still answered, then the stream ends with the error. Requests already proposed
@@ -129,16 +130,27 @@ pub fn serve(
                 bytes += size;
                 responses.push(done);
             }
-            if out
-                .send(Ok(BatchCommandsResponse { responses }))
-                .await
-                .is_err()
-            {
+            let frame = BatchCommandsResponse {
+                responses,
+                last: false,
+            };
+            if out.send(Ok(frame)).await.is_err() {
                 return;
             }
         }
-        if let Some(status) = broken {
-            let _ = out.send(Err(status)).await;
+        match broken {
+            Some(status) => {
+                let _ = out.send(Err(status)).await;
+            }
+            // The word that every request read was answered. A stream that ends
+            // without it (a task dropped, say) leaves the client unsure.
+            None => {
+                let last = BatchCommandsResponse {
+                    responses: Vec::new(),
+                    last: true,
+                };
+                let _ = out.send(Ok(last)).await;
+            }
         }
     });
     Box::pin(answers)

@@ -402,9 +402,9 @@ impl Kv for KvService {
         &self,
         req: Request<Streaming<BatchCommandsRequest>>,
     ) -> Result<Response<Self::BatchCommandsStream>, Status> {
-        // A frame of answers stays under the message limit (`raft-entry-max-size`
-        // plus 1 MiB), with room for its framing.
-        let max_frame_bytes = self.raft_entry_max_size + (1 << 19);
+        // A frame of answers stays under any client's message limit: at most 1 MiB
+        // of answers (a larger answer alone), far more than 256 small ones.
+        let max_frame_bytes = self.raft_entry_max_size.min(1 << 20);
         Ok(Response::new(crate::kv_batch::serve(
             Arc::new(self.clone()),
             req.into_inner(),

@@ -159,6 +159,53 @@ async fn bad_input_is_refused(c: &Client) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_client_ends_is_answered_in_full_then_marked_last() {
+    use shoal_proto::kvrpcpb::batch_commands_request::{request::Cmd, Request};
+    use shoal_proto::kvrpcpb::kv_client::KvClient;
+    use shoal_proto::kvrpcpb::{BatchCommandsRequest, Context, GetRequest};
+    let node = start(1, 1 << 20).await;
+    let c = node.client(true).await;
+    c.put(b"k", b"v").await.unwrap();
+    let region = c.regions_cached()[0].region.clone();
+    let context = Context {
+        region_id: region.id,
+        region_epoch: region.region_epoch,
+        peer: c.regions_cached()[0].leader,
+        system: false,
+    };
+    let get = |id| Request {
+        id,
+        cmd: Some(Cmd::Get(GetRequest {
+            context: Some(context),
+            key: b"k".to_vec(),
+        })),
+    };
+    // Two frames of requests, then the client's side ends.
+    let frames = futures::stream::iter([
+        BatchCommandsRequest {
+            requests: vec![get(1), get(2)],
+        },
+        BatchCommandsRequest {
+            requests: vec![get(3)],
+        },
+    ]);
+    let mut kv = KvClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    let mut answers = kv.batch_commands(frames).await.unwrap().into_inner();
+    let (mut ids, mut last) = (Vec::new(), Vec::new());
+    while let Some(frame) = answers.message().await.unwrap() {
+        ids.extend(frame.responses.iter().map(|r| r.id));
+        last.push(frame.last);
+    }
+    ids.sort();
+    assert_eq!(ids, [1, 2, 3], "every request answered");
+    assert_eq!(last.last(), Some(&true), "the last frame says so: {last:?}");
+    assert_eq!(last.iter().filter(|l| **l).count(), 1);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_requests_in_flight_together_are_split_over_frames_under_the_message_limit() {
     // 12 puts and then 12 gets of ~1 MiB values in flight at once: one frame of
     // them (12 MB) would pass the 9 MiB message limit and break the stream.

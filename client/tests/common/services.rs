@@ -247,7 +247,10 @@ impl Kv for MockNode {
                             id: r.id,
                             cmd: Some(cmd),
                         }];
-                        let _ = out.unbounded_send(Ok(BatchCommandsResponse { responses }));
+                        let _ = out.unbounded_send(Ok(BatchCommandsResponse {
+                            responses,
+                            last: false,
+                        }));
                     });
                 }
             }

@@ -122,6 +122,7 @@ pub(crate) fn start_peer_as(
 impl Peer {
     /// Answers every proposal still waiting, with `why(proposal)`.
     pub(crate) fn fail_proposals(&mut self, why: impl Fn(&Proposal) -> CmdError) {
+        self.waiting_writes = 0;
         for p in self.proposals.drain(..) {
             let err = why(&p);
             p.reply.send(Err(err));

@@ -209,11 +209,13 @@ impl Peer {
         // leader overwrote (we appended here): they can never commit.
         while self.proposals.back().is_some_and(|p| p.index >= index) {
             let p = self.proposals.pop_back().expect("back exists");
+            self.waiting_writes -= p.reply.writes();
             p.reply.send(Err(CmdError::Dropped(format!(
                 "region {}: index {} was overwritten by a newer leader's log",
                 self.region_id, p.index
             ))));
         }
+        self.waiting_writes += reply.writes();
         self.proposals.push_back(Proposal {
             index,
             term: self.raw.raft.term,
@@ -239,10 +241,14 @@ impl Peer {
                 "the store's disk is full: writes are refused until space returns",
             ));
         }
-        if self.proposals.len() >= store.cfg.max_pending_proposals {
+        // Writes, not proposals: merged writes share one proposal. The round's
+        // pending writes count too (they passed this check one by one, so their
+        // own proposal passes it).
+        let pending = self.pending_writes.as_ref().map_or(0, |p| p.callers.len());
+        if self.waiting_writes + pending >= store.cfg.max_pending_proposals {
             return Err(server_busy(
                 self.region_id,
-                "too many proposals waiting to be applied",
+                "too many writes waiting to be applied",
             ));
         }
         Ok(())
@@ -270,6 +276,7 @@ impl Peer {
         let mut replies = Vec::new();
         while self.proposals.front().is_some_and(|p| p.index <= last) {
             let p = self.proposals.pop_front().expect("front exists");
+            self.waiting_writes -= p.reply.writes();
             if p.index < first {
                 p.reply.send(Err(CmdError::Undetermined(format!(
                     "region {}: index {} committed before this peer saw it",

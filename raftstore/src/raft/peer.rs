@@ -40,6 +40,8 @@ pub(crate) struct Peer {
     pub(crate) proposals: VecDeque<Proposal>,
     /// Writes of this round not proposed yet (`operation::propose`, merged writes).
     pub(crate) pending_writes: Option<PendingWrites>,
+    /// Writes (callers) waiting in `proposals`: what `max_pending_proposals` bounds.
+    pub(crate) waiting_writes: usize,
     /// Reads received this round, not yet given a read index.
     pub(crate) new_reads: Vec<ReadRequest>,
     /// Reads waiting for their index to be confirmed, then applied.
@@ -90,6 +92,7 @@ impl Peer {
             raw,
             proposals: VecDeque::new(),
             pending_writes: None,
+            waiting_writes: 0,
             new_reads: Vec::new(),
             read_batches: VecDeque::new(),
             next_read_ctx: 1,
