@@ -92,6 +92,10 @@ pub struct CompareArgs {
     /// executable (e.g. one built without a feature), side A's this one.
     #[arg(long, value_name = "PATH")]
     pub ab_bin: Option<PathBuf>,
+    /// Compare Shoal with itself: side B's nodes run with these environment
+    /// variables (space-separated `NAME=VALUE`, e.g. "TOKIO_WORKER_THREADS=1").
+    #[arg(long, value_name = "VARS")]
+    pub ab_env: Option<String>,
     /// Send every etcd request to the etcd leader (found from its members'
     /// `etcd_server_is_leader` metric) instead of spreading clients over all
     /// members, two thirds of whose requests are then forwarded to the leader.
@@ -112,6 +116,8 @@ pub struct Side {
     pub unary: bool,
     /// The `shoal` executable its nodes run, when not this one.
     pub node_bin: Option<PathBuf>,
+    /// Environment variables of its nodes, `NAME=VALUE`.
+    pub node_env: Vec<String>,
 }
 
 /// Side A (etcd, or Shoal as it is) and side B (Shoal, or Shoal with `--ab`'s flags).
@@ -122,6 +128,7 @@ fn sides(args: &CompareArgs) -> (Side, Side) {
         node_flags: flags,
         unary,
         node_bin: bin,
+        node_env: Vec::new(),
     };
     if !is_ab(args) {
         let etcd = Side {
@@ -130,6 +137,7 @@ fn sides(args: &CompareArgs) -> (Side, Side) {
             node_flags: Vec::new(),
             unary: false,
             node_bin: None,
+            node_env: Vec::new(),
         };
         return (etcd, shoal("Shoal", Vec::new(), false, None));
     }
@@ -139,15 +147,20 @@ fn sides(args: &CompareArgs) -> (Side, Side) {
         .flat_map(|f| f.split_whitespace())
         .map(String::from)
         .collect();
-    (
-        shoal("Shoal A", Vec::new(), false, None),
-        shoal("Shoal B", flags, args.ab_unary, args.ab_bin.clone()),
-    )
+    let mut b = shoal("Shoal B", flags, args.ab_unary, args.ab_bin.clone());
+    b.node_env = args
+        .ab_env
+        .iter()
+        .flat_map(|e| e.split_whitespace())
+        .map(String::from)
+        .collect();
+    (shoal("Shoal A", Vec::new(), false, None), b)
 }
 
-/// Whether Shoal is compared with itself (`--ab`, `--ab-unary`, `--ab-bin`).
+/// Whether Shoal is compared with itself (`--ab`, `--ab-unary`, `--ab-bin`,
+/// `--ab-env`).
 fn is_ab(args: &CompareArgs) -> bool {
-    args.ab.is_some() || args.ab_unary || args.ab_bin.is_some()
+    args.ab.is_some() || args.ab_unary || args.ab_bin.is_some() || args.ab_env.is_some()
 }
 
 /// A child process that is stopped when dropped.
@@ -290,11 +303,12 @@ fn start_etcd(args: &CompareArgs, dir: &Path) -> Result<Cluster, String> {
 /// round ends, so every round starts afresh).
 fn start_shoal(
     args: &CompareArgs,
-    node_bin: &Path,
     dir: &Path,
     name: &str,
-    flags: &[String],
+    side: &Side,
+    this_bin: &Path,
 ) -> Result<Cluster, String> {
+    let node_bin = side.node_bin.as_deref().unwrap_or(this_bin);
     let mut grpc = Vec::new();
     for _ in 0..args.nodes {
         grpc.push(free_port()?);
@@ -313,7 +327,12 @@ fn start_shoal(
             .arg(format!("--status-addr=127.0.0.1:{}", free_port()?))
             .arg(format!("--initial-cluster={}", initial.join(",")))
             .arg(format!("--initial-regions={}", args.regions))
-            .args(flags);
+            .args(&side.node_flags);
+        for var in &side.node_env {
+            if let Some((k, v)) = var.split_once('=') {
+                cmd.env(k, v);
+            }
+        }
         procs.push(spawn(&format!("{name}-{}", i + 1), cmd, dir)?);
     }
     let endpoints = grpc.iter().map(|p| format!("127.0.0.1:{p}")).collect();
@@ -443,6 +462,11 @@ fn validate(args: &CompareArgs) -> Result<(), String> {
     if args.clients.is_empty() || args.clients.contains(&0) {
         return Err("--clients: give one or more counts > 0".into());
     }
+    if let Some(env) = &args.ab_env {
+        if let Some(bad) = env.split_whitespace().find(|v| !v.contains('=')) {
+            return Err(format!("--ab-env: {bad:?} is not NAME=VALUE"));
+        }
+    }
     if let Some(bin) = &args.ab_bin {
         if !bin.is_file() {
             return Err(format!("--ab-bin {}: no such file", bin.display()));
@@ -522,10 +546,7 @@ async fn compare(args: &CompareArgs, node_bin: &Path) -> Result<(), String> {
         );
         let mut cluster = match target {
             TargetKind::Etcd => start_etcd(args, dir)?,
-            TargetKind::Shoal => {
-                let bin = side.node_bin.as_deref().unwrap_or(node_bin);
-                start_shoal(args, bin, dir, &name, &side.node_flags)?
-            }
+            TargetKind::Shoal => start_shoal(args, dir, &name, side, node_bin)?,
         };
         let probe_args = bench_args(args, side, Workload::Put, 1, &cluster);
         wait_ready(&mut cluster, &probe_args, dir).await?;
@@ -595,7 +616,11 @@ pub fn table(args: &CompareArgs, cmp: &Comparison) -> String {
         .node_bin
         .as_ref()
         .map(|p| format!("; B's nodes run {}", p.display()))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        + &match cmp.b.node_env.is_empty() {
+            true => String::new(),
+            false => format!("; B's nodes run with {}", cmp.b.node_env.join(" ")),
+        };
     let mut s = format!(
         "{}-byte values, {} keys, {} s measured after {} s warm-up; {} nodes each, \
          {} Shoal regions, {} cores; rounds {a}, {b}, {b}, {a}: each figure is the mean of a \
