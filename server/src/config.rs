@@ -78,6 +78,11 @@ pub struct NodeConfig {
     pub raft_tick_ms: u64,
     /// Poller threads. Default: the machine's cores, at most 4.
     pub pollers: usize,
+    /// Threads of the node's async runtime (gRPC services, the Raft transport,
+    /// batched streams). Default 0: one per core (tokio's default; one thread
+    /// instead of two measured no different on 2 cores: BENCHMARKS.md);
+    /// 0..=1024.
+    pub grpc_threads: usize,
     /// A region's leader splits it near its middle key once it holds more than this
     /// many bytes. Default 100663296 (96 MiB); >= 1.
     pub region_max_size: u64,
@@ -136,6 +141,7 @@ impl Default for NodeConfig {
             max_batch_keys: 1024,
             raft_tick_ms: 100,
             pollers: shoal_raftstore::Config::default().pollers,
+            grpc_threads: 0,
             region_max_size: 96 << 20,
             region_max_keys: 960_000,
             split_check_interval_ms: 10_000,
@@ -301,6 +307,12 @@ impl NodeConfig {
                 self.raft_tick_ms
             ));
         }
+        if self.grpc_threads > 1024 {
+            return Err(format!(
+                "grpc-threads must be at most 1024, got {}",
+                self.grpc_threads
+            ));
+        }
         if self.pollers == 0 {
             return Err("pollers must be at least 1".into());
         }
@@ -332,6 +344,14 @@ impl NodeConfig {
     /// this node: `raft-entry-max-size` plus 1 MiB (see the module docs).
     pub fn max_message_size(&self) -> usize {
         shoal_client::config::max_message_size_for(self.raft_entry_max_size)
+    }
+
+    /// The async runtime's threads: `grpc-threads`, or one per core when it is 0.
+    pub fn runtime_threads(&self) -> usize {
+        match self.grpc_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     /// The raftstore settings this node uses.

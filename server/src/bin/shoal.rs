@@ -44,7 +44,7 @@ enum Command {
 }
 
 /// Flags of `shoal node`; each overrides the config file, which overrides the defaults.
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct NodeArgs {
     /// A TOML config file (kebab-case keys, as the flags).
     #[arg(long)]
@@ -127,6 +127,10 @@ struct NodeArgs {
     /// [default: 268435456].
     #[arg(long)]
     entry_cache_store_max_bytes: Option<u64>,
+    /// Threads of the node's async runtime (gRPC, the Raft transport); 0 means one
+    /// per core [default: 0].
+    #[arg(long)]
+    grpc_threads: Option<usize>,
 }
 
 impl NodeArgs {
@@ -159,7 +163,8 @@ impl NodeArgs {
             entry_cache_max_bytes,
             entry_cache_store_max_bytes,
             raft_skip_bcast_commit,
-            raft_merge_writes
+            raft_merge_writes,
+            grpc_threads
         );
         c.validate()?;
         Ok(c)
@@ -264,7 +269,20 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let command = Cli::parse().command;
+    // A node's runtime has `grpc-threads` threads (its config is read here first);
+    // the other commands take tokio's default, one per core.
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Node(args) = &command {
+        match args.clone().into_config() {
+            Ok(cfg) => builder.worker_threads(cfg.runtime_threads()),
+            Err(e) => {
+                eprintln!("shoal: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("shoal: cannot start the async runtime: {e}");
@@ -272,7 +290,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match Cli::parse().command {
+        match command {
             Command::Node(args) => run_node(args).await,
             Command::Kv(cmd) => cli::run_kv(cmd).await,
             Command::Admin(cmd) => cli::run_admin(cmd).await,
