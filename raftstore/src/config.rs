@@ -44,8 +44,9 @@ pub struct Config {
     /// Apply worker threads. Default 1, and 1 is the only value accepted while a
     /// merge must find its source and target on one worker.
     pub apply_workers: usize,
-    /// Most writes a leader keeps waiting for apply (each of a merged proposal's writes counts), and most client requests a
-    /// region's mailbox holds, before new ones get `ServerIsBusy`. Default 4096; >= 1.
+    /// Most writes a leader keeps waiting for apply (each write of a merged
+    /// proposal counts), and most client requests a region's mailbox holds, before
+    /// new ones get `ServerIsBusy`. Default 4096; >= 1.
     pub max_pending_proposals: usize,
     /// Most bytes of entries a leader keeps uncommitted (raft-rs
     /// `max_uncommitted_size`) before refusing proposals with `ServerIsBusy`: a

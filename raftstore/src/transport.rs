@@ -3,7 +3,6 @@
 //! network that can drop, delay and partition.
 
 use shoal_proto::raft_serverpb::RaftMessage;
-use shoal_proto::Message as _;
 
 use crate::metrics::StoreMetrics;
 use crate::operation::snapshot::OutgoingSnapshot;
@@ -12,8 +11,9 @@ use crate::operation::snapshot::OutgoingSnapshot;
 pub trait Transport: Send + Sync + 'static {
     /// Sends every message of `msgs` (all addressed to peers on `store_id`) as one batch.
     /// Must not block on the network: queue and return. Delivery is best effort;
-    /// Raft retransmits what is lost.
-    fn send(&self, store_id: u64, msgs: Vec<RaftMessage>);
+    /// Raft retransmits what is lost. Returns the encoded bytes of the messages it
+    /// took (what it dropped at once does not count).
+    fn send(&self, store_id: u64, msgs: Vec<RaftMessage>) -> usize;
 
     /// Streams a snapshot to `store_id` (the message, then its files' bytes), and
     /// reports how it ended through `snap.done`. Must not block: start and return.
@@ -21,10 +21,10 @@ pub trait Transport: Send + Sync + 'static {
 }
 
 /// Groups messages by destination store and sends one batch per store.
-/// Returns the number of batches sent.
-pub fn send_grouped(transport: &dyn Transport, msgs: Vec<RaftMessage>) -> usize {
+/// Returns the number of batches sent and the bytes the transport took.
+pub fn send_grouped(transport: &dyn Transport, msgs: Vec<RaftMessage>) -> (usize, usize) {
     if msgs.is_empty() {
-        return 0;
+        return (0, 0);
     }
     let mut by_store: Vec<(u64, Vec<RaftMessage>)> = Vec::new();
     for m in msgs {
@@ -35,18 +35,21 @@ pub fn send_grouped(transport: &dyn Transport, msgs: Vec<RaftMessage>) -> usize 
         }
     }
     let batches = by_store.len();
-    for (store, batch) in by_store {
-        transport.send(store, batch);
-    }
-    batches
+    let bytes = by_store
+        .into_iter()
+        .map(|(store, batch)| transport.send(store, batch))
+        .sum();
+    (batches, bytes)
 }
 
 /// [`send_grouped`], counting messages and batches in `metrics`.
 pub fn send_counted(transport: &dyn Transport, metrics: &StoreMetrics, msgs: Vec<RaftMessage>) {
     let n = msgs.len() as u64;
-    let bytes: usize = msgs.iter().map(|m| m.encoded_len()).sum();
+    // The transport measures the bytes anyway (for its queue bound): counted from
+    // its answer, not encoded again here on the poll round.
+    let (batches, bytes) = send_grouped(transport, msgs);
     StoreMetrics::add(&metrics.raft_message_bytes_sent, bytes as u64);
-    let batches = send_grouped(transport, msgs) as u64;
+    let batches = batches as u64;
     StoreMetrics::add(&metrics.raft_messages_sent, n);
     StoreMetrics::add(&metrics.transport_batches_sent, batches);
 }

@@ -18,9 +18,10 @@
 //! other message of the round but a read or a persisted notice (so a write is
 //! never reordered with an admin command or a Raft message, nor checked against a
 //! leadership or region that changed; a read's index is taken at the round's end,
-//! after them), or when the next would take the entry past `raft_entry_max_size`. Concurrent writes may take effect in any order, and
-//! these take effect in arrival order; each caller gets the responses of its own
-//! requests (`msg::Reply`), and all of them the same error if the entry fails.
+//! after them), or when the next would take the entry past `raft_entry_max_size`.
+//! Concurrent writes may take effect in any order, and these take effect in arrival
+//! order; each caller gets the responses of its own requests (`msg::Reply`), and all
+//! of them the same error if the entry fails.
 
 use raft::eraftpb::Entry;
 use raft::StateRole;
@@ -50,7 +51,7 @@ pub(crate) struct Proposal {
 /// Writes of this round waiting to be proposed as one entry (see the module docs).
 pub(crate) struct PendingWrites {
     /// Their requests, in arrival order, under the first one's header.
-    request: shoal_proto::raft_cmdpb::RaftCmdRequest,
+    request: RaftCmdRequest,
     /// Each caller, with how many of the requests are its.
     callers: Vec<(oneshot::Sender<WriteResult>, usize)>,
     /// The encoded sizes of the writes added up: never below the entry's.
@@ -80,13 +81,8 @@ impl Peer {
             return self.propose(cmd.request, Reply::One(cmd.reply), store);
         }
         let Command { request, reply } = cmd;
-        let checked = match self.merging {
-            Some(_) => Err(region_merging(self.region_id)),
-            None => self.check_request(
-                request.header.as_ref().unwrap_or(&Default::default()),
-                request.requests.iter().filter_map(request_key),
-            ),
-        };
+        let header = request.header.unwrap_or_default();
+        let checked = self.check_write(&header, &request);
         if let Err(e) = checked.and_then(|()| self.check_can_propose(store, false)) {
             let _ = reply.send(Err(e));
             return;
@@ -144,6 +140,7 @@ impl Peer {
                 self.check_prepare_merge(&header, &mut request, store.cfg.raft_entry_max_size)
             }
             Some(admin_request::Cmd::RollbackMerge(_)) => self.check_admin(&header, false),
+            None => self.check_write(&header, &request),
             _ if self.merging.is_some() => Err(region_merging(self.region_id)),
             Some(admin_request::Cmd::ChangePeer(req)) => self.check_change_peer(&header, req),
             // A split or merge copies the region's peers: not in the middle of a
@@ -160,7 +157,6 @@ impl Peer {
             Some(admin_request::Cmd::Split(split)) => self.check_split(&header, split),
             Some(admin_request::Cmd::CommitMerge(_)) => self.check_admin(&header, true),
             Some(admin_request::Cmd::CompactLog(_)) => self.check_admin(&header, false),
-            None => self.check_request(&header, request.requests.iter().filter_map(request_key)),
         };
         // A log truncation frees space: it goes through on a full disk.
         let frees_space = matches!(
@@ -221,6 +217,19 @@ impl Peer {
             term: self.raw.raft.term,
             reply,
         });
+    }
+
+    /// A data write (puts, deletes, CAS): not while the region merges; this peer
+    /// leads; the epoch and keys fit.
+    fn check_write(
+        &self,
+        header: &RaftRequestHeader,
+        request: &RaftCmdRequest,
+    ) -> Result<(), CmdError> {
+        if self.merging.is_some() {
+            return Err(region_merging(self.region_id));
+        }
+        self.check_request(header, request.requests.iter().filter_map(request_key))
     }
 
     /// The last checks before a proposal enters raft-rs: this peer must be the

@@ -120,10 +120,11 @@ struct SimTransport {
 }
 
 impl Transport for SimTransport {
-    fn send(&self, store_id: u64, mut msgs: Vec<RaftMessage>) {
+    fn send(&self, store_id: u64, mut msgs: Vec<RaftMessage>) -> usize {
         for f in self.net.filters.read().unwrap().iter() {
             f.filter(&mut msgs);
         }
+        let bytes = msgs.iter().map(shoal_proto::Message::encoded_len).sum();
         let deliver = {
             let stores = self.net.stores.clone();
             move || {
@@ -144,6 +145,7 @@ impl Transport for SimTransport {
             }
             None => deliver(),
         }
+        bytes
     }
 
     /// Delivers a snapshot the way the server does (files through the receiving

@@ -265,13 +265,13 @@ impl GrpcTransport {
 }
 
 impl Transport for GrpcTransport {
-    fn send(&self, store_id: u64, msgs: Vec<RaftMessage>) {
+    fn send(&self, store_id: u64, msgs: Vec<RaftMessage>) -> usize {
         let Some(q) = self.queue(store_id) else {
             tracing::warn!(
                 store = store_id,
                 "no address known for store; dropping raft messages"
             );
-            return;
+            return 0;
         };
         let mut msgs = msgs;
         let mut bytes: usize = msgs.iter().map(RaftMessage::encoded_len).sum();
@@ -303,7 +303,7 @@ impl Transport for GrpcTransport {
                 self.report(store_id);
             }
             if fit == 0 {
-                return;
+                return 0;
             }
             msgs.truncate(fit);
             bytes = fit_bytes;
@@ -318,6 +318,7 @@ impl Transport for GrpcTransport {
         };
         // On a closed queue the item is dropped, releasing its bytes.
         let _ = q.tx.send(item);
+        bytes
     }
 
     fn send_snapshot(&self, store_id: u64, snap: OutgoingSnapshot) {
