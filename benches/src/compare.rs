@@ -636,9 +636,10 @@ pub fn table(args: &CompareArgs, cmp: &Comparison) -> String {
     s.push_str(&format!(
         "| workload | clients | {b} ops/s | {a} ops/s | {b}/{a} (pairs) | {b} p50 ms | {a} p50 ms \
          | {b} p99 ms | {a} p99 ms | CPU us/op {b} (servers + client) | CPU us/op {a} \
-         (servers + client) | {b} raft msgs/op | {b} entries/fsync | errors ({b}, {a}) |\n"
+         (servers + client) | client bytes/op {b} (out/in) | client bytes/op {a} (out/in) \
+         | {b} raft msgs/op | {b} entries/fsync | errors ({b}, {a}) |\n"
     ));
-    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for p in &cmp.passes {
         let (sh, et) = (&p.b[..], &p.a[..]);
         if sh.is_empty() || et.is_empty() {
@@ -661,6 +662,18 @@ pub fn table(args: &CompareArgs, cmp: &Comparison) -> String {
                 }
             }
         };
+        let wire = |rs: &[Report]| {
+            let w: Vec<_> = rs.iter().filter_map(|r| r.client_wire.as_ref()).collect();
+            match w.is_empty() {
+                true => "n/a".to_string(),
+                false => {
+                    let n = w.len() as f64;
+                    let out = w.iter().map(|w| w.bytes_out).sum::<f64>() / n;
+                    let inb = w.iter().map(|w| w.bytes_in).sum::<f64>() / n;
+                    format!("{out:.0} / {inb:.0}")
+                }
+            }
+        };
         let epf = mean(sh, |r| {
             r.cluster_work.as_ref().map_or(0.0, |w| w.entries_per_fsync)
         });
@@ -671,7 +684,7 @@ pub fn table(args: &CompareArgs, cmp: &Comparison) -> String {
         });
         let errors = |rs: &[Report]| rs.iter().map(|r| r.errors).sum::<u64>();
         s.push_str(&format!(
-            "| {} | {} | {:.0} | {:.0} | {ratio:.2}x | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {msgs:.2} | {epf:.1} | {}, {} |\n",
+            "| {} | {} | {:.0} | {:.0} | {ratio:.2}x | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {msgs:.2} | {epf:.1} | {}, {} |\n",
             format!("{:?}", p.workload).to_lowercase(),
             p.clients,
             mean(sh, |r| r.ops_per_sec),
@@ -682,6 +695,8 @@ pub fn table(args: &CompareArgs, cmp: &Comparison) -> String {
             mean(et, |r| r.latency.p99_ms),
             cpu(sh),
             cpu(et),
+            wire(sh),
+            wire(et),
             errors(sh),
             errors(et)
         ));

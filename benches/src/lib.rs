@@ -13,7 +13,7 @@
 //! [`target`] (the two systems), [`stats`] (latency histograms, errors),
 //! [`counters`] (node counters and /proc CPU time), [`proc_cost`] (CPU per thread
 //! and context switches of the servers and of the generator itself, per request),
-//! [`report`] (output).
+//! [`wire`] (the generator's TCP bytes and segments per request), [`report`] (output).
 
 pub mod args;
 pub mod compare;
@@ -23,6 +23,7 @@ pub mod report;
 pub mod runner;
 pub mod stats;
 pub mod target;
+pub mod wire;
 pub mod workload;
 
 /// The etcd v3 KV client generated from `proto/etcd_kv.proto`.

@@ -60,6 +60,8 @@ pub struct Report {
     pub client: Option<crate::proc_cost::ProcCost>,
     /// Servers and generator per request (when the servers run here).
     pub cost_per_op: Option<crate::proc_cost::CostPerOp>,
+    /// The load generator's TCP traffic per request (to and from the servers).
+    pub client_wire: Option<crate::wire::WirePerOp>,
 }
 
 impl Report {
@@ -96,6 +98,7 @@ impl Report {
             servers: Vec::new(),
             client: None,
             cost_per_op: None,
+            client_wire: None,
         }
     }
 
@@ -180,6 +183,13 @@ impl Report {
                 "  CPU per op  {:.1} us: servers {:.1} + load generator {:.1}; {:.2} context \
                  switches per op",
                 c.total_cpu_us, c.server_cpu_us, c.client_cpu_us, c.ctx_switches
+            );
+        }
+        if let Some(w) = &self.client_wire {
+            let _ = writeln!(
+                s,
+                "  client wire {:.0} bytes out, {:.0} bytes in, {:.2} TCP data segments per op",
+                w.bytes_out, w.bytes_in, w.segments
             );
         }
         if let Some(first) = self.servers.first() {

@@ -19,6 +19,7 @@ use crate::proc_cost;
 use crate::report::Report;
 use crate::stats::{Latency, LoopStats};
 use crate::target::Target;
+use crate::wire;
 use crate::workload::{key_of, Op, OpStream};
 
 /// State the client loops share with the driver.
@@ -94,7 +95,9 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     }
     let me = std::process::id();
     let (servers_before, me_before) = (proc_cost::sample_all(&server_pids), proc_cost::sample(me));
+    let wire_before = wire::sample(me);
     let measured = measure(args, &progress, &shared, &mut loops).await?;
+    let wire_after = wire::sample(me);
     let (servers_after, me_after) = (proc_cost::sample_all(&server_pids), proc_cost::sample(me));
     let after = snapshot(&target).await?;
     let pids_after = counters::snapshot_pids(&args.pids);
@@ -112,6 +115,9 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
             report.cost_per_op = Some(proc_cost::per_op(&report.servers, &client, counted));
         }
         report.client = Some(client);
+    }
+    if let (Some(b), Some(a)) = (wire_before, wire_after) {
+        report.client_wire = Some(wire::per_op(b, a, counted));
     }
     if let Some(path) = &args.json {
         report.write_json(path)?;
