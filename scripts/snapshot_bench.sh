@@ -44,6 +44,9 @@ stop() { kill -9 "${PID[$1]}" 2>/dev/null || true; wait "${PID[$1]}" 2>/dev/null
 metric() { # $1 = node id, $2 = metric name
     curl -s -m 3 "http://127.0.0.1:$((21400 + $1))/metrics" | awk -v m="$2" '$1 ~ "^"m"[{]" {print $2}'
 }
+metric_ms() { # $1 = node id, $2 = a seconds metric: its value in whole milliseconds
+    metric "$1" "$2" | awk '{printf "%d", $1 * 1000}'
+}
 
 for i in 1 2 3; do
     cat > "$WORK/node-$i.toml" <<EOF
@@ -78,12 +81,12 @@ if [ "$MODE" = clean ]; then
     t1=$(date +%s%N)
     bytes=0; ms=0
     for i in 1 2; do
-        b=$(metric "$i" shoal_snapshot_sent_bytes_total); m=$(metric "$i" shoal_snapshot_send_millis_total)
+        b=$(metric "$i" shoal_snapshot_sent_bytes_total); m=$(metric_ms "$i" shoal_snapshot_send_seconds_total)
         bytes=$((bytes + ${b:-0})); ms=$((ms + ${m:-0}))
     done
-    apply_ms=$(metric 3 shoal_snapshot_apply_millis_total)
+    apply_ms=$(metric_ms 3 shoal_snapshot_apply_seconds_total)
     gen_ms=0
-    for i in 1 2; do g=$(metric "$i" shoal_snapshot_generate_millis_total); gen_ms=$((gen_ms + ${g:-0})); done
+    for i in 1 2; do g=$(metric_ms "$i" shoal_snapshot_generate_seconds_total); gen_ms=$((gen_ms + ${g:-0})); done
     echo "snapshot: generated in $gen_ms ms; $bytes bytes sent in $ms ms ($(awk "BEGIN {printf \"%.1f\", $bytes / 1048576 / ($ms / 1000)}") MiB/s at a limit of $((RATE / 1048576)) MiB/s); applied in $apply_ms ms; node 3 restart to snapshot applied: $(( (t1 - t0) / 1000000 )) ms"
 else
     start 3

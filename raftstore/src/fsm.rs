@@ -102,12 +102,14 @@ impl PollCtx {
         }
         if !self.write.is_empty() {
             let task = std::mem::take(&mut self.write);
+            self.store.metrics.log_writer_queue.inc();
             if self.store.writer.send(task).is_err() {
                 tracing::error!("the log writer has stopped; the round's writes are lost");
             }
         }
         for (w, tasks) in self.applies.iter_mut().enumerate() {
             if !tasks.is_empty() {
+                self.store.metrics.apply_queue.inc();
                 let _ = self.store.apply[w].send(ApplyMsg::Tasks(std::mem::take(tasks)));
             }
         }
@@ -123,6 +125,9 @@ impl PollCtx {
 /// The batch system's handler for a store.
 pub(crate) struct RaftPoller {
     ctx: PollCtx,
+    /// When the current round began, and the messages it handled so far.
+    round_started: std::time::Instant,
+    round_messages: usize,
 }
 
 impl RaftPoller {
@@ -130,11 +135,18 @@ impl RaftPoller {
     pub(crate) fn new(store: Arc<StoreContext>) -> Self {
         RaftPoller {
             ctx: PollCtx::new(store),
+            round_started: std::time::Instant::now(),
+            round_messages: 0,
         }
     }
 }
 
 impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
+    fn begin(&mut self, _round: &shoal_router::Round) {
+        self.round_started = std::time::Instant::now();
+        self.round_messages = 0;
+    }
+
     fn handle_control(&mut self, store: &mut StoreFsm, msgs: &mut Vec<StoreMsg>) {
         debug_assert_eq!(store.store_id, self.ctx.store.store_id);
         for msg in msgs.drain(..) {
@@ -145,6 +157,7 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
     }
 
     fn handle_normal(&mut self, fsm: &mut PeerFsm, msgs: &mut Vec<PeerMsg>) {
+        self.round_messages += msgs.len();
         for msg in msgs.drain(..) {
             fsm.peer.on_msg(msg, &mut self.ctx);
         }
@@ -153,5 +166,9 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
 
     fn end(&mut self, _fsms: RoundFsms<'_, PeerFsm>) {
         self.ctx.flush();
+        let m = &self.ctx.store.metrics;
+        m.poll_round_seconds
+            .observe(self.round_started.elapsed().as_secs_f64());
+        m.poll_round_messages.observe(self.round_messages as f64);
     }
 }

@@ -27,7 +27,7 @@
 mod config;
 mod error;
 mod fsm;
-mod metrics;
+pub mod metrics;
 mod msg;
 mod operation;
 mod raft;

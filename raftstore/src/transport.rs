@@ -44,12 +44,9 @@ pub fn send_grouped(transport: &dyn Transport, msgs: Vec<RaftMessage>) -> (usize
 
 /// [`send_grouped`], counting messages and batches in `metrics`.
 pub fn send_counted(transport: &dyn Transport, metrics: &StoreMetrics, msgs: Vec<RaftMessage>) {
-    let n = msgs.len() as u64;
     // The transport measures the bytes anyway (for its queue bound): counted from
     // its answer, not encoded again here on the poll round.
     let (batches, bytes) = send_grouped(transport, msgs);
     StoreMetrics::add(&metrics.raft_message_bytes_sent, bytes as u64);
-    let batches = batches as u64;
-    StoreMetrics::add(&metrics.raft_messages_sent, n);
-    StoreMetrics::add(&metrics.transport_batches_sent, batches);
+    StoreMetrics::add(&metrics.transport_batches_sent, batches as u64);
 }

@@ -4,8 +4,6 @@ mod common;
 
 use std::time::Duration;
 
-use std::sync::atomic::Ordering;
-
 use common::{Cluster, DropRegion, DropType, Partition};
 use raft::eraftpb::{Message as RaftPbMessage, MessageType};
 use shoal_proto::metapb::Peer;
@@ -115,12 +113,7 @@ fn raft_messages_with_inconsistent_ids_are_dropped_before_raft() {
         }
     };
     let store = c.store(follower);
-    let refused = || {
-        store
-            .metrics()
-            .raft_messages_refused
-            .load(Ordering::Relaxed)
-    };
+    let refused = || store.metrics().raft_messages_refused.get();
     // To this peer's id, but on another store.
     store.on_raft_message(forged(from, Peer { store_id: 99, ..to }, from.id));
     // From a peer the region does not have.

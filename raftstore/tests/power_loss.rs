@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::Cluster;
@@ -44,7 +43,7 @@ fn a_split_peer_resumes_from_its_logged_raft_state_after_its_split_is_forgotten(
     c.wait_local(victim, &key(19), b"after", T);
     // The split was synced on every store before its peers started.
     for id in c.store_ids() {
-        let syncs = c.store(id).metrics().admin_kv_syncs.load(Ordering::Relaxed);
+        let syncs = c.store(id).metrics().admin_kv_syncs.get();
         assert!(
             syncs >= 1,
             "store {id} applied the split without syncing kv"

@@ -34,11 +34,7 @@ fn wait_first_index_past(c: &Cluster, id: u64, region: u64, index: u64) {
 /// Ticks until store `id` applied a snapshot.
 fn wait_snapshot_applied(c: &Cluster, id: u64) {
     c.tick_until("the snapshot to be applied", || {
-        c.store(id)
-            .metrics()
-            .snapshots_applied
-            .load(Ordering::Relaxed)
-            >= 1
+        c.store(id).metrics().snapshots_applied.get() >= 1
     });
 }
 

@@ -16,6 +16,7 @@
 //! itself is never returned.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use shoal_proto::errorpb::{region_error, EntryTooLarge, RegionError};
 use shoal_proto::kvrpcpb::kv_server::Kv;
@@ -30,6 +31,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::cmd_status::CmdResultExt;
 use crate::config::MAX_KEY_SIZE;
+use crate::request_metrics::{Method, RequestMetrics};
 use shoal_proto::system::{is_system_key, SYSTEM_START};
 
 /// Upper bound on one scan's pairs when the request gives no limit (or a bigger one).
@@ -44,18 +46,21 @@ pub struct KvService {
     raft_entry_max_size: usize,
     /// Turns true when the node begins shutting down: batched streams stop reading.
     draining: tokio::sync::watch::Receiver<bool>,
+    /// Request durations by method and outcome.
+    requests: Arc<RequestMetrics>,
 }
 
 impl KvService {
     /// A service over `store` with the node's limits (see `NodeConfig`); its
     /// batched streams stop reading once `draining` turns true (or its sender is
-    /// gone).
+    /// gone); its requests are timed in `requests`.
     pub fn new(
         store: Arc<RaftStore>,
         max_value_size: usize,
         max_batch_keys: usize,
         raft_entry_max_size: usize,
         draining: tokio::sync::watch::Receiver<bool>,
+        requests: Arc<RequestMetrics>,
     ) -> Self {
         KvService {
             store,
@@ -63,6 +68,7 @@ impl KvService {
             max_batch_keys,
             raft_entry_max_size,
             draining,
+            requests,
         }
     }
 
@@ -193,10 +199,10 @@ fn delete_op(key: Vec<u8>) -> CmdRequest {
     }
 }
 
-/// One handler per request kind, shared by the unary calls and the batched stream.
+/// The handlers behind [`KvService::serve_get`] and the others.
 impl KvService {
     /// Serves one Get request.
-    pub async fn serve_get(&self, req: GetRequest) -> Result<GetResponse, Status> {
+    async fn do_get(&self, req: GetRequest) -> Result<GetResponse, Status> {
         Self::check_key(&req.key, &req.context)?;
         let resp = match self.read(req.context, ReadKind::Get(req.key)).await? {
             Ok(ReadOutput::Value(v)) => GetResponse {
@@ -214,7 +220,7 @@ impl KvService {
     }
 
     /// Serves one Scan request.
-    pub async fn serve_scan(&self, req: ScanRequest) -> Result<ScanResponse, Status> {
+    async fn do_scan(&self, req: ScanRequest) -> Result<ScanResponse, Status> {
         if req.start_key.len() > MAX_KEY_SIZE || req.end_key.len() > MAX_KEY_SIZE {
             return Err(Status::invalid_argument(format!(
                 "scan bounds must be at most {MAX_KEY_SIZE} bytes"
@@ -262,7 +268,7 @@ impl KvService {
     }
 
     /// Serves one Put request.
-    pub async fn serve_put(&self, req: PutRequest) -> Result<PutResponse, Status> {
+    async fn do_put(&self, req: PutRequest) -> Result<PutResponse, Status> {
         Self::check_key(&req.key, &req.context)?;
         self.check_value(&req.value)?;
         let region_error = self
@@ -273,7 +279,7 @@ impl KvService {
     }
 
     /// Serves one Delete request.
-    pub async fn serve_delete(&self, req: DeleteRequest) -> Result<DeleteResponse, Status> {
+    async fn do_delete(&self, req: DeleteRequest) -> Result<DeleteResponse, Status> {
         Self::check_key(&req.key, &req.context)?;
         let region_error = self
             .write(req.context, vec![delete_op(req.key)])
@@ -283,10 +289,7 @@ impl KvService {
     }
 
     /// Serves one BatchWrite request.
-    pub async fn serve_batch_write(
-        &self,
-        req: BatchWriteRequest,
-    ) -> Result<BatchWriteResponse, Status> {
+    async fn do_batch_write(&self, req: BatchWriteRequest) -> Result<BatchWriteResponse, Status> {
         if req.mutations.is_empty() {
             return Err(Status::invalid_argument("batch has no mutations"));
         }
@@ -319,7 +322,7 @@ impl KvService {
     }
 
     /// Serves one CompareAndSwap request.
-    pub async fn serve_compare_and_swap(
+    async fn do_compare_and_swap(
         &self,
         req: CompareAndSwapRequest,
     ) -> Result<CompareAndSwapResponse, Status> {
@@ -354,6 +357,64 @@ impl KvService {
             },
         };
         Ok(resp)
+    }
+}
+
+/// One handler per request kind, shared by the unary calls and the batched stream;
+/// each is timed (`request_metrics`).
+impl KvService {
+    /// Serves one Get request.
+    pub async fn serve_get(&self, req: GetRequest) -> Result<GetResponse, Status> {
+        let started = Instant::now();
+        let r = self.do_get(req).await;
+        self.requests.observe(Method::Get, started, &r);
+        r
+    }
+
+    /// Serves one Scan request.
+    pub async fn serve_scan(&self, req: ScanRequest) -> Result<ScanResponse, Status> {
+        let started = Instant::now();
+        let r = self.do_scan(req).await;
+        self.requests.observe(Method::Scan, started, &r);
+        r
+    }
+
+    /// Serves one Put request.
+    pub async fn serve_put(&self, req: PutRequest) -> Result<PutResponse, Status> {
+        let started = Instant::now();
+        let r = self.do_put(req).await;
+        self.requests.observe(Method::Put, started, &r);
+        r
+    }
+
+    /// Serves one Delete request.
+    pub async fn serve_delete(&self, req: DeleteRequest) -> Result<DeleteResponse, Status> {
+        let started = Instant::now();
+        let r = self.do_delete(req).await;
+        self.requests.observe(Method::Delete, started, &r);
+        r
+    }
+
+    /// Serves one BatchWrite request.
+    pub async fn serve_batch_write(
+        &self,
+        req: BatchWriteRequest,
+    ) -> Result<BatchWriteResponse, Status> {
+        let started = Instant::now();
+        let r = self.do_batch_write(req).await;
+        self.requests.observe(Method::BatchWrite, started, &r);
+        r
+    }
+
+    /// Serves one CompareAndSwap request.
+    pub async fn serve_compare_and_swap(
+        &self,
+        req: CompareAndSwapRequest,
+    ) -> Result<CompareAndSwapResponse, Status> {
+        let started = Instant::now();
+        let r = self.do_compare_and_swap(req).await;
+        self.requests.observe(Method::CompareAndSwap, started, &r);
+        r
     }
 }
 

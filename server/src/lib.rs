@@ -26,6 +26,7 @@ mod message_limit;
 pub mod node;
 pub mod playground;
 pub mod raft_service;
+pub mod request_metrics;
 mod snapshot_sender;
 pub mod status;
 pub mod transport;

@@ -22,6 +22,8 @@ use crate::directory::{self, ClusterView};
 use crate::kv_service::KvService;
 use crate::message_limit::TooLargeLayer;
 use crate::raft_service::RaftService;
+use crate::request_metrics::RequestMetrics;
+use crate::status::Readiness;
 use crate::transport::{GrpcTransport, TransportLimits};
 
 /// How long shutdown waits for open connections (other nodes' Raft streams, clients)
@@ -35,6 +37,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), String> {
     cfg.validate()?;
+    // Up first, so that `/health` answers while the node joins or loads regions
+    // (`/ready` says `starting` until it serves).
+    let status = crate::status::spawn(&cfg.status_addr).await?;
     let engines = Engines::open(&cfg.data_dir).map_err(|e| e.to_string())?;
     let (store_id, membership) = identify(&cfg, &engines).await?;
     let cfg = NodeConfig { store_id, ..cfg };
@@ -50,17 +55,28 @@ pub async fn run(
         cfg.max_message_size(),
     );
     let (store, transport) = start_store(&cfg, engines.clone(), view.addresses())?;
-    let status = crate::status::spawn(&cfg.status_addr, store.clone()).await?;
+    status.state.set_store(store.clone(), engines.clone())?;
+    transport
+        .metrics
+        .register(store.metrics().registry())
+        .map_err(|e| format!("cannot register the transport metrics: {e}"))?;
+    let requests = RequestMetrics::new(store.metrics().registry())
+        .map_err(|e| format!("cannot register the request metrics: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     transport.set_origin(store_id, cfg.addr.clone());
     view.attach(transport);
     let refresher = directory::spawn_refresher(view.clone(), engines, me.clone());
     tracing::info!(store = store_id, addr = %local, "serving Kv, Admin and Raft");
-    let served = serve(&cfg, &store, me, view, listener, shutdown).await;
+    let state = status.state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        state.set_readiness(Readiness::Draining);
+    };
+    status.state.set_readiness(Readiness::Ready);
+    let served = serve(&cfg, &store, me, view, listener, shutdown, requests).await;
     refresher.abort();
     let _ = refresher.await;
-    status.abort();
-    let _ = status.await;
+    status.stop().await;
     stop_store(store).await?;
     served.map_err(|e| format!("gRPC server failed: {e}"))
 }
@@ -141,7 +157,11 @@ fn start_store(
     .map_err(|e| e.to_string())?;
     let store = Arc::new(store);
     let weak = Arc::downgrade(&store);
+    let unreachable = transport.metrics.unreachable.clone();
     transport.on_unreachable(Arc::new(move |store_id| {
+        unreachable
+            .with_label_values(&[&store_id.to_string()])
+            .inc();
         if let Some(s) = weak.upgrade() {
             s.report_unreachable(store_id);
         }
@@ -158,6 +178,7 @@ async fn serve(
     view: Arc<ClusterView>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
+    requests: RequestMetrics,
 ) -> Result<(), tonic::transport::Error> {
     // Graceful shutdown waits for open streams; peers keep their Raft streams open
     // until they stop themselves, so the wait is bounded by SHUTDOWN_GRACE.
@@ -191,6 +212,7 @@ async fn serve(
                 cfg.max_batch_keys,
                 cfg.raft_entry_max_size,
                 draining,
+                Arc::new(requests),
             ))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),

@@ -1,76 +1,286 @@
-//! The status HTTP endpoint (`--status-addr`): the store's counters as plain text,
-//! in the Prometheus exposition format, at `GET /metrics` (and `/`).
+//! The status HTTP endpoint (`--status-addr`), on axum:
 //!
-//! Deliberately tiny (one request per connection, no keep-alive, the head read
-//! whole before it is answered): it serves operators and scrapers, never the data
-//! path.
+//! - `GET /metrics` (and `/`): every metric of the node in the Prometheus text
+//!   format: the store's (raftstore's counters, gauges and histograms, the Kv
+//!   requests, the transport), RocksDB's figures per engine and column family
+//!   (`shoal_rocksdb_*`), and the standard process metrics (`process_*`).
+//! - `GET /health`: 200 while the process runs (liveness).
+//! - `GET /ready`: 200 once the node has joined its cluster, loaded its regions and
+//!   serves Kv, Admin and Raft; 503 before that (`starting`) and once it begins
+//!   shutting down (`draining`). For load balancers and orchestrators.
+//! - `GET /fail/NAME?ACTIONS`: arms a failpoint, only in a build with the
+//!   `failpoints` feature (tests and the chaos suite).
+//!
+//! It starts before the node joins or loads anything, so that `/health` answers
+//! during a long start. It serves operators and scrapers, never the data path; a
+//! scrape reads the engines' properties and sizes on a blocking thread.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use shoal_engine::rocks::{EngineStats, Engines};
 use shoal_raftstore::RaftStore;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-/// Binds `addr` and serves until the returned task is aborted.
-pub async fn spawn(addr: &str, store: Arc<RaftStore>) -> Result<JoinHandle<()>, String> {
+/// Where the node is in its life, as `/ready` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Readiness {
+    /// Joining, bootstrapping or loading regions.
+    Starting = 0,
+    /// Serving Kv, Admin and Raft.
+    Ready = 1,
+    /// Shutting down.
+    Draining = 2,
+}
+
+/// What the endpoint serves from: set by the node as it starts.
+pub struct StatusState {
+    readiness: AtomicU8,
+    /// Process metrics (no store yet when the endpoint starts).
+    process: Registry,
+    /// The store and its engines, once running.
+    store: OnceLock<(Arc<RaftStore>, Engines, EngineGauges)>,
+}
+
+/// A running status endpoint.
+pub struct StatusServer {
+    /// What it serves from.
+    pub state: Arc<StatusState>,
+    /// The address it listens on.
+    pub addr: std::net::SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl StatusServer {
+    /// Stops serving.
+    pub async fn stop(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for StatusServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl StatusState {
+    fn new() -> Self {
+        let process = Registry::new();
+        // The standard `process_*` metrics (CPU, resident memory, fds, threads).
+        let _ = process.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+        StatusState {
+            readiness: AtomicU8::new(Readiness::Starting as u8),
+            process,
+            store: OnceLock::new(),
+        }
+    }
+
+    /// The store runs: its metrics are served from now on, and RocksDB's figures
+    /// of `engines` are added to its registry.
+    pub fn set_store(&self, store: Arc<RaftStore>, engines: Engines) -> Result<(), String> {
+        let gauges = EngineGauges::new(store.metrics().registry())
+            .map_err(|e| format!("cannot register the engine metrics: {e}"))?;
+        let _ = self.store.set((store, engines, gauges));
+        Ok(())
+    }
+
+    /// Sets what `/ready` answers.
+    pub fn set_readiness(&self, r: Readiness) {
+        self.readiness.store(r as u8, Ordering::Release);
+    }
+
+    /// What `/ready` answers now.
+    pub fn readiness(&self) -> Readiness {
+        match self.readiness.load(Ordering::Acquire) {
+            1 => Readiness::Ready,
+            2 => Readiness::Draining,
+            _ => Readiness::Starting,
+        }
+    }
+
+    /// Every metric in the Prometheus text format. Reads the engines' properties
+    /// and the log engine's files: call it off the async runtime's threads.
+    pub fn render(&self) -> String {
+        let mut families = self.process.gather();
+        if let Some((store, engines, gauges)) = self.store.get() {
+            gauges.update(store, engines);
+            families.extend(store.metrics().registry().gather());
+        }
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::warn!("cannot encode the metrics: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// RocksDB's figures and the store's sizes, as gauges set at each scrape.
+struct EngineGauges {
+    memtable: IntGaugeVec,
+    sst: IntGaugeVec,
+    pending_compaction: IntGaugeVec,
+    stalls: IntGaugeVec,
+    write_stopped: IntGaugeVec,
+    delayed_rate: IntGaugeVec,
+    compactions: IntGaugeVec,
+    log_disk: IntGauge,
+    entry_cache: IntGauge,
+}
+
+impl EngineGauges {
+    fn new(r: &Registry) -> prometheus::Result<Self> {
+        let vec = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
+            let v = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            r.register(Box::new(v.clone()))?;
+            Ok(v)
+        };
+        let one = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let g = IntGauge::new(name, help)?;
+            r.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let cf = &["engine", "cf"][..];
+        let db = &["engine"][..];
+        Ok(EngineGauges {
+            memtable: vec(
+                "shoal_rocksdb_memtable_bytes",
+                "Bytes in RocksDB memtables, per engine and column family.",
+                cf,
+            )?,
+            sst: vec(
+                "shoal_rocksdb_sst_bytes",
+                "Bytes of RocksDB SST files, per engine and column family.",
+                cf,
+            )?,
+            pending_compaction: vec(
+                "shoal_rocksdb_pending_compaction_bytes",
+                "Bytes RocksDB estimates compaction has to rewrite.",
+                cf,
+            )?,
+            stalls: vec(
+                "shoal_rocksdb_write_stalls",
+                "Write stalls (slowdowns and stops) since the engine opened.",
+                cf,
+            )?,
+            write_stopped: vec(
+                "shoal_rocksdb_write_stopped",
+                "Whether RocksDB stops writes now: 1 or 0.",
+                db,
+            )?,
+            delayed_rate: vec(
+                "shoal_rocksdb_delayed_write_rate_bytes",
+                "The rate RocksDB delays writes to, in bytes per second (0: not delayed).",
+                db,
+            )?,
+            compactions: vec(
+                "shoal_rocksdb_running_compactions",
+                "RocksDB compactions running now.",
+                db,
+            )?,
+            log_disk: one(
+                "shoal_log_engine_disk_bytes",
+                "Bytes the Raft log engine (raft/) takes on disk.",
+            )?,
+            entry_cache: one(
+                "shoal_entry_cache_bytes",
+                "Bytes in the peers' Raft entry caches.",
+            )?,
+        })
+    }
+
+    fn update(&self, store: &RaftStore, engines: &Engines) {
+        for (name, stats) in [("raft", engines.log.stats()), ("kv", engines.kv.stats())] {
+            self.set(name, &stats);
+        }
+        let c = store.counters();
+        self.log_disk.set(c.log_engine_disk_bytes as i64);
+        self.entry_cache.set(c.entry_cache_bytes as i64);
+    }
+
+    fn set(&self, engine: &str, s: &EngineStats) {
+        let n = |v: u64| v.min(i64::MAX as u64) as i64;
+        for cf in &s.cfs {
+            let l = [engine, cf.cf];
+            self.memtable
+                .with_label_values(&l)
+                .set(n(cf.memtable_bytes));
+            self.sst.with_label_values(&l).set(n(cf.sst_bytes));
+            self.pending_compaction
+                .with_label_values(&l)
+                .set(n(cf.pending_compaction_bytes));
+            self.stalls.with_label_values(&l).set(n(cf.write_stalls));
+        }
+        self.write_stopped
+            .with_label_values(&[engine])
+            .set(i64::from(s.write_stopped));
+        self.delayed_rate
+            .with_label_values(&[engine])
+            .set(n(s.delayed_write_rate));
+        self.compactions
+            .with_label_values(&[engine])
+            .set(n(s.running_compactions));
+    }
+}
+
+/// Binds `addr` and serves until [`StatusServer::stop`].
+pub async fn spawn(addr: &str) -> Result<StatusServer, String> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on status address {addr}: {e}"))?;
-    Ok(tokio::spawn(async move {
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                continue;
-            };
-            let store = store.clone();
-            tokio::spawn(async move {
-                let Some(path) = request_path(&mut conn).await else {
-                    return;
-                };
-                let path = path.as_str();
-                let (status, body) = if path == "/" || path == "/metrics" {
-                    ("200 OK", render(&store))
-                } else if let Some(answer) = failpoint(path) {
-                    answer
-                } else {
-                    ("404 Not Found", "not found: try /metrics\n".to_string())
-                };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = conn.write_all(response.as_bytes()).await;
-            });
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("status address {addr}: {e}"))?;
+    let state = Arc::new(StatusState::new());
+    let app = routes(state.clone());
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("the status endpoint stopped: {e}");
         }
-    }))
+    });
+    Ok(StatusServer { state, addr, task })
 }
 
-/// Longest request head read, in bytes.
-const MAX_HEAD: usize = 8192;
+fn routes(state: Arc<StatusState>) -> Router {
+    let app = Router::new()
+        .route("/", get(metrics))
+        .route("/metrics", get(metrics))
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(ready));
+    failpoint_routes(app)
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "not found: try /metrics, /health or /ready\n",
+            )
+        })
+        .with_state(state)
+}
 
-/// The path of the request on `conn`, once its whole head (up to the blank line) has
-/// arrived: a client may send it in several pieces, and answering the first piece
-/// would answer the wrong path and close the connection under the client's next
-/// write. `None` for a head that is too long, malformed, or not complete within 5 s.
-async fn request_path(conn: &mut (impl AsyncRead + Unpin)) -> Option<String> {
-    let read = async {
-        let mut head = Vec::new();
-        let mut buf = [0u8; 1024];
-        // The blank line ends the head (bare `\n` line ends accepted, as from `nc`).
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-            let n = conn.read(&mut buf).await.ok()?;
-            if n == 0 || head.len() + n > MAX_HEAD {
-                return None;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        let head = String::from_utf8_lossy(&head);
-        head.split_whitespace().nth(1).map(String::from)
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(5), read)
+async fn metrics(State(state): State<Arc<StatusState>>) -> impl IntoResponse {
+    let body = tokio::task::spawn_blocking(move || state.render())
         .await
-        .ok()
-        .flatten()
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body)
+}
+
+async fn ready(State(state): State<Arc<StatusState>>) -> impl IntoResponse {
+    match state.readiness() {
+        Readiness::Ready => (StatusCode::OK, "ready\n"),
+        Readiness::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
+        Readiness::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+    }
 }
 
 /// `GET /fail/NAME?ACTIONS` arms failpoint NAME (the `fail` crate's syntax, e.g.
@@ -78,257 +288,90 @@ async fn request_path(conn: &mut (impl AsyncRead + Unpin)) -> Option<String> {
 /// `failpoints` feature (tests and the chaos suite), where it lets a test turn a
 /// fault on and off in a running node.
 #[cfg(feature = "failpoints")]
-fn failpoint(path: &str) -> Option<(&'static str, String)> {
-    let rest = path.strip_prefix("/fail/")?;
-    let answer = match rest.split_once('?') {
-        Some((name, actions)) => match fail::cfg(name, actions) {
-            Ok(()) => ("200 OK", format!("{name} armed: {actions}\n")),
-            Err(e) => ("400 Bad Request", format!("{name}: {e}\n")),
-        },
-        None => {
-            fail::remove(rest);
-            ("200 OK", format!("{rest} disarmed\n"))
-        }
-    };
-    Some(answer)
+fn failpoint_routes(app: Router<Arc<StatusState>>) -> Router<Arc<StatusState>> {
+    use axum::extract::{Path, RawQuery};
+    app.route(
+        "/fail/{name}",
+        get(
+            |Path(name): Path<String>, RawQuery(actions): RawQuery| async move {
+                match actions {
+                    Some(actions) => match fail::cfg(&name, &actions) {
+                        Ok(()) => (StatusCode::OK, format!("{name} armed: {actions}\n")),
+                        Err(e) => (StatusCode::BAD_REQUEST, format!("{name}: {e}\n")),
+                    },
+                    None => {
+                        fail::remove(&name);
+                        (StatusCode::OK, format!("{name} disarmed\n"))
+                    }
+                }
+            },
+        ),
+    )
 }
 
 #[cfg(not(feature = "failpoints"))]
-fn failpoint(_path: &str) -> Option<(&'static str, String)> {
-    None
-}
-
-/// The counters in the Prometheus text format.
-pub fn render(store: &RaftStore) -> String {
-    let c = store.counters();
-    let store_id = store.store_id();
-    let rows = [
-        (
-            "shoal_fsyncs_total",
-            "counter",
-            "Synced log engine writes.",
-            c.fsyncs,
-        ),
-        (
-            "shoal_regions_per_fsync_sum",
-            "counter",
-            "Sum over fsyncs of the regions each wrote.",
-            c.regions_per_fsync_sum,
-        ),
-        (
-            "shoal_entries_per_fsync_sum",
-            "counter",
-            "Sum over fsyncs of the entries each wrote.",
-            c.entries_per_fsync_sum,
-        ),
-        (
-            "shoal_raft_messages_sent_total",
-            "counter",
-            "Raft messages handed to the transport.",
-            c.raft_messages_sent,
-        ),
-        (
-            "shoal_transport_batches_sent_total",
-            "counter",
-            "Transport batches (one per remote store per round).",
-            c.transport_batches_sent,
-        ),
-        (
-            "shoal_raft_message_bytes_sent_total",
-            "counter",
-            "Encoded bytes of the Raft messages sent to other stores.",
-            c.raft_message_bytes_sent,
-        ),
-        (
-            "shoal_proposals_total",
-            "counter",
-            "Commands proposed to Raft.",
-            c.proposals,
-        ),
-        (
-            "shoal_writes_merged_total",
-            "counter",
-            "Writes proposed in another write's Raft entry (N merged writes count N - 1).",
-            c.writes_merged,
-        ),
-        (
-            "shoal_applied_entries_total",
-            "counter",
-            "Log entries applied.",
-            c.applied_entries,
-        ),
-        (
-            "shoal_reads_served_total",
-            "counter",
-            "Linearizable reads answered.",
-            c.reads_served,
-        ),
-        (
-            "shoal_log_entries_truncated_total",
-            "counter",
-            "Raft log entries deleted by log GC.",
-            c.log_entries_truncated,
-        ),
-        (
-            "shoal_log_reclaims_total",
-            "counter",
-            "Compactions of the log engine that gave truncated entries' space back.",
-            c.log_reclaims,
-        ),
-        (
-            "shoal_snapshots_generated_total",
-            "counter",
-            "Raft snapshots generated (as a leader).",
-            c.snapshots_generated,
-        ),
-        (
-            "shoal_snapshot_generated_bytes_total",
-            "counter",
-            "Bytes of the Raft snapshots generated.",
-            c.snapshot_generated_bytes,
-        ),
-        (
-            "shoal_snapshot_generate_millis_total",
-            "counter",
-            "Milliseconds spent generating Raft snapshots.",
-            c.snapshot_generate_millis,
-        ),
-        (
-            "shoal_snapshots_sent_total",
-            "counter",
-            "Raft snapshots sent to other stores.",
-            c.snapshots_sent,
-        ),
-        (
-            "shoal_snapshot_sent_bytes_total",
-            "counter",
-            "Bytes of the Raft snapshots sent.",
-            c.snapshot_sent_bytes,
-        ),
-        (
-            "shoal_snapshot_send_millis_total",
-            "counter",
-            "Milliseconds spent sending Raft snapshots.",
-            c.snapshot_send_millis,
-        ),
-        (
-            "shoal_snapshots_received_total",
-            "counter",
-            "Raft snapshots received whole and checked.",
-            c.snapshots_received,
-        ),
-        (
-            "shoal_snapshot_received_bytes_total",
-            "counter",
-            "Bytes of the Raft snapshots received.",
-            c.snapshot_received_bytes,
-        ),
-        (
-            "shoal_snapshot_receive_millis_total",
-            "counter",
-            "Milliseconds spent receiving Raft snapshots.",
-            c.snapshot_receive_millis,
-        ),
-        (
-            "shoal_snapshots_applied_total",
-            "counter",
-            "Raft snapshots applied (as a follower).",
-            c.snapshots_applied,
-        ),
-        (
-            "shoal_snapshot_apply_millis_total",
-            "counter",
-            "Milliseconds spent applying Raft snapshots.",
-            c.snapshot_apply_millis,
-        ),
-        (
-            "shoal_snapshot_failures_total",
-            "counter",
-            "Raft snapshots that failed to generate, send, receive or apply.",
-            c.snapshot_failures,
-        ),
-        (
-            "shoal_log_engine_disk_bytes",
-            "gauge",
-            "Bytes the Raft log engine (raft/) takes on disk.",
-            c.log_engine_disk_bytes,
-        ),
-        (
-            "shoal_entry_cache_bytes",
-            "gauge",
-            "Bytes in the peers' Raft entry caches.",
-            c.entry_cache_bytes,
-        ),
-        (
-            "shoal_regions",
-            "gauge",
-            "Peers on this store.",
-            c.region_count,
-        ),
-        (
-            "shoal_leaders",
-            "gauge",
-            "Peers on this store leading their region.",
-            c.leader_count,
-        ),
-        (
-            "shoal_disk_full",
-            "gauge",
-            "Whether the disk is full (writes refused, reads served): 1 or 0.",
-            u64::from(
-                store
-                    .metrics()
-                    .disk_full
-                    .load(std::sync::atomic::Ordering::Relaxed),
-            ),
-        ),
-    ];
-    let mut out = String::new();
-    for (name, kind, help, value) in rows {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{store=\"{store_id}\"}} {value}\n"
-        ));
-    }
-    out
+fn failpoint_routes(app: Router<Arc<StatusState>>) -> Router<Arc<StatusState>> {
+    app
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[tokio::test]
-    async fn a_request_head_sent_in_pieces_is_read_whole() {
-        let (mut client, mut server) = tokio::io::duplex(64);
-        let reader = tokio::spawn(async move { request_path(&mut server).await });
-        // `write!` on an unbuffered socket sends each formatted piece on its own.
-        for piece in [
-            "GET ",
-            "/fail/x?return(nospace)",
-            " HTTP/1.1\r\n",
-            "host: x\r\n\r\n",
-        ] {
-            client.write_all(piece.as_bytes()).await.unwrap();
+    /// Sends `pieces` as one request, a pause between them; the whole answer.
+    async fn ask(addr: std::net::SocketAddr, pieces: &[&str]) -> String {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        for piece in pieces {
+            conn.write_all(piece.as_bytes()).await.unwrap();
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        assert_eq!(
-            reader.await.unwrap().as_deref(),
-            Some("/fail/x?return(nospace)")
-        );
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).await.unwrap();
+        answer
     }
 
     #[tokio::test]
-    async fn a_head_that_never_ends_is_dropped() {
-        let (mut client, mut server) = tokio::io::duplex(1 << 16);
-        client.write_all(&[b'a'; MAX_HEAD + 1]).await.unwrap();
-        assert_eq!(request_path(&mut server).await, None);
-        let (mut client, mut server) = tokio::io::duplex(64);
-        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-        drop(client);
-        assert_eq!(request_path(&mut server).await, None);
-        // Bare line ends, as `printf 'GET /metrics\n\n' | nc` sends.
-        let (mut client, mut server) = tokio::io::duplex(64);
-        client.write_all(b"GET /metrics\n\n").await.unwrap();
-        assert_eq!(request_path(&mut server).await.as_deref(), Some("/metrics"));
+    async fn health_ready_and_metrics_answer() {
+        let server = spawn("127.0.0.1:0").await.unwrap();
+        let addr = server.addr;
+        // A head sent in pieces (as `write!` on an unbuffered socket does) is read
+        // whole: the first piece alone was once answered as `GET /`.
+        let a = ask(
+            addr,
+            &[
+                "GET ",
+                "/health",
+                " HTTP/1.1\r\n",
+                "host: x\r\nconnection: close\r\n\r\n",
+            ],
+        )
+        .await;
+        assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+        assert!(a.ends_with("ok\n"), "{a}");
+        let get =
+            |path: &str| format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        let a = ask(addr, &[&get("/ready")]).await;
+        assert!(
+            a.starts_with("HTTP/1.1 503") && a.ends_with("starting\n"),
+            "{a}"
+        );
+        server.state.set_readiness(Readiness::Ready);
+        let a = ask(addr, &[&get("/ready")]).await;
+        assert!(
+            a.starts_with("HTTP/1.1 200") && a.ends_with("ready\n"),
+            "{a}"
+        );
+        server.state.set_readiness(Readiness::Draining);
+        let a = ask(addr, &[&get("/ready")]).await;
+        assert!(
+            a.starts_with("HTTP/1.1 503") && a.ends_with("draining\n"),
+            "{a}"
+        );
+        let a = ask(addr, &[&get("/metrics")]).await;
+        assert!(a.contains("process_resident_memory_bytes"), "{a}");
+        let a = ask(addr, &[&get("/nope")]).await;
+        assert!(a.starts_with("HTTP/1.1 404"), "{a}");
+        server.stop().await;
     }
 }

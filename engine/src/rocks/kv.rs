@@ -53,6 +53,15 @@ fn for_each_in(
 }
 
 impl RocksKvEngine {
+    /// RocksDB's figures for this engine, per column family (in memory, no IO).
+    pub fn stats(&self) -> super::EngineStats {
+        let cfs: Vec<_> = Cf::ALL
+            .iter()
+            .map(|&cf| (cf.name(), Some(cf_handle(&self.db, cf))))
+            .collect();
+        super::stats::read(&self.db, &cfs)
+    }
+
     /// Opens (creating when missing) the kv engine at `path`.
     pub fn open(path: &Path) -> Result<Self> {
         let cache = kv_block_cache();

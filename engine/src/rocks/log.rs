@@ -79,6 +79,11 @@ fn decode_entry(region_id: u64, index: u64, value: &[u8]) -> Result<LogEntry> {
 }
 
 impl RocksLogEngine {
+    /// RocksDB's figures for this engine (one column family; in memory, no IO).
+    pub fn stats(&self) -> super::EngineStats {
+        super::stats::read(&self.db, &[("default", None)])
+    }
+
     /// Opens (creating when missing) the log engine at `path`.
     pub fn open(path: &Path) -> Result<Self> {
         let db = DB::open(&log_db_options(), path).map_err(|e| open_error(path, e))?;

@@ -8,11 +8,13 @@
 mod kv;
 mod log;
 mod options;
+mod stats;
 
 use std::path::Path;
 
 pub use kv::{RocksKvEngine, RocksSnapshot};
 pub use log::RocksLogEngine;
+pub use stats::{CfStats, EngineStats};
 
 use crate::{Error, Result};
 

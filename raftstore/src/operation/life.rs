@@ -12,8 +12,6 @@
 //! hands the removal of its raft log to the log writer, behind any write of the
 //! peer still queued there.
 
-use std::sync::atomic::Ordering;
-
 use raft::RawNode;
 use shoal_proto::metapb::{Peer as PeerMeta, Region};
 use shoal_proto::raft_serverpb::{MergeState, RaftApplyState, RaftLocalState};
@@ -94,7 +92,8 @@ pub(crate) fn start_peer_as(
             region: region_id,
             source,
         })?;
-    let peer = Peer::new(ctx.store_id, me.id, raw, applied, merging);
+    let waiting = ctx.metrics.pending_writes.clone();
+    let peer = Peer::new(ctx.store_id, me.id, raw, applied, merging, waiting);
     ctx.router
         .register(region_id, Box::new(PeerFsm { peer }))
         .map_err(|e| StartError::Register {
@@ -112,7 +111,7 @@ pub(crate) fn start_peer_as(
         region_id,
         to: truncated + 1,
     });
-    ctx.metrics.region_count.fetch_add(1, Ordering::Relaxed);
+    ctx.metrics.region_count.inc();
     if campaign {
         let _ = ctx.router.send(region_id, PeerMsg::Campaign);
     }
@@ -122,7 +121,7 @@ pub(crate) fn start_peer_as(
 impl Peer {
     /// Answers every proposal still waiting, with `why(proposal)`.
     pub(crate) fn fail_proposals(&mut self, why: impl Fn(&Proposal) -> CmdError) {
-        self.waiting_writes = 0;
+        self.set_waiting_writes(0);
         for p in self.proposals.drain(..) {
             let err = why(&p);
             p.reply.send(Err(err));
@@ -200,10 +199,10 @@ impl Peer {
         self.fail_reads(|| region_not_found(region_id));
         let store = &ctx.store;
         if self.is_leader {
-            store.metrics.leader_count.fetch_sub(1, Ordering::Relaxed);
+            store.metrics.leader_count.dec();
             self.is_leader = false;
         }
-        store.metrics.region_count.fetch_sub(1, Ordering::Relaxed);
+        store.metrics.region_count.dec();
         store.ticker.cancel_all(region_id);
         store.router.close(region_id);
         store.ranges.remove(region_id, Some(gone));

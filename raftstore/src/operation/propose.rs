@@ -27,6 +27,8 @@ use raft::eraftpb::Entry;
 use raft::StateRole;
 use shoal_proto::raft_cmdpb::{admin_request, RaftCmdRequest, RaftRequestHeader};
 use shoal_proto::{Message as _, RegionExt};
+use std::time::Instant;
+
 use tokio::sync::oneshot;
 
 use crate::error::{
@@ -46,6 +48,8 @@ pub(crate) struct Proposal {
     pub(crate) index: u64,
     pub(crate) term: u64,
     pub(crate) reply: Reply,
+    /// When it was proposed (`shoal_raft_propose_commit_seconds`).
+    pub(crate) proposed_at: Instant,
 }
 
 /// Writes of this round waiting to be proposed as one entry (see the module docs).
@@ -205,17 +209,18 @@ impl Peer {
         // leader overwrote (we appended here): they can never commit.
         while self.proposals.back().is_some_and(|p| p.index >= index) {
             let p = self.proposals.pop_back().expect("back exists");
-            self.waiting_writes -= p.reply.writes();
+            self.set_waiting_writes(self.waiting_writes - p.reply.writes());
             p.reply.send(Err(CmdError::Dropped(format!(
                 "region {}: index {} was overwritten by a newer leader's log",
                 self.region_id, p.index
             ))));
         }
-        self.waiting_writes += reply.writes();
+        self.set_waiting_writes(self.waiting_writes + reply.writes());
         self.proposals.push_back(Proposal {
             index,
             term: self.raw.raft.term,
             reply,
+            proposed_at: Instant::now(),
         });
     }
 
@@ -285,7 +290,7 @@ impl Peer {
         let mut replies = Vec::new();
         while self.proposals.front().is_some_and(|p| p.index <= last) {
             let p = self.proposals.pop_front().expect("front exists");
-            self.waiting_writes -= p.reply.writes();
+            self.set_waiting_writes(self.waiting_writes - p.reply.writes());
             if p.index < first {
                 p.reply.send(Err(CmdError::Undetermined(format!(
                     "region {}: index {} committed before this peer saw it",
@@ -296,6 +301,10 @@ impl Peer {
             let entry = &committed[(p.index - first) as usize];
             debug_assert_eq!(entry.index, p.index);
             if entry.term == p.term {
+                ctx.store
+                    .metrics
+                    .propose_commit_seconds
+                    .observe(p.proposed_at.elapsed().as_secs_f64());
                 replies.push((p.index, p.reply));
             } else {
                 p.reply.send(Err(CmdError::Dropped(format!(
@@ -308,6 +317,7 @@ impl Peer {
             region_id: self.region_id,
             entries: committed,
             replies,
+            committed_at: Instant::now(),
         });
     }
 }

@@ -7,8 +7,6 @@
 //! write is durable, sent by the log writer); its committed entries go to apply
 //! together with the answers owed to their proposers (`propose.rs`).
 
-use std::sync::atomic::Ordering;
-
 use raft::eraftpb::Message as RaftPbMessage;
 use raft::StateRole;
 use shoal_proto::metapb::Peer as PeerMeta;
@@ -57,7 +55,7 @@ impl Peer {
         if !rd.messages().is_empty() {
             let (snapshots, msgs): (Vec<_>, Vec<_>) =
                 rd.take_messages().into_iter().partition(is_snapshot);
-            self.build_messages(msgs, &mut ctx.outgoing);
+            self.build_messages(msgs, &mut ctx.outgoing, &ctx.store.metrics);
             self.send_snapshots(snapshots, ctx);
         }
         let committed = rd.take_committed_entries();
@@ -73,7 +71,11 @@ impl Peer {
         let must_persist = !entries.is_empty() || rd.must_sync();
         if must_persist || self.unpersisted_ready.is_some() {
             let mut after_persist = Vec::new();
-            self.build_messages(rd.take_persisted_messages(), &mut after_persist);
+            self.build_messages(
+                rd.take_persisted_messages(),
+                &mut after_persist,
+                &ctx.store.metrics,
+            );
             let state = must_persist.then(|| *self.raw.store().raft_state());
             ctx.write
                 .add(self.region_id, number, entries, state, after_persist);
@@ -81,7 +83,7 @@ impl Peer {
             self.raw.advance_append_async(rd);
         } else {
             let persisted = rd.take_persisted_messages();
-            self.build_messages(persisted, &mut ctx.outgoing);
+            self.build_messages(persisted, &mut ctx.outgoing, &ctx.store.metrics);
             self.advance_light(rd, ctx);
         }
     }
@@ -96,7 +98,7 @@ impl Peer {
             self.raw.mut_store().set_hard_state(&hs);
         }
         let msgs = light.take_messages();
-        self.build_messages(msgs, &mut ctx.outgoing);
+        self.build_messages(msgs, &mut ctx.outgoing, &ctx.store.metrics);
         let committed = light.take_committed_entries();
         self.schedule_apply(committed, ctx);
     }
@@ -109,7 +111,7 @@ impl Peer {
         }
         self.is_leader = leading;
         let delta = if leading { 1 } else { -1 };
-        metrics.leader_count.fetch_add(delta, Ordering::Relaxed);
+        metrics.leader_count.add(delta);
         if !leading {
             // A generated snapshot is a leader's: its files go.
             self.raw.store().snap.clear();
@@ -119,7 +121,13 @@ impl Peer {
         }
     }
 
-    pub(crate) fn build_messages(&self, msgs: Vec<RaftPbMessage>, out: &mut Vec<RaftMessage>) {
+    /// Wraps raft-rs's messages for the transport (counted by type in `metrics`).
+    pub(crate) fn build_messages(
+        &self,
+        msgs: Vec<RaftPbMessage>,
+        out: &mut Vec<RaftMessage>,
+        metrics: &StoreMetrics,
+    ) {
         let region = self.region();
         // An uninitialized peer is in no peer list yet: it names itself.
         let from = region
@@ -144,6 +152,7 @@ impl Peer {
                 );
                 continue;
             };
+            metrics.raft_messages_sent.inc(m.get_msg_type());
             out.push(RaftMessage {
                 region_id: self.region_id,
                 from_peer: from,

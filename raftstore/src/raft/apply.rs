@@ -23,6 +23,8 @@ pub(crate) struct ApplyTask {
     pub(crate) entries: Vec<Entry>,
     /// `(index, reply)` for entries proposed through this peer.
     pub(crate) replies: Vec<(u64, Reply)>,
+    /// When the entries were handed to apply (`shoal_raft_commit_apply_seconds`).
+    pub(crate) committed_at: std::time::Instant,
 }
 
 /// A region an apply worker starts applying for.

@@ -40,8 +40,11 @@ pub(crate) struct Peer {
     pub(crate) proposals: VecDeque<Proposal>,
     /// Writes of this round not proposed yet (`operation::propose`, merged writes).
     pub(crate) pending_writes: Option<PendingWrites>,
-    /// Writes (callers) waiting in `proposals`: what `max_pending_proposals` bounds.
+    /// Writes (callers) waiting in `proposals`: what `max_pending_proposals` bounds
+    /// (changed through [`Peer::set_waiting_writes`], which keeps the store's gauge).
     pub(crate) waiting_writes: usize,
+    /// The store's `shoal_pending_writes` gauge.
+    waiting_gauge: prometheus::IntGauge,
     /// Reads received this round, not yet given a read index.
     pub(crate) new_reads: Vec<ReadRequest>,
     /// Reads waiting for their index to be confirmed, then applied.
@@ -84,6 +87,7 @@ impl Peer {
         raw: RawNode<PeerStorage>,
         applied_index: u64,
         merging: Option<MergeState>,
+        waiting_gauge: prometheus::IntGauge,
     ) -> Self {
         Peer {
             region_id: raw.store().region().id,
@@ -93,6 +97,7 @@ impl Peer {
             proposals: VecDeque::new(),
             pending_writes: None,
             waiting_writes: 0,
+            waiting_gauge,
             new_reads: Vec::new(),
             read_batches: VecDeque::new(),
             next_read_ctx: 1,
@@ -301,6 +306,10 @@ impl Peer {
                 return;
             }
         }
+        ctx.store
+            .metrics
+            .raft_messages_received
+            .inc(m.get_msg_type());
         if let Err(e) = self.raw.step(m) {
             tracing::debug!(region = self.region_id, "step: {e}");
         }
@@ -372,4 +381,19 @@ enum RefusedMessage {
         inner: (u64, u64),
         envelope: (u64, u64),
     },
+}
+
+impl Peer {
+    /// Sets how many writes wait in `proposals`, keeping the store's gauge.
+    pub(crate) fn set_waiting_writes(&mut self, n: usize) {
+        self.waiting_gauge
+            .add(n as i64 - self.waiting_writes as i64);
+        self.waiting_writes = n;
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.set_waiting_writes(0);
+    }
 }

@@ -108,7 +108,7 @@ impl RaftStore {
         let mut parts = Parts {
             store_id,
             router,
-            metrics: Arc::new(StoreMetrics::default()),
+            metrics: Arc::new(StoreMetrics::new(store_id)),
             ids: Arc::new(IdAllocator::open(engines.kv.clone(), store_id)?),
             threads: Vec::new(),
         };

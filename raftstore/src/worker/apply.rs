@@ -51,7 +51,10 @@ impl<R: Fn(u64, ApplyRes)> ApplyWorker<R> {
                     ApplyMsg::Register(r) => {
                         delegates.insert(r.region.id, Delegate::from(*r));
                     }
-                    ApplyMsg::Tasks(t) => tasks.extend(t),
+                    ApplyMsg::Tasks(t) => {
+                        self.metrics.apply_queue.dec();
+                        tasks.extend(t)
+                    }
                     ApplyMsg::Snapshot(s) => {
                         // Every entry committed before the snapshot applies first.
                         if !tasks.is_empty() {
@@ -91,20 +94,29 @@ impl<R: Fn(u64, ApplyRes)> ApplyWorker<R> {
             delegates,
             sync: false,
         };
+        let started = std::time::Instant::now();
         let mut answers = Vec::new();
         let mut count = 0u64;
+        let mut committed_at = Vec::with_capacity(tasks.len());
         for task in tasks {
+            committed_at.push(task.committed_at);
             count += apply_task(task, &mut ctx, &mut answers);
         }
         self.write(&ctx);
         fail::fail_point!("apply_after_kv_write");
-        StoreMetrics::add(&self.metrics.applied_entries, count);
+        let m = &self.metrics;
+        StoreMetrics::add(&m.applied_entries, count);
+        for at in committed_at {
+            m.commit_apply_seconds.observe(at.elapsed().as_secs_f64());
+        }
         for (reply, result) in answers {
             reply.send(result);
         }
         for (region_id, res) in ctx.results {
             (self.report)(region_id, res);
         }
+        m.apply_batch_seconds
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Writes the batch (synced when it holds an admin command). A kv engine that

@@ -98,9 +98,12 @@ impl<N: Fn(u64, u64)> LogWriter<N> {
     /// The writer's loop; returns when every poller is gone.
     pub(crate) fn run(self, rx: Receiver<WriteTask>) {
         while let Ok(mut task) = rx.recv() {
+            let mut taken = 1;
             for more in rx.try_iter() {
                 task.merge(more);
+                taken += 1;
             }
+            self.metrics.log_writer_queue.sub(taken);
             self.write(task);
         }
     }
@@ -113,6 +116,7 @@ impl<N: Fn(u64, u64)> LogWriter<N> {
             removed,
         } = task;
         if !batch.is_empty() {
+            let started = std::time::Instant::now();
             let written = self
                 .metrics
                 .retry_while_disk_full("log writer", || self.log.write(&batch));
@@ -121,9 +125,10 @@ impl<N: Fn(u64, u64)> LogWriter<N> {
                 panic!("log writer: the log engine failed a synced write: {e}");
             }
             let m = &self.metrics;
+            m.log_write_seconds.observe(started.elapsed().as_secs_f64());
             StoreMetrics::add(&m.fsyncs, 1);
-            StoreMetrics::add(&m.regions_per_fsync_sum, batch.region_count() as u64);
-            StoreMetrics::add(&m.entries_per_fsync_sum, batch.entry_count() as u64);
+            m.regions_per_fsync.observe(batch.region_count() as f64);
+            m.entries_per_fsync.observe(batch.entry_count() as f64);
         }
         fail::fail_point!("log_writer_after_write");
         if !msgs.is_empty() {

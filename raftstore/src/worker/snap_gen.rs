@@ -93,8 +93,7 @@ impl<R: Fn(u64, Result<Generated, String>)> SnapWorker<R> {
                     Ok(g) => {
                         StoreMetrics::add(&m.snapshots_generated, 1);
                         StoreMetrics::add(&m.snapshot_generated_bytes, g.files.bytes);
-                        let ms = started.elapsed().as_millis() as u64;
-                        StoreMetrics::add(&m.snapshot_generate_millis, ms);
+                        let ms = StoreMetrics::add_elapsed(&m.snapshot_generate_seconds, started);
                         tracing::info!(
                             region = region_id,
                             index = g.key.index,

@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+use prometheus::{IntCounter, IntCounterVec, Opts};
 use shoal_proto::raft_serverpb::RaftMessage;
 use shoal_proto::Message;
 use shoal_raftstore::{OutgoingSnapshot, Transport};
@@ -119,6 +120,9 @@ impl TransportLimits {
 /// The queue toward one store.
 struct StoreQueue {
     tx: mpsc::UnboundedSender<Queued>,
+    /// This store's `shoal_transport_*_total{to_store}` counters, bound once.
+    batches: IntCounter,
+    bytes: IntCounter,
     /// Bytes in the queue and in the stream buffer (released when tonic takes a
     /// batch, or when queued messages are dropped).
     queued: Arc<AtomicUsize>,
@@ -140,6 +144,51 @@ impl Drop for Queued {
     }
 }
 
+/// The transport's metrics, by remote store (registered in the store's registry
+/// by the node once the store runs: [`TransportMetrics::register`]).
+#[derive(Clone)]
+pub struct TransportMetrics {
+    batches: IntCounterVec,
+    bytes: IntCounterVec,
+    dropped: IntCounterVec,
+    /// Reports that a store is unreachable, by remote store.
+    pub unreachable: IntCounterVec,
+}
+
+impl TransportMetrics {
+    fn new() -> Self {
+        let vec = |name: &str, help: &str| {
+            IntCounterVec::new(Opts::new(name, help), &["to_store"]).expect("valid metric")
+        };
+        TransportMetrics {
+            batches: vec(
+                "shoal_transport_store_batches_total",
+                "Batches of Raft messages queued toward each store.",
+            ),
+            bytes: vec(
+                "shoal_transport_store_bytes_total",
+                "Encoded bytes of the Raft messages queued toward each store.",
+            ),
+            dropped: vec(
+                "shoal_transport_dropped_messages_total",
+                "Raft messages dropped because the queue toward a store was full.",
+            ),
+            unreachable: vec(
+                "shoal_transport_unreachable_total",
+                "Reports that a store could not be reached (Raft stops pipelining to it).",
+            ),
+        }
+    }
+
+    /// Adds these metrics to `registry`.
+    pub fn register(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.batches.clone()))?;
+        registry.register(Box::new(self.bytes.clone()))?;
+        registry.register(Box::new(self.dropped.clone()))?;
+        registry.register(Box::new(self.unreachable.clone()))
+    }
+}
+
 /// Store id -> address, shared by the transport and its snapshot sender, kept
 /// current from the cluster directory (`GrpcTransport::set_addresses`).
 pub type Addresses = Arc<RwLock<HashMap<u64, String>>>;
@@ -156,6 +205,8 @@ pub struct GrpcTransport {
     /// stream (`ORIGIN_STORE`, `ORIGIN_ADDRESS`), so that a store restarted on a
     /// new address is answered there before the cluster directory says so.
     origin: Arc<OnceLock<(u64, String)>>,
+    /// Batches, bytes, drops and unreachable reports by remote store.
+    pub metrics: TransportMetrics,
 }
 
 /// The gRPC metadata of a Raft stream naming the sending store's id.
@@ -186,6 +237,7 @@ impl GrpcTransport {
             limits,
             snapshots,
             origin: Arc::new(OnceLock::new()),
+            metrics: TransportMetrics::new(),
         })
     }
 
@@ -240,8 +292,11 @@ impl GrpcTransport {
             .get(&store_id)?
             .clone();
         let (tx, rx) = mpsc::unbounded_channel();
+        let label = store_id.to_string();
         let queue = Arc::new(StoreQueue {
             tx,
+            batches: self.metrics.batches.with_label_values(&[&label]),
+            bytes: self.metrics.bytes.with_label_values(&[&label]),
             queued: Arc::new(AtomicUsize::new(0)),
             overflowing: AtomicBool::new(false),
         });
@@ -302,6 +357,11 @@ impl Transport for GrpcTransport {
                 );
                 self.report(store_id);
             }
+            let dropped = (msgs.len() - fit) as u64;
+            self.metrics
+                .dropped
+                .with_label_values(&[&store_id.to_string()])
+                .inc_by(dropped);
             if fit == 0 {
                 return 0;
             }
@@ -316,6 +376,8 @@ impl Transport for GrpcTransport {
             bytes,
             counter: q.queued.clone(),
         };
+        q.batches.inc();
+        q.bytes.inc_by(bytes as u64);
         // On a closed queue the item is dropped, releasing its bytes.
         let _ = q.tx.send(item);
         bytes

@@ -166,7 +166,7 @@ impl Peer {
         self.fail_reads(|| not_leader(region_id, leader));
         if !rd.messages().is_empty() {
             let msgs = rd.take_messages();
-            self.build_messages(msgs, &mut ctx.outgoing);
+            self.build_messages(msgs, &mut ctx.outgoing, &ctx.store.metrics);
         }
         let number = rd.number();
         let store = self.raw.mut_store();
@@ -177,7 +177,7 @@ impl Peer {
         }
         let state = *store.raft_state();
         let mut msgs = Vec::new();
-        self.build_messages(rd.take_persisted_messages(), &mut msgs);
+        self.build_messages(rd.take_persisted_messages(), &mut msgs, &ctx.store.metrics);
         self.applying_snapshot = Some(PendingSnapshot {
             number,
             key,
@@ -242,10 +242,9 @@ impl Peer {
         let p = self.applying_snapshot.take().expect("checked above");
         self.applied_index = p.key.index;
         self.raw.advance_apply_to(p.key.index);
-        let ms = p.started.elapsed().as_millis() as u64;
         let m = &ctx.store.metrics;
         StoreMetrics::add(&m.snapshots_applied, 1);
-        StoreMetrics::add(&m.snapshot_apply_millis, ms);
+        let ms = StoreMetrics::add_elapsed(&m.snapshot_apply_seconds, p.started);
         tracing::info!(
             region = self.region_id,
             index = p.key.index,

@@ -150,7 +150,7 @@ impl Peer {
             let key = SnapKey::of(self.region_id, m.get_snapshot());
             let files = self.raw.store().snap.files(&key);
             let mut envelope = Vec::new();
-            self.build_messages(vec![m], &mut envelope);
+            self.build_messages(vec![m], &mut envelope, &ctx.store.metrics);
             let (Some(files), Some(msg)) = (files, envelope.pop()) else {
                 tracing::warn!(
                     region = self.region_id,
@@ -171,8 +171,7 @@ impl Peer {
                 if ok {
                     StoreMetrics::add(&metrics.snapshots_sent, 1);
                     StoreMetrics::add(&metrics.snapshot_sent_bytes, bytes);
-                    let ms = started.elapsed().as_millis() as u64;
-                    StoreMetrics::add(&metrics.snapshot_send_millis, ms);
+                    StoreMetrics::add_elapsed(&metrics.snapshot_send_seconds, started);
                 } else {
                     StoreMetrics::add(&metrics.snapshot_failures, 1);
                 }

@@ -201,8 +201,7 @@ impl SnapReceiver {
         self.done = true;
         StoreMetrics::add(&self.metrics.snapshots_received, 1);
         StoreMetrics::add(&self.metrics.snapshot_received_bytes, self.received);
-        let ms = self.started.elapsed().as_millis() as u64;
-        StoreMetrics::add(&self.metrics.snapshot_receive_millis, ms);
+        StoreMetrics::add_elapsed(&self.metrics.snapshot_receive_seconds, self.started);
         let mut msg = self.msg.take().expect("taken once");
         msg.snapshot_transfer = self.n;
         Ok(msg)

@@ -1,0 +1,177 @@
+//! How long the Kv service's requests take, by method and outcome:
+//! `shoal_grpc_request_duration_seconds{method, outcome}`, a histogram.
+//!
+//! The outcome is `ok`, the region error's kind (`not_leader`, `epoch_not_match`,
+//! `stale_command`, `undetermined`, ...: the client retries most of them), or the
+//! failure (`invalid_argument` for refused input, `failed` for any other gRPC
+//! status). Unary calls and the batched stream are counted alike (one request each).
+//! Every (method, outcome) histogram is bound when the node starts, so recording
+//! one is a few atomic adds.
+
+use std::time::Instant;
+
+use prometheus::{HistogramOpts, HistogramVec, Registry};
+use shoal_proto::errorpb::{region_error::Kind, RegionError};
+use shoal_proto::kvrpcpb::*;
+use tonic::{Code, Status};
+
+/// The Kv methods.
+#[derive(Debug, Clone, Copy)]
+pub enum Method {
+    Get,
+    Scan,
+    Put,
+    Delete,
+    BatchWrite,
+    CompareAndSwap,
+}
+
+const METHODS: [&str; 6] = [
+    "get",
+    "scan",
+    "put",
+    "delete",
+    "batch_write",
+    "compare_and_swap",
+];
+
+/// Outcome labels; index 0 is success.
+const OUTCOMES: [&str; 12] = [
+    "ok",
+    "not_leader",
+    "epoch_not_match",
+    "region_not_found",
+    "key_not_in_region",
+    "server_is_busy",
+    "entry_too_large",
+    "store_not_match",
+    "stale_command",
+    "undetermined",
+    "invalid_argument",
+    "failed",
+];
+
+/// The outcome label index of a region error.
+fn region_error_outcome(e: &RegionError) -> usize {
+    match &e.kind {
+        Some(Kind::NotLeader(_)) => 1,
+        Some(Kind::EpochNotMatch(_)) => 2,
+        Some(Kind::RegionNotFound(_)) => 3,
+        Some(Kind::KeyNotInRegion(_)) => 4,
+        Some(Kind::ServerIsBusy(_)) => 5,
+        Some(Kind::EntryTooLarge(_)) => 6,
+        Some(Kind::StoreNotMatch(_)) => 7,
+        Some(Kind::StaleCommand(_)) => 8,
+        Some(Kind::Undetermined(_)) | None => 9,
+    }
+}
+
+/// A Kv response that may carry a region error.
+pub trait HasRegionError {
+    fn region_error(&self) -> Option<&RegionError>;
+}
+
+macro_rules! has_region_error {
+    ($($t:ty),*) => {$(
+        impl HasRegionError for $t {
+            fn region_error(&self) -> Option<&RegionError> {
+                self.region_error.as_ref()
+            }
+        }
+    )*};
+}
+has_region_error!(
+    GetResponse,
+    ScanResponse,
+    PutResponse,
+    DeleteResponse,
+    BatchWriteResponse,
+    CompareAndSwapResponse
+);
+
+/// The outcome label index of a finished request.
+fn outcome<T: HasRegionError>(r: &Result<T, Status>) -> usize {
+    match r {
+        Ok(resp) => resp.region_error().map_or(0, region_error_outcome),
+        Err(s) if s.code() == Code::InvalidArgument => 10,
+        Err(_) => 11,
+    }
+}
+
+/// The request histograms of one node.
+pub struct RequestMetrics {
+    vec: HistogramVec,
+    /// `[method][outcome]`, bound up front.
+    bound: Vec<Vec<prometheus::Histogram>>,
+}
+
+impl RequestMetrics {
+    /// The histograms, registered in `registry`.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let opts = HistogramOpts::new(
+            "shoal_grpc_request_duration_seconds",
+            "Duration of Kv requests (unary or on a batched stream), by method and outcome.",
+        )
+        .buckets(shoal_raftstore::metrics::duration_buckets());
+        let vec = HistogramVec::new(opts, &["method", "outcome"])?;
+        registry.register(Box::new(vec.clone()))?;
+        let bound = METHODS
+            .iter()
+            .map(|m| {
+                OUTCOMES
+                    .iter()
+                    .map(|o| vec.with_label_values(&[m, o]))
+                    .collect()
+            })
+            .collect();
+        Ok(RequestMetrics { vec, bound })
+    }
+
+    /// Records a request of `method` begun at `started` that ended with `result`.
+    pub fn observe<T: HasRegionError>(
+        &self,
+        method: Method,
+        started: Instant,
+        result: &Result<T, Status>,
+    ) {
+        self.bound[method as usize][outcome(result)].observe(started.elapsed().as_secs_f64());
+    }
+
+    /// The histogram family (for tests).
+    pub fn family(&self) -> &HistogramVec {
+        &self.vec
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::errorpb::NotLeader;
+
+    #[test]
+    fn outcomes_are_told_apart() {
+        let r = Registry::new();
+        let m = RequestMetrics::new(&r).unwrap();
+        let t = Instant::now();
+        m.observe(Method::Put, t, &Ok(PutResponse::default()));
+        let not_leader = PutResponse {
+            region_error: Some(RegionError {
+                message: String::new(),
+                kind: Some(Kind::NotLeader(NotLeader::default())),
+            }),
+        };
+        m.observe(Method::Put, t, &Ok(not_leader));
+        m.observe::<GetResponse>(Method::Get, t, &Err(Status::invalid_argument("empty key")));
+        m.observe::<GetResponse>(Method::Get, t, &Err(Status::internal("disk")));
+        let count = |method: &str, outcome: &str| {
+            m.family()
+                .with_label_values(&[method, outcome])
+                .get_sample_count()
+        };
+        assert_eq!(count("put", "ok"), 1);
+        assert_eq!(count("put", "not_leader"), 1);
+        assert_eq!(count("get", "invalid_argument"), 1);
+        assert_eq!(count("get", "failed"), 1);
+        assert_eq!(count("get", "ok"), 0);
+    }
+}
