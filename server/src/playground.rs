@@ -25,6 +25,25 @@ pub struct PlaygroundArgs {
     /// removed when the playground stops].
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Also print a Prometheus scrape config for the nodes (and write it to
+    /// DIR/prometheus.yml), to use with the Grafana dashboard in
+    /// deploy/grafana/shoal.json.
+    #[arg(long)]
+    pub metrics: bool,
+}
+
+/// A Prometheus scrape config (as deploy/prometheus.yml) for nodes whose status
+/// endpoints are `targets` (HOST:PORT).
+pub fn scrape_config(targets: &[&str]) -> String {
+    let mut s = String::from(
+        "global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\nscrape_configs:\n  \
+         - job_name: shoal\n    metrics_path: /metrics\n    static_configs:\n      \
+         - targets:\n",
+    );
+    for t in targets {
+        s.push_str(&format!("          - {t}\n"));
+    }
+    s
 }
 
 fn free_port() -> Result<u16, String> {
@@ -188,6 +207,24 @@ fn print_welcome(args: &PlaygroundArgs, dir: &Path, nodes: &[NodeAddrs]) {
     println!("  shoal admin regions --endpoints {endpoints}");
     println!("  shoal admin split hello --endpoints {endpoints}");
     println!("  shoal admin merge SOURCE_ID TARGET_ID --endpoints {endpoints}");
+    if args.metrics {
+        let targets: Vec<&str> = nodes.iter().map(|n| n.status.as_str()).collect();
+        let config = scrape_config(&targets);
+        let path = dir.join("prometheus.yml");
+        match std::fs::write(&path, &config) {
+            Ok(()) => println!("Prometheus scrape config (also in {}):", path.display()),
+            Err(e) => println!(
+                "Prometheus scrape config (cannot write {}: {e}):",
+                path.display()
+            ),
+        }
+        print!("{config}");
+        println!(
+            "Run `prometheus --config.file={}`, add it as a Grafana data source and import \
+             deploy/grafana/shoal.json.",
+            path.display()
+        );
+    }
     println!("Press Ctrl-C to stop every node.");
 }
 

@@ -293,6 +293,10 @@ impl GrpcTransport {
             .clone();
         let (tx, rx) = mpsc::unbounded_channel();
         let label = store_id.to_string();
+        // Every per-store series exists from the first send on, at 0 until counted
+        // (a dashboard's query finds it).
+        self.metrics.dropped.with_label_values(&[&label]);
+        self.metrics.unreachable.with_label_values(&[&label]);
         let queue = Arc::new(StoreQueue {
             tx,
             batches: self.metrics.batches.with_label_values(&[&label]),
