@@ -158,6 +158,8 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
 
     fn handle_normal(&mut self, fsm: &mut PeerFsm, msgs: &mut Vec<PeerMsg>) {
         self.round_messages += msgs.len();
+        let span = fsm.peer.span.clone();
+        let _entered = span.enter();
         for msg in msgs.drain(..) {
             fsm.peer.on_msg(msg, &mut self.ctx);
         }

@@ -27,6 +27,7 @@
 mod config;
 mod error;
 mod fsm;
+pub mod log_limit;
 pub mod metrics;
 mod msg;
 mod operation;

@@ -670,7 +670,7 @@ mod tests {
             id: 11,
             ..Default::default()
         };
-        let logger = crate::raft::logger::raft_logger();
+        let logger = crate::raft::logger::raft_logger(1, 11);
         let mut raw = RawNode::new(&cfg, store, &logger).unwrap();
         let steps: Vec<Vec<PeerChange>> = vec![
             vec![change(ChangeKind::AddLearner, 14, 4)],

@@ -88,9 +88,11 @@ pub(crate) fn start_peer_as(
     let storage = PeerStorage::new(ctx.storage_deps(), region.clone(), raft_state, apply_state);
     let region_id = region.id;
     let raw =
-        RawNode::new(&raft_cfg, storage, &raft_logger()).map_err(|source| StartError::Raft {
-            region: region_id,
-            source,
+        RawNode::new(&raft_cfg, storage, &raft_logger(region_id, me.id)).map_err(|source| {
+            StartError::Raft {
+                region: region_id,
+                source,
+            }
         })?;
     let waiting = ctx.metrics.pending_writes.clone();
     let peer = Peer::new(ctx.store_id, me.id, raw, applied, merging, waiting);

@@ -145,7 +145,7 @@ impl Peer {
         for m in msgs {
             let known = region.peers.iter().find(|p| p.id == m.to);
             let Some(to) = known.or_else(|| self.senders.get(&m.to)).cloned() else {
-                tracing::warn!(
+                crate::warn_limited!(
                     region = self.region_id,
                     to = m.to,
                     "no store known for peer"

@@ -77,6 +77,10 @@ pub(crate) struct Peer {
     /// Peers of the region that sent this peer messages: where answers go while
     /// the region lists no peer yet (an uninitialized peer, before its snapshot).
     pub(crate) senders: std::collections::HashMap<u64, PeerMeta>,
+    /// `peer{region, peer}`: entered while the poller handles this peer, so every
+    /// log line of it names the region and the peer. Made once per peer (entering
+    /// costs no allocation).
+    pub(crate) span: tracing::Span,
 }
 
 impl Peer {
@@ -89,8 +93,10 @@ impl Peer {
         merging: Option<MergeState>,
         waiting_gauge: prometheus::IntGauge,
     ) -> Self {
+        let region_id = raw.store().region().id;
         Peer {
-            region_id: raw.store().region().id,
+            span: tracing::info_span!("peer", region = region_id, peer = peer_id),
+            region_id,
             peer_id,
             store_id,
             raw,
@@ -279,7 +285,7 @@ impl Peer {
                     _ => {}
                 }
                 let metrics = &ctx.store.metrics;
-                tracing::warn!(region = self.region_id, "dropping a raft message: {why}");
+                crate::warn_limited!(region = self.region_id, "dropping a raft message: {why}");
                 StoreMetrics::add(&metrics.raft_messages_refused, 1);
                 drop_snapshot_files(&msg, ctx);
                 return;

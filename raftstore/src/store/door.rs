@@ -26,7 +26,7 @@ impl RaftStore {
     pub fn on_raft_message(&self, msg: RaftMessage) {
         let to_store = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
         if to_store != self.store_id {
-            tracing::warn!(
+            crate::warn_limited!(
                 store = self.store_id,
                 region = msg.region_id,
                 to_store,

@@ -326,7 +326,7 @@ impl GrpcTransport {
 impl Transport for GrpcTransport {
     fn send(&self, store_id: u64, msgs: Vec<RaftMessage>) -> usize {
         let Some(q) = self.queue(store_id) else {
-            tracing::warn!(
+            shoal_raftstore::warn_limited!(
                 store = store_id,
                 "no address known for store; dropping raft messages"
             );
