@@ -160,6 +160,11 @@ pub struct StoreMetrics {
     pub snapshot_apply_seconds: Counter,
     /// Snapshots that failed to generate, send, receive or apply.
     pub snapshot_failures: IntCounter,
+    /// A region's bytes of keys and values at each split check (leaders check
+    /// their regions periodically; counted up to just past the split limit).
+    pub region_check_bytes: Histogram,
+    /// ... and its keys.
+    pub region_check_keys: Histogram,
     /// Peers on this store.
     pub region_count: IntGauge,
     /// Peers on this store that lead their region.
@@ -365,6 +370,16 @@ impl StoreMetrics {
             snapshot_failures: b.counter(
                 "shoal_snapshot_failures_total",
                 "Raft snapshots that failed to generate, send, receive or apply.",
+            ),
+            region_check_bytes: b.histogram(
+                "shoal_region_size_bytes",
+                "Bytes of keys and values of a region at each split check by its leader.",
+                exponential_buckets(1024.0, 4.0, 12).expect("valid buckets"),
+            ),
+            region_check_keys: b.histogram(
+                "shoal_region_keys",
+                "Keys of a region at each split check by its leader.",
+                exponential_buckets(1.0, 4.0, 14).expect("valid buckets"),
             ),
             region_count: b.gauge("shoal_regions", "Peers on this store."),
             leader_count: b.gauge("shoal_leaders", "Peers on this store leading their region."),

@@ -287,6 +287,12 @@ impl<N: Fsm, C: Fsm> Router<N, C> {
         self.shared.normals.len()
     }
 
+    /// Messages queued in every mailbox and not yet taken by a poller (locks each
+    /// mailbox in turn: for metrics, not for the hot path).
+    pub fn backlog(&self) -> usize {
+        self.shared.normals.iter().map(|m| m.len()).sum()
+    }
+
     /// Whether `id` is registered.
     pub fn contains(&self, id: u64) -> bool {
         self.shared.normals.contains_key(&id)

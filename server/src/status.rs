@@ -137,6 +137,7 @@ struct EngineGauges {
     compactions: IntGaugeVec,
     log_disk: IntGauge,
     entry_cache: IntGauge,
+    mailbox_backlog: IntGauge,
 }
 
 impl EngineGauges {
@@ -197,6 +198,10 @@ impl EngineGauges {
                 "shoal_entry_cache_bytes",
                 "Bytes in the peers' Raft entry caches.",
             )?,
+            mailbox_backlog: one(
+                "shoal_mailbox_backlog",
+                "Messages waiting in the regions' mailboxes for a poller.",
+            )?,
         })
     }
 
@@ -207,6 +212,7 @@ impl EngineGauges {
         let c = store.counters();
         self.log_disk.set(c.log_engine_disk_bytes as i64);
         self.entry_cache.set(c.entry_cache_bytes as i64);
+        self.mailbox_backlog.set(store.mailbox_backlog() as i64);
     }
 
     fn set(&self, engine: &str, s: &EngineStats) {

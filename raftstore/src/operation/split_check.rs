@@ -50,6 +50,9 @@ impl Peer {
     /// peer still leads.
     pub(crate) fn on_split_check_result(&mut self, mut r: CheckResult, ctx: &PollCtx) {
         self.split_check.pending = false;
+        let m = &ctx.store.metrics;
+        m.region_check_bytes.observe(r.size as f64);
+        m.region_check_keys.observe(r.keys as f64);
         let key = r.split_key.take();
         let ids = std::mem::take(&mut r.split_ids);
         self.split_check.last = Some(r.clone());

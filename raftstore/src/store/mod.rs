@@ -338,6 +338,12 @@ impl RaftStore {
         &self.metrics
     }
 
+    /// Messages waiting in the regions' mailboxes (visits every mailbox: for
+    /// metrics, off the pollers).
+    pub fn mailbox_backlog(&self) -> usize {
+        self.router.backlog()
+    }
+
     /// The store's counters, as the Admin API reports them (lists the log engine's
     /// files for its size: call it off the pollers).
     pub fn counters(&self) -> shoal_proto::adminpb::StoreCounters {
