@@ -23,7 +23,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use shoal_engine::rocks::{EngineStats, Engines};
 use shoal_raftstore::RaftStore;
 use tokio::net::TcpListener;
@@ -131,7 +131,7 @@ struct EngineGauges {
     memtable: IntGaugeVec,
     sst: IntGaugeVec,
     pending_compaction: IntGaugeVec,
-    stalls: IntGaugeVec,
+    stalls: IntCounterVec,
     write_stopped: IntGaugeVec,
     delayed_rate: IntGaugeVec,
     compactions: IntGaugeVec,
@@ -170,11 +170,17 @@ impl EngineGauges {
                 "Bytes RocksDB estimates compaction has to rewrite.",
                 cf,
             )?,
-            stalls: vec(
-                "shoal_rocksdb_write_stalls",
-                "Write stalls (slowdowns and stops) since the engine opened.",
-                cf,
-            )?,
+            stalls: {
+                let v = IntCounterVec::new(
+                    Opts::new(
+                        "shoal_rocksdb_write_stalls_total",
+                        "RocksDB write stalls (slowdowns and stops), per engine and column family.",
+                    ),
+                    cf,
+                )?;
+                r.register(Box::new(v.clone()))?;
+                v
+            },
             write_stopped: vec(
                 "shoal_rocksdb_write_stopped",
                 "Whether RocksDB stops writes now: 1 or 0.",
@@ -226,7 +232,9 @@ impl EngineGauges {
             self.pending_compaction
                 .with_label_values(&l)
                 .set(n(cf.pending_compaction_bytes));
-            self.stalls.with_label_values(&l).set(n(cf.write_stalls));
+            // RocksDB counts since the engine opened: the counter catches up.
+            let stalls = self.stalls.with_label_values(&l);
+            stalls.inc_by(cf.write_stalls.saturating_sub(stalls.get()));
         }
         self.write_stopped
             .with_label_values(&[engine])

@@ -1,7 +1,8 @@
 //! The status endpoint of real node processes: `/metrics` parses as Prometheus text
 //! and carries the metric families an operator needs; every metric the Grafana
 //! dashboard (deploy/grafana/shoal.json) queries is one a node exports, so the
-//! dashboard cannot rot; `/health` and `/ready` answer.
+//! dashboard cannot rot; docs/metrics.md lists every exported metric; `/health`
+//! and `/ready` answer.
 
 mod common;
 
@@ -144,6 +145,7 @@ async fn a_cluster_exports_what_the_dashboard_queries() {
     assert_eq!(client.scan("k", "l", 100).await.unwrap().len(), 50);
 
     let mut exported = BTreeSet::new();
+    let mut families = BTreeSet::new();
     let mut totals = std::collections::HashMap::new();
     for s in &status {
         let (code, text) = http_get(s, "/metrics").expect("scrape");
@@ -160,6 +162,12 @@ async fn a_cluster_exports_what_the_dashboard_queries() {
             }
         }
         exported.extend(exported_names(&text));
+        families.extend(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("# TYPE "))
+                .filter_map(|l| l.split_whitespace().next())
+                .map(String::from),
+        );
     }
     // What the traffic must have moved.
     for name in [
@@ -179,6 +187,17 @@ async fn a_cluster_exports_what_the_dashboard_queries() {
             "{name} did not count: {totals:?}"
         );
     }
+    // docs/metrics.md names every family a node exports.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md"))
+        .expect("docs/metrics.md");
+    let undocumented: Vec<_> = families
+        .iter()
+        .filter(|n| !doc.contains(&format!("`{n}`")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "docs/metrics.md does not list {undocumented:?}"
+    );
     let missing: Vec<_> = dashboard_names()
         .into_iter()
         .filter(|n| !exported.contains(n))
