@@ -21,7 +21,63 @@ pub enum Workload {
     Scan,
     /// Compare-and-swap on a key: expects the value the generator writes, writes it again.
     Cas,
+    /// YCSB workload A, update heavy: 50% reads, 50% updates, zipfian (docs/ycsb.md).
+    #[serde(rename = "ycsb-a")]
+    YcsbA,
+    /// YCSB workload B, read mostly: 95% reads, 5% updates, zipfian.
+    #[serde(rename = "ycsb-b")]
+    YcsbB,
+    /// YCSB workload C, read only: 100% reads, zipfian.
+    #[serde(rename = "ycsb-c")]
+    YcsbC,
+    /// YCSB workload D, read latest: 95% reads, 5% inserts of new records; reads
+    /// favour the records inserted last.
+    #[serde(rename = "ycsb-d")]
+    YcsbD,
+    /// YCSB workload E, short ranges: 95% scans of 1..=100 records, 5% inserts,
+    /// zipfian scan starts.
+    #[serde(rename = "ycsb-e")]
+    YcsbE,
+    /// YCSB workload F, read-modify-write: 50% reads, 50% read-modify-writes (a read
+    /// then an update of the same record), zipfian.
+    #[serde(rename = "ycsb-f")]
+    YcsbF,
 }
+
+impl Workload {
+    /// The name on the command line and in reports, e.g. `mixed`, `ycsb-a`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Workload::Put => "put",
+            Workload::Get => "get",
+            Workload::Mixed => "mixed",
+            Workload::Scan => "scan",
+            Workload::Cas => "cas",
+            Workload::YcsbA => "ycsb-a",
+            Workload::YcsbB => "ycsb-b",
+            Workload::YcsbC => "ycsb-c",
+            Workload::YcsbD => "ycsb-d",
+            Workload::YcsbE => "ycsb-e",
+            Workload::YcsbF => "ycsb-f",
+        }
+    }
+
+    /// Whether this is one of YCSB's core workloads (`ycsb-a` ..= `ycsb-f`).
+    pub fn is_ycsb(&self) -> bool {
+        crate::ycsb::Spec::of(*self).is_some()
+    }
+}
+
+/// `--value-size` when not given: for put, get, mixed, scan and cas.
+pub const DEFAULT_VALUE_SIZE: usize = 256;
+/// `--keys` when not given: for put, get, mixed, scan and cas.
+pub const DEFAULT_KEYS: u64 = 100_000;
+/// `--read-ratio`'s default.
+pub const DEFAULT_READ_RATIO: f64 = 0.9;
+/// `--scan-limit`'s default.
+pub const DEFAULT_SCAN_LIMIT: u32 = 10;
+/// `--zipf-exponent`'s default.
+pub const DEFAULT_ZIPF_EXPONENT: f64 = 0.99;
 
 /// Which system the requests go to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -55,29 +111,38 @@ pub struct BenchArgs {
     pub target: TargetKind,
     /// Comma-separated gRPC addresses (host:port) of the cluster's nodes. For etcd,
     /// client i talks to endpoint i mod N.
-    #[arg(long, default_value = "127.0.0.1:20160", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "SHOAL_ENDPOINTS",
+        default_value = "127.0.0.1:20160",
+        value_delimiter = ','
+    )]
     pub endpoints: Vec<String>,
     /// Concurrent requests in flight (one loop each). 1..=10000.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
-    /// Bytes per value written. 1..=1048576.
-    #[arg(long, default_value_t = 256)]
-    pub value_size: usize,
+    /// Bytes per value written (for ycsb-*, the record: YCSB's 10 fields of 100
+    /// bytes). 1..=1048576. [default: 256; 1000 for ycsb-*]
+    #[arg(long)]
+    pub value_size: Option<usize>,
     /// Size of the key space: keys are 8-byte scrambled indexes 0..KEYS, spread evenly
-    /// over the whole key space (and so over every region).
-    #[arg(long, default_value_t = 100_000)]
-    pub keys: u64,
-    /// How keys are chosen.
+    /// over the whole key space (and so over every region). For ycsb-*, the records
+    /// loaded before the run (YCSB's recordcount); ycsb-d and ycsb-e insert more.
+    /// [default: 100000; 1000 for ycsb-*]
+    #[arg(long)]
+    pub keys: Option<u64>,
+    /// How keys are chosen (put, get, mixed, scan, cas; ycsb-* have their own).
     #[arg(long, value_enum, default_value_t = KeyDist::Uniform)]
     pub key_dist: KeyDist,
     /// Exponent of --key-dist zipf (> 0).
-    #[arg(long, default_value_t = 0.99)]
+    #[arg(long, default_value_t = DEFAULT_ZIPF_EXPONENT)]
     pub zipf_exponent: f64,
     /// Share of reads in the mixed workload, 0.0..=1.0.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = DEFAULT_READ_RATIO)]
     pub read_ratio: f64,
-    /// Pairs read per scan. 1..=10000.
-    #[arg(long, default_value_t = 10)]
+    /// Pairs read per scan of the scan workload. 1..=10000. (ycsb-e draws its
+    /// scan lengths from 1..=100.)
+    #[arg(long, default_value_t = DEFAULT_SCAN_LIMIT)]
     pub scan_limit: u32,
     /// Length of the measured phase, e.g. 30s, 500ms, 2m [default: 30s, or unbounded
     /// up to --max-time when --ops is given].
@@ -99,8 +164,9 @@ pub struct BenchArgs {
     /// Write the report as JSON to this file too.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Skip writing every key once before get, mixed, scan and cas runs (reads then
-    /// mostly find nothing).
+    /// Skip writing every key once before get, mixed, scan, cas and ycsb-* runs
+    /// (YCSB's load phase): reads then mostly find nothing, which ycsb-* count as
+    /// NOT_FOUND errors. For a run on records an earlier run loaded.
     #[arg(long)]
     pub no_preload: bool,
     /// Deadline of one request including the client's retries.
@@ -152,6 +218,27 @@ impl BenchArgs {
         !self.no_preload && self.workload != Workload::Put
     }
 
+    /// Bytes per value: `--value-size`, or the workload's default (a YCSB record is
+    /// [`ycsb::FIELD_COUNT`](crate::ycsb::FIELD_COUNT) fields of
+    /// [`ycsb::FIELD_LENGTH`](crate::ycsb::FIELD_LENGTH) bytes).
+    pub fn value_bytes(&self) -> usize {
+        match (self.value_size, self.workload.is_ycsb()) {
+            (Some(n), _) => n,
+            (None, true) => crate::ycsb::RECORD_SIZE,
+            (None, false) => DEFAULT_VALUE_SIZE,
+        }
+    }
+
+    /// Keys in the key space (ycsb-*: records loaded): `--keys`, or the workload's
+    /// default (YCSB's recordcount for ycsb-*).
+    pub fn key_count(&self) -> u64 {
+        match (self.keys, self.workload.is_ycsb()) {
+            (Some(n), _) => n,
+            (None, true) => crate::ycsb::RECORD_COUNT,
+            (None, false) => DEFAULT_KEYS,
+        }
+    }
+
     /// Checks the bounds documented on each option; the error names the option.
     pub fn validate(&self) -> Result<(), String> {
         let endpoints = self.endpoints.iter().filter(|e| !e.trim().is_empty());
@@ -161,13 +248,13 @@ impl BenchArgs {
         if !(1..=10_000).contains(&self.clients) {
             return Err(format!("--clients {}: must be 1..=10000", self.clients));
         }
-        if !(1..=1 << 20).contains(&self.value_size) {
+        if !(1..=1 << 20).contains(&self.value_bytes()) {
             return Err(format!(
                 "--value-size {}: must be 1..=1048576",
-                self.value_size
+                self.value_bytes()
             ));
         }
-        if self.keys == 0 {
+        if self.key_count() == 0 {
             return Err("--keys: the key space needs at least one key".into());
         }
         if self.key_dist == KeyDist::Zipf
@@ -204,6 +291,39 @@ impl BenchArgs {
         if self.request_timeout.is_zero() {
             return Err("--request-timeout: must be > 0".into());
         }
+        self.validate_ycsb()
+    }
+
+    /// The options a YCSB workload fixes itself are refused with it rather than
+    /// silently ignored (given at their defaults, they pass).
+    fn validate_ycsb(&self) -> Result<(), String> {
+        let w = self.workload;
+        if !w.is_ycsb() {
+            return Ok(());
+        }
+        let name = w.name();
+        if self.key_dist != KeyDist::Uniform || self.zipf_exponent != DEFAULT_ZIPF_EXPONENT {
+            let opt = match self.key_dist {
+                KeyDist::Uniform => "--zipf-exponent",
+                KeyDist::Zipf => "--key-dist",
+            };
+            return Err(format!(
+                "{opt}: {name} has YCSB's own request distribution (docs/ycsb.md); \
+                 the option applies to put, get, mixed, scan and cas"
+            ));
+        }
+        if self.read_ratio != DEFAULT_READ_RATIO {
+            return Err(format!(
+                "--read-ratio: {name} has YCSB's own operation mix (docs/ycsb.md); \
+                 the option applies to mixed"
+            ));
+        }
+        if self.scan_limit != DEFAULT_SCAN_LIMIT {
+            return Err(format!(
+                "--scan-limit: {name} draws YCSB's scan lengths (1..=100, uniform); \
+                 the option applies to scan"
+            ));
+        }
         Ok(())
     }
 }
@@ -239,7 +359,7 @@ mod tests {
                 ..a.clone()
             },
             BenchArgs {
-                keys: 0,
+                keys: Some(0),
                 ..a.clone()
             },
             BenchArgs {
@@ -261,6 +381,72 @@ mod tests {
         for (args, name) in bad.iter().zip(names) {
             let err = args.validate().unwrap_err();
             assert!(err.starts_with(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn ycsb_workloads_default_to_ycsb_records_and_sizes() {
+        let mut a = BenchArgs::defaults();
+        assert_eq!((a.key_count(), a.value_bytes()), (100_000, 256));
+        a.workload = Workload::YcsbB;
+        a.validate().unwrap();
+        assert_eq!((a.key_count(), a.value_bytes()), (1000, 1000));
+        assert!(a.preload());
+        a.keys = Some(50_000);
+        a.value_size = Some(100);
+        assert_eq!((a.key_count(), a.value_bytes()), (50_000, 100));
+    }
+
+    #[test]
+    fn ycsb_workloads_refuse_the_options_they_fix() {
+        let a = BenchArgs {
+            workload: Workload::YcsbE,
+            ..BenchArgs::defaults()
+        };
+        let bad = [
+            (
+                BenchArgs {
+                    key_dist: KeyDist::Zipf,
+                    ..a.clone()
+                },
+                "--key-dist",
+            ),
+            (
+                BenchArgs {
+                    zipf_exponent: 0.5,
+                    ..a.clone()
+                },
+                "--zipf-exponent",
+            ),
+            (
+                BenchArgs {
+                    read_ratio: 0.5,
+                    ..a.clone()
+                },
+                "--read-ratio",
+            ),
+            (
+                BenchArgs {
+                    scan_limit: 100,
+                    ..a.clone()
+                },
+                "--scan-limit",
+            ),
+        ];
+        for (args, name) in bad {
+            let err = args.validate().unwrap_err();
+            assert!(err.starts_with(name) && err.contains("ycsb-e"), "{err}");
+        }
+    }
+
+    #[test]
+    fn workload_names_parse_and_print_alike() {
+        use clap::ValueEnum;
+        for w in Workload::value_variants() {
+            let parsed = Workload::from_str(w.name(), false).unwrap();
+            assert_eq!(parsed, *w);
+            let json = serde_json::to_string(w).unwrap();
+            assert_eq!(json, format!("\"{}\"", w.name()));
         }
     }
 }

@@ -47,7 +47,8 @@ pub struct CompareArgs {
     #[arg(long, value_delimiter = ',', default_value = "64,256")]
     pub clients: Vec<usize>,
     /// The workloads, each run once per `--clients` value in every round
-    /// (`mixed` is 90% gets, 10% puts).
+    /// (`mixed` is 90% gets, 10% puts; `ycsb-a` ..= `ycsb-f` are YCSB's core
+    /// workloads, docs/ycsb.md).
     #[arg(
         long,
         value_enum,
@@ -55,12 +56,13 @@ pub struct CompareArgs {
         default_value = "put,get,mixed"
     )]
     pub workload: Vec<Workload>,
-    /// Bytes per value.
-    #[arg(long, default_value_t = 256)]
-    pub value_size: usize,
-    /// Key space size.
-    #[arg(long, default_value_t = 100_000)]
-    pub keys: u64,
+    /// Bytes per value. [default: each workload's: 256; 1000 for ycsb-*]
+    #[arg(long)]
+    pub value_size: Option<usize>,
+    /// Key space size (ycsb-*: records loaded). [default: each workload's: 100000;
+    /// 1000 for ycsb-*]
+    #[arg(long)]
+    pub keys: Option<u64>,
     /// Measured phase of each pass.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub duration: Duration,
@@ -559,7 +561,7 @@ async fn compare(args: &CompareArgs, node_bin: &Path) -> Result<(), String> {
                 eprintln!("bench-compare: every etcd client on the leader, {leader}");
                 bench.endpoints = vec![leader];
             }
-            let workload = format!("{:?}", pass.workload).to_lowercase();
+            let workload = pass.workload.name();
             bench.json = Some(dir.join(format!(
                 "{name}-{workload}-{}-round{}.json",
                 pass.clients,
@@ -601,6 +603,35 @@ async fn compare(args: &CompareArgs, node_bin: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// "256-byte values, 100000 keys" when every pass ran with the same, else per
+/// workload: "put, get: 256-byte values, 100000 keys; ycsb-a: 1000-byte values,
+/// 1000 keys" (the workloads' defaults differ).
+fn sizes(cmp: &Comparison) -> String {
+    let mut groups: Vec<((usize, u64), Vec<&'static str>)> = Vec::new();
+    for p in &cmp.passes {
+        let Some(r) = p.a.first().or(p.b.first()) else {
+            continue;
+        };
+        let size = (r.value_size, r.keys);
+        let name = p.workload.name();
+        match groups.iter_mut().find(|(s, _)| *s == size) {
+            Some((_, names)) if names.contains(&name) => {}
+            Some((_, names)) => names.push(name),
+            None => groups.push((size, vec![name])),
+        }
+    }
+    let text = |(v, k): (usize, u64)| format!("{v}-byte values, {k} keys");
+    match groups.as_slice() {
+        [] => "no passes".to_string(),
+        [(size, _)] => text(*size),
+        _ => groups
+            .iter()
+            .map(|(size, names)| format!("{}: {}", names.join(", "), text(*size)))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
 /// The side-by-side table, in Markdown.
 pub fn table(args: &CompareArgs, cmp: &Comparison) -> String {
     let (a, b) = (&cmp.a.name, &cmp.b.name);
@@ -622,11 +653,10 @@ pub fn table(args: &CompareArgs, cmp: &Comparison) -> String {
             false => format!("; B's nodes run with {}", cmp.b.node_env.join(" ")),
         };
     let mut s = format!(
-        "{}-byte values, {} keys, {} s measured after {} s warm-up; {} nodes each, \
+        "{}, {} s measured after {} s warm-up; {} nodes each, \
          {} Shoal regions, {} cores; rounds {a}, {b}, {b}, {a}: each figure is the mean of a \
          side's two rounds, the ratio that of their sums{flags}\n\n",
-        args.value_size,
-        args.keys,
+        sizes(cmp),
         args.duration.as_secs_f64(),
         args.warmup.as_secs_f64(),
         cmp.nodes,
@@ -685,7 +715,7 @@ pub fn table(args: &CompareArgs, cmp: &Comparison) -> String {
         let errors = |rs: &[Report]| rs.iter().map(|r| r.errors).sum::<u64>();
         s.push_str(&format!(
             "| {} | {} | {:.0} | {:.0} | {ratio:.2}x | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {msgs:.2} | {epf:.1} | {}, {} |\n",
-            format!("{:?}", p.workload).to_lowercase(),
+            p.workload.name(),
             p.clients,
             mean(sh, |r| r.ops_per_sec),
             mean(et, |r| r.ops_per_sec),

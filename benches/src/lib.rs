@@ -10,6 +10,9 @@
 //!   batched appends and the batch system's message throughput.
 //!
 //! Modules: [`args`] (options), [`workload`] (keys, values, operation streams),
+//! [`ycsb`] (YCSB's core workloads A-F: parameters, inserts, operation choice),
+//! [`zipfian`] (YCSB's zipfian, scrambled zipfian and latest key choosers),
+//! [`ycsb_report`] (YCSB's per-operation summary lines),
 //! [`target`] (the two systems), [`stats`] (latency histograms, errors),
 //! [`counters`] (node counters and /proc CPU time), [`proc_cost`] (CPU per thread
 //! and context switches of the servers and of the generator itself, per request),
@@ -25,6 +28,9 @@ pub mod stats;
 pub mod target;
 pub mod wire;
 pub mod workload;
+pub mod ycsb;
+pub mod ycsb_report;
+pub mod zipfian;
 
 /// The etcd v3 KV client generated from `proto/etcd_kv.proto`.
 #[allow(missing_docs, clippy::all)]

@@ -1,5 +1,6 @@
 //! The result of one `shoal bench` run: printed for people, written as JSON for
-//! scripts (and for `shoal bench-compare`'s table).
+//! scripts (and for `shoal bench-compare`'s table). The `ycsb-*` workloads add
+//! YCSB's own summary lines after it ([`crate::ycsb_report`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -62,6 +63,8 @@ pub struct Report {
     pub cost_per_op: Option<crate::proc_cost::CostPerOp>,
     /// The load generator's TCP traffic per request (to and from the servers).
     pub client_wire: Option<crate::wire::WirePerOp>,
+    /// The `ycsb-*` workloads: YCSB's summary (parameters, per-operation figures).
+    pub ycsb: Option<crate::ycsb_report::Summary>,
 }
 
 impl Report {
@@ -72,8 +75,8 @@ impl Report {
             workload: args.workload,
             endpoints: args.endpoints.clone(),
             clients: args.clients,
-            value_size: args.value_size,
-            keys: args.keys,
+            value_size: args.value_bytes(),
+            keys: args.key_count(),
             key_dist: args.key_dist,
             read_ratio: (args.workload == Workload::Mixed).then_some(args.read_ratio),
             warmup_s: args.warmup.as_secs_f64(),
@@ -99,6 +102,16 @@ impl Report {
             client: None,
             cost_per_op: None,
             client_wire: None,
+            ycsb: None,
+        }
+    }
+
+    /// How keys were chosen, for the first line: the option, or the YCSB
+    /// workload's request distribution.
+    fn key_choice(&self) -> String {
+        match crate::ycsb::Spec::of(self.workload) {
+            Some(spec) => format!("{:?}", spec.request_distribution).to_lowercase(),
+            None => format!("{:?}", self.key_dist),
         }
     }
 
@@ -106,14 +119,14 @@ impl Report {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let target = format!("{:?}", self.target).to_lowercase();
-        let workload = format!("{:?}", self.workload).to_lowercase();
+        let workload = self.workload.name();
         let _ = writeln!(
             s,
-            "{target} {workload}: {} clients, {}-byte values, {} keys ({:?}){}",
+            "{target} {workload}: {} clients, {}-byte values, {} keys ({}){}",
             self.clients,
             self.value_size,
             self.keys,
-            self.key_dist,
+            self.key_choice(),
             self.regions
                 .map(|r| format!(", {r} regions"))
                 .unwrap_or_default()
@@ -130,10 +143,15 @@ impl Report {
             l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms, l.mean_ms
         );
         if self.latency_by_op.len() > 1 {
+            let width = self
+                .latency_by_op
+                .keys()
+                .map(|k| k.len())
+                .fold(5, usize::max);
             for (op, l) in &self.latency_by_op {
                 let _ = writeln!(
                     s,
-                    "    {op:<5} {} ok, p50 {:.2}  p99 {:.2}",
+                    "    {op:<width$} {} ok, p50 {:.2}  p99 {:.2}",
                     l.count, l.p50_ms, l.p99_ms
                 );
             }
@@ -206,6 +224,9 @@ impl Report {
                 first.name,
                 top.join(", ")
             );
+        }
+        if let Some(y) = &self.ycsb {
+            s.push_str(&y.render());
         }
         s
     }

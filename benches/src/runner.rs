@@ -18,9 +18,10 @@ use crate::counters;
 use crate::proc_cost;
 use crate::report::Report;
 use crate::stats::{Latency, LoopStats};
-use crate::target::Target;
+use crate::target::{Step, Target};
 use crate::wire;
 use crate::workload::{key_of, Op, OpStream};
+use crate::ycsb::Records;
 
 /// State the client loops share with the driver.
 struct Shared {
@@ -73,10 +74,12 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     }
 
     let shared = Arc::new(Shared::new(args.ops.map_or(i64::MAX, |n| n as i64)));
+    let records = Arc::new(Records::new(args.key_count()));
     let mut loops = Loops(Vec::with_capacity(args.clients));
     for i in 0..args.clients {
         let (target, shared) = (target.clone(), shared.clone());
-        let (stream, value_size) = (OpStream::new(args, i), args.value_size);
+        let stream = OpStream::new(args, i, records.clone());
+        let value_size = args.value_bytes();
         let task = tokio::spawn(client_loop(i, target, stream, value_size, shared));
         loops.0.push(task);
     }
@@ -102,7 +105,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     let after = snapshot(&target).await?;
     let pids_after = counters::snapshot_pids(&args.pids);
 
-    record(&mut report, measured);
+    record(&mut report, measured, args);
     let counted = report.ops + report.errors;
     if let (Some(b), Some(a)) = (before, after) {
         report.cluster_work = Some(counters::cluster_work(&b, &a, counted));
@@ -209,9 +212,12 @@ async fn drain<T>(
         .map_err(|_| format!("requests still running {drain:?} after the end"))
 }
 
-/// Fills the report's throughput, errors and latency from the measured phase.
-fn record(report: &mut Report, measured: Measured) {
+/// Fills the report's throughput, errors and latency from the measured phase (and
+/// YCSB's summary for the `ycsb-*` workloads).
+fn record(report: &mut Report, measured: Measured, args: &BenchArgs) {
     let Measured { stats, elapsed } = measured;
+    report.ycsb = crate::ycsb::Spec::of(args.workload)
+        .map(|spec| crate::ycsb_report::summarize(spec, &stats, elapsed));
     report.elapsed_s = elapsed.as_secs_f64();
     report.ops = stats.ok_count();
     report.errors = stats.error_count();
@@ -255,15 +261,18 @@ async fn client_loop(
 ) -> (LoopStats, Instant) {
     let mut stats = LoopStats::default();
     let mut last = Instant::now();
+    let mut steps: Vec<Step> = Vec::new();
     while !shared.stop.load(Ordering::Relaxed) {
         let measured = shared.measuring.load(Ordering::SeqCst);
         if measured && shared.tickets.fetch_sub(1, Ordering::Relaxed) <= 0 {
             break;
         }
         let op: Op = stream.next_op();
+        steps.clear();
         let t0 = Instant::now();
-        let result = target.execute(id, op, value_size).await;
+        let result = target.execute_steps(id, op, value_size, &mut steps).await;
         let t1 = Instant::now();
+        stream.finished(&op);
         shared.done.fetch_add(1, Ordering::Relaxed);
         if result.is_err() {
             shared.failed.fetch_add(1, Ordering::Relaxed);
@@ -274,22 +283,27 @@ async fn client_loop(
         last = t1;
         match result {
             Ok(()) => stats.ok(op.name(), t1 - t0),
-            Err(e) => stats.error(&e.kind, &e.message),
+            Err(e) => stats.error(op.name(), &e.kind, &e.message),
+        }
+        for step in &steps {
+            let failed = step.result.as_ref().err().map(|e| e.kind.as_str());
+            stats.step(step.op, step.took, failed);
         }
     }
     (stats, last)
 }
 
-/// Writes every key once, `--clients` at a time. Any failure aborts the run: the
-/// reads that follow would not know what to expect.
+/// Writes every key once (`--keys` of `--value-size` bytes: for `ycsb-*`, YCSB's
+/// load phase), `--clients` at a time. Any failure aborts the run: the reads that
+/// follow would not know what to expect.
 async fn preload(target: &Target, args: &BenchArgs, progress: &Progress) -> Result<(), String> {
     let next = Arc::new(AtomicU64::new(0));
     let shared = Arc::new(Shared::new(0));
-    let shown = progress.count("preload", args.keys, shared.clone());
+    let (keys, value_size) = (args.key_count(), args.value_bytes());
+    let shown = progress.count("preload", keys, shared.clone());
     let mut tasks = Loops(Vec::new());
-    for i in 0..args.clients.min(args.keys as usize) {
+    for i in 0..(args.clients as u64).min(keys) as usize {
         let (target, next, shared) = (target.clone(), next.clone(), shared.clone());
-        let (keys, value_size) = (args.keys, args.value_size);
         tasks.0.push(tokio::spawn(async move {
             loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);

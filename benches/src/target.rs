@@ -7,19 +7,24 @@
 //!
 //! Every answer is checked: a read must return nothing or exactly `value_of(key)`, a
 //! scan must return keys in order from the start key with checked values. A failed
-//! check is an error of kind `wrong_answer`, never throughput. A compare-and-swap
+//! check is an error of kind `wrong_answer`, never throughput. A YCSB read must find
+//! its record (loaded, or inserted by an insert that has finished): nothing is an
+//! error of kind `not_found` (YCSB's NOT_FOUND). YCSB's update and insert are puts;
+//! its scan is a range with a limit (etcd: `Range` from the key to the end of the
+//! key space, `limit` set); its read-modify-write is a read then a put of the same
+//! key, not atomic (as in YCSB), run by [`Target::execute_steps`] as two timed steps. A compare-and-swap
 //! whose outcome the client could not learn (`Error::Undetermined`: it may or may not
 //! have been applied) is an error of its own kind, `cas_undetermined`: not a wrong
 //! answer, and not retried.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shoal_client::{Client, ClientConfig};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::args::{BenchArgs, TargetKind};
 use crate::etcdpb::{self, kv_client::KvClient};
-use crate::workload::{value_of, Op};
+use crate::workload::{key_of, value_of, Op};
 
 /// A failed request: a short kind for counting, and the message.
 #[derive(Debug, Clone)]
@@ -37,6 +42,25 @@ impl OpError {
             message: message.into(),
         }
     }
+
+    fn not_found(key: &[u8]) -> OpError {
+        OpError::new(
+            "not_found",
+            format!("record {key:02x?} not found (it was loaded or inserted before)"),
+        )
+    }
+}
+
+/// One timed step of an operation made of steps (a read-modify-write's read, then
+/// its update).
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The step's kind, as [`Op::name`] gives it ("read", "update").
+    pub op: &'static str,
+    /// How long it took.
+    pub took: Duration,
+    /// Its outcome.
+    pub result: Result<(), OpError>,
 }
 
 /// A connected target.
@@ -100,6 +124,32 @@ impl Target {
             Target::Etcd(cs) => etcd_execute(cs[client % cs.len()].clone(), op, value_size).await,
         }
     }
+
+    /// As [`Target::execute`], and an operation made of steps (read-modify-write)
+    /// runs its steps one by one, each timed and pushed to `steps`; the operation
+    /// fails with its first failed step (the update is not sent if the read failed).
+    pub async fn execute_steps(
+        &self,
+        client: usize,
+        op: Op,
+        value_size: usize,
+        steps: &mut Vec<Step>,
+    ) -> Result<(), OpError> {
+        let Op::ReadModifyWrite(k) = op else {
+            return self.execute(client, op, value_size).await;
+        };
+        for step in [Op::Read(k), Op::Update(k)] {
+            let t0 = Instant::now();
+            let result = self.execute(client, step, value_size).await;
+            steps.push(Step {
+                op: step.name(),
+                took: t0.elapsed(),
+                result: result.clone(),
+            });
+            result?;
+        }
+        Ok(())
+    }
 }
 
 fn check_value(key: &[u8], got: &[u8], value_size: usize) -> Result<(), OpError> {
@@ -153,16 +203,38 @@ fn shoal_error(e: shoal_client::Error) -> OpError {
     OpError::new(kind, e.to_string())
 }
 
+async fn shoal_put(c: &Client, k: [u8; 8], value_size: usize) -> Result<(), OpError> {
+    c.put(k, value_of(&k, value_size))
+        .await
+        .map_err(shoal_error)
+}
+
+/// Reads `k` and checks its value; whether it was found.
+async fn shoal_get(c: &Client, k: [u8; 8], value_size: usize) -> Result<bool, OpError> {
+    match c.get(k).await.map_err(shoal_error)? {
+        Some(v) => check_value(&k, &v, value_size).map(|()| true),
+        None => Ok(false),
+    }
+}
+
+/// A YCSB read: the record must be there.
+async fn shoal_read(c: &Client, k: [u8; 8], value_size: usize) -> Result<(), OpError> {
+    match shoal_get(c, k, value_size).await? {
+        true => Ok(()),
+        false => Err(OpError::not_found(&k)),
+    }
+}
+
 async fn shoal_execute(c: &Client, op: Op, value_size: usize) -> Result<(), OpError> {
     match op {
-        Op::Put(k) => c
-            .put(k, value_of(&k, value_size))
-            .await
-            .map_err(shoal_error),
-        Op::Get(k) => match c.get(k).await.map_err(shoal_error)? {
-            Some(v) => check_value(&k, &v, value_size),
-            None => Ok(()),
-        },
+        Op::Put(k) | Op::Update(k) => shoal_put(c, k, value_size).await,
+        Op::Insert(i) => shoal_put(c, key_of(i), value_size).await,
+        Op::Get(k) => shoal_get(c, k, value_size).await.map(|_| ()),
+        Op::Read(k) => shoal_read(c, k, value_size).await,
+        Op::ReadModifyWrite(k) => {
+            shoal_read(c, k, value_size).await?;
+            shoal_put(c, k, value_size).await
+        }
         Op::Scan(k, limit) => {
             let pairs = c.scan(k, b"", limit as usize).await.map_err(shoal_error)?;
             let it = pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
@@ -189,31 +261,63 @@ fn etcd_error(s: tonic::Status) -> OpError {
     OpError::new(kind, format!("{}: {}", s.code(), s.message()))
 }
 
+async fn etcd_put(
+    kv: &mut KvClient<Channel>,
+    k: [u8; 8],
+    value_size: usize,
+) -> Result<(), OpError> {
+    let req = etcdpb::PutRequest {
+        key: k.to_vec(),
+        value: value_of(&k, value_size),
+        ..Default::default()
+    };
+    kv.put(req).await.map_err(etcd_error)?;
+    Ok(())
+}
+
+/// Reads `k` (a linearizable `Range` of one key) and checks its value; whether it
+/// was found.
+async fn etcd_get(
+    kv: &mut KvClient<Channel>,
+    k: [u8; 8],
+    value_size: usize,
+) -> Result<bool, OpError> {
+    let req = etcdpb::RangeRequest {
+        key: k.to_vec(),
+        ..Default::default()
+    };
+    let resp = kv.range(req).await.map_err(etcd_error)?.into_inner();
+    match resp.kvs.as_slice() {
+        [] => Ok(false),
+        [kv] if kv.key == k => check_value(&k, &kv.value, value_size).map(|()| true),
+        _ => Err(OpError::new(
+            "wrong_answer",
+            "range of one key returned others",
+        )),
+    }
+}
+
+/// A YCSB read: the record must be there.
+async fn etcd_read(
+    kv: &mut KvClient<Channel>,
+    k: [u8; 8],
+    value_size: usize,
+) -> Result<(), OpError> {
+    match etcd_get(kv, k, value_size).await? {
+        true => Ok(()),
+        false => Err(OpError::not_found(&k)),
+    }
+}
+
 async fn etcd_execute(mut kv: KvClient<Channel>, op: Op, value_size: usize) -> Result<(), OpError> {
     match op {
-        Op::Put(k) => {
-            let req = etcdpb::PutRequest {
-                key: k.to_vec(),
-                value: value_of(&k, value_size),
-                ..Default::default()
-            };
-            kv.put(req).await.map_err(etcd_error)?;
-            Ok(())
-        }
-        Op::Get(k) => {
-            let req = etcdpb::RangeRequest {
-                key: k.to_vec(),
-                ..Default::default()
-            };
-            let resp = kv.range(req).await.map_err(etcd_error)?.into_inner();
-            match resp.kvs.as_slice() {
-                [] => Ok(()),
-                [kv] if kv.key == k => check_value(&k, &kv.value, value_size),
-                _ => Err(OpError::new(
-                    "wrong_answer",
-                    "range of one key returned others",
-                )),
-            }
+        Op::Put(k) | Op::Update(k) => etcd_put(&mut kv, k, value_size).await,
+        Op::Insert(i) => etcd_put(&mut kv, key_of(i), value_size).await,
+        Op::Get(k) => etcd_get(&mut kv, k, value_size).await.map(|_| ()),
+        Op::Read(k) => etcd_read(&mut kv, k, value_size).await,
+        Op::ReadModifyWrite(k) => {
+            etcd_read(&mut kv, k, value_size).await?;
+            etcd_put(&mut kv, k, value_size).await
         }
         Op::Scan(k, limit) => {
             let req = etcdpb::RangeRequest {

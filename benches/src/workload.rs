@@ -4,12 +4,18 @@
 //! of `i`, so consecutive indexes land far apart and any key space spreads evenly
 //! over regions split on leading bytes. A value is a pattern derived from its key,
 //! so every read can be checked: the generator only ever writes `value_of(key)`.
+//! That holds for the YCSB workloads too ([`crate::ycsb`]): an update, an insert and
+//! a read-modify-write's write all put `value_of(key)`, so a record's bytes never
+//! change once loaded (the store still does every write's whole work).
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 
+use std::sync::Arc;
+
 use crate::args::{BenchArgs, KeyDist, Workload};
+use crate::ycsb::{Records, YcsbStream};
 
 /// The key with index `i`.
 pub fn key_of(i: u64) -> [u8; 8] {
@@ -39,6 +45,15 @@ pub enum Op {
     Scan([u8; 8], u32),
     /// Swap `value_of(key)` for itself.
     Cas([u8; 8]),
+    /// YCSB read: read a record, which must exist (else NOT_FOUND).
+    Read([u8; 8]),
+    /// YCSB update: write a record's value anew.
+    Update([u8; 8]),
+    /// YCSB insert: write the record with this index (beyond the loaded ones).
+    Insert(u64),
+    /// YCSB read-modify-write: a [`Op::Read`] then an [`Op::Update`] of one
+    /// record, counted as one operation (its steps are timed too).
+    ReadModifyWrite([u8; 8]),
 }
 
 impl Op {
@@ -49,6 +64,10 @@ impl Op {
             Op::Get(_) => "get",
             Op::Scan(..) => "scan",
             Op::Cas(_) => "cas",
+            Op::Read(_) => "read",
+            Op::Update(_) => "update",
+            Op::Insert(_) => "insert",
+            Op::ReadModifyWrite(_) => "read-modify-write",
         }
     }
 }
@@ -61,11 +80,14 @@ pub struct OpStream {
     zipf: Option<Zipf<f64>>,
     read_ratio: f64,
     scan_limit: u32,
+    /// The YCSB workloads' own chooser.
+    ycsb: Option<YcsbStream>,
 }
 
 impl OpStream {
-    /// The stream of client loop `client` (each loop has its own seed).
-    pub fn new(args: &BenchArgs, client: usize) -> OpStream {
+    /// The stream of client loop `client` (each loop has its own seed); `records`
+    /// is shared by every loop of the run (YCSB's inserts and reads use it).
+    pub fn new(args: &BenchArgs, client: usize, records: Arc<Records>) -> OpStream {
         let seed = args
             .seed
             .wrapping_mul(1_000_003)
@@ -73,15 +95,16 @@ impl OpStream {
         let zipf = match args.key_dist {
             KeyDist::Uniform => None,
             // Validated: keys >= 1 and exponent > 0.
-            KeyDist::Zipf => Zipf::new(args.keys, args.zipf_exponent).ok(),
+            KeyDist::Zipf => Zipf::new(args.key_count(), args.zipf_exponent).ok(),
         };
         OpStream {
             rng: SmallRng::seed_from_u64(seed),
             workload: args.workload,
-            keys: args.keys,
+            keys: args.key_count(),
             zipf,
             read_ratio: args.read_ratio,
             scan_limit: args.scan_limit,
+            ycsb: YcsbStream::new(args.workload, records),
         }
     }
 
@@ -94,8 +117,11 @@ impl OpStream {
         key_of(i)
     }
 
-    /// The next operation.
+    /// The next operation. Pass it to [`OpStream::finished`] when done.
     pub fn next_op(&mut self) -> Op {
+        if let Some(y) = &mut self.ycsb {
+            return y.next_op(&mut self.rng);
+        }
         let key = self.key();
         match self.workload {
             Workload::Put => Op::Put(key),
@@ -104,6 +130,21 @@ impl OpStream {
             Workload::Cas => Op::Cas(key),
             Workload::Mixed if self.rng.gen_bool(self.read_ratio) => Op::Get(key),
             Workload::Mixed => Op::Put(key),
+            // `ycsb` is set for exactly these (both come from `ycsb::Spec::of`).
+            Workload::YcsbA
+            | Workload::YcsbB
+            | Workload::YcsbC
+            | Workload::YcsbD
+            | Workload::YcsbE
+            | Workload::YcsbF => unreachable!("YCSB workloads draw from their YcsbStream"),
+        }
+    }
+
+    /// Tells the stream `op` is done (ok or not): a YCSB insert's record becomes
+    /// readable.
+    pub fn finished(&self, op: &Op) {
+        if let Some(y) = &self.ycsb {
+            y.finished(op);
         }
     }
 }
@@ -138,9 +179,9 @@ mod tests {
         let mut args = crate::args::BenchArgs::defaults();
         args.workload = Workload::Mixed;
         args.read_ratio = 0.75;
-        args.keys = 1000;
+        args.keys = Some(1000);
         args.key_dist = KeyDist::Zipf;
-        let mut s = OpStream::new(&args, 0);
+        let mut s = OpStream::new(&args, 0, Arc::new(Records::new(1000)));
         let ops: Vec<Op> = (0..20_000).map(|_| s.next_op()).collect();
         let reads = ops.iter().filter(|o| matches!(o, Op::Get(_))).count();
         assert!((14_000..16_000).contains(&reads), "{reads}");

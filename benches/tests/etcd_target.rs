@@ -1,6 +1,6 @@
 //! The generator's etcd path against an in-memory etcd KV service: every workload
-//! runs with its answers checked, and wrong answers are counted as errors, never as
-//! throughput.
+//! (YCSB's A-F too) runs with its answers checked, and wrong answers are counted as
+//! errors, never as throughput.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -85,12 +85,20 @@ impl Kv for MockEtcd {
 }
 
 async fn serve(mock: MockEtcd) -> String {
+    serve_shared(std::sync::Arc::new(mock)).await
+}
+
+/// Serves `mock`, which the test may still look into.
+async fn serve_shared(mock: std::sync::Arc<MockEtcd>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(KvServer::new(mock))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+            .add_service(KvServer::from_arc(mock))
+            // Without TCP_NODELAY, a 1000-byte answer waits ~40 ms on delayed ACKs.
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            ),
     );
     addr
 }
@@ -101,8 +109,8 @@ fn args(addr: &str, workload: Workload) -> BenchArgs {
         target: TargetKind::Etcd,
         endpoints: vec![addr.to_string()],
         clients: 4,
-        keys: 300,
-        value_size: 64,
+        keys: Some(300),
+        value_size: Some(64),
         ops: Some(400),
         warmup: Duration::from_millis(50),
         request_timeout: Duration::from_secs(2),
@@ -128,6 +136,113 @@ async fn every_workload_runs_against_etcd_with_checked_answers() {
         assert!(report.latency.p99_ms >= report.latency.p50_ms);
         assert!(report.cluster_work.is_none());
     }
+}
+
+#[tokio::test]
+async fn every_ycsb_workload_runs_against_etcd_with_its_summary() {
+    let mock = std::sync::Arc::new(MockEtcd::default());
+    let addr = serve_shared(mock.clone()).await;
+    for w in [
+        Workload::YcsbA,
+        Workload::YcsbB,
+        Workload::YcsbC,
+        Workload::YcsbD,
+        Workload::YcsbE,
+        Workload::YcsbF,
+    ] {
+        let a = BenchArgs {
+            keys: None,
+            value_size: None,
+            ..args(&addr, w)
+        };
+        let report = shoal_bench::runner::run(&a).await.unwrap();
+        assert_eq!(report.errors, 0, "{w:?}: {:?}", report.error_samples);
+        assert_eq!(report.ops, 400, "{w:?}");
+        // YCSB's defaults: 1000 records of 1000 bytes, all loaded.
+        assert_eq!((report.keys, report.value_size), (1000, 1000));
+        let y = report.ycsb.as_ref().expect("a YCSB summary");
+        let counted = |n: &str| {
+            y.operations
+                .iter()
+                .find(|o| o.name == n)
+                .unwrap()
+                .operations
+        };
+        if w == Workload::YcsbF {
+            // A read-modify-write counts once, and its read and update count with the
+            // reads and updates too.
+            let (reads, rmws) = (
+                report.latency_by_op["read"].count,
+                report.latency_by_op["read-modify-write"].count,
+            );
+            assert_eq!(reads + rmws, 400);
+            assert_eq!(counted("READ"), reads + rmws);
+            assert_eq!(counted("UPDATE"), rmws);
+            assert_eq!(counted("READ-MODIFY-WRITE"), rmws);
+        } else {
+            let ops: u64 = y.operations.iter().map(|o| o.operations).sum();
+            assert_eq!(ops, 400, "{w:?}");
+        }
+        let text = report.render();
+        assert!(text.contains("[OVERALL], RunTime(ms), "), "{text}");
+        assert!(text.contains("[OVERALL], Throughput(ops/sec), "), "{text}");
+        let names: Vec<&str> = y.operations.iter().map(|o| o.name.as_str()).collect();
+        let want: &[&str] = match w {
+            Workload::YcsbA | Workload::YcsbB => &["READ", "UPDATE"],
+            Workload::YcsbC => &["READ"],
+            Workload::YcsbD => &["READ", "INSERT"],
+            Workload::YcsbE => &["INSERT", "SCAN"],
+            _ => &["READ", "UPDATE", "READ-MODIFY-WRITE"],
+        };
+        assert_eq!(names, want, "{w:?}");
+        for o in &y.operations {
+            assert_eq!(o.returns.get("OK"), Some(&o.operations), "{w:?} {o:?}");
+            assert!(text.contains(&format!("[{}], Return=OK, {}", o.name, o.operations)));
+            assert!(o.p99_latency_us >= o.p95_latency_us);
+        }
+    }
+    // D and E inserted new records (beyond the 1000 loaded, 1000 bytes each).
+    let data = mock.data.lock().unwrap();
+    assert!(data.len() > 1000, "{}", data.len());
+    assert!(data.values().all(|v| v.len() == 1000));
+}
+
+#[tokio::test]
+async fn ycsb_reads_of_records_never_loaded_are_not_found() {
+    let addr = serve(MockEtcd::default()).await;
+    let a = BenchArgs {
+        no_preload: true,
+        ..args(&addr, Workload::YcsbC)
+    };
+    let report = shoal_bench::runner::run(&a).await.unwrap();
+    assert_eq!(report.ops, 0);
+    assert_eq!(report.errors_by_kind["not_found"], 400);
+    let y = report.ycsb.unwrap();
+    assert_eq!(y.operations[0].returns["NOT_FOUND"], 400);
+    assert!(y.render().contains("[READ], Return=NOT_FOUND, 400"));
+}
+
+#[tokio::test]
+async fn a_read_modify_write_with_a_wrong_read_fails_without_its_update() {
+    let addr = serve(MockEtcd {
+        corrupt: true,
+        ..MockEtcd::default()
+    })
+    .await;
+    let report = shoal_bench::runner::run(&args(&addr, Workload::YcsbF))
+        .await
+        .unwrap();
+    assert_eq!(report.ops, 0);
+    assert_eq!(report.errors_by_kind["wrong_answer"], 400);
+    let y = report.ycsb.unwrap();
+    let names: Vec<&str> = y.operations.iter().map(|o| o.name.as_str()).collect();
+    // No update was sent: every read failed first.
+    assert_eq!(names, ["READ", "READ-MODIFY-WRITE"]);
+    // Every read failed, whether on its own or as a read-modify-write's first step.
+    let (read, rmw) = (&y.operations[0], &y.operations[1]);
+    assert_eq!((read.operations, rmw.operations), (0, 0));
+    assert_eq!(read.returns["WRONG_ANSWER"], 400);
+    assert!(rmw.returns["WRONG_ANSWER"] > 100, "{rmw:?}");
 }
 
 #[tokio::test]
