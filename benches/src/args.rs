@@ -106,6 +106,15 @@ pub struct BenchArgs {
     /// The workload.
     #[arg(value_enum, default_value_t = Workload::Put)]
     pub workload: Workload,
+    /// The workload, as an option (as `shoal bench-compare --workload` takes it):
+    /// the same as the WORKLOAD argument; give one or the other.
+    #[arg(
+        long = "workload",
+        value_enum,
+        value_name = "WORKLOAD",
+        conflicts_with = "workload"
+    )]
+    pub workload_option: Option<Workload>,
     /// The system to measure.
     #[arg(long, value_enum, default_value_t = TargetKind::Shoal)]
     pub target: TargetKind,
@@ -202,6 +211,16 @@ impl BenchArgs {
             args: BenchArgs,
         }
         Wrap::parse_from(["bench"]).args
+    }
+
+    /// These options with `--workload` moved into the WORKLOAD argument, which
+    /// every other method reads.
+    pub fn resolved(&self) -> BenchArgs {
+        BenchArgs {
+            workload: self.workload_option.unwrap_or(self.workload),
+            workload_option: None,
+            ..self.clone()
+        }
     }
 
     /// The length of the measured phase.
@@ -437,6 +456,53 @@ mod tests {
             let err = args.validate().unwrap_err();
             assert!(err.starts_with(name) && err.contains("ycsb-e"), "{err}");
         }
+    }
+
+    fn parse(argv: &[&str]) -> Result<BenchArgs, clap::Error> {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            args: BenchArgs,
+        }
+        Wrap::try_parse_from(argv).map(|w| w.args)
+    }
+
+    #[test]
+    fn the_workload_is_an_argument_or_an_option_not_both() {
+        let positional = parse(&["bench", "ycsb-a"]).unwrap().resolved();
+        let option = parse(&["bench", "--workload", "ycsb-a"])
+            .unwrap()
+            .resolved();
+        assert_eq!(positional.workload, Workload::YcsbA);
+        assert_eq!(option.workload, Workload::YcsbA);
+        assert_eq!(option.workload_option, None);
+        assert_eq!(option.key_count(), 1000);
+        assert_eq!(
+            parse(&["bench"]).unwrap().resolved().workload,
+            Workload::Put
+        );
+        let both = parse(&["bench", "get", "--workload", "ycsb-a"]);
+        assert!(both.is_err());
+    }
+
+    #[test]
+    fn endpoints_come_from_shoal_endpoints_when_not_given() {
+        use clap::CommandFactory;
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            args: BenchArgs,
+        }
+        let cmd = Wrap::command();
+        let endpoints = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == "endpoints")
+            .unwrap();
+        assert_eq!(
+            endpoints.get_env(),
+            Some(std::ffi::OsStr::new("SHOAL_ENDPOINTS"))
+        );
     }
 
     #[test]

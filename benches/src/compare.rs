@@ -384,6 +384,12 @@ fn etcd_leader(endpoints: &[String]) -> Result<String, String> {
     Err("no etcd member says it leads (etcd_server_is_leader)".into())
 }
 
+/// The key the readiness probe writes: the lowest 8-byte key, below every key
+/// the workloads use (no generated index maps to it in practice), so that no scan,
+/// which reads from a generated key upwards, meets its 8-byte value where it
+/// expects a value of the run's size.
+const PROBE_KEY: [u8; 8] = [0; 8];
+
 async fn probe(bench: &BenchArgs) -> Result<(), String> {
     let quick = BenchArgs {
         request_timeout: Duration::from_secs(2),
@@ -391,7 +397,7 @@ async fn probe(bench: &BenchArgs) -> Result<(), String> {
     };
     let target = Target::connect(&quick).await?;
     target
-        .execute(0, Op::Put(*b"\xffprobe\x00\x00"), 8)
+        .execute(0, Op::Put(PROBE_KEY), 8)
         .await
         .map_err(|e| e.message)?;
     if let Target::Shoal(c) = &target {
@@ -732,4 +738,94 @@ pub fn table(args: &CompareArgs, cmp: &Comparison) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pass(workload: Workload) -> Pass {
+        let args = BenchArgs {
+            workload,
+            ..BenchArgs::defaults()
+        };
+        Pass {
+            workload,
+            clients: 64,
+            a: vec![Report::header(&args)],
+            b: vec![Report::header(&args)],
+        }
+    }
+
+    fn comparison(passes: Vec<Pass>) -> Comparison {
+        let args = CompareArgs {
+            nodes: 3,
+            regions: 64,
+            clients: vec![64],
+            workload: vec![],
+            value_size: None,
+            keys: None,
+            duration: Duration::from_secs(1),
+            warmup: Duration::from_secs(1),
+            etcd_bin: "etcd".into(),
+            dir: "x".into(),
+            out: None,
+            ab: None,
+            ab_unary: false,
+            ab_bin: None,
+            ab_env: None,
+            etcd_leader_only: false,
+        };
+        let (a, b) = sides(&args);
+        Comparison {
+            cores: 2,
+            nodes: 3,
+            regions: 64,
+            a,
+            b,
+            passes,
+        }
+    }
+
+    #[test]
+    fn the_table_names_each_workloads_sizes_when_they_differ() {
+        let same = comparison(vec![pass(Workload::Put), pass(Workload::Get)]);
+        assert_eq!(sizes(&same), "256-byte values, 100000 keys");
+        let mixed = comparison(vec![
+            pass(Workload::Put),
+            pass(Workload::YcsbA),
+            pass(Workload::Get),
+            pass(Workload::YcsbF),
+        ]);
+        assert_eq!(
+            sizes(&mixed),
+            "put, get: 256-byte values, 100000 keys; ycsb-a, ycsb-f: 1000-byte values, 1000 keys"
+        );
+    }
+
+    #[test]
+    fn the_probe_key_is_below_every_generated_key() {
+        use crate::workload::key_of;
+        assert!((0..1_000_000).all(|i| key_of(i) > PROBE_KEY));
+    }
+
+    #[test]
+    fn the_workload_list_takes_the_ycsb_names() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            args: CompareArgs,
+        }
+        let w = Wrap::try_parse_from(["bench-compare", "--workload", "ycsb-a,ycsb-e,mixed"])
+            .unwrap()
+            .args;
+        assert_eq!(
+            w.workload,
+            [Workload::YcsbA, Workload::YcsbE, Workload::Mixed]
+        );
+        assert_eq!((w.keys, w.value_size), (None, None));
+        let row = table(&w, &comparison(vec![pass(Workload::YcsbE)]));
+        assert!(row.contains("| ycsb-e | 64 |"), "{row}");
+    }
 }

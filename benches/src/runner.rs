@@ -64,6 +64,7 @@ struct Measured {
 
 /// Runs the benchmark described by `args` and returns its report.
 pub async fn run(args: &BenchArgs) -> Result<Report, String> {
+    let args = &args.resolved();
     args.validate()?;
     let target = Target::connect(args).await?;
     let mut report = Report::header(args);
