@@ -31,7 +31,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rand::rngs::SmallRng;
 use rand::Rng;
@@ -194,13 +194,13 @@ enum Chooser {
 /// The operations of one client loop running a YCSB workload.
 pub struct YcsbStream {
     spec: Spec,
-    records: std::sync::Arc<Records>,
+    records: Arc<Records>,
     chooser: Chooser,
 }
 
 impl YcsbStream {
     /// A stream of `w` (a YCSB workload) over `records`.
-    pub fn new(w: Workload, records: std::sync::Arc<Records>) -> Option<YcsbStream> {
+    pub fn new(w: Workload, records: Arc<Records>) -> Option<YcsbStream> {
         let spec = Spec::of(w)?;
         let chooser = match spec.request_distribution {
             RequestDist::Zipfian => Chooser::Zipfian(ScrambledZipfian::new(records.loaded)),
@@ -282,7 +282,6 @@ enum Kind {
 mod tests {
     use super::*;
     use rand::SeedableRng;
-    use std::sync::Arc;
 
     const ALL: [Workload; 6] = [
         Workload::YcsbA,
