@@ -1,5 +1,22 @@
-//! The node's configuration: command-line flags and an equivalent TOML file
-//! (kebab-case keys, every field optional with the default below).
+//! The node's configuration: one list of settings ([`SETTINGS`]), each read from a
+//! TOML file (`--config`), a `shoal node` flag and a default, under one name: the
+//! TOML key and the flag are the field's name in kebab-case (`max-value-size`,
+//! `--max-value-size`), and `docs/config.md` lists them under that name (a test
+//! checks the three agree).
+//!
+//! ## Where a setting's value comes from
+//!
+//! Nearest first: the flag, then the config file, then the default. The logging
+//! settings (`log-level`, `log-format`, `log-file`) are global flags of every
+//! command (`crate::logging`), and `log-level` also honours `RUST_LOG` between
+//! the flag and the file. `shoal node --print-config` prints the result ([`NodeArgs`]
+//! merges it, [`NodeConfig::to_commented_toml`] prints it) in a form `--config`
+//! reads back.
+//!
+//! The settings are declared once, by the `settings!` macro below: it makes the
+//! struct's fields (with their docs and defaults), [`SETTINGS`] (the same docs, for
+//! `--print-config` and the flags' help) and the flags, so a new setting gets its
+//! flag and its printed comment by being declared.
 //!
 //! ## Message size limits
 //!
@@ -16,7 +33,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use clap::builder::ValueParser;
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use serde::{Deserialize, Serialize};
+
+use crate::logging::{self, LogArgs, LogFormat, LogSettings};
 
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_SIZE: usize = 4096;
@@ -30,132 +51,288 @@ pub const PUT_ENTRY_OVERHEAD: usize = 1024;
 /// could hand out the same ids. 2^24.
 pub const MAX_STORE_ID_EXCLUSIVE: u64 = 1 << 24;
 
-/// How one node runs.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
-pub struct NodeConfig {
-    /// This store's id, unique in the cluster. Default 0: store 1 for a new
+/// The settings whose flags are global flags of every `shoal` command
+/// ([`LogArgs`]) rather than flags of `shoal node`.
+pub const GLOBAL_FLAG_SETTINGS: [&str; 3] = ["log-level", "log-format", "log-file"];
+
+/// One setting of [`NodeConfig`].
+#[derive(Clone, Copy, Debug)]
+pub struct Setting {
+    /// The field's name (snake_case).
+    pub field: &'static str,
+    /// What the setting means and its bounds: the field's doc, one line per line
+    /// (each with the leading space of `/// `).
+    pub doc: &'static str,
+}
+
+impl Setting {
+    /// Its TOML key and flag name: the field's name in kebab-case.
+    pub fn key(&self) -> String {
+        self.field.replace('_', "-")
+    }
+
+    /// Its doc as one paragraph.
+    pub fn meaning(&self) -> String {
+        self.doc.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    /// Whether `shoal node` has a flag of its own for it (the others are the global
+    /// logging flags).
+    pub fn is_node_flag(&self) -> bool {
+        !GLOBAL_FLAG_SETTINGS.contains(&self.key().as_str())
+    }
+}
+
+/// Declares the settings: `/// doc` lines, then `field: Type = default,`. Makes
+/// [`NodeConfig`] and its `Default`, [`SETTINGS`], `NodeConfig::apply_flags` and
+/// `setting_flags`.
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])+ $field:ident: $ty:ty = $default:expr, )+) => {
+        /// How one node runs: every setting of `shoal node`, as read from its config
+        /// file and flags (see the module docs and `docs/config.md`).
+        #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+        #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+        pub struct NodeConfig {
+            $(
+                $(#[doc = $doc])+
+                #[doc = ""]
+                #[doc = concat!("Default: `", stringify!($default), "`.")]
+                pub $field: $ty,
+            )+
+        }
+
+        impl Default for NodeConfig {
+            fn default() -> Self {
+                NodeConfig { $( $field: $default, )+ }
+            }
+        }
+
+        /// Every setting of [`NodeConfig`], in the order of its fields.
+        pub const SETTINGS: &[Setting] = &[
+            $( Setting { field: stringify!($field), doc: concat!($($doc, "\n"),+) }, )+
+        ];
+
+        impl NodeConfig {
+            /// Sets each setting `matches` has a flag value for.
+            fn apply_flags(&mut self, matches: &ArgMatches) {
+                $(
+                    let key = stringify!($field).replace('_', "-");
+                    if !GLOBAL_FLAG_SETTINGS.contains(&key.as_str()) {
+                        if let Some(v) = matches.get_one::<$ty>(&key) {
+                            self.$field = v.clone();
+                        }
+                    }
+                )+
+            }
+        }
+
+        /// The `shoal node` flag of every setting that has one, parsing its type.
+        fn setting_flags() -> Vec<Arg> {
+            let parsers: Vec<ValueParser> = vec![$( clap::value_parser!($ty).into(), )+];
+            let defaults = NodeConfig::default().toml_table();
+            SETTINGS
+                .iter()
+                .zip(parsers)
+                .filter(|(s, _)| s.is_node_flag())
+                .map(|(s, parser)| {
+                    let key = s.key();
+                    let default = flag_default(&defaults[&key]);
+                    Arg::new(key.clone())
+                        .long(key.clone())
+                        .help_heading("Settings (each also a key of --config)")
+                        .value_name(key.to_uppercase().replace('-', "_"))
+                        .value_parser(parser)
+                        .help(format!("{} [default: {default}]", s.meaning()))
+                })
+                .collect()
+        }
+    };
+}
+
+settings! {
+    /// This store's id, unique in the cluster; below 2^24. 0: store 1 for a new
     /// single-node cluster, a new id from the cluster directory when joining, the
-    /// data directory's id on a restart. Required with `initial-cluster`;
-    /// below 2^24.
-    pub store_id: u64,
-    /// Where the node keeps its data (`raft/`, `kv/` and Raft snapshot files in
-    /// `snap/`). Default `./shoal-data`.
-    pub data_dir: PathBuf,
-    /// gRPC address serving Kv, Admin and Raft. Default `127.0.0.1:20160`.
-    pub addr: String,
-    /// HTTP status address (for metrics). Default `127.0.0.1:20180`.
-    pub status_addr: String,
-    /// The initial cluster, `ID=HOST:PORT,...`. Default: empty, meaning a
-    /// single-node cluster of this store at `addr`. Used on first boot only.
-    pub initial_cluster: String,
-    /// A running cluster to join on first boot, `HOST:PORT,...` (any of its
-    /// nodes): the node registers in the cluster directory, gets its store id
-    /// (or has `store-id` confirmed) and starts with no region; replicas come to it
-    /// with `shoal admin add-peer` or `move-replica`. Default: empty (bootstrap
-    /// `initial-cluster` instead). Ignored on restarts.
-    pub join: String,
+    /// data directory's id on a restart. Required with `initial-cluster`.
+    store_id: u64 = 0,
+    /// Where the node keeps its data (`raft/`, `kv/`, and Raft snapshot files in
+    /// `snap/`).
+    data_dir: PathBuf = PathBuf::from("shoal-data"),
+    /// gRPC address serving Kv, Admin and Raft, HOST:PORT.
+    addr: String = "127.0.0.1:20160".into(),
+    /// HTTP status address (`/metrics`), HOST:PORT.
+    status_addr: String = "127.0.0.1:20180".into(),
+    /// The initial cluster, `ID=HOST:PORT,...`; empty: a single-node cluster of this
+    /// store at `addr`. Used on first boot only.
+    initial_cluster: String = String::new(),
+    /// A running cluster to join on first boot, `HOST:PORT,...` (any of its nodes):
+    /// the node registers in the cluster directory, gets its store id (or has
+    /// `store-id` confirmed) and starts with no region; replicas come to it with
+    /// `shoal admin add-peer` or `move-replica`. Empty: bootstrap `initial-cluster`
+    /// instead. Ignored on restarts.
+    join: String = String::new(),
     /// Addresses this node dials for some stores instead of the ones the cluster
     /// directory lists, `ID=HOST:PORT,...` (a network where stores reach each other
     /// at different addresses; the chaos suite routes every link through a proxy
-    /// this way). Default: empty.
-    pub peer_addresses: String,
-    /// Regions bootstrapped on first boot, evenly splitting the key space.
-    /// Default 1; 1..=65536. Used on first boot only.
-    pub initial_regions: usize,
-    /// Largest value accepted, in bytes. Default 1 MiB; 1..=64 MiB, and a put of a
-    /// value this large with a 4 KiB key must fit in one Raft entry
+    /// this way). Empty: none.
+    peer_addresses: String = String::new(),
+    /// Regions bootstrapped on first boot, evenly splitting the key space;
+    /// 1..=65536. Used on first boot only.
+    initial_regions: usize = 1,
+    /// Largest value accepted, in bytes; 1..=64 MiB, and a put of a value this large
+    /// with a 4 KiB key must fit in one Raft entry
     /// (`max-value-size + 4096 + 1024 <= raft-entry-max-size`).
-    pub max_value_size: usize,
-    /// Largest Raft entry (one encoded command), in bytes. Larger proposals are
-    /// refused with `EntryTooLarge`; every gRPC message limit of the node is this
-    /// plus 1 MiB (see the module docs). Default 8388608 (8 MiB);
-    /// 65536..=268435456.
-    pub raft_entry_max_size: usize,
-    /// Most keys in one BatchWrite. Default 1024; >= 1.
-    pub max_batch_keys: usize,
-    /// Raft tick in milliseconds. Default 100; 1..=10000.
-    pub raft_tick_ms: u64,
-    /// Poller threads. Default: the machine's cores, at most 4.
-    pub pollers: usize,
+    max_value_size: usize = 1 << 20,
+    /// Largest Raft entry (one encoded command), in bytes; 65536..=268435456. Larger
+    /// proposals are refused with `EntryTooLarge`; every gRPC message limit of the
+    /// node is this plus 1 MiB.
+    raft_entry_max_size: usize = shoal_client::config::DEFAULT_RAFT_ENTRY_MAX_SIZE,
+    /// Most keys in one BatchWrite; >= 1.
+    max_batch_keys: usize = 1024,
+    /// Raft tick in milliseconds (elections and heartbeats are counted in ticks);
+    /// 1..=10000.
+    raft_tick_ms: u64 = 100,
+    /// Poller threads (they run the regions' Raft state machines); 0: the machine's
+    /// cores, at most 4; 0..=256.
+    pollers: usize = 0,
     /// Threads of the node's async runtime (gRPC services, the Raft transport,
-    /// batched streams). Default 0: one per core (tokio's default; one thread
-    /// instead of two measured no different on 2 cores: BENCHMARKS.md);
-    /// 0..=1024.
-    pub grpc_threads: usize,
+    /// batched streams); 0: one per core (tokio's default; one thread instead of
+    /// two measured no different on 2 cores: BENCHMARKS.md); 0..=1024.
+    grpc_threads: usize = 0,
     /// A region's leader splits it near its middle key once it holds more than this
-    /// many bytes. Default 100663296 (96 MiB); >= 1.
-    pub region_max_size: u64,
-    /// ... or more than this many keys. Default 960000; >= 1.
-    pub region_max_keys: u64,
-    /// How often each leader checks its region's size, in milliseconds.
-    /// Default 10000; >= raft-tick-ms.
-    pub split_check_interval_ms: u64,
+    /// many bytes; >= 1.
+    region_max_size: u64 = 96 << 20,
+    /// ... or more than this many keys; >= 1.
+    region_max_keys: u64 = 960_000,
+    /// How often each leader checks its region's size, in milliseconds;
+    /// >= raft-tick-ms.
+    split_check_interval_ms: u64 = 10_000,
     /// How often each leader considers truncating its region's Raft log, in
-    /// milliseconds. Default 10000; >= raft-tick-ms.
-    pub raft_log_gc_tick_interval_ms: u64,
+    /// milliseconds; >= raft-tick-ms.
+    raft_log_gc_tick_interval_ms: u64 = 10_000,
     /// A leader truncates its region's log only when at least this many entries,
-    /// applied and held by every replica, can go. Default 50; >= 1.
-    pub raft_log_gc_threshold: u64,
+    /// applied and held by every replica, can go; >= 1.
+    raft_log_gc_threshold: u64 = 50,
     /// Past this many entries in a region's log, its leader truncates even entries
     /// a slow or stopped replica still needs; that replica then catches up from a
-    /// Raft snapshot. Default 73728; >= raft-log-gc-threshold.
-    pub raft_log_gc_count_limit: u64,
-    /// ... or past this many bytes of entries. Default 75497472 (72 MiB); >= 1.
-    pub raft_log_gc_size_limit: u64,
-    /// Raft snapshots this node sends at once (to all stores together); more wait.
-    /// Default 2; 1..=64.
-    pub snap_max_concurrent: usize,
-    /// Bytes per second this node sends snapshots at, all of them together.
-    /// Default 104857600 (100 MiB/s); >= 1048576.
-    pub snap_max_bytes_per_sec: u64,
-    /// Whether a leader lets a new commit index ride on its next append or
-    /// heartbeat instead of sending it to every follower at once (followers apply
-    /// up to a heartbeat later; reads are served by leaders). Default true.
-    pub raft_skip_bcast_commit: bool,
-    /// Whether the writes a region's leader receives in one poll round are
-    /// proposed as one Raft entry (each caller still gets its own answer) instead
-    /// of one entry each. Default true.
-    pub raft_merge_writes: bool,
-    /// Bytes of persisted Raft entries each region's replica keeps in memory.
-    /// Default 4194304 (4 MiB); >= 1.
-    pub entry_cache_max_bytes: u64,
+    /// Raft snapshot; >= raft-log-gc-threshold.
+    raft_log_gc_count_limit: u64 = 72 << 10,
+    /// ... or past this many bytes of entries; >= 1.
+    raft_log_gc_size_limit: u64 = 72 << 20,
+    /// Raft snapshots this node sends at once (to all stores together); more wait;
+    /// 1..=64.
+    snap_max_concurrent: usize = 2,
+    /// Bytes per second this node sends snapshots at, all of them together;
+    /// >= 1048576.
+    snap_max_bytes_per_sec: u64 = 100 << 20,
+    /// Whether a leader lets a new commit index ride on its next append or heartbeat
+    /// instead of sending it to every follower at once (followers apply up to a
+    /// heartbeat later; reads are served by leaders).
+    raft_skip_bcast_commit: bool = true,
+    /// Whether the writes a region's leader receives in one poll round are proposed
+    /// as one Raft entry (each caller still gets its own answer) instead of one
+    /// entry each.
+    raft_merge_writes: bool = true,
+    /// Bytes of persisted Raft entries each region's replica keeps in memory; >= 1.
+    entry_cache_max_bytes: u64 = 4 << 20,
     /// Bytes of persisted Raft entries all of the store's replicas keep in memory
-    /// together. Default 268435456 (256 MiB); >= 1.
-    pub entry_cache_store_max_bytes: u64,
+    /// together; >= 1.
+    entry_cache_store_max_bytes: u64 = 256 << 20,
+    /// Which events are logged: a tracing filter, `LEVEL` or
+    /// `LEVEL,TARGET=LEVEL,...` (e.g. `info,shoal_raftstore=debug`). `RUST_LOG`
+    /// overrides it, and the global flag `--log-level` overrides both.
+    log_level: String = logging::DEFAULT_LOG_LEVEL.into(),
+    /// `text` (one readable line per event) or `json` (one JSON object per line).
+    /// The global flag `--log-format` overrides it.
+    log_format: LogFormat = LogFormat::Text,
+    /// The file log lines are appended to (created if missing); empty: stderr. The
+    /// global flag `--log-file` overrides it.
+    log_file: PathBuf = PathBuf::new(),
 }
 
-impl Default for NodeConfig {
-    fn default() -> Self {
-        NodeConfig {
-            store_id: 0,
-            data_dir: PathBuf::from("shoal-data"),
-            addr: "127.0.0.1:20160".into(),
-            status_addr: "127.0.0.1:20180".into(),
-            initial_cluster: String::new(),
-            join: String::new(),
-            peer_addresses: String::new(),
-            initial_regions: 1,
-            max_value_size: 1 << 20,
-            raft_entry_max_size: shoal_client::config::DEFAULT_RAFT_ENTRY_MAX_SIZE,
-            max_batch_keys: 1024,
-            raft_tick_ms: 100,
-            pollers: shoal_raftstore::Config::default().pollers,
-            grpc_threads: 0,
-            region_max_size: 96 << 20,
-            region_max_keys: 960_000,
-            split_check_interval_ms: 10_000,
-            raft_log_gc_tick_interval_ms: 10_000,
-            raft_log_gc_threshold: 50,
-            raft_log_gc_count_limit: 72 << 10,
-            raft_log_gc_size_limit: 72 << 20,
-            snap_max_concurrent: 2,
-            snap_max_bytes_per_sec: 100 << 20,
-            raft_skip_bcast_commit: true,
-            raft_merge_writes: true,
-            entry_cache_max_bytes: 4 << 20,
-            entry_cache_store_max_bytes: 256 << 20,
-        }
+/// A default as a flag's help shows it: TOML, without the quotes of a non-empty
+/// string.
+fn flag_default(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) if !s.is_empty() => s.clone(),
+        v => v.to_string(),
+    }
+}
+
+/// The flags of `shoal node`: `--config`, `--print-config`, and one flag per
+/// setting, named as its TOML key (the logging settings are global flags, in
+/// [`LogArgs`]). A flag overrides the config file, which overrides the defaults.
+#[derive(Clone, Debug)]
+pub struct NodeArgs {
+    /// `--config`: the TOML file.
+    pub config: Option<PathBuf>,
+    /// `--print-config`: print the effective configuration and exit.
+    pub print_config: bool,
+    /// The settings given as flags.
+    flags: ArgMatches,
+}
+
+impl NodeArgs {
+    /// The node's configuration: the config file (or the defaults), the flags over
+    /// it, and the logging settings from `log` and `rust_log` (`RUST_LOG`) as
+    /// [`LogArgs::apply`] orders them; validated.
+    pub fn into_config(
+        &self,
+        log: &LogArgs,
+        rust_log: Option<String>,
+    ) -> Result<NodeConfig, String> {
+        let mut c = match &self.config {
+            Some(path) => NodeConfig::from_file(path)?,
+            None => NodeConfig::default(),
+        };
+        c.apply_flags(&self.flags);
+        c.set_log_settings(log.apply(c.log_settings(), rust_log));
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+impl clap::FromArgMatches for NodeArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(NodeArgs {
+            config: matches.get_one::<PathBuf>("config").cloned(),
+            print_config: matches.get_flag("print-config"),
+            flags: matches.clone(),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for NodeArgs {
+    fn augment_args(cmd: Command) -> Command {
+        cmd.arg(
+            Arg::new("config")
+                .long("config")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help(
+                    "A TOML config file: the settings below as keys of the same names \
+                     (docs/config.md); each flag overrides it",
+                ),
+        )
+        .arg(
+            Arg::new("print-config")
+                .long("print-config")
+                .action(ArgAction::SetTrue)
+                .help(
+                    "Print the effective configuration (config file, flags and defaults \
+                     merged) as TOML with a comment per setting, and exit without \
+                     starting the node; --config reads it back",
+                ),
+        )
+        .args(setting_flags())
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
     }
 }
 
@@ -165,6 +342,55 @@ impl NodeConfig {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The settings as a TOML table, by key.
+    fn toml_table(&self) -> toml::Table {
+        toml::Table::try_from(self).expect("every setting is a TOML value")
+    }
+
+    /// The whole configuration as TOML, every setting with its meaning and default
+    /// as comments, in the order of [`SETTINGS`]: what `shoal node --print-config`
+    /// prints, and what `--config` reads back to an equal configuration. Fails only
+    /// for a path that is not UTF-8 (TOML cannot hold it).
+    pub fn to_commented_toml(&self) -> Result<String, String> {
+        for (key, path) in [("data-dir", &self.data_dir), ("log-file", &self.log_file)] {
+            if path.to_str().is_none() {
+                return Err(format!("{key} {} is not UTF-8", path.display()));
+            }
+        }
+        let values = self.toml_table();
+        let defaults = NodeConfig::default().toml_table();
+        let mut out = String::from(
+            "# shoal node: the effective configuration (config file, flags and defaults\n\
+             # merged). `shoal node --config FILE` reads it back; docs/config.md lists\n\
+             # every setting.\n",
+        );
+        for s in SETTINGS {
+            let key = s.key();
+            out.push('\n');
+            for line in s.doc.lines() {
+                out.push_str(&format!("#{line}\n"));
+            }
+            out.push_str(&format!("# Default: {}\n", defaults[&key]));
+            out.push_str(&format!("{key} = {}\n", values[&key]));
+        }
+        Ok(out)
+    }
+
+    /// The logging settings (`log-level`, `log-format`, `log-file`).
+    pub fn log_settings(&self) -> LogSettings {
+        LogSettings {
+            level: self.log_level.clone(),
+            format: self.log_format,
+            file: self.log_file.clone(),
+        }
+    }
+
+    fn set_log_settings(&mut self, s: LogSettings) {
+        self.log_level = s.level;
+        self.log_format = s.format;
+        self.log_file = s.file;
     }
 
     /// The `peer-addresses` overrides: store id -> address.
@@ -313,8 +539,10 @@ impl NodeConfig {
                 self.grpc_threads
             ));
         }
-        if self.pollers == 0 {
-            return Err("pollers must be at least 1".into());
+        // The batch system's bound (`shoal_router::MAX_POLLERS`): more threads only
+        // add contention.
+        if self.pollers > 256 {
+            return Err(format!("pollers must be 0..=256, got {}", self.pollers));
         }
         if !(1..=64).contains(&self.snap_max_concurrent) {
             return Err(format!(
@@ -329,6 +557,7 @@ impl NodeConfig {
             ));
         }
         self.raftstore().validate().map_err(|e| e.to_string())?;
+        logging::filter(&self.log_level)?;
         self.peer_address_overrides()?;
         for seed in self.join_seeds() {
             seed.parse::<SocketAddr>()
@@ -358,7 +587,10 @@ impl NodeConfig {
     pub fn raftstore(&self) -> shoal_raftstore::Config {
         shoal_raftstore::Config {
             raft_tick_interval: std::time::Duration::from_millis(self.raft_tick_ms),
-            pollers: self.pollers,
+            pollers: match self.pollers {
+                0 => shoal_raftstore::Config::default().pollers,
+                n => n,
+            },
             region_max_size: self.region_max_size,
             region_max_keys: self.region_max_keys,
             split_check_interval: std::time::Duration::from_millis(self.split_check_interval_ms),

@@ -11,7 +11,9 @@
 //! - `message_limit`: a tower layer that names the limit an oversized request hit.
 //! - [`transport`]: the Raft transport's sending side, one stream per remote store;
 //!   `snapshot_sender`: its snapshots, each on a connection of its own, limited.
-//! - [`status`]: the status HTTP endpoint (`/metrics`).
+//! - [`status`]: the status HTTP endpoint (`/metrics`, `/health`, `/ready`);
+//!   [`request_metrics`]: Kv request durations by method and outcome.
+//! - [`logging`]: `--log-level`, `--log-format`, `--log-file`.
 //! - [`cli`]: the `shoal kv` / `shoal admin` commands, on `shoal-client`.
 //! - [`playground`]: `shoal playground`, a local cluster of node processes.
 
@@ -22,6 +24,7 @@ pub mod config;
 pub mod directory;
 pub mod kv_batch;
 pub mod kv_service;
+pub mod logging;
 mod message_limit;
 pub mod node;
 pub mod playground;

@@ -212,7 +212,7 @@ impl EngineGauges {
     }
 
     fn update(&self, store: &RaftStore, engines: &Engines) {
-        for (name, stats) in [("raft", engines.log.stats()), ("kv", engines.kv.stats())] {
+        for (name, stats) in [("raft", engines.log.rocksdb_stats()), ("kv", engines.kv.rocksdb_stats())] {
             self.set(name, &stats);
         }
         let c = store.counters();

@@ -54,7 +54,7 @@ fn for_each_in(
 
 impl RocksKvEngine {
     /// RocksDB's figures for this engine, per column family (in memory, no IO).
-    pub fn stats(&self) -> super::EngineStats {
+    pub fn rocksdb_stats(&self) -> super::EngineStats {
         let cfs: Vec<_> = Cf::ALL
             .iter()
             .map(|&cf| (cf.name(), Some(cf_handle(&self.db, cf))))

@@ -80,7 +80,7 @@ fn decode_entry(region_id: u64, index: u64, value: &[u8]) -> Result<LogEntry> {
 
 impl RocksLogEngine {
     /// RocksDB's figures for this engine (one column family; in memory, no IO).
-    pub fn stats(&self) -> super::EngineStats {
+    pub fn rocksdb_stats(&self) -> super::EngineStats {
         super::stats::read(&self.db, &[("default", None)])
     }
 

@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
-use shoal_server::cli::{self, AdminCommand, KvCommand};
-use shoal_server::config::NodeConfig;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use shoal_server::cli::{self, AdminArgs, KvArgs, ENDPOINTS_ENV};
+use shoal_server::config::{NodeArgs, NodeConfig};
+use shoal_server::logging::{self, LogArgs, LogSettings};
 
 /// mimalloc: less CPU per request than the system's malloc (BENCHMARKS.md).
 #[cfg(feature = "mimalloc")]
@@ -14,22 +16,36 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Shoal: a multi-raft sharded key-value storage engine.
 #[derive(Parser)]
-#[command(name = "shoal", version, about)]
+#[command(name = "shoal", version)]
 struct Cli {
+    /// The cluster `kv` and `admin` talk to: comma-separated gRPC addresses of one
+    /// or more nodes (HOST:PORT,...). The same flag after kv/admin or after their
+    /// subcommand wins over this one; this one wins over SHOAL_ENDPOINTS, which wins
+    /// over the default [default: 127.0.0.1:20160]
+    #[arg(
+        id = "top_endpoints",
+        long = "endpoints",
+        env = ENDPOINTS_ENV,
+        value_delimiter = ',',
+        value_name = "ENDPOINTS"
+    )]
+    endpoints: Option<Vec<String>>,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs a storage node (defaults: a single-node cluster in ./shoal-data on 127.0.0.1:20160).
+    /// Runs a storage node (defaults: a single-node cluster in ./shoal-data on
+    /// 127.0.0.1:20160). Every setting is a flag and a key of the --config file under
+    /// one name (docs/config.md); --print-config shows the result.
     Node(NodeArgs),
     /// Reads and writes keys.
-    #[command(subcommand)]
-    Kv(KvCommand),
+    Kv(KvArgs),
     /// Inspects the cluster.
-    #[command(subcommand)]
-    Admin(AdminCommand),
+    Admin(AdminArgs),
     /// Starts a local cluster of node processes on free ports; Ctrl-C stops them all.
     Playground(shoal_server::playground::PlaygroundArgs),
     /// Load generator: measures throughput and latency of a Shoal (or etcd) cluster.
@@ -43,131 +59,35 @@ enum Command {
     Chaos(shoal_chaos::cli::ChaosArgs),
 }
 
-/// Flags of `shoal node`; each overrides the config file, which overrides the defaults.
-#[derive(Args, Clone)]
-struct NodeArgs {
-    /// A TOML config file (kebab-case keys, as the flags).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// This store's id, unique in the cluster: required with --initial-cluster;
-    /// with --join, a new id is handed out unless given; a restart reads it from the
-    /// data directory [default: 1 for a new single-node cluster].
-    #[arg(long)]
-    store_id: Option<u64>,
-    /// The data directory [default: shoal-data].
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// gRPC address (Kv, Admin, Raft) [default: 127.0.0.1:20160].
-    #[arg(long)]
-    addr: Option<String>,
-    /// HTTP status address [default: 127.0.0.1:20180].
-    #[arg(long)]
-    status_addr: Option<String>,
-    /// Initial cluster, ID=HOST:PORT,... (first boot only) [default: this store alone].
-    #[arg(long)]
-    initial_cluster: Option<String>,
-    /// Join a running cluster on first boot, HOST:PORT,... (any of its nodes): the
-    /// store registers in the cluster directory and starts with no region
-    /// (restarts need no --join) [default: none: bootstrap --initial-cluster].
-    #[arg(long)]
-    join: Option<String>,
-    /// Addresses to dial for some stores instead of the cluster directory's,
-    /// ID=HOST:PORT,... (stores reaching each other at different addresses)
-    /// [default: none].
-    #[arg(long)]
-    peer_addresses: Option<String>,
-    /// Regions to bootstrap on first boot [default: 1].
-    #[arg(long)]
-    initial_regions: Option<usize>,
-    /// Largest value accepted, in bytes; a put of it must fit in one Raft entry
-    /// [default: 1048576].
-    #[arg(long)]
-    max_value_size: Option<usize>,
-    /// Largest Raft entry, in bytes; every gRPC message limit is this plus 1 MiB
-    /// [default: 8388608].
-    #[arg(long)]
-    raft_entry_max_size: Option<usize>,
-    /// Most keys in one batch write [default: 1024].
-    #[arg(long)]
-    max_batch_keys: Option<usize>,
-    /// How often each leader considers truncating its region's Raft log, in
-    /// milliseconds [default: 10000].
-    #[arg(long)]
-    raft_log_gc_tick_interval_ms: Option<u64>,
-    /// Truncate a region's log only when at least this many entries, applied and
-    /// held by every replica, can go [default: 50].
-    #[arg(long)]
-    raft_log_gc_threshold: Option<u64>,
-    /// Past this many entries in a region's log, truncate even entries a slow or
-    /// stopped replica needs (it catches up from a snapshot) [default: 73728].
-    #[arg(long)]
-    raft_log_gc_count_limit: Option<u64>,
-    /// ... or past this many bytes of entries [default: 75497472].
-    #[arg(long)]
-    raft_log_gc_size_limit: Option<u64>,
-    /// Raft snapshots sent at once, to all stores together [default: 2].
-    #[arg(long)]
-    snap_max_concurrent: Option<usize>,
-    /// Bytes per second all snapshots together are sent at [default: 104857600].
-    #[arg(long)]
-    snap_max_bytes_per_sec: Option<u64>,
-    /// Let a new commit index ride on the next append or heartbeat instead of
-    /// sending it to every follower at once [default: true].
-    #[arg(long, value_name = "BOOL")]
-    raft_skip_bcast_commit: Option<bool>,
-    /// Propose the writes a region's leader receives in one poll round as one Raft
-    /// entry [default: true].
-    #[arg(long, value_name = "BOOL")]
-    raft_merge_writes: Option<bool>,
-    /// Bytes of persisted Raft entries each region's replica keeps in memory
-    /// [default: 4194304].
-    #[arg(long)]
-    entry_cache_max_bytes: Option<u64>,
-    /// Bytes of persisted Raft entries the store's replicas keep in memory together
-    /// [default: 268435456].
-    #[arg(long)]
-    entry_cache_store_max_bytes: Option<u64>,
-    /// Threads of the node's async runtime (gRPC, the Raft transport); 0 means one
-    /// per core [default: 0].
-    #[arg(long)]
-    grpc_threads: Option<usize>,
-}
-
-impl NodeArgs {
-    fn into_config(self) -> Result<NodeConfig, String> {
-        let mut c = match &self.config {
-            Some(path) => NodeConfig::from_file(path)?,
-            None => NodeConfig::default(),
-        };
-        macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
+impl Cli {
+    /// Parses the command line (exiting with clap's message on a usage error) and
+    /// refuses `--endpoints` before a command other than `kv` and `admin`, which
+    /// would otherwise be ignored (`bench` takes its own after the command).
+    fn parse_checked() -> Cli {
+        let matches = Cli::command().get_matches();
+        let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let given = matches.value_source("top_endpoints") == Some(ValueSource::CommandLine);
+        if given && !matches!(cli.command, Command::Kv(_) | Command::Admin(_)) {
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    "--endpoints before the command is for `kv` and `admin`; give this \
+                     command its own flags after its name",
+                )
+                .exit();
         }
-        set!(
-            store_id,
-            data_dir,
-            addr,
-            status_addr,
-            initial_cluster,
-            join,
-            peer_addresses,
-            initial_regions,
-            max_value_size,
-            raft_entry_max_size,
-            max_batch_keys,
-            raft_log_gc_tick_interval_ms,
-            raft_log_gc_threshold,
-            raft_log_gc_count_limit,
-            raft_log_gc_size_limit,
-            snap_max_concurrent,
-            snap_max_bytes_per_sec,
-            entry_cache_max_bytes,
-            entry_cache_store_max_bytes,
-            raft_skip_bcast_commit,
-            raft_merge_writes,
-            grpc_threads
-        );
-        c.validate()?;
-        Ok(c)
+        cli
+    }
+
+    /// The addresses `kv` and `admin` dial: the flag nearest the command, else the
+    /// one before it or SHOAL_ENDPOINTS, else the default.
+    fn endpoints(&self) -> Vec<String> {
+        let outer = self.endpoints.as_deref();
+        match &self.command {
+            Command::Kv(args) => args.endpoints.resolve(outer),
+            Command::Admin(args) => args.endpoints.resolve(outer),
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -202,10 +122,9 @@ fn abort_on_panic() {
     }));
 }
 
-async fn run_node(args: NodeArgs) -> Result<i32, String> {
+async fn run_node(cfg: NodeConfig) -> Result<i32, String> {
     abort_on_panic();
     let _failpoints = failpoints()?;
-    let cfg = args.into_config()?;
     let listener = tokio::net::TcpListener::bind(&cfg.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.addr))?;
@@ -261,26 +180,55 @@ fn current_exe() -> Result<PathBuf, String> {
     std::env::current_exe().map_err(|e| format!("cannot find the shoal executable: {e}"))
 }
 
+/// The node's configuration (for `shoal node`: its logging settings, runtime
+/// threads and `--print-config` come from it) and the logging settings, read before
+/// logging and the async runtime start; errors go to stderr.
+fn prepare(cli: &Cli) -> Result<(Option<NodeConfig>, LogSettings), String> {
+    match &cli.command {
+        Command::Node(args) => {
+            let cfg = args.into_config(&cli.log, logging::rust_log())?;
+            let log = cfg.log_settings();
+            Ok((Some(cfg), log))
+        }
+        _ => Ok((
+            None,
+            cli.log.apply(LogSettings::default(), logging::rust_log()),
+        )),
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,raft=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let command = Cli::parse().command;
-    // A node's runtime has `grpc-threads` threads (its config is read here first);
-    // the other commands take tokio's default, one per core.
+    let cli = Cli::parse_checked();
+    let (node_config, log) = match prepare(&cli) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("shoal: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let (Command::Node(args), Some(cfg)) = (&cli.command, &node_config) {
+        if args.print_config {
+            return match cfg.to_commented_toml() {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("shoal: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    }
+    if let Err(e) = logging::init(&log) {
+        eprintln!("shoal: {e}");
+        return ExitCode::FAILURE;
+    }
+    // A node's runtime has `grpc-threads` threads; the other commands take tokio's
+    // default, one per core.
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Command::Node(args) = &command {
-        match args.clone().into_config() {
-            Ok(cfg) => builder.worker_threads(cfg.runtime_threads()),
-            Err(e) => {
-                eprintln!("shoal: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    if let Some(cfg) = &node_config {
+        builder.worker_threads(cfg.runtime_threads());
     }
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
@@ -289,11 +237,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let endpoints = cli.endpoints();
     let result = runtime.block_on(async {
-        match command {
-            Command::Node(args) => run_node(args).await,
-            Command::Kv(cmd) => cli::run_kv(cmd).await,
-            Command::Admin(cmd) => cli::run_admin(cmd).await,
+        match cli.command {
+            Command::Node(_) => match node_config {
+                Some(cfg) => run_node(cfg).await,
+                None => unreachable!("prepare reads a node's configuration"),
+            },
+            Command::Kv(args) => cli::run_kv(&endpoints, args.command).await,
+            Command::Admin(args) => cli::run_admin(&endpoints, args.command).await,
             Command::Playground(args) => {
                 shoal_server::playground::run(args, shutdown_signal()).await
             }
@@ -314,5 +266,101 @@ fn main() -> ExitCode {
             eprintln!("shoal: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("shoal").chain(args.iter().copied()))
+    }
+
+    fn endpoints(args: &[&str]) -> Vec<String> {
+        parse(args).unwrap().endpoints()
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        // clap's own checks: no two arguments with one name (the global logging
+        // flags against every subcommand's), required values, defaults.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_endpoints_flag_nearest_the_command_wins() {
+        for args in [
+            &["--endpoints", "a:1", "kv", "get", "k"][..],
+            &["kv", "--endpoints", "a:1", "get", "k"],
+            &["kv", "get", "k", "--endpoints", "a:1"],
+            &["--endpoints", "x:1", "kv", "--endpoints", "a:1", "get", "k"],
+            &["--endpoints", "x:1", "kv", "get", "k", "--endpoints", "a:1"],
+            &["kv", "--endpoints", "x:1", "get", "k", "--endpoints", "a:1"],
+            &[
+                "--endpoints",
+                "x:1",
+                "admin",
+                "status",
+                "--endpoints",
+                "a:1",
+            ],
+            &[
+                "admin",
+                "--endpoints",
+                "a:1",
+                "split",
+                "--region",
+                "1",
+                "--keys",
+                "m",
+            ],
+            &["admin", "remove-store", "3", "--endpoints", "a:1"],
+        ] {
+            assert_eq!(endpoints(args), ["a:1"], "{args:?}");
+        }
+        assert_eq!(
+            endpoints(&[
+                "kv",
+                "get",
+                "k",
+                "--endpoints",
+                "a:1,b:2",
+                "--endpoints",
+                "c:3"
+            ]),
+            ["a:1", "b:2", "c:3"]
+        );
+        // Without any flag: SHOAL_ENDPOINTS (the binary's tests set it), else the
+        // default.
+        if std::env::var_os(ENDPOINTS_ENV).is_none() {
+            assert_eq!(endpoints(&["kv", "get", "k"]), ["127.0.0.1:20160"]);
+        }
+    }
+
+    #[test]
+    fn logging_flags_go_anywhere_and_bad_formats_are_refused() {
+        let cli = parse(&[
+            "kv",
+            "get",
+            "k",
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+        ])
+        .unwrap();
+        assert_eq!(cli.log.log_format, Some(logging::LogFormat::Json));
+        assert_eq!(cli.log.log_level.as_deref(), Some("debug"));
+        let cli = parse(&["--log-file", "/tmp/x.log", "node", "--print-config"]).unwrap();
+        assert_eq!(cli.log.log_file, Some(PathBuf::from("/tmp/x.log")));
+        let Err(err) = parse(&["--log-format", "xml", "kv", "get", "k"]) else {
+            panic!("--log-format xml was taken");
+        };
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
+        assert!(
+            err.to_string().contains("[possible values: text, json]"),
+            "{err}"
+        );
     }
 }

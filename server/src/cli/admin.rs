@@ -1,7 +1,8 @@
 //! `shoal admin ...`: inspect and reshape the cluster's regions, read store counters
-//! and compare replicas. Each command connects with [`Endpoints`], makes its calls on
-//! `shoal-client`, prints to stdout, and turns the client's errors into one clear
-//! message (printed by `main` on stderr, exit code 1).
+//! and compare replicas. Each command connects to the [`Endpoints`] (resolved by
+//! `main`: see [`Endpoints::resolve`]), makes its calls on `shoal-client`, prints
+//! to stdout, and turns the client's errors into one clear message (printed by
+//! `main` on stderr, exit code 1).
 
 use clap::{Args, Subcommand};
 use shoal_client::{Client, Error, Region, RegionInfo};
@@ -16,16 +17,22 @@ use super::render::{
 };
 use super::{connect, Endpoints};
 
-/// `shoal admin ...`
+/// `shoal admin [--endpoints E] ...`
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// The subcommands of `shoal admin`.
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
     /// Prints each store's status and counters (regions, leaders, fsyncs, entries per
     /// fsync, proposals, applied entries, reads, Raft messages; the Raft log's size
     /// and truncated entries; snapshots generated, sent, received, applied, failed).
-    Status {
-        #[command(flatten)]
-        endpoints: Endpoints,
-    },
+    Status,
     /// Prints every region: id, range, epoch, leader store, peers, approximate size
     /// and keys.
     #[command(after_help = REGION_VIEW_HELP)]
@@ -33,8 +40,6 @@ pub enum AdminCommand {
         /// Print a JSON array (one object per region) instead of a table.
         #[arg(long)]
         json: bool,
-        #[command(flatten)]
-        endpoints: Endpoints,
     },
     /// Prints one region's details, as its leader reports them, then each replica as
     /// its store reports it (first and last Raft log index, applied index); fails if
@@ -46,8 +51,6 @@ pub enum AdminCommand {
         /// Print a JSON object instead of text.
         #[arg(long)]
         json: bool,
-        #[command(flatten)]
-        endpoints: Endpoints,
     },
     /// Splits regions: at each KEY, the region holding it (`split KEY...`), or one
     /// region at several keys in one request (`split --region ID --keys K1,K2`).
@@ -65,8 +68,6 @@ pub enum AdminCommand {
         /// Print a JSON object instead of a table.
         #[arg(long)]
         json: bool,
-        #[command(flatten)]
-        endpoints: Endpoints,
     },
     /// Asks every store for its checksum of a region's replica and says whether the
     /// replicas agree.
@@ -74,8 +75,6 @@ pub enum AdminCommand {
     Checksum {
         /// The region id.
         id: u64,
-        #[command(flatten)]
-        endpoints: Endpoints,
     },
     #[command(flatten)]
     Membership(MembershipCommand),
@@ -110,16 +109,15 @@ pub struct SplitArgs {
     /// Print the resulting regions as a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub endpoints: Endpoints,
 }
 
-/// Runs an `admin` command. Returns the process exit code.
-pub async fn run_admin(cmd: AdminCommand) -> Result<i32, String> {
+/// Runs an `admin` command against `endpoints` (see [`Endpoints::resolve`]).
+/// Returns the process exit code.
+pub async fn run_admin(endpoints: &[String], cmd: AdminCommand) -> Result<i32, String> {
     match cmd {
-        AdminCommand::Status { endpoints } => status(&connect(&endpoints).await?).await,
-        AdminCommand::Regions { json, endpoints } => {
-            let (regions, _) = connect(&endpoints)
+        AdminCommand::Status => status(&connect(endpoints).await?).await,
+        AdminCommand::Regions { json } => {
+            let (regions, _) = connect(endpoints)
                 .await?
                 .list_regions()
                 .await
@@ -127,12 +125,8 @@ pub async fn run_admin(cmd: AdminCommand) -> Result<i32, String> {
             print_regions(&regions, json);
             Ok(0)
         }
-        AdminCommand::Region {
-            id,
-            json,
-            endpoints,
-        } => {
-            let client = connect(&endpoints).await?;
+        AdminCommand::Region { id, json } => {
+            let client = connect(endpoints).await?;
             let info = client
                 .region(id)
                 .await
@@ -148,14 +142,13 @@ pub async fn run_admin(cmd: AdminCommand) -> Result<i32, String> {
             }
             Ok(0)
         }
-        AdminCommand::Split(args) => split(args).await,
+        AdminCommand::Split(args) => split(endpoints, args).await,
         AdminCommand::Merge {
             source,
             target,
             json,
-            endpoints,
         } => {
-            let client = connect(&endpoints).await?;
+            let client = connect(endpoints).await?;
             let merged = client
                 .merge(source, target)
                 .await
@@ -163,10 +156,8 @@ pub async fn run_admin(cmd: AdminCommand) -> Result<i32, String> {
             print_regions(&describe(&client, vec![merged]).await, json);
             Ok(0)
         }
-        AdminCommand::Checksum { id, endpoints } => {
-            checksum::run(&connect(&endpoints).await?, id).await
-        }
-        AdminCommand::Membership(cmd) => membership::run(cmd).await,
+        AdminCommand::Checksum { id } => checksum::run(&connect(endpoints).await?, id).await,
+        AdminCommand::Membership(cmd) => membership::run(endpoints, cmd).await,
     }
 }
 
@@ -178,8 +169,8 @@ fn print_regions(regions: &[RegionInfo], json: bool) {
     }
 }
 
-async fn split(args: SplitArgs) -> Result<i32, String> {
-    let client = connect(&args.endpoints).await?;
+async fn split(endpoints: &[String], args: SplitArgs) -> Result<i32, String> {
+    let client = connect(endpoints).await?;
     let regions = match args.region {
         Some(region_id) => {
             let keys = args.key_input.parse_all(&args.keys)?;

@@ -9,8 +9,8 @@ use shoal_client::{Client, Directory, RegionInfo, Store};
 use shoal_proto::metapb::{ChangeKind, StoreState};
 
 use super::admin::refused;
+use super::client_config;
 use super::render::{pretty, region_json, regions_table, REGION_VIEW_HELP};
-use super::{client_config, Endpoints};
 
 /// The membership commands of `shoal admin`.
 #[derive(Subcommand, Debug)]
@@ -22,8 +22,6 @@ pub enum MembershipCommand {
         /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
-        #[command(flatten)]
-        endpoints: Endpoints,
     },
     /// Adds a replica of REGION on STORE (a voter, or with --learner a learner; a
     /// learner already there is promoted). The store must be up; the new replica
@@ -40,8 +38,6 @@ pub enum MembershipCommand {
         /// Print a JSON object instead of a table.
         #[arg(long)]
         json: bool,
-        #[command(flatten)]
-        endpoints: Endpoints,
     },
     /// Removes STORE's replica of REGION (refused for the leader: transfer the
     /// leadership first). Prints the region.
@@ -54,8 +50,6 @@ pub enum MembershipCommand {
         /// Print a JSON object instead of a table.
         #[arg(long)]
         json: bool,
-        #[command(flatten)]
-        endpoints: Endpoints,
     },
     /// Makes STORE's replica of REGION its leader (a voter that is not behind);
     /// answers once it is elected.
@@ -67,8 +61,6 @@ pub enum MembershipCommand {
         /// Print a JSON object instead of text.
         #[arg(long)]
         json: bool,
-        #[command(flatten)]
-        endpoints: Endpoints,
     },
     /// Moves REGION's replica from store FROM to store TO: a learner on TO, caught
     /// up, then one joint change promoting it and demoting FROM, then FROM's replica
@@ -84,8 +76,6 @@ pub enum MembershipCommand {
         /// Print a JSON object instead of a table.
         #[arg(long)]
         json: bool,
-        #[command(flatten)]
-        endpoints: Endpoints,
     },
     /// Empties STORE and removes it from the cluster: marks it offline, moves each
     /// of its replicas to the up store with the fewest replicas (STORE may be down),
@@ -97,48 +87,43 @@ pub enum MembershipCommand {
         /// Print the final store record as JSON.
         #[arg(long)]
         json: bool,
-        #[command(flatten)]
-        endpoints: Endpoints,
     },
 }
 
-/// Runs a membership command. Returns the process exit code.
-pub async fn run(cmd: MembershipCommand) -> Result<i32, String> {
+/// Runs a membership command against `endpoints`. Returns the process exit code.
+pub async fn run(endpoints: &[String], cmd: MembershipCommand) -> Result<i32, String> {
     let progress = |line: &str| eprintln!("{line}");
     match cmd {
-        MembershipCommand::Stores { json, endpoints } => {
-            let dir = directory(&endpoints).await?;
-            stores(&dir, &endpoints, json).await
+        MembershipCommand::Stores { json } => {
+            let dir = directory(endpoints).await?;
+            stores(&dir, endpoints, json).await
         }
         MembershipCommand::AddPeer {
             region,
             store,
             learner,
             json,
-            endpoints,
         } => {
             let kind = match learner {
                 true => ChangeKind::AddLearner,
                 false => ChangeKind::AddVoter,
             };
-            change("add-peer", region, (kind, store), json, &endpoints).await
+            change("add-peer", region, (kind, store), json, endpoints).await
         }
         MembershipCommand::RemovePeer {
             region,
             store,
             json,
-            endpoints,
         } => {
             let remove = (ChangeKind::Remove, store);
-            change("remove-peer", region, remove, json, &endpoints).await
+            change("remove-peer", region, remove, json, endpoints).await
         }
         MembershipCommand::TransferLeader {
             region,
             store,
             json,
-            endpoints,
         } => {
-            let client = client(&endpoints).await?;
+            let client = client(endpoints).await?;
             let leader = client
                 .transfer_leader(region, store)
                 .await
@@ -159,21 +144,16 @@ pub async fn run(cmd: MembershipCommand) -> Result<i32, String> {
             from,
             to,
             json,
-            endpoints,
         } => {
-            let client = client(&endpoints).await?;
+            let client = client(endpoints).await?;
             let r = client
                 .move_replica(region, from, to, &progress)
                 .await
                 .map_err(|e| refused("move-replica", e))?;
             print_region(&client, r, json).await
         }
-        MembershipCommand::RemoveStore {
-            store,
-            json,
-            endpoints,
-        } => {
-            let dir = directory(&endpoints).await?;
+        MembershipCommand::RemoveStore { store, json } => {
+            let dir = directory(endpoints).await?;
             dir.remove_store(store, &progress)
                 .await
                 .map_err(|e| refused("remove-store", e))?;
@@ -198,7 +178,7 @@ async fn change(
     region: u64,
     change: (ChangeKind, u64),
     json: bool,
-    endpoints: &Endpoints,
+    endpoints: &[String],
 ) -> Result<i32, String> {
     let client = client(endpoints).await?;
     let r = client
@@ -208,14 +188,14 @@ async fn change(
     print_region(&client, r, json).await
 }
 
-async fn client(endpoints: &Endpoints) -> Result<Client, String> {
-    Client::connect(endpoints.endpoints.clone(), client_config())
+async fn client(endpoints: &[String]) -> Result<Client, String> {
+    Client::connect(endpoints.to_vec(), client_config())
         .await
         .map_err(|e| format!("cannot reach the cluster: {e}"))
 }
 
-async fn directory(endpoints: &Endpoints) -> Result<Directory, String> {
-    Directory::connect(endpoints.endpoints.clone(), client_config())
+async fn directory(endpoints: &[String]) -> Result<Directory, String> {
+    Directory::connect(endpoints.to_vec(), client_config())
         .await
         .map_err(|e| format!("cannot reach the cluster: {e}"))
 }
@@ -270,7 +250,7 @@ fn store_json(s: &Store, counts: Option<&Counts>, heard_ms: Option<u64>) -> Valu
 
 /// `shoal admin stores`: the directory's stores, each asked for its counts; the
 /// first endpoint that answers says when it last heard from each.
-async fn stores(dir: &Directory, endpoints: &Endpoints, json: bool) -> Result<i32, String> {
+async fn stores(dir: &Directory, endpoints: &[String], json: bool) -> Result<i32, String> {
     let stores = dir
         .stores()
         .await
@@ -278,7 +258,7 @@ async fn stores(dir: &Directory, endpoints: &Endpoints, json: bool) -> Result<i3
     let client = dir.client();
     let mut contacts = std::collections::HashMap::new();
     let mut reporter = None;
-    for e in &endpoints.endpoints {
+    for e in endpoints {
         if let Ok(status) = client.status(e).await {
             reporter = status.store.map(|s| s.id);
             contacts = status

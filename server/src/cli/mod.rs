@@ -1,7 +1,8 @@
 //! The client-side commands of `shoal`: `kv` and `admin`, on `shoal-client`.
 //!
 //! Layout:
-//! - this module: [`Endpoints`], [`KvCommand`] and [`run_kv`];
+//! - this module: [`Endpoints`] (with the precedence of `--endpoints` and
+//!   `SHOAL_ENDPOINTS`), [`KvArgs`] and [`run_kv`];
 //! - [`admin`]: [`AdminCommand`] and [`run_admin`] (`status`, `regions`, `region`,
 //!   `split`, `merge`, `checksum`);
 //! - [`checksum`]: `admin checksum`, comparing the replicas' digests;
@@ -20,14 +21,60 @@ pub mod render;
 use clap::{Args, Subcommand};
 use shoal_client::{Client, ClientConfig};
 
-pub use admin::{run_admin, AdminCommand};
+pub use admin::{run_admin, AdminArgs, AdminCommand};
 
-/// Where the cluster is.
-#[derive(Args, Clone, Debug)]
+/// The cluster address `kv` and `admin` dial when none is given: a node started
+/// with its defaults.
+pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:20160";
+
+/// The environment variable read when no `--endpoints` flag is given.
+pub const ENDPOINTS_ENV: &str = "SHOAL_ENDPOINTS";
+
+/// Where `--endpoints` may go and which one counts (the help of every form).
+pub const ENDPOINTS_HELP: &str = "Comma-separated gRPC addresses of one or more nodes \
+    (HOST:PORT,...). Given before the command (shoal --endpoints E kv get K), after \
+    kv/admin, or after the subcommand; the flag nearest the command wins, any flag \
+    wins over SHOAL_ENDPOINTS, and SHOAL_ENDPOINTS over the default \
+    [default: 127.0.0.1:20160]";
+
+/// Where the cluster is: `--endpoints` after `kv`/`admin` or after their
+/// subcommand (the flag is global inside them, so `shoal kv --endpoints E get K`
+/// and `shoal kv get K --endpoints E` both work; the later one wins).
+///
+/// Precedence, nearest first: this flag, then `shoal --endpoints E` before the
+/// command (or [`ENDPOINTS_ENV`] when that flag is absent: clap reads it there),
+/// then [`DEFAULT_ENDPOINT`]. [`Endpoints::resolve`] applies it.
+#[derive(Args, Clone, Debug, Default)]
 pub struct Endpoints {
-    /// Comma-separated gRPC addresses of one or more nodes.
-    #[arg(long, default_value = "127.0.0.1:20160", value_delimiter = ',')]
-    pub endpoints: Vec<String>,
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        value_name = "ENDPOINTS",
+        help = ENDPOINTS_HELP
+    )]
+    pub endpoints: Option<Vec<String>>,
+}
+
+impl Endpoints {
+    /// The addresses to dial: this flag's, else `outer` (the flag before the
+    /// command, or `SHOAL_ENDPOINTS`), else [`DEFAULT_ENDPOINT`].
+    pub fn resolve(&self, outer: Option<&[String]>) -> Vec<String> {
+        match (&self.endpoints, outer) {
+            (Some(e), _) => e.clone(),
+            (None, Some(e)) => e.to_vec(),
+            (None, None) => vec![DEFAULT_ENDPOINT.to_string()],
+        }
+    }
+}
+
+/// `shoal kv [--endpoints E] ...`
+#[derive(Args, Debug)]
+pub struct KvArgs {
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+    #[command(subcommand)]
+    pub command: KvCommand,
 }
 
 /// `shoal kv ...`
@@ -39,22 +86,16 @@ pub enum KvCommand {
         key: String,
         /// The value (UTF-8 text).
         value: String,
-        #[command(flatten)]
-        endpoints: Endpoints,
     },
     /// Prints the value of KEY (exit code 1 when absent).
     Get {
         /// The key.
         key: String,
-        #[command(flatten)]
-        endpoints: Endpoints,
     },
     /// Removes KEY.
     Delete {
         /// The key.
         key: String,
-        #[command(flatten)]
-        endpoints: Endpoints,
     },
     /// Prints the pairs in [START, END) in key order, one `key<TAB>value` per line.
     Scan {
@@ -65,8 +106,6 @@ pub enum KvCommand {
         /// Most pairs to print.
         #[arg(long, default_value_t = 100)]
         limit: usize,
-        #[command(flatten)]
-        endpoints: Endpoints,
     },
 }
 
@@ -81,8 +120,8 @@ pub(crate) fn client_config() -> ClientConfig {
     }
 }
 
-async fn connect(e: &Endpoints) -> Result<Client, String> {
-    Client::connect(e.endpoints.clone(), ClientConfig::default())
+async fn connect(endpoints: &[String]) -> Result<Client, String> {
+    Client::connect(endpoints.to_vec(), ClientConfig::default())
         .await
         .map_err(|e| format!("cannot reach the cluster: {e}"))
 }
@@ -91,22 +130,19 @@ fn show(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Runs a `kv` command. Returns the process exit code.
-pub async fn run_kv(cmd: KvCommand) -> Result<i32, String> {
+/// Runs a `kv` command against `endpoints` (see [`Endpoints::resolve`]). Returns
+/// the process exit code.
+pub async fn run_kv(endpoints: &[String], cmd: KvCommand) -> Result<i32, String> {
     match cmd {
-        KvCommand::Put {
-            key,
-            value,
-            endpoints,
-        } => {
-            connect(&endpoints)
+        KvCommand::Put { key, value } => {
+            connect(endpoints)
                 .await?
                 .put(key, value)
                 .await
                 .map_err(|e| e.to_string())?;
             println!("OK");
         }
-        KvCommand::Get { key, endpoints } => match connect(&endpoints)
+        KvCommand::Get { key } => match connect(endpoints)
             .await?
             .get(&key)
             .await
@@ -118,21 +154,16 @@ pub async fn run_kv(cmd: KvCommand) -> Result<i32, String> {
                 return Ok(1);
             }
         },
-        KvCommand::Delete { key, endpoints } => {
-            connect(&endpoints)
+        KvCommand::Delete { key } => {
+            connect(endpoints)
                 .await?
                 .delete(key)
                 .await
                 .map_err(|e| e.to_string())?;
             println!("OK");
         }
-        KvCommand::Scan {
-            start,
-            end,
-            limit,
-            endpoints,
-        } => {
-            let pairs = connect(&endpoints)
+        KvCommand::Scan { start, end, limit } => {
+            let pairs = connect(endpoints)
                 .await?
                 .scan(start, end, limit)
                 .await
