@@ -206,6 +206,28 @@ async fn a_cluster_exports_what_the_dashboard_queries() {
         missing.is_empty(),
         "the dashboard queries metrics no node exports: {missing:?}"
     );
+
+    // A node told to stop says `draining` while it closes its connections (the
+    // other nodes keep their Raft streams to it open for a while).
+    let pid = nodes[0].child.as_ref().unwrap().id();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    loop {
+        let answer = http_get(&status[0], "/ready");
+        match &answer {
+            Some((503, body)) if body == "draining\n" => break,
+            Some(a) if seen.last() != Some(a) => seen.push(a.clone()),
+            Some(_) => {}
+            None => panic!("the node stopped without saying `draining`: {seen:?}"),
+        }
+        assert!(Instant::now() < deadline, "never draining: {seen:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     drop(nodes);
 }
 
