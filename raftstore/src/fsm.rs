@@ -34,6 +34,25 @@ use crate::worker::log_writer::WriteTask;
 pub(crate) struct PeerFsm {
     /// The peer.
     pub(crate) peer: Peer,
+    /// `peer{region, peer}`: entered while the poller handles this peer, so every
+    /// log line of it names the region and the peer. Made once per peer, at ERROR
+    /// level so that it exists whatever the log filter, and without a parent (a
+    /// split's new peers are made inside their parent's span).
+    pub(crate) span: tracing::Span,
+}
+
+impl PeerFsm {
+    /// The FSM of `peer`.
+    pub(crate) fn new(peer: Peer) -> Self {
+        let span = tracing::span!(
+            parent: None,
+            tracing::Level::ERROR,
+            "peer",
+            region = peer.region_id,
+            peer = peer.peer_id
+        );
+        PeerFsm { peer, span }
+    }
 }
 
 impl Fsm for PeerFsm {
@@ -104,13 +123,17 @@ impl PollCtx {
             let task = std::mem::take(&mut self.write);
             self.store.metrics.log_writer_queue.inc();
             if self.store.writer.send(task).is_err() {
+                self.store.metrics.log_writer_queue.dec();
                 tracing::error!("the log writer has stopped; the round's writes are lost");
             }
         }
         for (w, tasks) in self.applies.iter_mut().enumerate() {
             if !tasks.is_empty() {
                 self.store.metrics.apply_queue.inc();
-                let _ = self.store.apply[w].send(ApplyMsg::Tasks(std::mem::take(tasks)));
+                let tasks = ApplyMsg::Tasks(std::mem::take(tasks));
+                if self.store.apply[w].send(tasks).is_err() {
+                    self.store.metrics.apply_queue.dec();
+                }
             }
         }
         for (w, task) in self.snapshot_applies.drain(..) {
@@ -158,8 +181,7 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
 
     fn handle_normal(&mut self, fsm: &mut PeerFsm, msgs: &mut Vec<PeerMsg>) {
         self.round_messages += msgs.len();
-        let span = fsm.peer.span.clone();
-        let _entered = span.enter();
+        let _entered = fsm.span.enter();
         for msg in msgs.drain(..) {
             fsm.peer.on_msg(msg, &mut self.ctx);
         }

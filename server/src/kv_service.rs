@@ -16,7 +16,6 @@
 //! itself is never returned.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use shoal_proto::errorpb::{region_error, EntryTooLarge, RegionError};
 use shoal_proto::kvrpcpb::kv_server::Kv;
@@ -365,34 +364,24 @@ impl KvService {
 impl KvService {
     /// Serves one Get request.
     pub async fn serve_get(&self, req: GetRequest) -> Result<GetResponse, Status> {
-        let started = Instant::now();
-        let r = self.do_get(req).await;
-        self.requests.observe(Method::Get, started, &r);
-        r
+        self.requests.time(Method::Get, self.do_get(req)).await
     }
 
     /// Serves one Scan request.
     pub async fn serve_scan(&self, req: ScanRequest) -> Result<ScanResponse, Status> {
-        let started = Instant::now();
-        let r = self.do_scan(req).await;
-        self.requests.observe(Method::Scan, started, &r);
-        r
+        self.requests.time(Method::Scan, self.do_scan(req)).await
     }
 
     /// Serves one Put request.
     pub async fn serve_put(&self, req: PutRequest) -> Result<PutResponse, Status> {
-        let started = Instant::now();
-        let r = self.do_put(req).await;
-        self.requests.observe(Method::Put, started, &r);
-        r
+        self.requests.time(Method::Put, self.do_put(req)).await
     }
 
     /// Serves one Delete request.
     pub async fn serve_delete(&self, req: DeleteRequest) -> Result<DeleteResponse, Status> {
-        let started = Instant::now();
-        let r = self.do_delete(req).await;
-        self.requests.observe(Method::Delete, started, &r);
-        r
+        self.requests
+            .time(Method::Delete, self.do_delete(req))
+            .await
     }
 
     /// Serves one BatchWrite request.
@@ -400,10 +389,9 @@ impl KvService {
         &self,
         req: BatchWriteRequest,
     ) -> Result<BatchWriteResponse, Status> {
-        let started = Instant::now();
-        let r = self.do_batch_write(req).await;
-        self.requests.observe(Method::BatchWrite, started, &r);
-        r
+        self.requests
+            .time(Method::BatchWrite, self.do_batch_write(req))
+            .await
     }
 
     /// Serves one CompareAndSwap request.
@@ -411,10 +399,9 @@ impl KvService {
         &self,
         req: CompareAndSwapRequest,
     ) -> Result<CompareAndSwapResponse, Status> {
-        let started = Instant::now();
-        let r = self.do_compare_and_swap(req).await;
-        self.requests.observe(Method::CompareAndSwap, started, &r);
-        r
+        self.requests
+            .time(Method::CompareAndSwap, self.do_compare_and_swap(req))
+            .await
     }
 }
 

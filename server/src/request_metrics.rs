@@ -4,7 +4,9 @@
 //! The outcome is `ok`, the region error's kind (`not_leader`, `epoch_not_match`,
 //! `stale_command`, `undetermined`, ...: the client retries most of them), or the
 //! failure (`invalid_argument` for refused input, `failed` for any other gRPC
-//! status). Unary calls and the batched stream are counted alike (one request each).
+//! status), or `cancelled` when the caller went away before the answer (a deadline,
+//! a disconnect). Unary calls and the batched stream are counted alike (one request
+//! each).
 //! Every (method, outcome) histogram is bound when the node starts, so recording
 //! one is a few atomic adds.
 
@@ -36,7 +38,7 @@ const METHODS: [&str; 6] = [
 ];
 
 /// Outcome labels; index 0 is success.
-const OUTCOMES: [&str; 12] = [
+const OUTCOMES: [&str; 13] = [
     "ok",
     "not_leader",
     "epoch_not_match",
@@ -49,7 +51,11 @@ const OUTCOMES: [&str; 12] = [
     "undetermined",
     "invalid_argument",
     "failed",
+    "cancelled",
 ];
+
+/// The outcome of a request whose caller went away before its answer.
+const CANCELLED: usize = 12;
 
 /// The outcome label index of a region error.
 fn region_error_outcome(e: &RegionError) -> usize {
@@ -137,6 +143,36 @@ impl RequestMetrics {
         self.bound[method as usize][outcome(result)].observe(started.elapsed().as_secs_f64());
     }
 
+    /// Times `request` as `method`: when it ends, by its outcome; when it is
+    /// dropped unfinished (its caller went away: a deadline, a disconnect), as
+    /// `cancelled`, so the slowest requests do not vanish from the histogram.
+    pub async fn time<T: HasRegionError>(
+        &self,
+        method: Method,
+        request: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        struct Unfinished<'a> {
+            hist: Option<&'a prometheus::Histogram>,
+            started: Instant,
+        }
+        impl Drop for Unfinished<'_> {
+            fn drop(&mut self) {
+                if let Some(h) = self.hist {
+                    h.observe(self.started.elapsed().as_secs_f64());
+                }
+            }
+        }
+        let started = Instant::now();
+        let mut guard = Unfinished {
+            hist: Some(&self.bound[method as usize][CANCELLED]),
+            started,
+        };
+        let result = request.await;
+        guard.hist = None;
+        self.observe(method, started, &result);
+        result
+    }
+
     /// The histogram family (for tests).
     pub fn family(&self) -> &HistogramVec {
         &self.vec
@@ -173,5 +209,25 @@ mod tests {
         assert_eq!(count("get", "invalid_argument"), 1);
         assert_eq!(count("get", "failed"), 1);
         assert_eq!(count("get", "ok"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_unfinished_counts_as_cancelled() {
+        let r = Registry::new();
+        let m = RequestMetrics::new(&r).unwrap();
+        let count = |outcome: &str| {
+            m.family()
+                .with_label_values(&["get", outcome])
+                .get_sample_count()
+        };
+        let done = m.time(Method::Get, async { Ok(GetResponse::default()) });
+        assert!(done.await.is_ok());
+        let never = m.time(
+            Method::Get,
+            std::future::pending::<Result<GetResponse, Status>>(),
+        );
+        let timed_out = tokio::time::timeout(std::time::Duration::from_millis(10), never).await;
+        assert!(timed_out.is_err());
+        assert_eq!((count("ok"), count("cancelled")), (1, 1));
     }
 }

@@ -16,7 +16,7 @@
 //! scrape reads the engines' properties and sizes on a blocking thread.
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -46,8 +46,10 @@ pub struct StatusState {
     readiness: AtomicU8,
     /// Process metrics (no store yet when the endpoint starts).
     process: Registry,
-    /// The store and its engines, once running.
-    store: OnceLock<(Arc<RaftStore>, Engines, EngineGauges)>,
+    /// The store and its engines, from when they run until the endpoint stops
+    /// (taken out then, so that a connection still open cannot keep the store from
+    /// stopping cleanly). The lock also serialises scrapes' gauge updates.
+    store: Mutex<Option<(Arc<RaftStore>, Engines, EngineGauges)>>,
 }
 
 /// A running status endpoint.
@@ -60,8 +62,9 @@ pub struct StatusServer {
 }
 
 impl StatusServer {
-    /// Stops serving.
+    /// Stops serving, and lets go of the store and its engines.
     pub async fn stop(mut self) {
+        self.state.store.lock().expect("status lock").take();
         self.task.abort();
         let _ = (&mut self.task).await;
     }
@@ -83,7 +86,7 @@ impl StatusState {
         StatusState {
             readiness: AtomicU8::new(Readiness::Starting as u8),
             process,
-            store: OnceLock::new(),
+            store: Mutex::new(None),
         }
     }
 
@@ -92,7 +95,7 @@ impl StatusState {
     pub fn set_store(&self, store: Arc<RaftStore>, engines: Engines) -> Result<(), String> {
         let gauges = EngineGauges::new(store.metrics().registry())
             .map_err(|e| format!("cannot register the engine metrics: {e}"))?;
-        let _ = self.store.set((store, engines, gauges));
+        *self.store.lock().expect("status lock") = Some((store, engines, gauges));
         Ok(())
     }
 
@@ -114,7 +117,7 @@ impl StatusState {
     /// and the log engine's files: call it off the async runtime's threads.
     pub fn render(&self) -> String {
         let mut families = self.process.gather();
-        if let Some((store, engines, gauges)) = self.store.get() {
+        if let Some((store, engines, gauges)) = &*self.store.lock().expect("status lock") {
             gauges.update(store, engines);
             families.extend(store.metrics().registry().gather());
         }
@@ -212,7 +215,10 @@ impl EngineGauges {
     }
 
     fn update(&self, store: &RaftStore, engines: &Engines) {
-        for (name, stats) in [("raft", engines.log.rocksdb_stats()), ("kv", engines.kv.rocksdb_stats())] {
+        for (name, stats) in [
+            ("raft", engines.log.rocksdb_stats()),
+            ("kv", engines.kv.rocksdb_stats()),
+        ] {
             self.set(name, &stats);
         }
         let c = store.counters();
@@ -282,11 +288,15 @@ fn routes(state: Arc<StatusState>) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(state): State<Arc<StatusState>>) -> impl IntoResponse {
-    let body = tokio::task::spawn_blocking(move || state.render())
-        .await
-        .unwrap_or_default();
-    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body)
+async fn metrics(State(state): State<Arc<StatusState>>) -> axum::response::Response {
+    match tokio::task::spawn_blocking(move || state.render()).await {
+        Ok(body) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot render the metrics: {e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn ready(State(state): State<Arc<StatusState>>) -> impl IntoResponse {
@@ -305,7 +315,7 @@ async fn ready(State(state): State<Arc<StatusState>>) -> impl IntoResponse {
 fn failpoint_routes(app: Router<Arc<StatusState>>) -> Router<Arc<StatusState>> {
     use axum::extract::{Path, RawQuery};
     app.route(
-        "/fail/{name}",
+        "/fail/{*name}",
         get(
             |Path(name): Path<String>, RawQuery(actions): RawQuery| async move {
                 match actions {

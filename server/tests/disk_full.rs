@@ -17,7 +17,12 @@ use common::{connect, free_port, NodeProc};
 fn http_get(node: &mut NodeProc, addr: &str, path: &str) -> String {
     let get = || -> std::io::Result<String> {
         let mut s = std::net::TcpStream::connect(addr)?;
-        write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n")?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        // The endpoint keeps HTTP/1.1 connections open unless told otherwise.
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
         Ok(out)

@@ -250,3 +250,44 @@ fn the_playground_scrape_config_is_the_deployed_one() {
         "{two}"
     );
 }
+
+/// While a node is still joining its cluster, `/health` answers and `/ready` says
+/// `starting` (here the cluster it joins is not there: it never gets further).
+#[test]
+fn a_node_still_joining_is_alive_but_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = format!("127.0.0.1:{}", free_port());
+    let args: Vec<String> = [
+        "--addr",
+        &format!("127.0.0.1:{}", free_port()),
+        "--status-addr",
+        &status,
+        "--join",
+        &format!("127.0.0.1:{}", free_port()),
+        "--data-dir",
+        &dir.path().join("store").display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut node = NodeProc::start(args, dir.path().join("node.log"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        if let Some(answer) = http_get(&status, "/ready") {
+            break answer;
+        }
+        assert!(
+            node.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+            "the node exited: {}",
+            std::fs::read_to_string(dir.path().join("node.log")).unwrap_or_default()
+        );
+        assert!(Instant::now() < deadline, "no status endpoint in 20 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(ready, (503, "starting\n".to_string()));
+    assert_eq!(
+        http_get(&status, "/health"),
+        Some((200, "ok\n".to_string()))
+    );
+    node.kill();
+}

@@ -53,6 +53,12 @@ fn for_each_in(
 }
 
 impl RocksKvEngine {
+    /// The database, for tests of the properties read from it.
+    #[cfg(test)]
+    pub(crate) fn db_for_tests(&self) -> &DB {
+        &self.db
+    }
+
     /// RocksDB's figures for this engine, per column family (in memory, no IO).
     pub fn rocksdb_stats(&self) -> super::EngineStats {
         let cfs: Vec<_> = Cf::ALL

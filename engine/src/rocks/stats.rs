@@ -33,25 +33,17 @@ pub struct EngineStats {
     pub running_compactions: u64,
 }
 
-/// The write stalls counted in the text of `rocksdb.cfstats`, whose line reads
-/// `Stalls(count): 0 level0_slowdown, 0 level0_slowdown_with_compaction, ...,
-/// 0 memtable_slowdown, interval 0 total count`: every cause's count since the
-/// engine opened, summed (the `_with_compaction` ones are a part of another cause,
-/// and the `interval` figure counts since the last stats dump: both left out).
-fn stalls_in(cfstats: &str) -> u64 {
-    let Some(line) = cfstats
-        .lines()
-        .find_map(|l| l.trim_start().strip_prefix("Stalls(count):"))
-    else {
-        return 0;
-    };
-    line.split(',')
-        .filter_map(|part| {
-            let (n, cause) = part.trim().split_once(' ')?;
-            if cause.contains("with_compaction") || n == "interval" {
-                return None;
-            }
-            n.parse::<u64>().ok()
+/// The write stalls in the text of `rocksdb.cf-write-stall-stats`, one line of
+/// `name: count` pairs (`Write Stall (count): ..., total-delays: 3, total-stops: 1`):
+/// delays plus stops since the engine opened.
+fn stalls_in(text: &str) -> u64 {
+    text.split([',', '\n'])
+        .filter_map(|pair| {
+            let (name, n) = pair.rsplit_once(':')?;
+            let name = name.trim().rsplit(' ').next()?;
+            matches!(name, "total-delays" | "total-stops")
+                .then(|| n.trim().parse::<u64>().ok())
+                .flatten()
         })
         .sum()
 }
@@ -73,8 +65,8 @@ pub(crate) fn read(db: &DB, cfs: &[(&'static str, Option<&ColumnFamily>)]) -> En
                 .unwrap_or(0)
             };
             let text = match cf {
-                Some(cf) => db.property_value_cf(cf, "rocksdb.cfstats"),
-                None => db.property_value("rocksdb.cfstats"),
+                Some(cf) => db.property_value_cf(cf, "rocksdb.cf-write-stall-stats"),
+                None => db.property_value("rocksdb.cf-write-stall-stats"),
             }
             .ok()
             .flatten()
@@ -101,13 +93,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_stall_count_is_read_from_cfstats() {
-        let text = "** Compaction Stats [default] **\n\
-                    Stalls(count): 2 level0_slowdown, 2 level0_slowdown_with_compaction, \
-                    0 level0_numfiles, 0 level0_numfiles_with_compaction, 4 stop for \
-                    pending_compaction_bytes, 0 slowdown for pending_compaction_bytes, 0 \
-                    memtable_compaction, 1 memtable_slowdown, interval 5 total count\n";
-        assert_eq!(stalls_in(text), 7);
-        assert_eq!(stalls_in("nothing here"), 0);
+    fn the_stall_count_is_read_from_the_write_stall_stats() {
+        // As RocksDB's DumpCFStatsWriteStall prints it.
+        let text = "Write Stall (count): l0-file-count-limit-delays: 2, \
+                    l0-file-count-limit-stops: 1, memtable-limit-delays: 1, \
+                    memtable-limit-stops: 0, total-delays: 3, total-stops: 1\n\
+                    interval: 4 total count\n";
+        assert_eq!(stalls_in(text), 4);
+        assert_eq!(stalls_in(""), 0);
+    }
+
+    #[test]
+    fn a_real_engine_reports_its_figures() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = crate::rocks::RocksKvEngine::open(dir.path()).unwrap();
+        let s = kv.rocksdb_stats();
+        assert_eq!(s.cfs.len(), 2, "{s:?}");
+        assert!(s.cfs.iter().all(|c| c.memtable_bytes > 0), "{s:?}");
+        let db = kv.db_for_tests();
+        let text = db
+            .property_value("rocksdb.cf-write-stall-stats")
+            .unwrap()
+            .unwrap();
+        assert!(
+            text.contains("total-stops"),
+            "the property's format changed: {text}"
+        );
     }
 }

@@ -97,7 +97,7 @@ pub(crate) fn start_peer_as(
     let waiting = ctx.metrics.pending_writes.clone();
     let peer = Peer::new(ctx.store_id, me.id, raw, applied, merging, waiting);
     ctx.router
-        .register(region_id, Box::new(PeerFsm { peer }))
+        .register(region_id, Box::new(PeerFsm::new(peer)))
         .map_err(|e| StartError::Register {
             region: region_id,
             reason: e.to_string(),

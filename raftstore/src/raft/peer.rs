@@ -77,10 +77,6 @@ pub(crate) struct Peer {
     /// Peers of the region that sent this peer messages: where answers go while
     /// the region lists no peer yet (an uninitialized peer, before its snapshot).
     pub(crate) senders: std::collections::HashMap<u64, PeerMeta>,
-    /// `peer{region, peer}`: entered while the poller handles this peer, so every
-    /// log line of it names the region and the peer. Made once per peer (entering
-    /// costs no allocation).
-    pub(crate) span: tracing::Span,
 }
 
 impl Peer {
@@ -93,10 +89,8 @@ impl Peer {
         merging: Option<MergeState>,
         waiting_gauge: prometheus::IntGauge,
     ) -> Self {
-        let region_id = raw.store().region().id;
         Peer {
-            span: tracing::info_span!("peer", region = region_id, peer = peer_id),
-            region_id,
+            region_id: raw.store().region().id,
             peer_id,
             store_id,
             raw,

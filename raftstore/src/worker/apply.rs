@@ -44,6 +44,8 @@ impl<R: Fn(u64, ApplyRes)> ApplyWorker<R> {
     /// The worker's loop; returns when every sender is gone.
     pub(crate) fn run(self, rx: Receiver<ApplyMsg>) {
         let mut delegates: HashMap<u64, Delegate> = HashMap::new();
+        // When each task of a batch was committed, kept across batches.
+        let mut scratch = Vec::new();
         while let Ok(first) = rx.recv() {
             let mut tasks = Vec::new();
             for m in std::iter::once(first).chain(rx.try_iter()) {
@@ -58,7 +60,11 @@ impl<R: Fn(u64, ApplyRes)> ApplyWorker<R> {
                     ApplyMsg::Snapshot(s) => {
                         // Every entry committed before the snapshot applies first.
                         if !tasks.is_empty() {
-                            self.apply_batch(std::mem::take(&mut tasks), &mut delegates);
+                            self.apply_batch(
+                                std::mem::take(&mut tasks),
+                                &mut delegates,
+                                &mut scratch,
+                            );
                         }
                         let results = apply_snapshot(&self.kv, &self.metrics, *s, &mut delegates);
                         for (region_id, res) in results {
@@ -67,7 +73,11 @@ impl<R: Fn(u64, ApplyRes)> ApplyWorker<R> {
                     }
                     ApplyMsg::Destroy { region_id } => {
                         if !tasks.is_empty() {
-                            self.apply_batch(std::mem::take(&mut tasks), &mut delegates);
+                            self.apply_batch(
+                                std::mem::take(&mut tasks),
+                                &mut delegates,
+                                &mut scratch,
+                            );
                         }
                         let gone =
                             destroy_removed(&self.kv, &self.metrics, region_id, &mut delegates);
@@ -78,13 +88,18 @@ impl<R: Fn(u64, ApplyRes)> ApplyWorker<R> {
                 }
             }
             if !tasks.is_empty() {
-                self.apply_batch(tasks, &mut delegates);
+                self.apply_batch(tasks, &mut delegates, &mut scratch);
             }
         }
     }
 
     /// Applies `tasks` in one kv write, then answers and reports.
-    fn apply_batch(&self, tasks: Vec<ApplyTask>, delegates: &mut HashMap<u64, Delegate>) {
+    fn apply_batch(
+        &self,
+        tasks: Vec<ApplyTask>,
+        delegates: &mut HashMap<u64, Delegate>,
+        committed_at: &mut Vec<std::time::Instant>,
+    ) {
         let mut ctx = ApplyCtx {
             kv: &self.kv,
             log: self.log.as_ref(),
@@ -97,7 +112,7 @@ impl<R: Fn(u64, ApplyRes)> ApplyWorker<R> {
         let started = std::time::Instant::now();
         let mut answers = Vec::new();
         let mut count = 0u64;
-        let mut committed_at = Vec::with_capacity(tasks.len());
+        committed_at.clear();
         for task in tasks {
             committed_at.push(task.committed_at);
             count += apply_task(task, &mut ctx, &mut answers);
@@ -106,7 +121,7 @@ impl<R: Fn(u64, ApplyRes)> ApplyWorker<R> {
         fail::fail_point!("apply_after_kv_write");
         let m = &self.metrics;
         StoreMetrics::add(&m.applied_entries, count);
-        for at in committed_at {
+        for at in committed_at.iter() {
             m.commit_apply_seconds.observe(at.elapsed().as_secs_f64());
         }
         for (reply, result) in answers {

@@ -123,6 +123,7 @@ struct StoreQueue {
     /// This store's `shoal_transport_*_total{to_store}` counters, bound once.
     batches: IntCounter,
     bytes: IntCounter,
+    dropped: IntCounter,
     /// Bytes in the queue and in the stream buffer (released when tonic takes a
     /// batch, or when queued messages are dropped).
     queued: Arc<AtomicUsize>,
@@ -295,12 +296,12 @@ impl GrpcTransport {
         let label = store_id.to_string();
         // Every per-store series exists from the first send on, at 0 until counted
         // (a dashboard's query finds it).
-        self.metrics.dropped.with_label_values(&[&label]);
         self.metrics.unreachable.with_label_values(&[&label]);
         let queue = Arc::new(StoreQueue {
             tx,
             batches: self.metrics.batches.with_label_values(&[&label]),
             bytes: self.metrics.bytes.with_label_values(&[&label]),
+            dropped: self.metrics.dropped.with_label_values(&[&label]),
             queued: Arc::new(AtomicUsize::new(0)),
             overflowing: AtomicBool::new(false),
         });
@@ -361,11 +362,7 @@ impl Transport for GrpcTransport {
                 );
                 self.report(store_id);
             }
-            let dropped = (msgs.len() - fit) as u64;
-            self.metrics
-                .dropped
-                .with_label_values(&[&store_id.to_string()])
-                .inc_by(dropped);
+            q.dropped.inc_by((msgs.len() - fit) as u64);
             if fit == 0 {
                 return 0;
             }
