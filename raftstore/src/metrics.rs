@@ -132,7 +132,8 @@ pub struct StoreMetrics {
     pub poll_round_seconds: Histogram,
     /// Messages a poll round handled.
     pub poll_round_messages: Histogram,
-    /// Writes waiting for their entry to apply, over every region of the store.
+    /// Writes proposed and waiting for their entry to commit, over every region of
+    /// the store.
     pub pending_writes: IntGauge,
     /// Write tasks queued for the log writer.
     pub log_writer_queue: IntGauge,
@@ -305,7 +306,7 @@ impl StoreMetrics {
             ),
             pending_writes: b.gauge(
                 "shoal_pending_writes",
-                "Writes proposed and not yet applied, over the store's regions.",
+                "Writes proposed and not yet committed, over the store's regions.",
             ),
             log_writer_queue: b.gauge(
                 "shoal_log_writer_queue",
