@@ -18,9 +18,13 @@ run: deps
 # chaos builds; they do nothing unless a node is started with FAILPOINTS set.
 FEATURES = --features shoal-server/failpoints
 
+# One build profile for every command: `make test`, `make run`, `make chaos` and
+# `make bench-compare` all build in release, so RocksDB's C++ (the long part of a
+# first build, same profile and same features everywhere) is compiled once and
+# shared; each command then only builds Shoal's own crates.
 ## test: build everything and run every test (the chaos suite's short run included)
 test: deps
-	$(CARGO) test --workspace $(FEATURES)
+	$(CARGO) test --release --workspace $(FEATURES)
 
 ## bench: run the criterion micro-benchmarks (log engine, router)
 bench: deps

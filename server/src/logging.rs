@@ -106,11 +106,20 @@ impl LogArgs {
     }
 }
 
-/// The `RUST_LOG` environment variable, when set and not blank.
+/// The `RUST_LOG` environment variable, when set, not blank and a filter. One that
+/// does not parse is left out with a warning on stderr (it may be meant for another
+/// program: it must not stop `shoal kv get`); a bad `--log-level` is an error.
 pub fn rust_log() -> Option<String> {
-    std::env::var("RUST_LOG")
+    let v = std::env::var("RUST_LOG")
         .ok()
-        .filter(|v| !v.trim().is_empty())
+        .filter(|v| !v.trim().is_empty())?;
+    match filter(&v) {
+        Ok(_) => Some(v),
+        Err(e) => {
+            eprintln!("shoal: ignoring RUST_LOG: {e}");
+            None
+        }
+    }
 }
 
 /// Parses a `log-level` filter, naming it when it is not one.

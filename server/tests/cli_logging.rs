@@ -109,3 +109,17 @@ fn bad_logging_settings_are_refused_with_the_reason() {
         "{err}"
     );
 }
+
+/// A `RUST_LOG` that is not a filter (it may be meant for another program) is
+/// ignored with a warning; the command runs.
+#[test]
+fn a_bad_rust_log_is_ignored_with_a_warning() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["node", "--print-config"])
+        .env("RUST_LOG", "info,shoal=notalevel")
+        .output()
+        .expect("run shoal");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("ignoring RUST_LOG"), "{stderr}");
+}
