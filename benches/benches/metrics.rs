@@ -37,11 +37,11 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("instant_now", |b| b.iter(Instant::now));
     let requests = RequestMetrics::new(m.registry()).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     g.bench_function("request_timed", |b| {
-        b.iter(|| {
-            rt.block_on(requests.time(Method::Get, async { Ok(GetResponse::default()) }))
-        })
+        b.iter(|| rt.block_on(requests.time(Method::Get, async { Ok(GetResponse::default()) })))
     });
     g.bench_function("request_untimed", |b| {
         b.iter(|| rt.block_on(async { Ok::<_, tonic::Status>(GetResponse::default()) }))
