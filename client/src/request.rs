@@ -49,16 +49,10 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use shoal_proto::adminpb::{
-    ChangePeerResponse, GetRegionResponse, MergeResponse, SplitResponse, TransferLeaderResponse,
-};
 use shoal_proto::errorpb::{region_error::Kind, RegionError};
-use shoal_proto::kvrpcpb::{
-    BatchWriteResponse, CompareAndSwapResponse, Context, DeleteResponse, GetResponse, PutResponse,
-    ScanResponse,
-};
+use shoal_proto::kvrpcpb::Context;
 use shoal_proto::metapb::{Peer, Region};
-use shoal_proto::RegionExt;
+use shoal_proto::{HasRegionError, RegionExt};
 use tonic::transport::Channel;
 use tracing::debug;
 
@@ -142,36 +136,6 @@ pub(crate) struct Done<R> {
     pub(crate) resp: R,
     pub(crate) attempt: Attempt,
 }
-
-/// Responses that may carry a region error.
-pub(crate) trait HasRegionError {
-    /// Takes the region error out of the response.
-    fn take_region_error(&mut self) -> Option<RegionError>;
-}
-
-macro_rules! has_region_error {
-    ($($t:ty),*) => {$(
-        impl HasRegionError for $t {
-            fn take_region_error(&mut self) -> Option<RegionError> {
-                self.region_error.take()
-            }
-        }
-    )*};
-}
-
-has_region_error!(
-    GetResponse,
-    ScanResponse,
-    PutResponse,
-    DeleteResponse,
-    BatchWriteResponse,
-    CompareAndSwapResponse,
-    GetRegionResponse,
-    SplitResponse,
-    MergeResponse,
-    ChangePeerResponse,
-    TransferLeaderResponse
-);
 
 /// Exponential backoff with jitter.
 pub(crate) struct Backoff {

@@ -11,6 +11,7 @@
 //!   the log engine; `RegionLocalState` and `RaftApplyState` in the kv engine).
 //! - [`raft_cmdpb`]: the commands carried in Raft entries (`RaftCmdRequest`).
 //! - [`RegionExt`]: range and membership helpers on a `Region`, shared by every crate.
+//! - [`HasRegionError`]: the answers that may carry a region error.
 //! - [`system`]: the system key range (keys from `FF FF FF FF` on) and the cluster
 //!   directory's records in it.
 
@@ -49,5 +50,7 @@ pub mod raft_cmdpb {
 pub use prost::Message;
 
 mod region;
+mod region_error;
 pub use region::RegionExt;
+pub use region_error::HasRegionError;
 pub mod system;

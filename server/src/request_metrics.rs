@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use prometheus::{HistogramOpts, HistogramVec, Registry};
 use shoal_proto::errorpb::{region_error::Kind, RegionError};
-use shoal_proto::kvrpcpb::*;
+use shoal_proto::HasRegionError;
 use tonic::{Code, Status};
 
 /// The Kv methods.
@@ -71,29 +71,6 @@ fn region_error_outcome(e: &RegionError) -> usize {
         Some(Kind::Undetermined(_)) | None => 9,
     }
 }
-
-/// A Kv response that may carry a region error.
-pub trait HasRegionError {
-    fn region_error(&self) -> Option<&RegionError>;
-}
-
-macro_rules! has_region_error {
-    ($($t:ty),*) => {$(
-        impl HasRegionError for $t {
-            fn region_error(&self) -> Option<&RegionError> {
-                self.region_error.as_ref()
-            }
-        }
-    )*};
-}
-has_region_error!(
-    GetResponse,
-    ScanResponse,
-    PutResponse,
-    DeleteResponse,
-    BatchWriteResponse,
-    CompareAndSwapResponse
-);
 
 /// The outcome label index of a finished request.
 fn outcome<T: HasRegionError>(r: &Result<T, Status>) -> usize {
@@ -183,6 +160,7 @@ impl RequestMetrics {
 mod tests {
     use super::*;
     use shoal_proto::errorpb::NotLeader;
+    use shoal_proto::kvrpcpb::{GetResponse, PutResponse};
 
     #[test]
     fn outcomes_are_told_apart() {
