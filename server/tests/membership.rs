@@ -269,6 +269,13 @@ fn a_dead_store_is_replaced_removed_and_a_moved_store_is_found_again() {
         let dir_client = Directory::connect(addrs.clone(), Default::default())
             .await
             .unwrap();
+        // Each store writes its address into the directory about a second after it
+        // starts serving: until then the directory lists it without one, and what
+        // follows reads (and checks) those addresses. The writes above can finish
+        // sooner (one run in five or six failed on a store without its address).
+        for (i, addr) in addrs.iter().enumerate() {
+            wait_registered(&dir_client, i as u64 + 1, addr).await;
+        }
         // Store 3 dies with its disk.
         nodes[2].kill();
         std::fs::remove_dir_all(dir.path().join("store3")).unwrap();
