@@ -11,37 +11,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{connect, free_port, initial_node_args, shoal, NodeProc};
+use common::{connect, free_port, shoal, start_cluster, NodeProc};
 use shoal_client::{Client, Directory, Region};
 use shoal_proto::metapb::{PeerRole, StoreState};
 use shoal_proto::RegionExt;
 
 const T: Duration = Duration::from_secs(60);
-
-/// `n` nodes of a new cluster with `regions` regions, in `dir`.
-fn start_cluster(dir: &Path, n: u64, regions: usize) -> (Vec<NodeProc>, Vec<String>) {
-    let addrs: Vec<String> = (0..n)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let cluster: Vec<String> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect();
-    let nodes = (1..=n)
-        .map(|id| {
-            let args = initial_node_args(
-                dir,
-                id,
-                &addrs[id as usize - 1],
-                &cluster.join(","),
-                regions,
-            );
-            NodeProc::start(args, dir.join(format!("store{id}.log")))
-        })
-        .collect();
-    (nodes, addrs)
-}
 
 /// A node with an empty data directory joining the cluster at `seed`.
 fn join_node(dir: &Path, name: &str, addr: &str, seed: &str) -> NodeProc {

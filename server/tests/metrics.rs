@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{connect, free_port, initial_node_args, NodeProc};
+use common::{connect, free_port, start_cluster, status_addr, NodeProc};
 
 /// `GET path` on `addr`: (status code, body); `None` while nothing listens.
 fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
@@ -94,27 +94,8 @@ fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_exports_what_the_dashboard_queries() {
     let dir = tempfile::tempdir().unwrap();
-    let addrs: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let cluster: Vec<String> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect();
-    let cluster = cluster.join(",");
-    let mut nodes = Vec::new();
-    let mut status = Vec::new();
-    for (i, addr) in addrs.iter().enumerate() {
-        let id = i as u64 + 1;
-        let args = initial_node_args(dir.path(), id, addr, &cluster, 4);
-        let s = args[args.iter().position(|a| a == "--status-addr").unwrap() + 1].clone();
-        status.push(s);
-        nodes.push(NodeProc::start(
-            args,
-            dir.path().join(format!("store{id}.log")),
-        ));
-    }
+    let (nodes, addrs) = start_cluster(dir.path(), 3, 4);
+    let status: Vec<String> = nodes.iter().map(status_addr).collect();
     // Every node says it is alive, then ready.
     let deadline = Instant::now() + Duration::from_secs(60);
     for s in &status {

@@ -162,3 +162,34 @@ pub fn initial_node_args(
     args.push(dir.join(format!("store{id}")).display().to_string());
     args
 }
+
+/// `n` nodes of a new cluster with `regions` regions, in `dir`.
+pub fn start_cluster(dir: &Path, n: u64, regions: usize) -> (Vec<NodeProc>, Vec<String>) {
+    let addrs: Vec<String> = (0..n)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let cluster: Vec<String> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect();
+    let nodes = (1..=n)
+        .map(|id| {
+            let args = initial_node_args(
+                dir,
+                id,
+                &addrs[id as usize - 1],
+                &cluster.join(","),
+                regions,
+            );
+            NodeProc::start(args, dir.join(format!("store{id}.log")))
+        })
+        .collect();
+    (nodes, addrs)
+}
+
+/// The status address (`--status-addr`) a node was started with.
+pub fn status_addr(node: &NodeProc) -> String {
+    let at = node.args.iter().position(|a| a == "--status-addr");
+    node.args[at.expect("a status address") + 1].clone()
+}
