@@ -42,17 +42,24 @@ pub(crate) struct PeerFsm {
 }
 
 impl PeerFsm {
-    /// The FSM of `peer`.
-    pub(crate) fn new(peer: Peer) -> Self {
-        let span = tracing::span!(
-            parent: None,
-            tracing::Level::ERROR,
-            "peer",
-            region = peer.region_id,
-            peer = peer.peer_id
-        );
+    /// The FSM of `peer`, logging in `span` (made by [`peer_span`]).
+    pub(crate) fn new(peer: Peer, span: tracing::Span) -> Self {
         PeerFsm { peer, span }
     }
+}
+
+/// The `peer{region, peer}` span of one peer: made once when the peer starts, and
+/// shared (cloned, not made again) with whatever works for the peer on another
+/// thread: its apply delegate and the worker tasks it schedules, so their lines
+/// name the region and the peer too.
+pub(crate) fn peer_span(region_id: u64, peer_id: u64) -> tracing::Span {
+    tracing::span!(
+        parent: None,
+        tracing::Level::ERROR,
+        "peer",
+        region = region_id,
+        peer = peer_id
+    )
 }
 
 impl Fsm for PeerFsm {

@@ -529,6 +529,7 @@ pub(crate) fn destroy_removed(
     delegates: &mut std::collections::HashMap<u64, Delegate>,
 ) -> Option<ApplyRes> {
     let d = delegates.remove(&region_id)?;
+    let _entered = d.span.enter();
     let region = d.region;
     let conf_ver = region.region_epoch.unwrap_or_default().conf_ver;
     let mut batch = KvBatch::new();

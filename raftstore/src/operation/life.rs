@@ -75,6 +75,7 @@ pub(crate) fn start_peer_as(
     let hs = raft_state.hard_state.get_or_insert_with(Default::default);
     hs.commit = hs.commit.max(apply_state.applied_index);
     let raft_cfg = ctx.cfg.raft_config(me.id, apply_state.applied_index);
+    let span = crate::fsm::peer_span(region.id, me.id);
     let _ = ctx
         .apply_worker(region.id)
         .send(ApplyMsg::Register(Box::new(Registration {
@@ -82,6 +83,7 @@ pub(crate) fn start_peer_as(
             region: region.clone(),
             state: apply_state,
             merging: merging.clone(),
+            span: span.clone(),
         })));
     let applied = apply_state.applied_index;
     let truncated = apply_state.truncated_index;
@@ -97,7 +99,7 @@ pub(crate) fn start_peer_as(
     let waiting = ctx.metrics.pending_writes.clone();
     let peer = Peer::new(ctx.store_id, me.id, raw, applied, merging, waiting);
     ctx.router
-        .register(region_id, Box::new(PeerFsm::new(peer)))
+        .register(region_id, Box::new(PeerFsm::new(peer, span.clone())))
         .map_err(|e| StartError::Register {
             region: region_id,
             reason: e.to_string(),
@@ -112,6 +114,7 @@ pub(crate) fn start_peer_as(
     let _ = ctx.log_gc.send(LogGcTask::Truncate {
         region_id,
         to: truncated + 1,
+        span: span.clone(),
     });
     ctx.metrics.region_count.inc();
     if campaign {

@@ -115,6 +115,7 @@ impl Peer {
         let task = LogGcTask::Truncate {
             region_id: self.region_id,
             to: index + 1,
+            span: tracing::Span::current(),
         };
         let _ = ctx.store.log_gc.send(task);
     }

@@ -38,6 +38,7 @@ impl Peer {
             region: self.region().clone(),
             applied_index: applied,
             previous: self.split_check.last.clone(),
+            span: tracing::Span::current(),
         };
         self.split_check.pending = ctx
             .store

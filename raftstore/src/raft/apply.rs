@@ -37,6 +37,8 @@ pub(crate) struct Registration {
     pub(crate) state: RaftApplyState,
     /// The region's merge in progress, when it is a frozen merge source.
     pub(crate) merging: Option<MergeState>,
+    /// The peer's `peer{region, peer}` span, entered while its entries apply.
+    pub(crate) span: tracing::Span,
 }
 
 /// Messages to an apply worker.
@@ -64,6 +66,9 @@ pub(crate) struct Delegate {
     /// This store's peer was removed by a membership change just applied: the
     /// region's entries stop applying here.
     pub(crate) removed: bool,
+    /// The peer's span (shared with its FSM): entered while this region's work
+    /// is done on the apply thread.
+    pub(crate) span: tracing::Span,
 }
 
 impl From<Registration> for Delegate {
@@ -74,6 +79,7 @@ impl From<Registration> for Delegate {
             region: r.region,
             state: r.state,
             merging: r.merging,
+            span: r.span,
         }
     }
 }

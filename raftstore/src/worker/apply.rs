@@ -175,6 +175,8 @@ fn apply_task(task: ApplyTask, ctx: &mut ApplyCtx, answers: &mut Answers) -> u64
         }
         return 0;
     };
+    let span = d.span.clone();
+    let _entered = span.enter();
     let mut count = 0;
     let mut replies = task.replies.into_iter().peekable();
     for entry in &task.entries {

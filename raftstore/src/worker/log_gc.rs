@@ -37,6 +37,8 @@ pub(crate) enum LogGcTask {
         region_id: u64,
         /// The first index kept.
         to: u64,
+        /// The peer's span, entered while its entries are deleted.
+        span: tracing::Span,
     },
     /// Remove the whole log and raft state of a region tombstoned on this store
     /// (merged away) whose removal a crash prevented.
@@ -62,17 +64,22 @@ impl LogGcWorker {
             match rx.recv_timeout(wait) {
                 Ok(first) => {
                     // Several truncations of one region queued: the last one wins.
-                    let mut to: HashMap<u64, u64> = HashMap::new();
+                    let mut to: HashMap<u64, (u64, tracing::Span)> = HashMap::new();
                     for t in std::iter::once(first).chain(rx.try_iter()) {
                         match t {
-                            LogGcTask::Truncate { region_id, to: i } => {
-                                let e = to.entry(region_id).or_default();
-                                *e = (*e).max(i);
+                            LogGcTask::Truncate {
+                                region_id,
+                                to: i,
+                                span,
+                            } => {
+                                let e = to.entry(region_id).or_insert((0, span));
+                                e.0 = e.0.max(i);
                             }
                             LogGcTask::RemoveOrphan { region_id } => self.remove(region_id),
                         }
                     }
-                    for (region_id, to) in to {
+                    for (region_id, (to, span)) in to {
+                        let _entered = span.enter();
                         unreclaimed += self.delete(region_id, to);
                     }
                 }

@@ -77,6 +77,8 @@ pub(crate) struct CheckTask {
     pub(crate) applied_index: u64,
     /// The result of the last scan, if any.
     pub(crate) previous: Option<CheckResult>,
+    /// The leader's span, entered while the region is measured.
+    pub(crate) span: tracing::Span,
 }
 
 /// What the worker found.
@@ -138,6 +140,7 @@ impl<R: Fn(u64, RegionEvent)> RegionWorker<R> {
     }
 
     fn split_check(&self, task: CheckTask) {
+        let _entered = task.span.enter();
         let id = task.region.id;
         let mut result = match check(&self.kv, &task, self.limits) {
             Ok(r) => r,
@@ -304,6 +307,7 @@ mod tests {
             region: region(1, b"a", b"z", 4, &[]),
             applied_index: 9,
             previous: None,
+            span: tracing::Span::none(),
         };
         let roomy = Limits {
             max_size: 1 << 20,
@@ -336,11 +340,13 @@ mod tests {
             region: region(1, b"a", b"z", 4, &[]),
             applied_index: 9 + 12,
             previous: Some(full.clone()),
+            span: tracing::Span::none(),
         };
         assert_eq!(check(&engines.kv, &soon, by_keys).unwrap(), full);
         // An eighth more entries than keys: scanned, and now over the key limit.
         let later = CheckTask {
             applied_index: 9 + 13,
+            span: tracing::Span::none(),
             ..soon
         };
         let r = check(&engines.kv, &later, by_keys).unwrap();

@@ -35,6 +35,8 @@ const SST_FILE_BYTES: u64 = 64 << 20;
 pub(crate) struct SnapTask {
     /// The region.
     pub(crate) region_id: u64,
+    /// The asking peer's span, entered while its snapshot is generated.
+    pub(crate) span: tracing::Span,
 }
 
 /// A snapshot generated for a leader: raft-rs's snapshot (metadata and the
@@ -68,7 +70,10 @@ impl<R: Fn(u64, Result<Generated, String>)> SnapWorker<R> {
         loop {
             crossbeam_channel::select! {
                 recv(tasks) -> task => match task {
-                    Ok(SnapTask { region_id }) => self.on_generate(region_id),
+                    Ok(SnapTask { region_id, span }) => {
+                        let _entered = span.enter();
+                        self.on_generate(region_id)
+                    }
                     Err(_) => break,
                 },
                 recv(removals) -> dir => {

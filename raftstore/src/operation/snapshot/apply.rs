@@ -64,6 +64,8 @@ pub(crate) struct SnapshotTask {
     pub(crate) files: usize,
     /// Stale regions inside the snapshot's range, tombstoned with it.
     pub(crate) stale: Vec<u64>,
+    /// The peer's span, entered while the apply worker applies it.
+    pub(crate) span: tracing::Span,
 }
 
 impl Peer {
@@ -207,6 +209,7 @@ impl Peer {
             dir: key.recv_dir(root, transfer),
             files,
             stale: overlaps.stale,
+            span: tracing::Span::current(),
         };
         ctx.schedule_snapshot(self.region_id, task);
     }
@@ -304,7 +307,9 @@ pub(crate) fn apply_snapshot(
         dir,
         files,
         stale,
+        span,
     } = task;
+    let _entered = span.enter();
     let Some(peer_id) = delegates.get(&region.id).map(|d| d.peer_id) else {
         // Tombstoned meanwhile, as stale under a newer snapshot applied just
         // before: applying this one would bring it back. Its peer is told it went.
@@ -329,6 +334,7 @@ pub(crate) fn apply_snapshot(
             continue;
         };
         put_region_state(&mut batch, &d.region, PeerState::Tombstone);
+        let _stale = d.span.enter();
         tracing::info!(
             region = id,
             by = region.id,
@@ -371,6 +377,7 @@ pub(crate) fn apply_snapshot(
             state,
             merging: None,
             removed: false,
+            span: span.clone(),
         },
     );
     let applied = AdminResult::SnapshotApplied { index: key.index };

@@ -75,6 +75,7 @@ impl SnapSource {
                 Some(tx) => {
                     let task = SnapTask {
                         region_id: self.region_id,
+                        span: tracing::Span::current(),
                     };
                     if tx.send(task).is_ok() {
                         *st = SnapState::Generating {
