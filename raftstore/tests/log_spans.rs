@@ -105,8 +105,11 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorder {
 #[test]
 fn every_line_about_a_region_names_its_peer_on_every_thread() {
     let recorder = Recorder::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(recorder.clone().with_filter(tracing::level_filters::LevelFilter::INFO));
+    let subscriber = tracing_subscriber::registry().with(
+        recorder
+            .clone()
+            .with_filter(tracing::level_filters::LevelFilter::INFO),
+    );
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let cfg = Config {
@@ -133,9 +136,10 @@ fn every_line_about_a_region_names_its_peer_on_every_thread() {
         c.put(&key(i), b"v", T).unwrap();
     }
     let now_leader = c.wait_leader(low, T);
-    c.tick_until("the leader to truncate what the stopped store lacks", || {
-        c.first_index(now_leader, low) > last_seen + 1
-    });
+    c.tick_until(
+        "the leader to truncate what the stopped store lacks",
+        || c.first_index(now_leader, low) > last_seen + 1,
+    );
     c.start_store(behind);
     c.tick_until("the snapshot to be applied", || {
         c.store(behind).metrics().snapshots_applied.get() >= 1
