@@ -43,7 +43,7 @@ impl Peer {
         self.split_check.pending = ctx
             .store
             .region_worker
-            .send(RegionTask::SplitCheck(task))
+            .send(RegionTask::SplitCheck(Box::new(task)))
             .is_ok();
     }
 

@@ -44,7 +44,7 @@ use crate::store::ids::IdAllocator;
 /// Work for the region worker.
 pub(crate) enum RegionTask {
     /// Measure a region (and allocate ids for its split if it is over a limit).
-    SplitCheck(CheckTask),
+    SplitCheck(Box<CheckTask>),
     /// The source `source_id` could not reach its merge target `target_id` on this
     /// store: if the target was merged away (tombstoned), the merge prepared at
     /// `commit` can never commit.
@@ -125,7 +125,7 @@ impl<R: Fn(u64, RegionEvent)> RegionWorker<R> {
     pub(crate) fn run(self, rx: Receiver<RegionTask>) {
         while let Ok(task) = rx.recv() {
             match task {
-                RegionTask::SplitCheck(t) => self.split_check(t),
+                RegionTask::SplitCheck(t) => self.split_check(*t),
                 RegionTask::MergeTargetGone {
                     source_id,
                     target_id,
