@@ -59,6 +59,14 @@ pub struct Config {
     /// commit up to a heartbeat later (they apply later; reads are the leader's);
     /// each write saves a round of messages to every follower. Default true.
     pub raft_skip_bcast_commit: bool,
+    /// Whether idle regions go dormant: a leader that finds nothing to do for an
+    /// election timeout, with every follower holding its whole log, stops ticking
+    /// and heartbeating, and so do its followers; any request or message wakes
+    /// the region. Followers of a dormant region learn that its leader's store
+    /// died through store liveness (one heartbeat per store pair every
+    /// `raft_heartbeat_ticks`, a store silent for `raft_election_ticks` is down).
+    /// Default true.
+    pub dormant_regions: bool,
     /// Whether the writes one region's leader receives in one poll round (puts,
     /// deletes, compare-and-swaps, batch writes, from any clients) are proposed as
     /// one Raft entry, up to `raft_entry_max_size`, instead of one entry each: one
@@ -118,6 +126,7 @@ impl Default for Config {
             max_pending_proposals: 4096,
             raft_max_uncommitted_size: 128 << 20,
             raft_skip_bcast_commit: true,
+            dormant_regions: true,
             raft_merge_writes: true,
             read_pool_threads: 2,
             read_pool_queue: 1024,
@@ -139,6 +148,12 @@ impl Config {
         let ticks =
             self.split_check_interval.as_millis() / self.raft_tick_interval.as_millis().max(1);
         ticks.clamp(1, u32::MAX as u128) as u32
+    }
+
+    /// How long a store may stay silent before the dormant regions it leads are
+    /// woken elsewhere: an election timeout.
+    pub(crate) fn liveness_timeout(&self) -> std::time::Duration {
+        self.raft_tick_interval * self.raft_election_ticks as u32
     }
 
     /// The log GC period in raft ticks.

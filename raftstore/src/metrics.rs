@@ -170,6 +170,15 @@ pub struct StoreMetrics {
     pub region_count: IntGauge,
     /// Peers on this store that lead their region.
     pub leader_count: IntGauge,
+    /// Peers on this store whose region is dormant (`operation/dormancy.rs`).
+    pub dormant_regions: IntGauge,
+    /// Dormant peers here waiting on another store's liveness.
+    pub liveness_watched: IntGauge,
+    /// Store liveness heartbeats sent and received.
+    pub store_heartbeats_sent: IntCounter,
+    pub store_heartbeats_received: IntCounter,
+    /// Dormant peers woken because the store leading them went silent.
+    pub liveness_wakes: IntCounter,
     /// Mirror of `disk_full` for the exposition: 1 or 0.
     disk_full_gauge: IntGauge,
     /// A write found the disk full: proposals are refused until a write succeeds
@@ -384,6 +393,26 @@ impl StoreMetrics {
             ),
             region_count: b.gauge("shoal_regions", "Peers on this store."),
             leader_count: b.gauge("shoal_leaders", "Peers on this store leading their region."),
+            dormant_regions: b.gauge(
+                "shoal_dormant_regions",
+                "Peers on this store whose region is dormant (no ticks, no heartbeats).",
+            ),
+            liveness_watched: b.gauge(
+                "shoal_liveness_watched_regions",
+                "Dormant followers here waiting on their leader's store's liveness.",
+            ),
+            store_heartbeats_sent: b.counter(
+                "shoal_store_heartbeats_sent_total",
+                "Store liveness heartbeats sent to other stores.",
+            ),
+            store_heartbeats_received: b.counter(
+                "shoal_store_heartbeats_received_total",
+                "Store liveness heartbeats received from other stores.",
+            ),
+            liveness_wakes: b.counter(
+                "shoal_liveness_wakes_total",
+                "Dormant peers woken because the store leading their region went silent or restarted.",
+            ),
             disk_full_gauge: b.gauge(
                 "shoal_disk_full",
                 "Whether the disk is full (writes refused, reads served): 1 or 0.",
@@ -467,6 +496,9 @@ impl StoreMetrics {
             reads_served: self.reads_served.get(),
             region_count: gauge(&self.region_count),
             leader_count: gauge(&self.leader_count),
+            dormant_regions: gauge(&self.dormant_regions),
+            store_heartbeats_sent: self.store_heartbeats_sent.get(),
+            store_heartbeats_received: self.store_heartbeats_received.get(),
             log_entries_truncated: self.log_entries_truncated.get(),
             log_reclaims: self.log_reclaims.get(),
             snapshots_generated: self.snapshots_generated.get(),

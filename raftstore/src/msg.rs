@@ -27,6 +27,9 @@ pub(crate) enum PeerTick {
     /// Truncates the region's log when enough of it is applied everywhere
     /// (leaders only).
     LogGc = 2,
+    /// The store's liveness round (heartbeats out, silent stores found): not a
+    /// peer's, registered once under id 0.
+    Liveness = 3,
 }
 
 impl From<PeerTick> for u8 {
@@ -134,6 +137,8 @@ pub(crate) enum PeerMsg {
     Info(oneshot::Sender<RegionInfo>),
     /// Starts an election at once (tests and bootstrapping use it).
     Campaign,
+    /// Wake a dormant peer (store liveness: its leader's store is down).
+    Wake(crate::store::liveness::WakeReason),
     /// The transport cannot reach this store: its peers should get no more appends
     /// until they answer (raft-rs `report_unreachable`).
     StoreUnreachable(u64),

@@ -228,6 +228,10 @@ settings! {
     /// instead of sending it to every follower at once (followers apply up to a
     /// heartbeat later; reads are served by leaders).
     raft_skip_bcast_commit: bool = true,
+    /// Whether idle regions go dormant: no ticks, no heartbeats until a request or
+    /// message wakes them; one heartbeat per store pair tells their followers the
+    /// leader's store is alive (`docs/dormancy.md`).
+    dormant_regions: bool = true,
     /// Whether the writes a region's leader receives in one poll round are proposed
     /// as one Raft entry (each caller still gets its own answer) instead of one
     /// entry each.
@@ -604,6 +608,7 @@ impl NodeConfig {
             snap_dir: Some(self.data_dir.join("snap")),
             entry_cache_max_bytes: self.entry_cache_max_bytes,
             raft_skip_bcast_commit: self.raft_skip_bcast_commit,
+            dormant_regions: self.dormant_regions,
             raft_merge_writes: self.raft_merge_writes,
             entry_cache_store_max_bytes: self.entry_cache_store_max_bytes,
             ..shoal_raftstore::Config::default()

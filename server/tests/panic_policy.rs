@@ -58,6 +58,7 @@ async fn a_forged_heartbeat_never_leaves_a_node_alive_and_silent() {
         end_key: region.end_key.clone(),
         is_tombstone: false,
         snapshot_transfer: 0,
+        extra: None,
     };
     let mut raft = RaftClient::connect(format!("http://{}", addrs[victim]))
         .await

@@ -104,12 +104,7 @@ pub(crate) fn start_peer_as(
             region: region_id,
             reason: e.to_string(),
         })?;
-    ctx.ticker.schedule_every(region_id, PeerTick::Raft, 1);
-    let every = ctx.cfg.split_check_ticks();
-    ctx.ticker
-        .schedule_every(region_id, PeerTick::SplitCheck, every);
-    ctx.ticker
-        .schedule_every(region_id, PeerTick::LogGc, ctx.cfg.raft_log_gc_ticks());
+    schedule_ticks(ctx, region_id);
     // Truncated entries whose (unsynced) deletion a crash undid go again.
     let _ = ctx.log_gc.send(LogGcTask::Truncate {
         region_id,
@@ -209,9 +204,20 @@ impl Peer {
         }
         store.metrics.region_count.dec();
         store.ticker.cancel_all(region_id);
+        self.forget_dormancy(store);
         store.router.close(region_id);
         store.ranges.remove(region_id, Some(gone));
         ctx.write.remove_region(region_id);
         self.destroyed = true;
     }
+}
+
+/// Registers a peer's periodic ticks (at start, and when it wakes from dormancy).
+pub(crate) fn schedule_ticks(ctx: &StoreContext, region_id: u64) {
+    ctx.ticker.schedule_every(region_id, PeerTick::Raft, 1);
+    let every = ctx.cfg.split_check_ticks();
+    ctx.ticker
+        .schedule_every(region_id, PeerTick::SplitCheck, every);
+    ctx.ticker
+        .schedule_every(region_id, PeerTick::LogGc, ctx.cfg.raft_log_gc_ticks());
 }

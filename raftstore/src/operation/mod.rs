@@ -13,6 +13,7 @@
 //! - `merge/`: merge's prepare, commit and rollback;
 //! - `conf_change.rs`: membership changes (joint configurations, removed replicas);
 //! - `transfer_leader.rs`: leadership transfer;
+//! - `dormancy.rs`: idle regions going dormant (no ticks) and waking;
 //! - `log_gc.rs`: Raft log truncation (picking the index, applying it);
 //! - `snapshot/`: Raft snapshots (generating, sending, receiving, applying,
 //!   creating a peer from one, recovering at start-up);
@@ -21,6 +22,7 @@
 pub(crate) mod checksum;
 pub(crate) mod command;
 pub(crate) mod conf_change;
+pub(crate) mod dormancy;
 pub(crate) mod life;
 pub(crate) mod log_gc;
 pub(crate) mod merge;

@@ -163,6 +163,7 @@ impl Peer {
                 end_key: region.end_key.clone(),
                 is_tombstone: false,
                 snapshot_transfer: 0,
+                extra: None,
             });
         }
     }

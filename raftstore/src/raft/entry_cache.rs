@@ -152,6 +152,12 @@ impl EntryCache {
         self.account(bytes, false);
     }
 
+    /// Drops every entry and gives back the memory the queue held.
+    pub fn release(&mut self) {
+        self.clear();
+        self.entries = VecDeque::new();
+    }
+
     fn pop_front(&mut self) {
         if let Some(e) = self.entries.pop_front() {
             self.account(cost(&e), false);

@@ -22,6 +22,7 @@ use crate::error::region_not_found;
 use crate::fsm::PollCtx;
 use crate::metrics::StoreMetrics;
 use crate::msg::{PeerMsg, PeerTick, ReadRequest};
+use crate::operation::dormancy::{is_dormancy_message, Dormancy};
 use crate::operation::merge::DRIVE_EVERY_TICKS;
 use crate::operation::propose::{PendingWrites, Proposal};
 use crate::operation::read::ReadBatch;
@@ -77,6 +78,9 @@ pub(crate) struct Peer {
     /// Peers of the region that sent this peer messages: where answers go while
     /// the region lists no peer yet (an uninitialized peer, before its snapshot).
     pub(crate) senders: std::collections::HashMap<u64, PeerMeta>,
+    /// Whether the region is dormant, and the leader's way there
+    /// (`operation/dormancy.rs`).
+    pub(crate) dormancy: Dormancy,
 }
 
 impl Peer {
@@ -115,6 +119,7 @@ impl Peer {
             applying_snapshot: None,
             stepped_snapshot: None,
             senders: std::collections::HashMap::new(),
+            dormancy: Dormancy::default(),
         }
     }
 
@@ -141,6 +146,10 @@ impl Peer {
                 other => self.refuse(other, ctx),
             };
         }
+        if self.dormancy.asleep && matches!(msg, PeerMsg::Tick(_)) {
+            return; // in flight when the ticks were cancelled
+        }
+        self.before_msg(&msg, ctx);
         // The round's pending writes are proposed before anything that could change
         // what they are checked against (leadership, the region) or be ordered
         // after them in the log. Not before a read (its read index is taken at the
@@ -160,6 +169,7 @@ impl Peer {
             PeerMsg::Tick(PeerTick::Raft) => self.on_raft_tick(ctx),
             PeerMsg::Tick(PeerTick::SplitCheck) => self.on_split_check_tick(ctx),
             PeerMsg::Tick(PeerTick::LogGc) => self.on_log_gc_tick(ctx),
+            PeerMsg::Tick(PeerTick::Liveness) => {} // the store's, never a peer's
             PeerMsg::SplitCheckResult(r) => self.on_split_check_result(r, ctx),
             PeerMsg::Persisted { number } => self.on_persisted(number, ctx),
             PeerMsg::ApplyRes(res) => self.on_apply_res(res, ctx),
@@ -167,6 +177,7 @@ impl Peer {
                 let _ = reply.send(self.info());
             }
             PeerMsg::StoreUnreachable(store_id) => self.on_store_unreachable(store_id),
+            PeerMsg::Wake(_) => {} // woken above
             PeerMsg::Campaign => {
                 if let Err(e) = self.raw.campaign() {
                     tracing::warn!(region = self.region_id, "campaign failed: {e}");
@@ -224,6 +235,7 @@ impl Peer {
         {
             self.tell_removed_peers(ctx);
         }
+        self.on_dormancy_tick(ctx);
     }
 
     /// raft-rs stops pipelining appends to this region's peers on `store_id` until
@@ -269,6 +281,21 @@ impl Peer {
     fn step(&mut self, msg: RaftMessage, ctx: &mut PollCtx) {
         if msg.is_tombstone {
             return self.on_tombstone_message(&msg, ctx);
+        }
+        if is_dormancy_message(&msg) {
+            let to = msg.to_peer.unwrap_or_default();
+            let from = msg.from_peer.unwrap_or_default();
+            let known = self
+                .region()
+                .peers
+                .iter()
+                .any(|p| p.id == from.id && p.store_id == from.store_id);
+            if to.id == self.peer_id && to.store_id == self.store_id && known {
+                self.on_dormancy_message(&msg, ctx);
+            } else {
+                StoreMetrics::add(&ctx.store.metrics.raft_messages_refused, 1);
+            }
+            return;
         }
         let m = match self.check_raft_message(&msg) {
             Ok(m) => m,

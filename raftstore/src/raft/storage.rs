@@ -215,6 +215,14 @@ impl PeerStorage {
         self.cache.trim(self.persisted_last);
     }
 
+    /// A dormant peer lets its cached entries go (they are all in the log engine:
+    /// a dormant peer has nothing unpersisted), and their memory.
+    pub(crate) fn release_cache(&mut self) {
+        if self.persisted_last == self.raft_state.last_index {
+            self.cache.release();
+        }
+    }
+
     fn first_cached(&self) -> u64 {
         self.cache.first_index().unwrap_or(u64::MAX)
     }

@@ -18,6 +18,7 @@ use crate::msg::PeerTick;
 use crate::raft::apply::ApplyMsg;
 use crate::raft::entry_cache::{CacheLimits, StoreCacheBudget};
 use crate::raft::storage::StorageDeps;
+use crate::store::liveness::StoreLiveness;
 use crate::store::ranges::RegionRanges;
 use crate::transport::{send_counted, Transport};
 use crate::worker::log_gc::LogGcTask;
@@ -65,6 +66,8 @@ pub(crate) struct StoreContext {
     pub(crate) snap_removals: Sender<PathBuf>,
     /// Snapshots being received now.
     pub(crate) receiving: Arc<AtomicUsize>,
+    /// Store liveness: heartbeats to send, and dormant peers waiting on stores.
+    pub(crate) liveness: Arc<StoreLiveness>,
 }
 
 impl StoreContext {

@@ -35,11 +35,33 @@ impl RaftStore {
             StoreMetrics::add(&self.metrics.raft_messages_refused, 1);
             return;
         }
+        if let Some((from, incarnation)) = super::liveness::as_heartbeat(&msg) {
+            return self.on_store_heartbeat(from, incarnation);
+        }
         let region_id = msg.region_id;
         if let Err(e) = self.router.send(region_id, PeerMsg::Raft(Box::new(msg))) {
             if let PeerMsg::Raft(m) = e.into_inner() {
                 let _ = self.router.send_control(StoreMsg::Raft(m));
             }
+        }
+    }
+
+    /// Another store is alive (store liveness); if it restarted, the dormant
+    /// regions it led here wake.
+    fn on_store_heartbeat(&self, from: u64, incarnation: u64) {
+        let Some(ctx) = self.ctx.as_deref() else {
+            return;
+        };
+        ctx.metrics.store_heartbeats_received.inc();
+        let wake = ctx.liveness.heard(from, incarnation);
+        if !wake.is_empty() {
+            tracing::info!(
+                store = self.store_id,
+                restarted = from,
+                regions = wake.len(),
+                "store liveness: a store restarted; waking the dormant regions it led"
+            );
+            super::liveness::wake_all(ctx, &wake, super::liveness::WakeReason::LeaderStoreDown);
         }
     }
 

@@ -37,12 +37,14 @@ pub(crate) mod bootstrap;
 pub(crate) mod context;
 mod door;
 pub(crate) mod ids;
+pub(crate) mod liveness;
 mod load;
 mod membership;
 pub(crate) mod ranges;
 
 use context::StoreContext;
 use ids::IdAllocator;
+use liveness::StoreLiveness;
 use ranges::RegionRanges;
 
 /// Who drives the Raft ticks.
@@ -143,6 +145,7 @@ impl RaftStore {
             snap_tasks: queues.snap_tasks,
             snap_removals: queues.snap_removals,
             receiving: Arc::default(),
+            liveness: Arc::new(StoreLiveness::new(store_id, cfg.liveness_timeout())),
         });
         let loaded = load::load_regions(&engines.kv, engines.log.as_ref())?;
         // Each peer truncates its log again at start (deletions are not synced), up
@@ -166,8 +169,12 @@ impl RaftStore {
         system
             .spawn(&name, move |_| RaftPoller::new(poll_ctx.clone()))
             .map_err(|source| StartError::Thread { name, source })?;
+        if cfg.dormant_regions {
+            let every = cfg.raft_heartbeat_ticks.max(1) as u32;
+            ticker.schedule_every(LIVENESS_TICK_ID, PeerTick::Liveness, every);
+        }
         let ticker_thread = match tick_mode {
-            TickMode::Timer => Some(parts.start_ticker(&ticker, &cfg)?),
+            TickMode::Timer => Some(parts.start_ticker(&ticker, &cfg, ctx.clone())?),
             TickMode::Manual => None,
         };
         Ok(RaftStore {
@@ -300,12 +307,12 @@ impl Parts {
         &self,
         ticker: &Ticker<PeerTick>,
         cfg: &Config,
+        ctx: Arc<StoreContext>,
     ) -> Result<TickerThread, StartError> {
-        let r = self.router.clone();
         let name = format!("shoal-tick-{}", self.store_id);
         ticker
             .spawn(&name, cfg.raft_tick_interval, move |id, kind| {
-                r.send(id, PeerMsg::Tick(kind)).is_ok()
+                deliver_tick(&ctx, id, kind)
             })
             .map_err(|source| StartError::Thread { name, source })
     }
@@ -328,9 +335,14 @@ impl RaftStore {
 
     /// Advances the ticker one tick (manual tick mode).
     pub fn tick(&self) {
-        let r = &self.router;
-        self.ticker
-            .advance(|id, kind| r.send(id, PeerMsg::Tick(kind)).is_ok());
+        let Some(ctx) = self.ctx.as_ref() else { return };
+        self.ticker.advance(|id, kind| deliver_tick(ctx, id, kind));
+    }
+
+    /// Timer registrations the store's ticker holds (each awake peer has three,
+    /// a dormant one none; the store's liveness round one).
+    pub fn registered_ticks(&self) -> usize {
+        self.ticker.len()
     }
 
     /// The store's live counters.
@@ -422,4 +434,17 @@ impl Drop for RaftStore {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The ticker id of the store's own liveness tick (no region has id 0).
+const LIVENESS_TICK_ID: u64 = 0;
+
+/// Delivers one tick: a peer's through its mailbox; the store's liveness tick is
+/// run here, on the ticker's thread (a few heartbeats, a table lookup).
+fn deliver_tick(ctx: &StoreContext, id: u64, kind: PeerTick) -> bool {
+    if id == LIVENESS_TICK_ID {
+        liveness::on_tick(ctx);
+        return true;
+    }
+    ctx.router.send(id, PeerMsg::Tick(kind)).is_ok()
 }

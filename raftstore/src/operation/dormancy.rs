@@ -1,0 +1,391 @@
+//! Dormant regions: an idle region stops ticking and heartbeating, on every
+//! replica, until something happens to it.
+//!
+//! - **Going dormant.** A leader counts the raft ticks in a row on which it had
+//!   nothing to do ([`Peer::is_quiet`]: no proposal, read, merge, membership
+//!   change, transfer, snapshot or unpersisted ready; everything committed,
+//!   applied and held by every replica) and on which no request came. After an
+//!   election timeout of them it asks each other peer (`DORMANT_REQUEST`, with its
+//!   term and last index), and again every election timeout while it stays quiet.
+//!   A follower holding exactly that log, committed, under that leader and term,
+//!   answers `DORMANT_ACK` and goes dormant; once every peer has answered, so does
+//!   the leader. A region with no other peer goes dormant at once.
+//! - **Dormant** means: its ticks are cancelled (the ticker holds nothing for it),
+//!   so the poller never sees it; its entry cache is emptied. A dormant follower
+//!   is watched under its leader's store by store liveness (`store/liveness.rs`).
+//! - **Waking.** Any raft message but a dormancy request, any write, read, admin
+//!   command, membership change, leader transfer or campaign wakes the peer: its
+//!   ticks are registered again. A leader that wakes broadcasts a heartbeat (its
+//!   followers wake on it) and restarts its quorum check from nothing: every
+//!   follower must answer afresh within an election timeout, as after an
+//!   election. A follower woken because its leader's store is down, or by a vote
+//!   request from its own leader (which is then no longer leading), lets its
+//!   election timer run out, so it grants votes and campaigns at once.
+//!
+//! Safety does not rest on any of this: reads are confirmed by ReadIndex (a quorum
+//! of heartbeat answers in the leader's term), never by a lease, so a dormant
+//! leader that lost its leadership while asleep can serve nothing stale; it learns
+//! the new term from the first answer to whatever woke it.
+
+use raft::eraftpb::MessageType;
+use raft::{ProgressState, StateRole};
+use shoal_proto::raft_serverpb::{ExtraMessage, ExtraMessageType, RaftMessage};
+use shoal_proto::RegionExt;
+
+use crate::fsm::PollCtx;
+use crate::msg::{PeerMsg, PeerTick};
+use crate::raft::peer::Peer;
+use crate::store::context::StoreContext;
+use crate::store::liveness::WakeReason;
+
+/// A peer's dormancy state.
+#[derive(Default)]
+pub(crate) struct Dormancy {
+    /// Dormant now: no ticks registered.
+    pub(crate) asleep: bool,
+    /// Raft ticks in a row on which the leader was quiet and got no request.
+    quiet_ticks: u32,
+    /// The leader's request in flight: its term and last index, and the peers
+    /// that acknowledged it.
+    request: Option<(u64, u64, Vec<u64>)>,
+    /// The store a dormant follower is watched under.
+    watched: Option<u64>,
+}
+
+impl Peer {
+    /// Whether `msg` wakes this dormant peer. Ticks left in flight and the store's
+    /// own bookkeeping (apply results, persisted notices, info and checksum
+    /// requests, unreachable reports, snapshot outcomes) do not: they need no
+    /// timer. Nor do the raft messages a quiet group still exchanges, which are
+    /// stepped asleep: dormancy requests and acknowledgements, a heartbeat from the
+    /// leader it sleeps under (a read index confirmed, say), and, at a leader,
+    /// answers to its heartbeats and appends that refuse nothing.
+    fn wakes(&self, msg: &PeerMsg) -> bool {
+        match msg {
+            PeerMsg::Raft(m) => !self.stepped_asleep(m),
+            PeerMsg::Command(_)
+            | PeerMsg::Read(_)
+            | PeerMsg::Campaign
+            | PeerMsg::ProposeCommitMerge { .. }
+            | PeerMsg::RollbackMerge { .. }
+            | PeerMsg::TransferLeader { .. }
+            | PeerMsg::Wake(_) => true,
+            PeerMsg::Tick(_)
+            | PeerMsg::Persisted { .. }
+            | PeerMsg::ApplyRes(_)
+            | PeerMsg::Info(_)
+            | PeerMsg::StoreUnreachable(_)
+            | PeerMsg::SplitCheckResult(_)
+            | PeerMsg::Checksum(_)
+            | PeerMsg::SnapshotGenerated(_)
+            | PeerMsg::SnapshotStatus { .. } => false,
+        }
+    }
+
+    /// Whether a dormant peer steps `m` without waking (see [`Peer::wakes`]).
+    fn stepped_asleep(&self, m: &RaftMessage) -> bool {
+        if is_dormancy_message(m) {
+            return true;
+        }
+        if m.extra.is_some() || m.is_tombstone {
+            return false;
+        }
+        use protobuf::Message as _;
+        let Ok(r) = raft::eraftpb::Message::parse_from_bytes(&m.message) else {
+            return false;
+        };
+        let raft = &self.raw.raft;
+        if r.term != raft.term {
+            return false;
+        }
+        match r.get_msg_type() {
+            MessageType::MsgHeartbeat => !self.is_leader && r.from == self.leader_id,
+            MessageType::MsgHeartbeatResponse => self.is_leader,
+            MessageType::MsgAppendResponse => self.is_leader && !r.reject,
+            _ => false,
+        }
+    }
+
+    /// Called before each message is handled: a request resets the quiet count; a
+    /// waking message wakes a dormant peer.
+    pub(crate) fn before_msg(&mut self, msg: &PeerMsg, ctx: &PollCtx) {
+        if matches!(
+            msg,
+            PeerMsg::Command(_) | PeerMsg::Read(_) | PeerMsg::TransferLeader { .. }
+        ) {
+            self.dormancy.quiet_ticks = 0;
+            self.dormancy.request = None;
+        }
+        if !self.dormancy.asleep || !self.wakes(msg) {
+            return;
+        }
+        let reason = match msg {
+            PeerMsg::Wake(r) => *r,
+            // A vote request from the leader it sleeps under: that leader stepped
+            // down (it restarted, say); its lease means nothing any more.
+            PeerMsg::Raft(m) if self.is_vote_from_leader(m) => WakeReason::LeaderStoreDown,
+            _ => WakeReason::Activity,
+        };
+        self.wake(reason, &ctx.store);
+    }
+
+    fn is_vote_from_leader(&self, m: &RaftMessage) -> bool {
+        let from = m.from_peer.as_ref().map_or(0, |p| p.id);
+        if from == 0 || from != self.leader_id || self.is_leader {
+            return false;
+        }
+        use protobuf::Message as _;
+        raft::eraftpb::Message::parse_from_bytes(&m.message).is_ok_and(|r| {
+            matches!(
+                r.get_msg_type(),
+                MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+            )
+        })
+    }
+
+    /// Whether this peer has nothing going on: every peer holds its whole log,
+    /// committed and applied, and nothing waits (see the module docs).
+    pub(crate) fn is_quiet(&self) -> bool {
+        let raft = &self.raw.raft;
+        let last = raft.raft_log.last_index();
+        let nothing_pending = self.proposals.is_empty()
+            && self.pending_writes.is_none()
+            && self.new_reads.is_empty()
+            && self.read_batches.is_empty()
+            && self.unpersisted_ready.is_none()
+            && self.merging.is_none()
+            && self.removed_peers.is_empty()
+            && self.applying_snapshot.is_none()
+            && !self.split_check.pending
+            && !self.destroyed
+            && !self.removing;
+        let raft_idle = raft.lead_transferee.is_none()
+            && !raft.has_pending_conf()
+            && !self.region().is_joint()
+            && raft.raft_log.committed == last
+            && self.applied_index == last
+            && self.scheduled_index == last
+            && raft.read_only.pending_read_count() == 0
+            && raft.raft_log.unstable.entries.is_empty()
+            && raft.raft_log.unstable.snapshot.is_none();
+        // A leader also needs every peer to hold its whole log.
+        let replicated = !self.is_leader
+            || raft
+                .prs()
+                .iter()
+                .all(|(_, p)| p.matched == last && p.state == ProgressState::Replicate);
+        nothing_pending && raft_idle && replicated
+    }
+
+    /// On each raft tick of an awake peer: a quiet leader counts, then asks its
+    /// peers to go dormant (again every election timeout).
+    pub(crate) fn on_dormancy_tick(&mut self, ctx: &mut PollCtx) {
+        let cfg = &ctx.store.cfg;
+        if !cfg.dormant_regions || !self.is_leader || self.dormancy.asleep {
+            return;
+        }
+        if self.region().peers.is_empty() || !self.is_quiet() {
+            self.dormancy.quiet_ticks = 0;
+            self.dormancy.request = None;
+            return;
+        }
+        self.dormancy.quiet_ticks += 1;
+        let every = cfg.raft_election_ticks.max(1) as u32;
+        if self.dormancy.quiet_ticks < every || !self.dormancy.quiet_ticks.is_multiple_of(every) {
+            return;
+        }
+        // A dormant region runs no split check nor log GC: both run now, and the
+        // region sleeps once they found nothing to do (a split proposed, a
+        // CompactLog proposed or a scan pending: not quiet).
+        self.on_split_check_tick(ctx);
+        self.on_log_gc_tick(ctx);
+        if !self.is_quiet() {
+            self.dormancy.quiet_ticks = 0;
+            return;
+        }
+        let term = self.raw.raft.term;
+        let index = self.raw.raft.raft_log.last_index();
+        self.dormancy.request = Some((term, index, Vec::new()));
+        let others: Vec<_> = self
+            .region()
+            .peers
+            .iter()
+            .filter(|p| p.id != self.peer_id)
+            .cloned()
+            .collect();
+        if others.is_empty() {
+            return self.sleep(&ctx.store);
+        }
+        for to in others {
+            ctx.store.liveness.add_target(to.store_id);
+            let msg = self.extra_message(to, ExtraMessageType::DormantRequest, term, index);
+            ctx.outgoing.push(msg);
+        }
+    }
+
+    /// A dormancy request or acknowledgement from another peer of the region.
+    pub(crate) fn on_dormancy_message(&mut self, msg: &RaftMessage, ctx: &mut PollCtx) {
+        let Some(extra) = msg.extra.as_ref() else {
+            return;
+        };
+        let Some(from) = msg.from_peer else { return };
+        let (term, index) = (extra.term, extra.index);
+        match ExtraMessageType::try_from(extra.r#type) {
+            Ok(ExtraMessageType::DormantRequest) => {
+                let raft = &self.raw.raft;
+                let agrees = ctx.store.cfg.dormant_regions
+                    && raft.state == StateRole::Follower
+                    && self.leader_id == from.id
+                    && raft.term == term
+                    && raft.raft_log.last_index() == index
+                    && raft.raft_log.committed == index
+                    && self.applying_snapshot.is_none()
+                    && self.unpersisted_ready.is_none()
+                    && self.merging.is_none()
+                    && self.read_batches.is_empty()
+                    && !self.removing;
+                if !agrees {
+                    // Asleep and out of step: it must take part again.
+                    if self.dormancy.asleep {
+                        self.wake(WakeReason::Activity, &ctx.store);
+                    }
+                    return;
+                }
+                let ack = self.extra_message(from, ExtraMessageType::DormantAck, term, index);
+                ctx.outgoing.push(ack);
+                if !self.dormancy.asleep {
+                    self.sleep(&ctx.store);
+                }
+            }
+            Ok(ExtraMessageType::DormantAck) => {
+                let Some((t, i, acked)) = self.dormancy.request.as_mut() else {
+                    return;
+                };
+                if (*t, *i) != (term, index) || self.dormancy.asleep {
+                    return;
+                }
+                if !acked.contains(&from.id) {
+                    acked.push(from.id);
+                }
+                let acked = acked.clone();
+                let me = self.peer_id;
+                let all = self
+                    .region()
+                    .peers
+                    .iter()
+                    .all(|p| p.id == me || acked.contains(&p.id));
+                let still_quiet = self.is_leader
+                    && self.raw.raft.term == term
+                    && self.raw.raft.raft_log.last_index() == index
+                    && self.is_quiet();
+                if all && still_quiet {
+                    self.sleep(&ctx.store);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Goes dormant: no more ticks; the entry cache is let go; a follower is
+    /// watched under its leader's store.
+    fn sleep(&mut self, store: &StoreContext) {
+        for tick in [PeerTick::Raft, PeerTick::SplitCheck, PeerTick::LogGc] {
+            store.ticker.cancel(self.region_id, tick);
+        }
+        self.dormancy.asleep = true;
+        self.dormancy.quiet_ticks = 0;
+        self.dormancy.request = None;
+        if !self.is_leader {
+            if let Some(leader) = self.leader_meta() {
+                store.liveness.watch(leader.store_id, self.region_id);
+                self.dormancy.watched = Some(leader.store_id);
+            }
+        }
+        self.raw.mut_store().release_cache();
+        self.release_buffers();
+        store.metrics.dormant_regions.inc();
+    }
+
+    /// Wakes: ticks registered again; a leader heartbeats and checks its quorum
+    /// afresh; a follower whose leader is gone lets its election timer run out.
+    pub(crate) fn wake(&mut self, reason: WakeReason, store: &StoreContext) {
+        if !self.dormancy.asleep {
+            return;
+        }
+        self.dormancy.asleep = false;
+        self.dormancy.quiet_ticks = 0;
+        self.dormancy.request = None;
+        if let Some(s) = self.dormancy.watched.take() {
+            store.liveness.unwatch(s, self.region_id);
+        }
+        store.metrics.dormant_regions.dec();
+        crate::operation::life::schedule_ticks(store, self.region_id);
+        let raft = &mut self.raw.raft;
+        if raft.state == StateRole::Leader {
+            raft.election_elapsed = 0;
+            let me = raft.id;
+            for (id, p) in raft.mut_prs().iter_mut() {
+                if *id != me {
+                    p.recent_active = false;
+                }
+            }
+            raft.ping();
+        } else if reason == WakeReason::LeaderStoreDown {
+            raft.election_elapsed = raft.election_timeout();
+        }
+    }
+
+    /// A dormant peer keeps no spare capacity in its queues.
+    fn release_buffers(&mut self) {
+        self.proposals.shrink_to_fit();
+        self.new_reads.shrink_to_fit();
+        self.read_batches.shrink_to_fit();
+        self.senders.shrink_to_fit();
+        self.removed_peers.shrink_to_fit();
+        let raft = &mut self.raw.raft;
+        raft.msgs.shrink_to_fit();
+        raft.raft_log.unstable.entries.shrink_to_fit();
+    }
+
+    /// A peer going away: if dormant, it no longer counts nor waits on a store.
+    pub(crate) fn forget_dormancy(&mut self, store: &StoreContext) {
+        if std::mem::take(&mut self.dormancy.asleep) {
+            store.metrics.dormant_regions.dec();
+        }
+        if let Some(s) = self.dormancy.watched.take() {
+            store.liveness.unwatch(s, self.region_id);
+        }
+    }
+
+    /// A dormancy message from this peer to `to`.
+    fn extra_message(
+        &self,
+        to: shoal_proto::metapb::Peer,
+        kind: ExtraMessageType,
+        term: u64,
+        index: u64,
+    ) -> RaftMessage {
+        let region = self.region();
+        RaftMessage {
+            region_id: self.region_id,
+            from_peer: region.peers.iter().find(|p| p.id == self.peer_id).cloned(),
+            to_peer: Some(to),
+            region_epoch: region.region_epoch,
+            extra: Some(ExtraMessage {
+                r#type: kind as i32,
+                term,
+                index,
+                incarnation: 0,
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// Whether `msg` is one of dormancy's own messages (request or acknowledgement).
+pub(crate) fn is_dormancy_message(msg: &RaftMessage) -> bool {
+    msg.extra.as_ref().is_some_and(|e| {
+        e.r#type == ExtraMessageType::DormantRequest as i32
+            || e.r#type == ExtraMessageType::DormantAck as i32
+    })
+}

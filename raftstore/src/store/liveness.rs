@@ -1,0 +1,283 @@
+//! Store liveness: one heartbeat from store to store stands for every dormant
+//! region the two share, so that a dormant region's followers, which run no
+//! election timer, still notice when their leader's store goes away.
+//!
+//! - **Who heartbeats whom.** A store whose leader asks followers on store `S` to
+//!   go dormant adds `S` to its targets; every `raft_heartbeat_ticks` ticks it
+//!   sends each target one `STORE_HEARTBEAT` (a `RaftMessage` with region 0 on the
+//!   ordinary transport stream) carrying its **incarnation**, its start time.
+//!   Targets are kept for the store's life: one small message per pair.
+//! - **Who listens.** A follower that goes dormant is *watched* under its
+//!   leader's store. A watched store heard from more than `raft_election_ticks`
+//!   ticks ago (or heard from under a new incarnation: it restarted, and leads
+//!   nothing it led) is **down** for the followers watching it: they are woken
+//!   with [`WakeReason::LeaderStoreDown`], which also lets their election timer
+//!   run out at once (raft-rs's leader lease would otherwise make them refuse
+//!   each other's votes for a further election timeout).
+//! - **The bound.** A dormant region whose leader's store dies has a new leader
+//!   after at most: the liveness timeout (`raft_election_ticks`), plus one
+//!   liveness check (`raft_heartbeat_ticks`), plus the randomized remainder of
+//!   the election timeout (below `raft_election_ticks`), plus one election (two
+//!   round trips): under 3 election timeouts. A follower whose leader's store
+//!   keeps heartbeating stays dormant; one that cannot hear it (a partition, a
+//!   paused process) wakes and campaigns, as it would with ticks.
+//!
+//! Watching starts the clock afresh: a follower goes dormant on a request its
+//! leader's store has just sent, which is as good as a heartbeat.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use shoal_proto::metapb::Peer as PeerMeta;
+use shoal_proto::raft_serverpb::{ExtraMessage, ExtraMessageType, RaftMessage};
+
+/// Why a dormant peer wakes (what it must do besides ticking again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WakeReason {
+    /// A request, a message, an admin command: just resume.
+    Activity,
+    /// Its leader's store is down (store liveness): the election timer runs out.
+    LeaderStoreDown,
+}
+
+/// One store's liveness table: what it heard from the others, whom it must
+/// heartbeat, and which of its dormant peers depend on which store.
+pub(crate) struct StoreLiveness {
+    store_id: u64,
+    incarnation: u64,
+    /// A store not heard from for this long is down.
+    timeout: Duration,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Stores to heartbeat.
+    targets: HashSet<u64>,
+    /// Per watched store: when it was last heard from (or watching began), under
+    /// which incarnation (0: not heard yet), and the dormant regions waiting on it.
+    watched: HashMap<u64, Watched>,
+    /// The last incarnation heard from each store.
+    incarnations: HashMap<u64, u64>,
+}
+
+struct Watched {
+    heard: Instant,
+    regions: HashSet<u64>,
+}
+
+impl StoreLiveness {
+    /// The table of `store_id`, which declares a store down after `timeout`.
+    pub(crate) fn new(store_id: u64, timeout: Duration) -> Self {
+        let incarnation = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        StoreLiveness {
+            store_id,
+            incarnation,
+            timeout,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// A leader here put (or is putting) a follower on `store_id` to sleep.
+    pub(crate) fn add_target(&self, store_id: u64) {
+        if store_id != self.store_id {
+            self.inner.lock().targets.insert(store_id);
+        }
+    }
+
+    /// Region `region_id`'s peer here went dormant, led from `store_id`.
+    pub(crate) fn watch(&self, store_id: u64, region_id: u64) {
+        let mut inner = self.inner.lock();
+        let w = inner.watched.entry(store_id).or_insert_with(|| Watched {
+            heard: Instant::now(),
+            regions: HashSet::new(),
+        });
+        w.heard = Instant::now();
+        w.regions.insert(region_id);
+    }
+
+    /// Region `region_id`'s peer here woke (or went): it no longer waits on
+    /// `store_id`.
+    pub(crate) fn unwatch(&self, store_id: u64, region_id: u64) {
+        let mut inner = self.inner.lock();
+        if let Some(w) = inner.watched.get_mut(&store_id) {
+            w.regions.remove(&region_id);
+            if w.regions.is_empty() {
+                inner.watched.remove(&store_id);
+            }
+        }
+    }
+
+    /// A heartbeat from `store_id`. Returns the regions to wake: those waiting on
+    /// it when it comes back under a new incarnation (it restarted).
+    pub(crate) fn heard(&self, store_id: u64, incarnation: u64) -> Vec<u64> {
+        let mut inner = self.inner.lock();
+        let before = inner.incarnations.insert(store_id, incarnation);
+        let restarted = before.is_some_and(|b| b != incarnation);
+        match inner.watched.get_mut(&store_id) {
+            Some(_) if restarted => {
+                let w = inner
+                    .watched
+                    .remove(&store_id)
+                    .unwrap_or_else(|| unreachable!());
+                w.regions.into_iter().collect()
+            }
+            Some(w) => {
+                w.heard = Instant::now();
+                Vec::new()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// The heartbeats to send now (one per target store), and the regions to wake
+    /// because the store they wait on is down. Watching of those stops.
+    pub(crate) fn check(&self, now: Instant) -> (Vec<RaftMessage>, Vec<u64>) {
+        let mut inner = self.inner.lock();
+        let beats = inner
+            .targets
+            .iter()
+            .map(|&to| heartbeat(self.store_id, to, self.incarnation))
+            .collect();
+        let down: Vec<u64> = inner
+            .watched
+            .iter()
+            .filter(|(_, w)| now.saturating_duration_since(w.heard) > self.timeout)
+            .map(|(&s, _)| s)
+            .collect();
+        let mut wake = Vec::new();
+        for s in down {
+            if let Some(w) = inner.watched.remove(&s) {
+                tracing::info!(
+                    store = self.store_id,
+                    down = s,
+                    regions = w.regions.len(),
+                    "store liveness: a store went silent; waking the dormant regions it leads"
+                );
+                wake.extend(w.regions);
+            }
+        }
+        (beats, wake)
+    }
+
+    /// How many dormant peers wait on another store (a gauge).
+    pub(crate) fn watched_regions(&self) -> usize {
+        self.inner
+            .lock()
+            .watched
+            .values()
+            .map(|w| w.regions.len())
+            .sum()
+    }
+}
+
+/// The heartbeat from `from` to `to`.
+fn heartbeat(from: u64, to: u64, incarnation: u64) -> RaftMessage {
+    let peer = |store_id| {
+        Some(PeerMeta {
+            store_id,
+            ..Default::default()
+        })
+    };
+    RaftMessage {
+        region_id: 0,
+        from_peer: peer(from),
+        to_peer: peer(to),
+        extra: Some(ExtraMessage {
+            r#type: ExtraMessageType::StoreHeartbeat as i32,
+            incarnation,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The store heartbeat `msg` carries, if it is one: the sender and its
+/// incarnation.
+pub(crate) fn as_heartbeat(msg: &RaftMessage) -> Option<(u64, u64)> {
+    let extra = msg.extra.as_ref()?;
+    (msg.region_id == 0 && extra.r#type == ExtraMessageType::StoreHeartbeat as i32).then(|| {
+        let from = msg.from_peer.as_ref().map_or(0, |p| p.store_id);
+        (from, extra.incarnation)
+    })
+}
+
+/// The store's liveness round, every `raft_heartbeat_ticks`: heartbeats to the
+/// targets, and the dormant peers whose leader's store went silent are woken.
+pub(crate) fn on_tick(ctx: &crate::store::context::StoreContext) {
+    let (beats, wake) = ctx.liveness.check(Instant::now());
+    let m = &ctx.metrics;
+    for beat in beats {
+        let to = beat.to_peer.as_ref().map_or(0, |p| p.store_id);
+        ctx.transport.send(to, vec![beat]);
+        m.store_heartbeats_sent.inc();
+    }
+    wake_all(ctx, &wake, WakeReason::LeaderStoreDown);
+    m.liveness_watched
+        .set(ctx.liveness.watched_regions() as i64);
+}
+
+/// Wakes each of `regions` (those gone meanwhile are skipped).
+pub(crate) fn wake_all(
+    ctx: &crate::store::context::StoreContext,
+    regions: &[u64],
+    why: WakeReason,
+) {
+    for &r in regions {
+        let _ = ctx.router.send(r, crate::msg::PeerMsg::Wake(why));
+    }
+    ctx.metrics.liveness_wakes.inc_by(regions.len() as u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_millis(100);
+
+    #[test]
+    fn a_silent_store_wakes_only_the_regions_that_wait_on_it() {
+        let l = StoreLiveness::new(1, T);
+        l.watch(2, 10);
+        l.watch(2, 11);
+        l.watch(3, 12);
+        let later = Instant::now() + T * 2;
+        // Store 3 keeps talking; store 2 went silent.
+        let inc = 7;
+        std::thread::sleep(T * 2);
+        l.heard(3, inc);
+        let (_, mut wake) = l.check(later.max(Instant::now()));
+        wake.sort();
+        assert_eq!(wake, vec![10, 11]);
+        assert_eq!(l.watched_regions(), 1);
+        // Woken once: not again.
+        assert!(l.check(Instant::now()).1.is_empty());
+    }
+
+    #[test]
+    fn a_new_incarnation_wakes_the_regions_at_once() {
+        let l = StoreLiveness::new(1, T);
+        assert!(l.heard(2, 5).is_empty());
+        l.watch(2, 10);
+        assert!(l.heard(2, 5).is_empty());
+        assert_eq!(l.heard(2, 6), vec![10]);
+        assert_eq!(l.watched_regions(), 0);
+    }
+
+    #[test]
+    fn unwatched_regions_are_not_woken_and_targets_get_heartbeats() {
+        let l = StoreLiveness::new(1, T);
+        l.watch(2, 10);
+        l.unwatch(2, 10);
+        l.add_target(3);
+        l.add_target(1); // itself: never
+        let (beats, wake) = l.check(Instant::now() + T * 3);
+        assert!(wake.is_empty());
+        assert_eq!(beats.len(), 1);
+        assert_eq!(as_heartbeat(&beats[0]).map(|(from, _)| from), Some(1));
+        assert_eq!(beats[0].to_peer.unwrap().store_id, 3);
+    }
+}

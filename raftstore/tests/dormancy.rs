@@ -1,0 +1,285 @@
+//! Dormant regions on a simulated 3-store cluster: idle regions go dormant on
+//! every replica and then cost no ticks and no Raft messages; each cause wakes
+//! them (a write, a read, a split, a leader transfer, a membership change, a raft
+//! message) and they serve at once; a dead leader store is noticed through store
+//! liveness and its regions elect new leaders; a partitioned dormant leader serves
+//! nothing stale and steps down when it comes back.
+
+mod common;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use common::{key, test_config, Cluster, Isolate};
+use shoal_proto::metapb::ChangeKind;
+use shoal_raftstore::{CmdError, ReadKind, ReadOutput, TickMode};
+
+const T: Duration = Duration::from_secs(30);
+
+/// Dormant peers on store `id`.
+fn dormant(c: &Cluster, id: u64) -> i64 {
+    c.store(id).metrics().dormant_regions.get()
+}
+
+/// Ticks until every running store has `n` dormant peers.
+fn wait_dormant(c: &Cluster, n: i64) {
+    c.tick_until(&format!("{n} dormant peers on every store"), || {
+        c.store_ids().into_iter().all(|id| dormant(c, id) == n)
+    });
+}
+
+/// Ticks every store every 20 ms (the tick interval) for `d`.
+fn tick_for(c: &Cluster, d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        c.tick_all();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Raft messages all running stores sent.
+fn raft_messages(c: &Cluster) -> u64 {
+    c.store_ids()
+        .into_iter()
+        .map(|id| c.store(id).metrics().counters().raft_messages_sent)
+        .sum()
+}
+
+/// Runs `f` on the cluster's runtime, ticking every store until it is done.
+fn ticking<R: Send + 'static>(c: &Cluster, f: impl Future<Output = R> + Send + 'static) -> R {
+    let h = c.rt.spawn(f);
+    let deadline = Instant::now() + T;
+    while !h.is_finished() {
+        assert!(Instant::now() < deadline, "still running after {T:?}");
+        c.tick_all();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    c.rt.block_on(h).unwrap()
+}
+
+#[test]
+fn idle_regions_go_dormant_on_every_replica_and_cost_no_ticks_nor_messages() {
+    let c = Cluster::start(3, 4, TickMode::Manual);
+    for r in &c.regions {
+        c.wait_leader(r.id, T);
+        let mut k = r.start_key.clone();
+        k.push(1);
+        c.put(&k, b"v", T).unwrap();
+    }
+    wait_dormant(&c, 4);
+    for id in c.store_ids() {
+        // The store's liveness round only.
+        assert_eq!(c.store(id).registered_ticks(), 1, "store {id}");
+    }
+    let before = raft_messages(&c);
+    let beats: u64 = c
+        .store_ids()
+        .into_iter()
+        .map(|id| c.store(id).metrics().store_heartbeats_sent.get())
+        .sum();
+    // Five liveness timeouts: every leader store keeps heartbeating, so no
+    // follower wakes.
+    tick_for(&c, Duration::from_secs(1));
+    assert_eq!(
+        raft_messages(&c),
+        before,
+        "a dormant region sent raft messages"
+    );
+    for id in c.store_ids() {
+        assert_eq!(dormant(&c, id), 4, "store {id} woke a region");
+    }
+    let beats_after: u64 = c
+        .store_ids()
+        .into_iter()
+        .map(|id| c.store(id).metrics().store_heartbeats_sent.get())
+        .sum();
+    assert!(beats_after > beats, "no store heartbeats while dormant");
+}
+
+#[test]
+fn each_cause_wakes_a_dormant_region_which_then_serves_and_sleeps_again() {
+    let mut c = Cluster::start(3, 1, TickMode::Manual);
+    let region = c.regions[0].id;
+    let leader = c.wait_leader(region, T);
+    c.put(&key(0), b"v0", T).unwrap();
+    wait_dormant(&c, 1);
+
+    // A write: the leader wakes on it, the followers on its append.
+    c.put(&key(1), b"v1", T).unwrap();
+    for id in c.store_ids() {
+        assert_eq!(dormant(&c, id), 0, "store {id} still dormant after a write");
+    }
+    wait_dormant(&c, 1);
+
+    // A read: the leader wakes and confirms it; the followers answer its
+    // heartbeat asleep.
+    let store = c.store(leader);
+    let header = c.header(&c.region_for(&key(1)));
+    let read = c.rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            store.read(header, ReadKind::Get(key(1))),
+        )
+        .await
+    });
+    match read {
+        Ok(Ok(ReadOutput::Value(v))) => assert_eq!(v, Some(b"v1".to_vec())),
+        other => panic!("a read of a dormant region: {other:?}"),
+    }
+    assert_eq!(
+        dormant(&c, leader),
+        0,
+        "the leader stayed dormant for a read"
+    );
+    wait_dormant(&c, 1);
+
+    // A split.
+    let halves = c.split(&key(500), T).unwrap();
+    assert_eq!(halves.len(), 2);
+    wait_dormant(&c, 2);
+
+    // A leader transfer (an admin command).
+    let to = c.store_ids().into_iter().find(|&s| s != leader).unwrap();
+    let s = c.store(leader);
+    let moved = ticking(&c, async move { s.transfer_leader(region, to).await });
+    assert_eq!(moved.unwrap().store_id, to);
+    wait_dormant(&c, 2);
+
+    // A membership change: a learner on a new store, which goes dormant too.
+    c.add_store(4);
+    let leader = c.wait_leader(region, T);
+    let s = c.store(leader);
+    let changed = ticking(&c, async move {
+        s.change_peer(region, None, vec![(ChangeKind::AddLearner, 4)])
+            .await
+    });
+    changed.unwrap();
+    c.tick_until("store 4's learner to go dormant", || dormant(&c, 4) == 1);
+
+    // A raft message alone: a follower's vote request wakes the leader (which
+    // refuses it: its followers heard from it within the election timeout).
+    c.tick_until("both regions dormant everywhere", || {
+        (1..=3).all(|s| dormant(&c, s) == 2) && dormant(&c, 4) == 1
+    });
+    let leader = c.wait_leader(region, T);
+    let follower = (1..=3).find(|&s| s != leader).unwrap();
+    c.store(follower).campaign(region).unwrap();
+    c.tick_until("the vote request to wake the leader", || {
+        dormant(&c, leader) < 2
+    });
+    c.wait_leader(region, T);
+    c.put(&key(2), b"v2", T).unwrap();
+    c.check_acked();
+}
+
+#[test]
+fn a_dead_leader_store_is_noticed_through_store_liveness() {
+    let mut c = Cluster::start(3, 3, TickMode::Manual);
+    for r in c.regions.clone() {
+        c.wait_leader(r.id, T);
+        let mut k = r.start_key.clone();
+        k.push(1);
+        c.put(&k, b"before", T).unwrap();
+    }
+    wait_dormant(&c, 3);
+    let victim = c.leader_of(c.regions[0].id).unwrap();
+    let led: Vec<u64> = c
+        .regions
+        .iter()
+        .map(|r| r.id)
+        .filter(|&r| c.leader_of(r) == Some(victim))
+        .collect();
+    c.stop_store(victim);
+    // Ticks every 20 ms: an election timeout is 200 ms, and so is the liveness
+    // timeout. Without store liveness the dormant followers would never notice.
+    let started = Instant::now();
+    c.tick_until(
+        "every region the dead store led to elect a new leader",
+        || {
+            led.iter()
+                .all(|&r| c.leader_of(r).is_some_and(|l| l != victim))
+        },
+    );
+    let took = started.elapsed();
+    eprintln!("new leaders for {} regions after {took:?}", led.len());
+    for id in c.store_ids() {
+        let woken = c.store(id).metrics().liveness_wakes.get();
+        assert!(woken >= led.len() as u64, "store {id} woke {woken}");
+    }
+    for r in c.regions.clone() {
+        let mut k = r.start_key.clone();
+        k.push(2);
+        c.put(&k, b"after", T).unwrap();
+    }
+    c.check_acked();
+}
+
+#[test]
+fn a_cut_off_dormant_leader_serves_nothing_stale_and_steps_down_when_back() {
+    let c = Cluster::start_with(3, 1, TickMode::Manual, test_config());
+    let region = c.regions[0].id;
+    let old = c.wait_leader(region, T);
+    c.put(&key(0), b"v1", T).unwrap();
+    wait_dormant(&c, 1);
+    c.add_filter(Isolate(old));
+    // The others stop hearing the old leader's store, wake and elect.
+    let others: Vec<u64> = c.store_ids().into_iter().filter(|&s| s != old).collect();
+    c.tick_until("a new leader on the other side", || {
+        others.iter().any(|&s| {
+            c.rt.block_on(c.store(s).region_info(region))
+                .ok()
+                .and_then(|i| i.leader)
+                .is_some_and(|l| l.store_id == s)
+        })
+    });
+    // A write on the new side.
+    let header = c.header(&c.region_for(&key(0)));
+    let deadline = Instant::now() + T;
+    'written: loop {
+        assert!(Instant::now() < deadline, "no write on the majority side");
+        for &s in &others {
+            let cmd = shoal_proto::raft_cmdpb::RaftCmdRequest {
+                header: Some(header),
+                requests: vec![shoal_proto::raft_cmdpb::Request {
+                    cmd: Some(shoal_proto::raft_cmdpb::request::Cmd::Put(
+                        shoal_proto::raft_cmdpb::PutOp {
+                            key: key(0),
+                            value: b"v2".to_vec(),
+                        },
+                    )),
+                }],
+                admin: None,
+            };
+            let store = c.store(s);
+            if ticking(&c, async move { store.write(cmd).await }).is_ok() {
+                break 'written;
+            }
+        }
+        c.tick_all();
+    }
+    // The old leader, still cut off and dormant, believes it leads: a read there
+    // must not answer the old value (it cannot confirm its leadership).
+    let store = c.store(old);
+    let read = ticking(&c, async move {
+        tokio::time::timeout(
+            Duration::from_secs(3),
+            store.read(header, ReadKind::Get(key(0))),
+        )
+        .await
+    });
+    match read {
+        Ok(Ok(ReadOutput::Value(v))) => panic!("the cut-off old leader answered {v:?}"),
+        Ok(Ok(other)) => panic!("unexpected {other:?}"),
+        Ok(Err(CmdError::Region(_))) | Err(_) => {}
+        Ok(Err(e)) => panic!("unexpected error {e}"),
+    }
+    c.clear_filters();
+    c.tick_until("the old leader to step down", || {
+        c.rt.block_on(c.store(old).region_info(region))
+            .ok()
+            .and_then(|i| i.leader)
+            .is_some_and(|l| l.store_id != old)
+    });
+    assert_eq!(c.get(&key(0), T).unwrap(), Some(b"v2".to_vec()));
+    c.wait_local(old, &key(0), b"v2", T);
+}
