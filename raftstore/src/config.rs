@@ -67,6 +67,12 @@ pub struct Config {
     /// `raft_heartbeat_ticks`, a store silent for `raft_election_ticks` is down).
     /// Default true.
     pub dormant_regions: bool,
+    /// How many dormant peers a store wakes per second when many must wake at
+    /// once: all of them at start-up (a store starts its regions dormant and wakes
+    /// them at this pace, each electing as it wakes), and the regions of a store
+    /// that went silent. Paced so that a store of 100,000 regions does not tick
+    /// them all at once and melt. Default 3,000.
+    pub dormant_wake_rate: u32,
     /// Whether the writes one region's leader receives in one poll round (puts,
     /// deletes, compare-and-swaps, batch writes, from any clients) are proposed as
     /// one Raft entry, up to `raft_entry_max_size`, instead of one entry each: one
@@ -127,6 +133,7 @@ impl Default for Config {
             raft_max_uncommitted_size: 128 << 20,
             raft_skip_bcast_commit: true,
             dormant_regions: true,
+            dormant_wake_rate: 3000,
             raft_merge_writes: true,
             read_pool_threads: 2,
             read_pool_queue: 1024,
@@ -154,6 +161,12 @@ impl Config {
     /// woken elsewhere: an election timeout.
     pub(crate) fn liveness_timeout(&self) -> std::time::Duration {
         self.raft_tick_interval * self.raft_election_ticks as u32
+    }
+
+    /// Dormant peers woken per liveness round (`dormant_wake_rate` per second).
+    pub(crate) fn wakes_per_round(&self) -> usize {
+        let round = self.raft_tick_interval * self.raft_heartbeat_ticks.max(1) as u32;
+        ((self.dormant_wake_rate as f64 * round.as_secs_f64()).ceil() as usize).max(1)
     }
 
     /// The log GC period in raft ticks.
@@ -198,6 +211,11 @@ impl Config {
                 "raft-election-ticks ({}) must exceed raft-heartbeat-ticks ({})",
                 self.raft_election_ticks, self.raft_heartbeat_ticks
             )));
+        }
+        if self.dormant_wake_rate == 0 {
+            return Err(ConfigError(
+                "dormant-wake-rate must be at least 1 (regions per second)".into(),
+            ));
         }
         if self.region_max_size == 0 || self.region_max_keys == 0 {
             return Err(ConfigError(

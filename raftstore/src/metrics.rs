@@ -179,6 +179,8 @@ pub struct StoreMetrics {
     pub store_heartbeats_received: IntCounter,
     /// Dormant peers woken because the store leading them went silent.
     pub liveness_wakes: IntCounter,
+    /// Dormant peers queued to wake at the paced rate (start-up, a silent store).
+    pub wake_queue: IntGauge,
     /// Mirror of `disk_full` for the exposition: 1 or 0.
     disk_full_gauge: IntGauge,
     /// A write found the disk full: proposals are refused until a write succeeds
@@ -408,6 +410,10 @@ impl StoreMetrics {
             store_heartbeats_received: b.counter(
                 "shoal_store_heartbeats_received_total",
                 "Store liveness heartbeats received from other stores.",
+            ),
+            wake_queue: b.gauge(
+                "shoal_wake_queue",
+                "Dormant peers waiting to be woken at the paced rate (start-up, a silent store's regions).",
             ),
             liveness_wakes: b.counter(
                 "shoal_liveness_wakes_total",

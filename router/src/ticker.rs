@@ -15,7 +15,9 @@
 //!   one (latest wins). [`Ticker::cancel`] and [`Ticker::cancel_all`] remove them.
 //!
 //! An FSM that registers nothing costs nothing, per round or in memory: a hibernating
-//! region cancels its periodic ticks and re-registers when it wakes.
+//! region cancels its periodic ticks and re-registers when it wakes. Buckets and the
+//! map of live registrations give their spare capacity back as they empty, so the
+//! wheel's memory follows what is registered now, not the most it ever held.
 //!
 //! ## The wheel
 //!
@@ -140,6 +142,17 @@ impl<T: TickKind> Wheel<T> {
         // A period that is a multiple of the wheel size re-inserted into this very bucket.
         let reinserted = mem::replace(&mut self.slots[index], bucket);
         self.slots[index].extend(reinserted);
+        // Memory follows the registrations: a bucket once filled by many FSMs
+        // (every FSM ticking each round passes through every bucket) gives back
+        // what it no longer holds, and so does the map of live registrations
+        // once FSMs stop ticking (dormant regions).
+        let slot = &mut self.slots[index];
+        if slot.capacity() > 2 * slot.len() + 16 {
+            slot.shrink_to(slot.len());
+        }
+        if self.live.capacity() > 4 * self.live.len() + 64 {
+            self.live.shrink_to(2 * self.live.len());
+        }
     }
 }
 
@@ -354,6 +367,35 @@ mod tests {
         });
         out.sort_by_key(|&(id, k)| (id, k as u8));
         out
+    }
+
+    #[test]
+    fn the_wheel_gives_memory_back_once_its_registrations_are_cancelled() {
+        let t = Ticker::new(64);
+        for id in 0..10_000 {
+            t.schedule_every(id, Tick::A, 1);
+        }
+        // Every registration passes through every bucket.
+        for _ in 0..128 {
+            t.advance(|_, _| true);
+        }
+        let held = |t: &Ticker<Tick>| {
+            let w = t.wheel.lock();
+            let slots: usize = w.slots.iter().map(Vec::capacity).sum();
+            slots + w.live.capacity()
+        };
+        assert!(held(&t) >= 10_000, "{}", held(&t));
+        for id in 0..10_000 {
+            t.cancel(id, Tick::A);
+        }
+        for _ in 0..128 {
+            t.advance(|_, _| true);
+        }
+        assert!(
+            held(&t) < 64 * 16 + 200,
+            "the wheel still holds {}",
+            held(&t)
+        );
     }
 
     #[test]

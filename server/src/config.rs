@@ -176,7 +176,7 @@ settings! {
     /// this way). Empty: none.
     peer_addresses: String = String::new(),
     /// Regions bootstrapped on first boot, evenly splitting the key space;
-    /// 1..=65536. Used on first boot only.
+    /// 1..=1048576. Used on first boot only.
     initial_regions: usize = 1,
     /// Largest value accepted, in bytes; 1..=64 MiB, and a put of a value this large
     /// with a 4 KiB key must fit in one Raft entry
@@ -232,6 +232,10 @@ settings! {
     /// message wakes them; one heartbeat per store pair tells their followers the
     /// leader's store is alive (`docs/dormancy.md`).
     dormant_regions: bool = true,
+    /// Dormant peers a store wakes per second when many must wake at once: its
+    /// regions at start-up (they start dormant and elect as they wake) and a
+    /// silent store's regions; a request or message wakes one at once.
+    dormant_wake_rate: u32 = 3000,
     /// Whether the writes a region's leader receives in one poll round are proposed
     /// as one Raft entry (each caller still gets its own answer) instead of one
     /// entry each.
@@ -498,9 +502,10 @@ impl NodeConfig {
         self.status_addr
             .parse::<SocketAddr>()
             .map_err(|e| format!("status-addr {:?} is not HOST:PORT: {e}", self.status_addr))?;
-        if !(1..=65536).contains(&self.initial_regions) {
+        if !(1..=shoal_raftstore::bootstrap::MAX_INITIAL_REGIONS).contains(&self.initial_regions) {
             return Err(format!(
-                "initial-regions must be 1..=65536, got {}",
+                "initial-regions must be 1..={}, got {}",
+                shoal_raftstore::bootstrap::MAX_INITIAL_REGIONS,
                 self.initial_regions
             ));
         }
@@ -609,6 +614,7 @@ impl NodeConfig {
             entry_cache_max_bytes: self.entry_cache_max_bytes,
             raft_skip_bcast_commit: self.raft_skip_bcast_commit,
             dormant_regions: self.dormant_regions,
+            dormant_wake_rate: self.dormant_wake_rate,
             raft_merge_writes: self.raft_merge_writes,
             entry_cache_store_max_bytes: self.entry_cache_store_max_bytes,
             ..shoal_raftstore::Config::default()

@@ -29,6 +29,7 @@
 
 use raft::eraftpb::MessageType;
 use raft::{ProgressState, StateRole};
+use shoal_proto::metapb::PeerRole;
 use shoal_proto::raft_serverpb::{ExtraMessage, ExtraMessageType, RaftMessage};
 use shoal_proto::RegionExt;
 
@@ -286,6 +287,13 @@ impl Peer {
         }
     }
 
+    /// A peer loaded at the store's start begins dormant (no ticks, no leader
+    /// known) and is queued to wake.
+    pub(crate) fn start_dormant(&mut self, store: &StoreContext) {
+        self.dormancy.asleep = true;
+        store.metrics.dormant_regions.inc();
+    }
+
     /// Goes dormant: no more ticks; the entry cache is let go; a follower is
     /// watched under its leader's store.
     fn sleep(&mut self, store: &StoreContext) {
@@ -304,6 +312,7 @@ impl Peer {
         self.raw.mut_store().release_cache();
         self.release_buffers();
         store.metrics.dormant_regions.inc();
+        store.awake_leader(self.region_id, false);
     }
 
     /// Wakes: ticks registered again; a leader heartbeats and checks its quorum
@@ -315,13 +324,22 @@ impl Peer {
         self.dormancy.asleep = false;
         self.dormancy.quiet_ticks = 0;
         self.dormancy.request = None;
-        if let Some(s) = self.dormancy.watched.take() {
+        let leader_store = self.dormancy.watched.take();
+        if let Some(s) = leader_store {
             store.liveness.unwatch(s, self.region_id);
         }
         store.metrics.dormant_regions.dec();
         crate::operation::life::schedule_ticks(store, self.region_id);
+        let chosen = (reason == WakeReason::LeaderStoreDown)
+            .then(|| self.successor(leader_store))
+            .flatten();
+        let chosen_start = (reason == WakeReason::Start)
+            .then(|| self.successor(None))
+            .flatten();
+        let hb = store.cfg.raft_heartbeat_ticks;
         let raft = &mut self.raw.raft;
         if raft.state == StateRole::Leader {
+            store.awake_leader(self.region_id, true);
             raft.election_elapsed = 0;
             let me = raft.id;
             for (id, p) in raft.mut_prs().iter_mut() {
@@ -330,9 +348,45 @@ impl Peer {
                 }
             }
             raft.ping();
+        } else if reason == WakeReason::Start {
+            // Woken at the store's start, knowing no leader: the region's starter
+            // (the same voter on every store's reckoning) campaigns on its next
+            // tick; the others wait out an ordinary election timeout, granting
+            // votes meanwhile (they know no leader, so no lease holds them).
+            if raft.leader_id == 0 && chosen_start == Some(raft.id) {
+                let et = raft.election_timeout();
+                raft.set_randomized_election_timeout(et);
+                raft.election_elapsed = et - 1;
+            }
         } else if reason == WakeReason::LeaderStoreDown {
-            raft.election_elapsed = raft.election_timeout();
+            // Every replica woken this way grants votes at once (no lease). One of
+            // them, the same one on every replica's reckoning, campaigns after a
+            // liveness round (the others have heard the news by then); the rest
+            // only after most of an election timeout, should it fail.
+            let et = raft.election_timeout();
+            if chosen == Some(raft.id) {
+                raft.set_randomized_election_timeout(et);
+                raft.election_elapsed = et.saturating_sub(hb.max(1));
+            } else {
+                raft.set_randomized_election_timeout(2 * et - 1);
+                raft.election_elapsed = et;
+            }
         }
+    }
+
+    /// The voter that campaigns first when the leader's store (`down`) is gone:
+    /// of the voters elsewhere, by id, the one at `region_id` modulo their count
+    /// (so the new leaders of a dead store's regions spread over the others).
+    fn successor(&self, down: Option<u64>) -> Option<u64> {
+        let mut voters: Vec<u64> = self
+            .region()
+            .peers
+            .iter()
+            .filter(|p| p.role == PeerRole::Voter as i32 && Some(p.store_id) != down)
+            .map(|p| p.id)
+            .collect();
+        voters.sort_unstable();
+        (!voters.is_empty()).then(|| voters[(self.region_id % voters.len() as u64) as usize])
     }
 
     /// A dormant peer keeps no spare capacity in its queues.
@@ -344,6 +398,7 @@ impl Peer {
         self.removed_peers.shrink_to_fit();
         let raft = &mut self.raw.raft;
         raft.msgs.shrink_to_fit();
+        raft.maybe_free_inflight_buffers();
         raft.raft_log.unstable.entries.shrink_to_fit();
     }
 
@@ -352,6 +407,7 @@ impl Peer {
         if std::mem::take(&mut self.dormancy.asleep) {
             store.metrics.dormant_regions.dec();
         }
+        store.awake_leader(self.region_id, false);
         if let Some(s) = self.dormancy.watched.take() {
             store.liveness.unwatch(s, self.region_id);
         }

@@ -48,7 +48,7 @@ pub(crate) struct PeerStart {
 pub(crate) fn start_peer(
     ctx: &StoreContext,
     start: PeerStart,
-    campaign: bool,
+    campaign: Start,
 ) -> Result<(), StartError> {
     let Some(me) = start.region.peer_on_store(ctx.store_id).cloned() else {
         return Ok(());
@@ -62,7 +62,7 @@ pub(crate) fn start_peer_as(
     ctx: &StoreContext,
     start: PeerStart,
     me: PeerMeta,
-    campaign: bool,
+    campaign: Start,
 ) -> Result<(), StartError> {
     let PeerStart {
         region,
@@ -97,14 +97,23 @@ pub(crate) fn start_peer_as(
             }
         })?;
     let waiting = ctx.metrics.pending_writes.clone();
-    let peer = Peer::new(ctx.store_id, me.id, raw, applied, merging, waiting);
+    let mut peer = Peer::new(ctx.store_id, me.id, raw, applied, merging, waiting);
+    // At start-up a store's peers start dormant and are woken at a bounded pace
+    // (`dormant-wake-rate`), the store's liveness round waking them (a message
+    // or a request wakes one at once): 100,000 regions never tick all at once.
+    let dormant = campaign == Start::Loaded && ctx.cfg.dormant_regions;
+    if dormant {
+        peer.start_dormant(ctx);
+    }
     ctx.router
         .register(region_id, Box::new(PeerFsm::new(peer, span.clone())))
         .map_err(|e| StartError::Register {
             region: region_id,
             reason: e.to_string(),
         })?;
-    schedule_ticks(ctx, region_id);
+    if !dormant {
+        schedule_ticks(ctx, region_id);
+    }
     // Truncated entries whose (unsynced) deletion a crash undid go again.
     let _ = ctx.log_gc.send(LogGcTask::Truncate {
         region_id,
@@ -112,10 +121,26 @@ pub(crate) fn start_peer_as(
         span: span.clone(),
     });
     ctx.metrics.region_count.inc();
-    if campaign {
+    if campaign == Start::Campaign {
         let _ = ctx.router.send(region_id, PeerMsg::Campaign);
     }
+    if dormant {
+        ctx.liveness
+            .queue_wake(region_id, crate::store::liveness::WakeReason::Start);
+    }
     Ok(())
+}
+
+/// How a peer starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// Ticking (a split's new peer, one created for a snapshot).
+    Awake,
+    /// Ticking, and campaigning at once (a split's new peer on the leader's store).
+    Campaign,
+    /// Loaded at the store's start: dormant until woken (paced), or ticking when
+    /// dormancy is off.
+    Loaded,
 }
 
 impl Peer {

@@ -107,25 +107,25 @@ impl Peer {
                 p.size += size;
             }
             None => {
-                self.pending_writes = Some(PendingWrites {
+                self.pending_writes = Some(Box::new(PendingWrites {
                     request,
                     callers: vec![(reply, count)],
                     size,
-                })
+                }))
             }
         }
     }
 
     /// Proposes the round's pending writes as one entry (checked again as one).
     pub(crate) fn propose_pending(&mut self, store: &StoreContext) {
-        let Some(PendingWrites {
+        let Some(pending) = self.pending_writes.take() else {
+            return;
+        };
+        let PendingWrites {
             request,
             mut callers,
             ..
-        }) = self.pending_writes.take()
-        else {
-            return;
-        };
+        } = *pending;
         let reply = match callers.len() {
             1 => Reply::One(callers.pop().expect("one caller").0),
             n => {

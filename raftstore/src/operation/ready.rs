@@ -19,6 +19,7 @@ use crate::operation::snapshot::apply::is_snapshot;
 use crate::raft::apply::{AdminResult, ApplyRes};
 use crate::raft::encode_pb;
 use crate::raft::peer::Peer;
+use crate::store::context::StoreContext;
 
 impl Peer {
     /// After the round's messages: one read index for the reads gathered, then the ready.
@@ -47,7 +48,7 @@ impl Peer {
         }
         let mut rd = self.raw.ready();
         if let Some(ss) = rd.ss() {
-            self.on_soft_state(ss.leader_id, ss.raft_state, &ctx.store.metrics);
+            self.on_soft_state(ss.leader_id, ss.raft_state, &ctx.store);
         }
         if !rd.snapshot().is_empty() {
             return self.on_ready_snapshot(rd, ctx);
@@ -103,13 +104,15 @@ impl Peer {
         self.schedule_apply(committed, ctx);
     }
 
-    fn on_soft_state(&mut self, leader_id: u64, role: StateRole, metrics: &StoreMetrics) {
+    fn on_soft_state(&mut self, leader_id: u64, role: StateRole, store: &StoreContext) {
         self.leader_id = leader_id;
         let leading = role == StateRole::Leader;
         if leading == self.is_leader {
             return;
         }
         self.is_leader = leading;
+        store.awake_leader(self.region_id, leading);
+        let metrics = &store.metrics;
         let delta = if leading { 1 } else { -1 };
         metrics.leader_count.add(delta);
         if !leading {

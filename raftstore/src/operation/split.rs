@@ -232,7 +232,14 @@ impl Peer {
                 apply_state: initial_apply_state(),
                 merging: None,
             };
-            if let Err(e) = life::start_peer(&ctx.store, start, self.is_leader) {
+            if let Err(e) = life::start_peer(
+                &ctx.store,
+                start,
+                match self.is_leader {
+                    true => life::Start::Campaign,
+                    false => life::Start::Awake,
+                },
+            ) {
                 tracing::error!(region = id, "cannot start the peer of a split region: {e}");
             }
         }

@@ -62,7 +62,7 @@ pub(crate) struct Delegate {
     pub(crate) region: Region,
     pub(crate) state: RaftApplyState,
     /// Set by an applied `PrepareMerge` until commit or rollback.
-    pub(crate) merging: Option<MergeState>,
+    pub(crate) merging: Option<Box<MergeState>>,
     /// This store's peer was removed by a membership change just applied: the
     /// region's entries stop applying here.
     pub(crate) removed: bool,
@@ -78,7 +78,7 @@ impl From<Registration> for Delegate {
             removed: false,
             region: r.region,
             state: r.state,
-            merging: r.merging,
+            merging: r.merging.map(Box::new),
             span: r.span,
         }
     }

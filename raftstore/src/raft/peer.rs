@@ -40,7 +40,8 @@ pub(crate) struct Peer {
     /// Writes proposed and waiting for apply, in index order.
     pub(crate) proposals: VecDeque<Proposal>,
     /// Writes of this round not proposed yet (`operation::propose`, merged writes).
-    pub(crate) pending_writes: Option<PendingWrites>,
+    /// (Boxed: a dormant peer keeps only the pointer.)
+    pub(crate) pending_writes: Option<Box<PendingWrites>>,
     /// Writes (callers) waiting in `proposals`: what `max_pending_proposals` bounds
     /// (changed through [`Peer::set_waiting_writes`], which keeps the store's gauge).
     pub(crate) waiting_writes: usize,
@@ -60,7 +61,7 @@ pub(crate) struct Peer {
     pub(crate) unpersisted_ready: Option<u64>,
     pub(crate) split_check: SplitCheckState,
     /// Set while this region is a frozen merge source.
-    pub(crate) merging: Option<MergeState>,
+    pub(crate) merging: Option<Box<MergeState>>,
     /// Raft ticks seen (paces re-driving a merge, times out read indexes).
     pub(crate) ticks: u64,
     /// The region merged away: the peer only waits to be dropped.
@@ -72,7 +73,7 @@ pub(crate) struct Peer {
     /// them so (`operation/conf_change.rs`).
     pub(crate) removed_peers: Vec<(PeerMeta, u32)>,
     /// A snapshot taken from a ready and not yet durable everywhere.
-    pub(crate) applying_snapshot: Option<PendingSnapshot>,
+    pub(crate) applying_snapshot: Option<Box<PendingSnapshot>>,
     /// The snapshot raft-rs took when stepped, and the transfer holding its files.
     pub(crate) stepped_snapshot: Option<(SnapKey, u64)>,
     /// Peers of the region that sent this peer messages: where answers go while
@@ -111,7 +112,7 @@ impl Peer {
             is_leader: false,
             unpersisted_ready: None,
             split_check: SplitCheckState::default(),
-            merging,
+            merging: merging.map(Box::new),
             ticks: 0,
             destroyed: false,
             removing: false,

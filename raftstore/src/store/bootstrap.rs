@@ -3,7 +3,8 @@
 //! The layout is a pure function of the initial store ids and the region count, so
 //! the stores agree without talking: region `i` (ids `1..=K`) covers
 //! `[split[i-1], split[i])` where the split keys are `K-1` evenly spaced two-byte
-//! prefixes (`i * 65536 / K`, big-endian); each region has a voter on every initial
+//! prefixes (`i * 65536 / K`, big-endian; three bytes, `i * 2^24 / K`, past 65,536
+//! regions); each region has a voter on every initial
 //! store, with peer id `K + (i - 1) * N + j + 1` for the `j`-th store (by id) of `N`.
 //! Every replica starts at index/term 5 ([`INIT_INDEX`]), as if from one snapshot.
 //!
@@ -57,14 +58,21 @@ pub(crate) fn initial_apply_state() -> RaftApplyState {
     }
 }
 
-/// Most initial regions (the split keys are two bytes).
-pub const MAX_INITIAL_REGIONS: usize = 65536;
+/// Most initial regions (the split keys are two bytes up to 65,536 regions,
+/// three bytes past that).
+pub const MAX_INITIAL_REGIONS: usize = 1 << 20;
 
 const IDENT_KEY: &str = "ident";
 const MEMBERSHIP_KEY: &str = "membership";
 
 /// The evenly spaced split keys of `k` initial regions.
 pub fn split_keys(k: usize) -> Vec<Vec<u8>> {
+    if k > 65536 {
+        // Three-byte prefixes: `i * 2^24 / K`, big-endian.
+        return (1..k)
+            .map(|i| ((i as u64) * (1 << 24) / k as u64).to_be_bytes()[5..].to_vec())
+            .collect();
+    }
     (1..k)
         .map(|i| {
             (((i as u64) * 65536 / k as u64) as u16)
@@ -258,6 +266,16 @@ pub fn join(engines: &Engines, store_id: u64, stores: &[Store]) -> Result<bool, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn past_65536_regions_the_split_keys_take_three_bytes_and_still_ascend() {
+        for k in [65536, 65537, 100_000, MAX_INITIAL_REGIONS] {
+            let keys = split_keys(k);
+            assert_eq!(keys.len(), k - 1);
+            assert!(keys.windows(2).all(|w| w[0] < w[1]), "k = {k}");
+            assert_eq!(keys[0].len(), if k > 65536 { 3 } else { 2 });
+        }
+    }
 
     #[test]
     fn regions_cover_the_key_space_without_gaps() {

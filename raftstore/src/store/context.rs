@@ -68,6 +68,10 @@ pub(crate) struct StoreContext {
     pub(crate) receiving: Arc<AtomicUsize>,
     /// Store liveness: heartbeats to send, and dormant peers waiting on stores.
     pub(crate) liveness: Arc<StoreLiveness>,
+    /// The regions whose peer here leads and is awake: what an unreachable store
+    /// is reported to (a dormant leader sends nothing; a follower has no use for
+    /// it), so a report costs a message per leader, not per peer.
+    pub(crate) awake_leaders: parking_lot::Mutex<std::collections::HashSet<u64>>,
 }
 
 impl StoreContext {
@@ -103,6 +107,15 @@ impl StoreContext {
     /// The apply worker of a region.
     pub(crate) fn apply_worker(&self, region_id: u64) -> &Sender<ApplyMsg> {
         &self.apply[(region_id % self.apply.len() as u64) as usize]
+    }
+
+    /// Records whether region `region_id`'s peer here leads and is awake.
+    pub(crate) fn awake_leader(&self, region_id: u64, yes: bool) {
+        let mut set = self.awake_leaders.lock();
+        match yes {
+            true => set.insert(region_id),
+            false => set.remove(&region_id),
+        };
     }
 
     /// Sends messages, one batch per store, and counts them.

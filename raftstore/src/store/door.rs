@@ -53,15 +53,14 @@ impl RaftStore {
             return;
         };
         ctx.metrics.store_heartbeats_received.inc();
-        let wake = ctx.liveness.heard(from, incarnation);
-        if !wake.is_empty() {
+        let woken = ctx.liveness.heard(from, incarnation);
+        if woken > 0 {
             tracing::info!(
                 store = self.store_id,
                 restarted = from,
-                regions = wake.len(),
+                regions = woken,
                 "store liveness: a store restarted; waking the dormant regions it led"
             );
-            super::liveness::wake_all(ctx, &wake, super::liveness::WakeReason::LeaderStoreDown);
         }
     }
 
@@ -171,8 +170,15 @@ impl RaftStore {
     /// Tells every leader that `store_id` cannot be reached, so raft-rs stops
     /// pipelining appends to its peers until they answer again.
     pub fn report_unreachable(&self, store_id: u64) {
-        self.router
-            .broadcast(|| PeerMsg::StoreUnreachable(store_id));
+        let Some(ctx) = self.ctx.as_deref() else {
+            return;
+        };
+        let leaders: Vec<u64> = ctx.awake_leaders.lock().iter().copied().collect();
+        for region_id in leaders {
+            let _ = self
+                .router
+                .send(region_id, PeerMsg::StoreUnreachable(store_id));
+        }
     }
 
     /// Asks a region's peer to campaign now.

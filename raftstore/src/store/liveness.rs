@@ -39,6 +39,9 @@ pub(crate) enum WakeReason {
     Activity,
     /// Its leader's store is down (store liveness): the election timer runs out.
     LeaderStoreDown,
+    /// The store started: the peer was loaded dormant, knowing no leader; one
+    /// replica per region (the same on every store's reckoning) campaigns at once.
+    Start,
 }
 
 /// One store's liveness table: what it heard from the others, whom it must
@@ -48,11 +51,16 @@ pub(crate) struct StoreLiveness {
     incarnation: u64,
     /// A store not heard from for this long is down.
     timeout: Duration,
+    /// Peers woken from `to_wake` per liveness round.
+    wakes_per_round: usize,
     inner: Mutex<Inner>,
 }
 
 #[derive(Default)]
 struct Inner {
+    /// Dormant peers to wake, a bounded number per liveness round
+    /// (`dormant-wake-rate`): the store's start and a silent store's regions.
+    to_wake: std::collections::VecDeque<(u64, WakeReason)>,
     /// Stores to heartbeat.
     targets: HashSet<u64>,
     /// Per watched store: when it was last heard from (or watching began), under
@@ -69,7 +77,7 @@ struct Watched {
 
 impl StoreLiveness {
     /// The table of `store_id`, which declares a store down after `timeout`.
-    pub(crate) fn new(store_id: u64, timeout: Duration) -> Self {
+    pub(crate) fn new(store_id: u64, timeout: Duration, wakes_per_round: usize) -> Self {
         let incarnation = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
@@ -77,6 +85,7 @@ impl StoreLiveness {
             store_id,
             incarnation,
             timeout,
+            wakes_per_round: wakes_per_round.max(1),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -111,31 +120,42 @@ impl StoreLiveness {
         }
     }
 
-    /// A heartbeat from `store_id`. Returns the regions to wake: those waiting on
-    /// it when it comes back under a new incarnation (it restarted).
-    pub(crate) fn heard(&self, store_id: u64, incarnation: u64) -> Vec<u64> {
+    /// Queues `region_id` to be woken (paced: at most `wakes_per_round` a round).
+    pub(crate) fn queue_wake(&self, region_id: u64, why: WakeReason) {
+        self.inner.lock().to_wake.push_back((region_id, why));
+    }
+
+    /// A heartbeat from `store_id`. Returns how many regions it queued to wake:
+    /// those waiting on it when it comes back under a new incarnation (it
+    /// restarted).
+    pub(crate) fn heard(&self, store_id: u64, incarnation: u64) -> usize {
         let mut inner = self.inner.lock();
         let before = inner.incarnations.insert(store_id, incarnation);
         let restarted = before.is_some_and(|b| b != incarnation);
         match inner.watched.get_mut(&store_id) {
             Some(_) if restarted => {
-                let w = inner
-                    .watched
-                    .remove(&store_id)
-                    .unwrap_or_else(|| unreachable!());
-                w.regions.into_iter().collect()
+                let Some(w) = inner.watched.remove(&store_id) else {
+                    return 0;
+                };
+                let n = w.regions.len();
+                let why = WakeReason::LeaderStoreDown;
+                inner
+                    .to_wake
+                    .extend(w.regions.into_iter().map(|r| (r, why)));
+                n
             }
             Some(w) => {
                 w.heard = Instant::now();
-                Vec::new()
+                0
             }
-            None => Vec::new(),
+            None => 0,
         }
     }
 
-    /// The heartbeats to send now (one per target store), and the regions to wake
-    /// because the store they wait on is down. Watching of those stops.
-    pub(crate) fn check(&self, now: Instant) -> (Vec<RaftMessage>, Vec<u64>) {
+    /// The heartbeats to send now (one per target store), and this round's
+    /// regions to wake: those whose leader's store is down (watching them stops),
+    /// after those queued before, at most `wakes_per_round`.
+    pub(crate) fn check(&self, now: Instant) -> (Vec<RaftMessage>, Vec<(u64, WakeReason)>) {
         let mut inner = self.inner.lock();
         let beats = inner
             .targets
@@ -148,7 +168,6 @@ impl StoreLiveness {
             .filter(|(_, w)| now.saturating_duration_since(w.heard) > self.timeout)
             .map(|(&s, _)| s)
             .collect();
-        let mut wake = Vec::new();
         for s in down {
             if let Some(w) = inner.watched.remove(&s) {
                 tracing::info!(
@@ -157,10 +176,20 @@ impl StoreLiveness {
                     regions = w.regions.len(),
                     "store liveness: a store went silent; waking the dormant regions it leads"
                 );
-                wake.extend(w.regions);
+                let why = WakeReason::LeaderStoreDown;
+                inner
+                    .to_wake
+                    .extend(w.regions.into_iter().map(|r| (r, why)));
             }
         }
+        let n = inner.to_wake.len().min(self.wakes_per_round);
+        let wake = inner.to_wake.drain(..n).collect();
         (beats, wake)
+    }
+
+    /// Peers queued to wake and not woken yet.
+    pub(crate) fn queued_wakes(&self) -> usize {
+        self.inner.lock().to_wake.len()
     }
 
     /// How many dormant peers wait on another store (a gauge).
@@ -215,21 +244,15 @@ pub(crate) fn on_tick(ctx: &crate::store::context::StoreContext) {
         ctx.transport.send(to, vec![beat]);
         m.store_heartbeats_sent.inc();
     }
-    wake_all(ctx, &wake, WakeReason::LeaderStoreDown);
+    for (region_id, why) in wake {
+        if why == WakeReason::LeaderStoreDown {
+            m.liveness_wakes.inc();
+        }
+        let _ = ctx.router.send(region_id, crate::msg::PeerMsg::Wake(why));
+    }
     m.liveness_watched
         .set(ctx.liveness.watched_regions() as i64);
-}
-
-/// Wakes each of `regions` (those gone meanwhile are skipped).
-pub(crate) fn wake_all(
-    ctx: &crate::store::context::StoreContext,
-    regions: &[u64],
-    why: WakeReason,
-) {
-    for &r in regions {
-        let _ = ctx.router.send(r, crate::msg::PeerMsg::Wake(why));
-    }
-    ctx.metrics.liveness_wakes.inc_by(regions.len() as u64);
+    m.wake_queue.set(ctx.liveness.queued_wakes() as i64);
 }
 
 #[cfg(test)]
@@ -238,20 +261,24 @@ mod tests {
 
     const T: Duration = Duration::from_millis(100);
 
+    fn regions(wake: Vec<(u64, WakeReason)>) -> Vec<u64> {
+        let mut r: Vec<u64> = wake.into_iter().map(|(r, _)| r).collect();
+        r.sort_unstable();
+        r
+    }
+
     #[test]
     fn a_silent_store_wakes_only_the_regions_that_wait_on_it() {
-        let l = StoreLiveness::new(1, T);
+        let l = StoreLiveness::new(1, T, 100);
         l.watch(2, 10);
         l.watch(2, 11);
         l.watch(3, 12);
-        let later = Instant::now() + T * 2;
         // Store 3 keeps talking; store 2 went silent.
-        let inc = 7;
         std::thread::sleep(T * 2);
-        l.heard(3, inc);
-        let (_, mut wake) = l.check(later.max(Instant::now()));
-        wake.sort();
-        assert_eq!(wake, vec![10, 11]);
+        l.heard(3, 7);
+        let (_, wake) = l.check(Instant::now());
+        assert!(wake.iter().all(|(_, w)| *w == WakeReason::LeaderStoreDown));
+        assert_eq!(regions(wake), vec![10, 11]);
         assert_eq!(l.watched_regions(), 1);
         // Woken once: not again.
         assert!(l.check(Instant::now()).1.is_empty());
@@ -259,17 +286,31 @@ mod tests {
 
     #[test]
     fn a_new_incarnation_wakes_the_regions_at_once() {
-        let l = StoreLiveness::new(1, T);
-        assert!(l.heard(2, 5).is_empty());
+        let l = StoreLiveness::new(1, T, 100);
+        assert_eq!(l.heard(2, 5), 0);
         l.watch(2, 10);
-        assert!(l.heard(2, 5).is_empty());
-        assert_eq!(l.heard(2, 6), vec![10]);
+        assert_eq!(l.heard(2, 5), 0);
+        assert_eq!(l.heard(2, 6), 1);
         assert_eq!(l.watched_regions(), 0);
+        assert_eq!(regions(l.check(Instant::now()).1), vec![10]);
+    }
+
+    #[test]
+    fn wakes_are_paced_per_round_in_order() {
+        let l = StoreLiveness::new(1, T, 3);
+        for r in 1..=7 {
+            l.queue_wake(r, WakeReason::Start);
+        }
+        assert_eq!(regions(l.check(Instant::now()).1), vec![1, 2, 3]);
+        assert_eq!(regions(l.check(Instant::now()).1), vec![4, 5, 6]);
+        assert_eq!(l.queued_wakes(), 1);
+        assert_eq!(regions(l.check(Instant::now()).1), vec![7]);
+        assert!(l.check(Instant::now()).1.is_empty());
     }
 
     #[test]
     fn unwatched_regions_are_not_woken_and_targets_get_heartbeats() {
-        let l = StoreLiveness::new(1, T);
+        let l = StoreLiveness::new(1, T, 100);
         l.watch(2, 10);
         l.unwatch(2, 10);
         l.add_target(3);

@@ -145,7 +145,12 @@ impl RaftStore {
             snap_tasks: queues.snap_tasks,
             snap_removals: queues.snap_removals,
             receiving: Arc::default(),
-            liveness: Arc::new(StoreLiveness::new(store_id, cfg.liveness_timeout())),
+            liveness: Arc::new(StoreLiveness::new(
+                store_id,
+                cfg.liveness_timeout(),
+                cfg.wakes_per_round(),
+            )),
+            awake_leaders: Default::default(),
         });
         let loaded = load::load_regions(&engines.kv, engines.log.as_ref())?;
         // Each peer truncates its log again at start (deletions are not synced), up
@@ -159,7 +164,7 @@ impl RaftStore {
             engines.kv.sync()?;
         }
         for start in loaded {
-            life::start_peer(&ctx, start, false)?;
+            life::start_peer(&ctx, start, life::Start::Loaded)?;
         }
         for region_id in load::orphaned_logs(&engines.kv, engines.log.as_ref())? {
             let _ = ctx.log_gc.send(LogGcTask::RemoveOrphan { region_id });

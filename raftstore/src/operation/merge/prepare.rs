@@ -107,7 +107,7 @@ impl Peer {
         ctx: &PollCtx,
     ) {
         self.raw.mut_store().set_region(region);
-        self.merging = Some(state);
+        self.merging = Some(Box::new(state));
         let region_id = self.region_id;
         self.fail_reads(|| region_merging(region_id));
         self.drive_merge(ctx);
@@ -136,7 +136,7 @@ pub(crate) fn apply_prepare(
         target: Some(target),
         commit: index,
     };
-    d.merging = Some(state.clone());
+    d.merging = Some(Box::new(state.clone()));
     put_state(ctx, &d.region, PeerState::Merging, Some(state.clone()));
     let result = AdminResult::PrepareMerge {
         region: d.region.clone(),

@@ -180,7 +180,7 @@ impl Peer {
         let state = *store.raft_state();
         let mut msgs = Vec::new();
         self.build_messages(rd.take_persisted_messages(), &mut msgs, &ctx.store.metrics);
-        self.applying_snapshot = Some(PendingSnapshot {
+        self.applying_snapshot = Some(Box::new(PendingSnapshot {
             number,
             key,
             transfer,
@@ -189,7 +189,7 @@ impl Peer {
             msgs,
             applied: false,
             started: Instant::now(),
-        });
+        }));
         self.unpersisted_ready = Some(number);
         self.raw.advance_append_async(rd);
         let overlaps = self.raw.store().ranges().overlaps(&region);

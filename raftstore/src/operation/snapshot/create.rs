@@ -94,7 +94,7 @@ fn create_peer(ctx: &PollCtx, msg: &RaftMessage) -> Result<(), String> {
         apply_state: RaftApplyState::default(),
         merging: None,
     };
-    if let Err(e) = start_peer_as(store, start, to, false) {
+    if let Err(e) = start_peer_as(store, start, to, crate::operation::life::Start::Awake) {
         store.ranges.remove(region_id, None);
         return Err(e.to_string());
     }
