@@ -328,6 +328,14 @@ impl Peer {
         if let Some(s) = leader_store {
             store.liveness.unwatch(s, self.region_id);
         }
+        // Woken by a message (a successor's vote request, say) before its turn in
+        // the wake queue: its leader's store is down all the same.
+        let reason = match leader_store {
+            Some(s) if reason == WakeReason::Activity && store.liveness.is_down(s) => {
+                WakeReason::LeaderStoreDown
+            }
+            _ => reason,
+        };
         store.metrics.dormant_regions.dec();
         crate::operation::life::schedule_ticks(store, self.region_id);
         let chosen = (reason == WakeReason::LeaderStoreDown)

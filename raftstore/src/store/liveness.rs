@@ -68,6 +68,22 @@ struct Inner {
     watched: HashMap<u64, Watched>,
     /// The last incarnation heard from each store.
     incarnations: HashMap<u64, u64>,
+    /// Stores found silent (or restarted) and not heard from since: a peer of
+    /// theirs waking for any reason knows its leader is gone.
+    down: HashSet<u64>,
+}
+
+impl Inner {
+    /// Store `store` is down: its regions go to the wake queue in region order,
+    /// the same order on every store, so that the replicas of one region wake at
+    /// about the same time wherever they are.
+    fn queue_down(&mut self, store: u64, regions: HashSet<u64>) {
+        self.down.insert(store);
+        let mut regions: Vec<u64> = regions.into_iter().collect();
+        regions.sort_unstable();
+        let why = WakeReason::LeaderStoreDown;
+        self.to_wake.extend(regions.into_iter().map(|r| (r, why)));
+    }
 }
 
 struct Watched {
@@ -138,18 +154,24 @@ impl StoreLiveness {
                     return 0;
                 };
                 let n = w.regions.len();
-                let why = WakeReason::LeaderStoreDown;
-                inner
-                    .to_wake
-                    .extend(w.regions.into_iter().map(|r| (r, why)));
+                inner.queue_down(store_id, w.regions);
                 n
             }
             Some(w) => {
                 w.heard = Instant::now();
+                inner.down.remove(&store_id);
                 0
             }
-            None => 0,
+            None => {
+                inner.down.remove(&store_id);
+                0
+            }
         }
+    }
+
+    /// Whether `store_id` was found silent (or restarted) and not heard from since.
+    pub(crate) fn is_down(&self, store_id: u64) -> bool {
+        self.inner.lock().down.contains(&store_id)
     }
 
     /// The heartbeats to send now (one per target store), and this round's
@@ -176,10 +198,7 @@ impl StoreLiveness {
                     regions = w.regions.len(),
                     "store liveness: a store went silent; waking the dormant regions it leads"
                 );
-                let why = WakeReason::LeaderStoreDown;
-                inner
-                    .to_wake
-                    .extend(w.regions.into_iter().map(|r| (r, why)));
+                inner.queue_down(s, w.regions);
             }
         }
         let n = inner.to_wake.len().min(self.wakes_per_round);
