@@ -170,6 +170,12 @@ pub struct BenchArgs {
     /// the admin API if the cluster has fewer (split points are even 2-byte prefixes).
     #[arg(long)]
     pub regions: Option<usize>,
+    /// Confine the keys to H evenly spaced 2-byte prefixes (the first keys of the
+    /// regions an even split into H makes): on a cluster of more regions only H of
+    /// them are busy (measuring idle regions' cost), on a cluster of exactly H
+    /// every region is. Default: keys spread over the whole key space.
+    #[arg(long)]
+    pub hot_regions: Option<usize>,
     /// Write the report as JSON to this file too.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -305,6 +311,11 @@ impl BenchArgs {
         if let Some(k) = self.regions {
             if !(1..=65_536).contains(&k) {
                 return Err(format!("--regions {k}: must be 1..=65536"));
+            }
+        }
+        if let Some(h) = self.hot_regions {
+            if !(1..=65_536).contains(&h) {
+                return Err(format!("--hot-regions {h}: must be 1..=65536"));
             }
         }
         if self.request_timeout.is_zero() {

@@ -27,6 +27,14 @@ pub fn key_of(i: u64) -> [u8; 8] {
     (z ^ (z >> 31)).to_be_bytes()
 }
 
+/// The first keys of the `h` regions an even split makes (`0000` and the split
+/// points `j * 65536 / h`, as Shoal's bootstrap and `--regions` place them).
+pub fn hot_prefixes(h: usize) -> Vec<[u8; 2]> {
+    (0..h)
+        .map(|j| (((j as u64) * 65536 / h as u64) as u16).to_be_bytes())
+        .collect()
+}
+
 /// The only value the generator writes under `key`, `size` bytes long.
 pub fn value_of(key: &[u8], size: usize) -> Vec<u8> {
     (0..size)
@@ -82,6 +90,8 @@ pub struct OpStream {
     scan_limit: u32,
     /// The YCSB workloads' own chooser.
     ycsb: Option<YcsbStream>,
+    /// `--hot-regions`: the 2-byte prefixes keys are confined to.
+    hot: Vec<[u8; 2]>,
 }
 
 impl OpStream {
@@ -105,6 +115,7 @@ impl OpStream {
             read_ratio: args.read_ratio,
             scan_limit: args.scan_limit,
             ycsb: YcsbStream::new(args.workload, records),
+            hot: args.hot_regions.map_or_else(Vec::new, hot_prefixes),
         }
     }
 
@@ -114,7 +125,12 @@ impl OpStream {
             Some(z) => (z.sample(&mut self.rng) as u64).clamp(1, self.keys) - 1,
             None => self.rng.gen_range(0..self.keys),
         };
-        key_of(i)
+        let mut key = key_of(i);
+        if !self.hot.is_empty() {
+            let p = self.hot[(i % self.hot.len() as u64) as usize];
+            key[..2].copy_from_slice(&p);
+        }
+        key
     }
 
     /// The next operation. Pass it to [`OpStream::finished`] when done.
@@ -191,5 +207,27 @@ mod tests {
             .count();
         // Key 0 is the most popular under zipf(0.99) over 1000 keys: about 13%.
         assert!(hottest > 1000, "{hottest}");
+    }
+
+    #[test]
+    fn hot_regions_confine_the_keys_to_their_prefixes() {
+        assert_eq!(
+            hot_prefixes(4),
+            vec![[0, 0], [0x40, 0], [0x80, 0], [0xc0, 0]]
+        );
+        let mut args = crate::args::BenchArgs::defaults();
+        args.workload = Workload::Put;
+        args.keys = Some(10_000);
+        args.hot_regions = Some(4);
+        let mut s = OpStream::new(&args, 0, Arc::new(Records::new(1000)));
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let Op::Put(k) = s.next_op() else {
+                panic!("puts only")
+            };
+            assert!(hot_prefixes(4).contains(&[k[0], k[1]]), "{k:?}");
+            seen.insert([k[0], k[1]]);
+        }
+        assert_eq!(seen.len(), 4);
     }
 }
