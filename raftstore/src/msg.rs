@@ -137,8 +137,9 @@ pub(crate) enum PeerMsg {
     Info(oneshot::Sender<RegionInfo>),
     /// Starts an election at once (tests and bootstrapping use it).
     Campaign,
-    /// Wake a dormant peer (store liveness: its leader's store is down).
-    Wake(crate::store::liveness::WakeReason),
+    /// Wake a dormant peer (paced by the store's liveness round: its start-up, or
+    /// its leader's store, the `u64`, found down).
+    Wake(crate::store::liveness::WakeReason, u64),
     /// The transport cannot reach this store: its peers should get no more appends
     /// until they answer (raft-rs `report_unreachable`).
     StoreUnreachable(u64),

@@ -131,6 +131,9 @@ fn each_cause_wakes_a_dormant_region_which_then_serves_and_sleeps_again() {
         0,
         "the leader stayed dormant for a read"
     );
+    for id in c.store_ids().into_iter().filter(|&id| id != leader) {
+        assert_eq!(dormant(&c, id), 1, "follower {id} woke for a read");
+    }
     wait_dormant(&c, 1);
 
     // A split.
@@ -190,8 +193,9 @@ fn a_dead_leader_store_is_noticed_through_store_liveness() {
         .filter(|&r| c.leader_of(r) == Some(victim))
         .collect();
     c.stop_store(victim);
-    // Ticks every 20 ms: an election timeout is 200 ms, and so is the liveness
-    // timeout. Without store liveness the dormant followers would never notice.
+    // An election timeout is 10 ticks, the liveness timeout 200 ms of wall time
+    // (10 ticks of 20 ms; `tick_until` ticks faster than that). Without store
+    // liveness the dormant followers would never notice.
     let started = Instant::now();
     c.tick_until(
         "every region the dead store led to elect a new leader",
@@ -282,4 +286,49 @@ fn a_cut_off_dormant_leader_serves_nothing_stale_and_steps_down_when_back() {
     });
     assert_eq!(c.get(&key(0), T).unwrap(), Some(b"v2".to_vec()));
     c.wait_local(old, &key(0), b"v2", T);
+}
+
+#[test]
+fn a_restarted_store_deposes_no_healthy_leader_and_its_regions_sleep_again() {
+    let mut c = Cluster::start(3, 6, TickMode::Manual);
+    for r in c.regions.clone() {
+        c.wait_leader(r.id, T);
+        let mut k = r.start_key.clone();
+        k.push(1);
+        c.put(&k, b"v", T).unwrap();
+    }
+    wait_dormant(&c, 6);
+    c.stop_store(3);
+    c.start_store(3);
+    // Store 3's regions elect again (its leaders are gone); the others keep theirs.
+    c.tick_until("every region led and dormant again", || {
+        c.regions.iter().all(|r| c.leader_of(r.id).is_some())
+            && c.store_ids().into_iter().all(|id| dormant(&c, id) == 6)
+    });
+    let leaders: Vec<Option<u64>> = c.regions.iter().map(|r| c.leader_of(r.id)).collect();
+    let applied = |c: &Cluster| -> Vec<u64> {
+        c.regions
+            .iter()
+            .map(|r| {
+                c.rt.block_on(c.store(1).region_info(r.id))
+                    .unwrap()
+                    .applied_index
+            })
+            .collect()
+    };
+    let before = applied(&c);
+    // A second's worth of liveness rounds and heartbeats under the new
+    // incarnation: nothing wakes, nothing is elected again.
+    tick_for(&c, Duration::from_secs(1));
+    let after: Vec<Option<u64>> = c.regions.iter().map(|r| c.leader_of(r.id)).collect();
+    assert_eq!(after, leaders, "a leader changed after the restart settled");
+    assert_eq!(
+        applied(&c),
+        before,
+        "a region did something after it settled"
+    );
+    for id in c.store_ids() {
+        assert_eq!(dormant(&c, id), 6, "store {id} woke a region");
+    }
+    c.check_acked();
 }

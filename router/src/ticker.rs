@@ -112,6 +112,7 @@ impl<T: TickKind> Wheel<T> {
         let now = self.now;
         let index = (now & self.mask) as usize;
         let mut bucket = mem::take(&mut self.slots[index]);
+        let held = bucket.len();
         let mut kept = 0;
         for i in 0..bucket.len() {
             let e = bucket[i];
@@ -144,11 +145,13 @@ impl<T: TickKind> Wheel<T> {
         self.slots[index].extend(reinserted);
         // Memory follows the registrations: a bucket once filled by many FSMs
         // (every FSM ticking each round passes through every bucket) gives back
-        // what it no longer holds, and so does the map of live registrations
-        // once FSMs stop ticking (dormant regions).
+        // what it held beyond this lap's entries, and so does the map of live
+        // registrations once FSMs stop ticking (dormant regions). Measured at
+        // the lap, not after the round: a bucket of FSMs ticking every round is
+        // empty after each round and full again a lap later, and keeps its room.
         let slot = &mut self.slots[index];
-        if slot.capacity() > 2 * slot.len() + 16 {
-            slot.shrink_to(slot.len());
+        if slot.capacity() > 2 * held + 16 {
+            slot.shrink_to(held);
         }
         if self.live.capacity() > 4 * self.live.len() + 64 {
             self.live.shrink_to(2 * self.live.len());

@@ -51,6 +51,9 @@ pub(crate) struct Dormancy {
     request: Option<(u64, u64, Vec<u64>)>,
     /// The store a dormant follower is watched under.
     watched: Option<u64>,
+    /// Loaded dormant at the store's start and not woken since (its queued
+    /// start-up wake still applies).
+    loaded: bool,
 }
 
 impl Peer {
@@ -60,17 +63,23 @@ impl Peer {
     /// timer. Nor do the raft messages a quiet group still exchanges, which are
     /// stepped asleep: dormancy requests and acknowledgements, a heartbeat from the
     /// leader it sleeps under (a read index confirmed, say), and, at a leader,
-    /// answers to its heartbeats and appends that refuse nothing.
-    fn wakes(&self, msg: &PeerMsg) -> bool {
+    /// answers to its heartbeats and appends that refuse nothing. A request to a
+    /// follower that knows its leader does not either: it is refused (not the
+    /// leader) asleep. A queued wake that no longer applies (the peer woke and
+    /// slept again meanwhile) does not.
+    fn wakes(&self, msg: &PeerMsg, store: &StoreContext) -> bool {
         match msg {
             PeerMsg::Raft(m) => !self.stepped_asleep(m),
-            PeerMsg::Command(_)
-            | PeerMsg::Read(_)
-            | PeerMsg::Campaign
+            PeerMsg::Command(_) | PeerMsg::Read(_) => self.is_leader || self.leader_id == 0,
+            PeerMsg::Wake(WakeReason::Start, _) => self.dormancy.loaded,
+            PeerMsg::Wake(WakeReason::LeaderStoreDown, down) => {
+                self.dormancy.watched == Some(*down) && store.liveness.is_down(*down)
+            }
+            PeerMsg::Campaign
             | PeerMsg::ProposeCommitMerge { .. }
             | PeerMsg::RollbackMerge { .. }
             | PeerMsg::TransferLeader { .. }
-            | PeerMsg::Wake(_) => true,
+            | PeerMsg::Wake(WakeReason::Activity, _) => true,
             PeerMsg::Tick(_)
             | PeerMsg::Persisted { .. }
             | PeerMsg::ApplyRes(_)
@@ -117,11 +126,11 @@ impl Peer {
             self.dormancy.quiet_ticks = 0;
             self.dormancy.request = None;
         }
-        if !self.dormancy.asleep || !self.wakes(msg) {
+        if !self.dormancy.asleep || !self.wakes(msg, &ctx.store) {
             return;
         }
         let reason = match msg {
-            PeerMsg::Wake(r) => *r,
+            PeerMsg::Wake(r, _) => *r,
             // A vote request from the leader it sleeps under: that leader stepped
             // down (it restarted, say); its lease means nothing any more.
             PeerMsg::Raft(m) if self.is_vote_from_leader(m) => WakeReason::LeaderStoreDown,
@@ -215,11 +224,14 @@ impl Peer {
             .cloned()
             .collect();
         if others.is_empty() {
-            return self.sleep(&ctx.store);
+            return self.sleep(&ctx.store, 0);
         }
         for to in others {
             ctx.store.liveness.add_target(to.store_id);
-            let msg = self.extra_message(to, ExtraMessageType::DormantRequest, term, index);
+            let incarnation = ctx.store.liveness.incarnation();
+            let msg = self
+                .extra_message(to, ExtraMessageType::DormantRequest, term, index)
+                .with_incarnation(incarnation);
             ctx.outgoing.push(msg);
         }
     }
@@ -254,8 +266,11 @@ impl Peer {
                 }
                 let ack = self.extra_message(from, ExtraMessageType::DormantAck, term, index);
                 ctx.outgoing.push(ack);
-                if !self.dormancy.asleep {
-                    self.sleep(&ctx.store);
+                // Watched under the leader's store as it runs now (a restart of it
+                // later is told apart by its heartbeats' incarnation).
+                match self.dormancy.asleep {
+                    false => self.sleep(&ctx.store, extra.incarnation),
+                    true => self.watch_leader_store(&ctx.store, extra.incarnation),
                 }
             }
             Ok(ExtraMessageType::DormantAck) => {
@@ -280,7 +295,7 @@ impl Peer {
                     && self.raw.raft.raft_log.last_index() == index
                     && self.is_quiet();
                 if all && still_quiet {
-                    self.sleep(&ctx.store);
+                    self.sleep(&ctx.store, 0);
                 }
             }
             _ => {}
@@ -291,12 +306,14 @@ impl Peer {
     /// known) and is queued to wake.
     pub(crate) fn start_dormant(&mut self, store: &StoreContext) {
         self.dormancy.asleep = true;
+        self.dormancy.loaded = true;
         store.metrics.dormant_regions.inc();
     }
 
     /// Goes dormant: no more ticks; the entry cache is let go; a follower is
     /// watched under its leader's store.
-    fn sleep(&mut self, store: &StoreContext) {
+    /// `incarnation`: the leader's store's, from its request (a follower's).
+    fn sleep(&mut self, store: &StoreContext, incarnation: u64) {
         for tick in [PeerTick::Raft, PeerTick::SplitCheck, PeerTick::LogGc] {
             store.ticker.cancel(self.region_id, tick);
         }
@@ -304,15 +321,29 @@ impl Peer {
         self.dormancy.quiet_ticks = 0;
         self.dormancy.request = None;
         if !self.is_leader {
-            if let Some(leader) = self.leader_meta() {
-                store.liveness.watch(leader.store_id, self.region_id);
-                self.dormancy.watched = Some(leader.store_id);
-            }
+            self.watch_leader_store(store, incarnation);
         }
         self.raw.mut_store().release_cache();
         self.release_buffers();
         store.metrics.dormant_regions.inc();
         store.awake_leader(self.region_id, false);
+    }
+
+    /// A dormant follower is watched under its leader's store (running as
+    /// `incarnation`), noting whether it would campaign first should it die.
+    fn watch_leader_store(&mut self, store: &StoreContext, incarnation: u64) {
+        let Some(leader) = self.leader_meta() else {
+            return;
+        };
+        if let Some(old) = self.dormancy.watched.replace(leader.store_id) {
+            if old != leader.store_id {
+                store.liveness.unwatch(old, self.region_id);
+            }
+        }
+        let successor = self.successor(Some(leader.store_id)) == Some(self.peer_id);
+        store
+            .liveness
+            .watch(leader.store_id, self.region_id, incarnation, successor);
     }
 
     /// Wakes: ticks registered again; a leader heartbeats and checks its quorum
@@ -322,6 +353,7 @@ impl Peer {
             return;
         }
         self.dormancy.asleep = false;
+        self.dormancy.loaded = false;
         self.dormancy.quiet_ticks = 0;
         self.dormancy.request = None;
         let leader_store = self.dormancy.watched.take();
@@ -452,4 +484,18 @@ pub(crate) fn is_dormancy_message(msg: &RaftMessage) -> bool {
         e.r#type == ExtraMessageType::DormantRequest as i32
             || e.r#type == ExtraMessageType::DormantAck as i32
     })
+}
+
+/// Sets a dormancy request's incarnation (its leader's store's).
+trait WithIncarnation {
+    fn with_incarnation(self, incarnation: u64) -> Self;
+}
+
+impl WithIncarnation for RaftMessage {
+    fn with_incarnation(mut self, incarnation: u64) -> Self {
+        if let Some(e) = self.extra.as_mut() {
+            e.incarnation = incarnation;
+        }
+        self
+    }
 }

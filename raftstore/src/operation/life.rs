@@ -125,8 +125,7 @@ pub(crate) fn start_peer_as(
         let _ = ctx.router.send(region_id, PeerMsg::Campaign);
     }
     if dormant {
-        ctx.liveness
-            .queue_wake(region_id, crate::store::liveness::WakeReason::Start);
+        ctx.liveness.queue_start(region_id);
     }
     Ok(())
 }

@@ -178,7 +178,7 @@ impl Peer {
                 let _ = reply.send(self.info());
             }
             PeerMsg::StoreUnreachable(store_id) => self.on_store_unreachable(store_id),
-            PeerMsg::Wake(_) => {} // woken above
+            PeerMsg::Wake(..) => {} // woken above (or stale)
             PeerMsg::Campaign => {
                 if let Err(e) = self.raw.campaign() {
                     tracing::warn!(region = self.region_id, "campaign failed: {e}");

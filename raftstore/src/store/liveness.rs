@@ -25,7 +25,7 @@
 //! Watching starts the clock afresh: a follower goes dormant on a request its
 //! leader's store has just sent, which is as good as a heartbeat.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -44,6 +44,11 @@ pub(crate) enum WakeReason {
     Start,
 }
 
+/// A queued wake: the region, why, and (for `LeaderStoreDown`) the store found
+/// down, so that a peer woken meanwhile and asleep again under a new leader
+/// ignores it.
+pub(crate) type QueuedWake = (u64, WakeReason, u64);
+
 /// One store's liveness table: what it heard from the others, whom it must
 /// heartbeat, and which of its dormant peers depend on which store.
 pub(crate) struct StoreLiveness {
@@ -51,7 +56,7 @@ pub(crate) struct StoreLiveness {
     incarnation: u64,
     /// A store not heard from for this long is down.
     timeout: Duration,
-    /// Peers woken from `to_wake` per liveness round.
+    /// Peers woken from the queues per liveness round.
     wakes_per_round: usize,
     inner: Mutex<Inner>,
 }
@@ -59,40 +64,64 @@ pub(crate) struct StoreLiveness {
 #[derive(Default)]
 struct Inner {
     /// Dormant peers to wake, a bounded number per liveness round
-    /// (`dormant-wake-rate`): the store's start and a silent store's regions.
-    to_wake: std::collections::VecDeque<(u64, WakeReason)>,
+    /// (`dormant-wake-rate`): a silent store's successors first, then its other
+    /// followers, then the store's own start-up.
+    successors: VecDeque<QueuedWake>,
+    others: VecDeque<QueuedWake>,
+    starting: VecDeque<QueuedWake>,
     /// Stores to heartbeat.
     targets: HashSet<u64>,
-    /// Per watched store: when it was last heard from (or watching began), under
-    /// which incarnation (0: not heard yet), and the dormant regions waiting on it.
+    /// Per watched store: when it was last heard from (or watching began), and
+    /// the dormant regions waiting on it.
     watched: HashMap<u64, Watched>,
-    /// The last incarnation heard from each store.
-    incarnations: HashMap<u64, u64>,
     /// Stores found silent (or restarted) and not heard from since: a peer of
     /// theirs waking for any reason knows its leader is gone.
     down: HashSet<u64>,
+    /// When the last liveness round ran (a round long after the one before: this
+    /// store itself stalled, and heard nothing meanwhile through no fault of the
+    /// others).
+    last_check: Option<Instant>,
 }
 
-impl Inner {
-    /// Store `store` is down: its regions go to the wake queue in region order,
-    /// the same order on every store, so that the replicas of one region wake at
-    /// about the same time wherever they are.
-    fn queue_down(&mut self, store: u64, regions: HashSet<u64>) {
-        self.down.insert(store);
-        let mut regions: Vec<u64> = regions.into_iter().collect();
-        regions.sort_unstable();
-        let why = WakeReason::LeaderStoreDown;
-        self.to_wake.extend(regions.into_iter().map(|r| (r, why)));
-    }
+/// A dormant follower watched under its leader's store.
+#[derive(Clone, Copy)]
+struct WatchedPeer {
+    /// The leader's store's incarnation when the follower went dormant.
+    incarnation: u64,
+    /// Whether this follower campaigns first should that store die.
+    successor: bool,
 }
 
 struct Watched {
     heard: Instant,
-    regions: HashSet<u64>,
+    regions: HashMap<u64, WatchedPeer>,
+}
+
+impl Inner {
+    /// Regions of `store` to wake because it is down (or restarted): successors
+    /// first, each group in region order (the same order on every store, so the
+    /// replicas of one region wake at about the same time wherever they are).
+    fn queue_down(&mut self, store: u64, regions: impl IntoIterator<Item = (u64, WatchedPeer)>) {
+        self.down.insert(store);
+        let mut regions: Vec<(u64, WatchedPeer)> = regions.into_iter().collect();
+        regions.sort_unstable_by_key(|(r, _)| *r);
+        let why = WakeReason::LeaderStoreDown;
+        for (r, w) in regions {
+            match w.successor {
+                true => self.successors.push_back((r, why, store)),
+                false => self.others.push_back((r, why, store)),
+            }
+        }
+    }
+
+    fn queued(&self) -> usize {
+        self.successors.len() + self.others.len() + self.starting.len()
+    }
 }
 
 impl StoreLiveness {
-    /// The table of `store_id`, which declares a store down after `timeout`.
+    /// The table of `store_id`, which declares a store down after `timeout` and
+    /// wakes at most `wakes_per_round` queued peers a round.
     pub(crate) fn new(store_id: u64, timeout: Duration, wakes_per_round: usize) -> Self {
         let incarnation = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -106,6 +135,12 @@ impl StoreLiveness {
         }
     }
 
+    /// This store's incarnation (its start time), sent with its heartbeats and
+    /// its leaders' dormancy requests.
+    pub(crate) fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
     /// A leader here put (or is putting) a follower on `store_id` to sleep.
     pub(crate) fn add_target(&self, store_id: u64) {
         if store_id != self.store_id {
@@ -113,15 +148,21 @@ impl StoreLiveness {
         }
     }
 
-    /// Region `region_id`'s peer here went dormant, led from `store_id`.
-    pub(crate) fn watch(&self, store_id: u64, region_id: u64) {
+    /// Region `region_id`'s peer here went dormant, led from `store_id` (running
+    /// as `incarnation`); `successor`: it campaigns first should that store die.
+    /// A store newly watched starts its clock now (the dormancy request it just
+    /// sent is as good as a heartbeat); one already watched keeps its clock.
+    pub(crate) fn watch(&self, store_id: u64, region_id: u64, incarnation: u64, successor: bool) {
         let mut inner = self.inner.lock();
         let w = inner.watched.entry(store_id).or_insert_with(|| Watched {
             heard: Instant::now(),
-            regions: HashSet::new(),
+            regions: HashMap::new(),
         });
-        w.heard = Instant::now();
-        w.regions.insert(region_id);
+        let peer = WatchedPeer {
+            incarnation,
+            successor,
+        };
+        w.regions.insert(region_id, peer);
     }
 
     /// Region `region_id`'s peer here woke (or went): it no longer waits on
@@ -136,54 +177,70 @@ impl StoreLiveness {
         }
     }
 
-    /// Queues `region_id` to be woken (paced: at most `wakes_per_round` a round).
-    pub(crate) fn queue_wake(&self, region_id: u64, why: WakeReason) {
-        self.inner.lock().to_wake.push_back((region_id, why));
+    /// Queues `region_id`'s start-up wake (paced, after any failover's).
+    pub(crate) fn queue_start(&self, region_id: u64) {
+        let mut inner = self.inner.lock();
+        inner.starting.push_back((region_id, WakeReason::Start, 0));
     }
 
-    /// A heartbeat from `store_id`. Returns how many regions it queued to wake:
-    /// those waiting on it when it comes back under a new incarnation (it
-    /// restarted).
+    /// A heartbeat from `store_id`, running as `incarnation`. Returns how many
+    /// regions it queued to wake: those that went dormant under an earlier
+    /// incarnation of it (it restarted since, and leads nothing it led).
     pub(crate) fn heard(&self, store_id: u64, incarnation: u64) -> usize {
         let mut inner = self.inner.lock();
-        let before = inner.incarnations.insert(store_id, incarnation);
-        let restarted = before.is_some_and(|b| b != incarnation);
-        match inner.watched.get_mut(&store_id) {
-            Some(_) if restarted => {
-                let Some(w) = inner.watched.remove(&store_id) else {
-                    return 0;
-                };
-                let n = w.regions.len();
-                inner.queue_down(store_id, w.regions);
-                n
-            }
-            Some(w) => {
-                w.heard = Instant::now();
-                inner.down.remove(&store_id);
-                0
-            }
-            None => {
-                inner.down.remove(&store_id);
-                0
-            }
+        inner.down.remove(&store_id);
+        let Some(w) = inner.watched.get_mut(&store_id) else {
+            return 0;
+        };
+        w.heard = Instant::now();
+        let gone: Vec<(u64, WatchedPeer)> = w
+            .regions
+            .iter()
+            .filter(|(_, p)| p.incarnation != incarnation)
+            .map(|(&r, &p)| (r, p))
+            .collect();
+        if gone.is_empty() {
+            return 0;
         }
+        for (r, _) in &gone {
+            w.regions.remove(r);
+        }
+        if w.regions.is_empty() {
+            inner.watched.remove(&store_id);
+        }
+        let n = gone.len();
+        inner.queue_down(store_id, gone);
+        // It is up: only these regions' leaders are gone.
+        inner.down.remove(&store_id);
+        n
     }
 
-    /// Whether `store_id` was found silent (or restarted) and not heard from since.
+    /// Whether `store_id` was found silent and not heard from since.
     pub(crate) fn is_down(&self, store_id: u64) -> bool {
         self.inner.lock().down.contains(&store_id)
     }
 
-    /// The heartbeats to send now (one per target store), and this round's
-    /// regions to wake: those whose leader's store is down (watching them stops),
-    /// after those queued before, at most `wakes_per_round`.
-    pub(crate) fn check(&self, now: Instant) -> (Vec<RaftMessage>, Vec<(u64, WakeReason)>) {
+    /// The heartbeats to send now (one per target store), and this round's peers
+    /// to wake: those whose leader's store is down (watching them stops), then
+    /// the start-up's, at most `wakes_per_round`. A round that comes long after
+    /// the one before (this store stalled: a pause, a slow machine) declares
+    /// nothing down: what others sent meanwhile may not have been read yet.
+    pub(crate) fn check(&self, now: Instant) -> (Vec<RaftMessage>, Vec<QueuedWake>) {
         let mut inner = self.inner.lock();
         let beats = inner
             .targets
             .iter()
             .map(|&to| heartbeat(self.store_id, to, self.incarnation))
             .collect();
+        let stalled = inner
+            .last_check
+            .is_some_and(|l| now.saturating_duration_since(l) > self.timeout / 2);
+        inner.last_check = Some(now);
+        if stalled {
+            for w in inner.watched.values_mut() {
+                w.heard = w.heard.max(now);
+            }
+        }
         let down: Vec<u64> = inner
             .watched
             .iter()
@@ -201,14 +258,24 @@ impl StoreLiveness {
                 inner.queue_down(s, w.regions);
             }
         }
-        let n = inner.to_wake.len().min(self.wakes_per_round);
-        let wake = inner.to_wake.drain(..n).collect();
+        let mut wake = Vec::new();
+        while wake.len() < self.wakes_per_round {
+            let next = inner
+                .successors
+                .pop_front()
+                .or_else(|| inner.others.pop_front())
+                .or_else(|| inner.starting.pop_front());
+            match next {
+                Some(w) => wake.push(w),
+                None => break,
+            }
+        }
         (beats, wake)
     }
 
     /// Peers queued to wake and not woken yet.
     pub(crate) fn queued_wakes(&self) -> usize {
-        self.inner.lock().to_wake.len()
+        self.inner.lock().queued()
     }
 
     /// How many dormant peers wait on another store (a gauge).
@@ -263,11 +330,13 @@ pub(crate) fn on_tick(ctx: &crate::store::context::StoreContext) {
         ctx.transport.send(to, vec![beat]);
         m.store_heartbeats_sent.inc();
     }
-    for (region_id, why) in wake {
+    for (region_id, why, store) in wake {
         if why == WakeReason::LeaderStoreDown {
             m.liveness_wakes.inc();
         }
-        let _ = ctx.router.send(region_id, crate::msg::PeerMsg::Wake(why));
+        let _ = ctx
+            .router
+            .send(region_id, crate::msg::PeerMsg::Wake(why, store));
     }
     m.liveness_watched
         .set(ctx.liveness.watched_regions() as i64);
@@ -280,57 +349,80 @@ mod tests {
 
     const T: Duration = Duration::from_millis(100);
 
-    fn regions(wake: Vec<(u64, WakeReason)>) -> Vec<u64> {
-        let mut r: Vec<u64> = wake.into_iter().map(|(r, _)| r).collect();
-        r.sort_unstable();
-        r
+    fn regions(wake: Vec<QueuedWake>) -> Vec<u64> {
+        wake.into_iter().map(|(r, _, _)| r).collect()
     }
 
     #[test]
-    fn a_silent_store_wakes_only_the_regions_that_wait_on_it() {
+    fn a_silent_store_wakes_only_the_regions_that_wait_on_it_successors_first() {
         let l = StoreLiveness::new(1, T, 100);
-        l.watch(2, 10);
-        l.watch(2, 11);
-        l.watch(3, 12);
-        // Store 3 keeps talking; store 2 went silent.
-        std::thread::sleep(T * 2);
-        l.heard(3, 7);
-        let (_, wake) = l.check(Instant::now());
-        assert!(wake.iter().all(|(_, w)| *w == WakeReason::LeaderStoreDown));
-        assert_eq!(regions(wake), vec![10, 11]);
-        assert_eq!(l.watched_regions(), 1);
-        // Woken once: not again.
-        assert!(l.check(Instant::now()).1.is_empty());
-    }
-
-    #[test]
-    fn a_new_incarnation_wakes_the_regions_at_once() {
-        let l = StoreLiveness::new(1, T, 100);
-        assert_eq!(l.heard(2, 5), 0);
-        l.watch(2, 10);
-        assert_eq!(l.heard(2, 5), 0);
-        assert_eq!(l.heard(2, 6), 1);
-        assert_eq!(l.watched_regions(), 0);
-        assert_eq!(regions(l.check(Instant::now()).1), vec![10]);
-    }
-
-    #[test]
-    fn wakes_are_paced_per_round_in_order() {
-        let l = StoreLiveness::new(1, T, 3);
-        for r in 1..=7 {
-            l.queue_wake(r, WakeReason::Start);
+        l.watch(2, 11, 5, false);
+        l.watch(2, 10, 5, false);
+        l.watch(2, 12, 5, true);
+        l.watch(3, 13, 7, false);
+        // Rounds every 10 ms; store 3 keeps talking, store 2 went silent.
+        let mut wake = Vec::new();
+        let end = Instant::now() + T + T / 2;
+        while Instant::now() < end {
+            l.heard(3, 7);
+            wake.extend(l.check(Instant::now()).1);
+            std::thread::sleep(T / 10);
         }
-        assert_eq!(regions(l.check(Instant::now()).1), vec![1, 2, 3]);
-        assert_eq!(regions(l.check(Instant::now()).1), vec![4, 5, 6]);
-        assert_eq!(l.queued_wakes(), 1);
-        assert_eq!(regions(l.check(Instant::now()).1), vec![7]);
+        assert!(wake
+            .iter()
+            .all(|w| w.1 == WakeReason::LeaderStoreDown && w.2 == 2));
+        assert_eq!(regions(wake), vec![12, 10, 11]);
+        assert!(l.is_down(2) && !l.is_down(3));
+        assert_eq!(l.watched_regions(), 1);
+        // Woken once: not again. Heard again: up.
+        assert!(l.check(Instant::now()).1.is_empty());
+        l.heard(2, 5);
+        assert!(!l.is_down(2));
+    }
+
+    #[test]
+    fn a_stalled_round_declares_nothing_down() {
+        let l = StoreLiveness::new(1, T, 100);
+        l.watch(2, 10, 5, false);
+        l.check(Instant::now());
+        // This store stalled past the timeout: its round comes late.
+        std::thread::sleep(T * 2);
+        assert!(l.check(Instant::now()).1.is_empty());
+        assert_eq!(l.watched_regions(), 1);
+    }
+
+    #[test]
+    fn a_new_incarnation_wakes_only_the_regions_watched_under_the_old_one() {
+        let l = StoreLiveness::new(1, T, 100);
+        l.watch(2, 10, 5, false);
+        assert_eq!(l.heard(2, 5), 0);
+        // Store 2 restarted (incarnation 6); one of its new leaders already put
+        // region 11 to sleep before its first heartbeat came.
+        l.watch(2, 11, 6, false);
+        assert_eq!(l.heard(2, 6), 1);
+        assert_eq!(regions(l.check(Instant::now()).1), vec![10]);
+        assert_eq!(l.watched_regions(), 1);
+        assert!(!l.is_down(2));
+    }
+
+    #[test]
+    fn wakes_are_paced_per_round_failovers_before_start_up() {
+        let l = StoreLiveness::new(1, T, 3);
+        for r in 1..=5 {
+            l.queue_start(r);
+        }
+        l.watch(2, 9, 5, false);
+        assert_eq!(l.heard(2, 6), 1);
+        assert_eq!(regions(l.check(Instant::now()).1), vec![9, 1, 2]);
+        assert_eq!(l.queued_wakes(), 3);
+        assert_eq!(regions(l.check(Instant::now()).1), vec![3, 4, 5]);
         assert!(l.check(Instant::now()).1.is_empty());
     }
 
     #[test]
     fn unwatched_regions_are_not_woken_and_targets_get_heartbeats() {
         let l = StoreLiveness::new(1, T, 100);
-        l.watch(2, 10);
+        l.watch(2, 10, 5, false);
         l.unwatch(2, 10);
         l.add_target(3);
         l.add_target(1); // itself: never
