@@ -21,7 +21,7 @@ run --nemesis admin --duration 60s --nodes 5 --regions 8 "$@"
 # Sparse load over many regions: most are dormant at any moment, so pauses,
 # partitions and kills hit dormant regions' leader stores, which their followers
 # notice through store liveness only (docs/dormancy.md).
-run --nemesis kill,pause,partition --duration 90s --regions 64 --clients 2 "$@"
+run --nemesis kill,pause,partition --duration 90s --regions 256 --keys-per-region 1 --clients 2 "$@"
 run --nemesis kill,pause,partition,admin,disk --duration 120s "$@"
 run --nemesis kill,pause,partition,admin,disk --duration 120s --nodes 5 --regions 8 "$@"
 if [ "$failed" -ne 0 ]; then
