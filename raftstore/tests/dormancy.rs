@@ -332,3 +332,20 @@ fn a_restarted_store_deposes_no_healthy_leader_and_its_regions_sleep_again() {
     }
     c.check_acked();
 }
+
+#[test]
+fn a_region_whose_split_check_is_skipped_still_goes_dormant() {
+    // The region worker skips the scan when few entries were applied since the
+    // last one (fewer than an eighth of the keys) and answers with the old
+    // figures: a leader asking again at each quiet spell never slept.
+    let c = Cluster::start(3, 1, TickMode::Manual);
+    let region = c.regions[0].id;
+    c.wait_leader(region, T);
+    for i in 0..40u32 {
+        c.put(&key(i), b"v", T).unwrap();
+    }
+    wait_dormant(&c, 1);
+    c.put(&key(1000), b"one more", T).unwrap();
+    wait_dormant(&c, 1);
+    c.check_acked();
+}

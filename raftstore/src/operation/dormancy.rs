@@ -156,35 +156,51 @@ impl Peer {
     /// Whether this peer has nothing going on: every peer holds its whole log,
     /// committed and applied, and nothing waits (see the module docs).
     pub(crate) fn is_quiet(&self) -> bool {
+        self.busy_with().is_none()
+    }
+
+    /// What keeps this peer from being quiet, if anything (logged at debug when
+    /// a leader stays awake).
+    pub(crate) fn busy_with(&self) -> Option<&'static str> {
         let raft = &self.raw.raft;
         let last = raft.raft_log.last_index();
-        let nothing_pending = self.proposals.is_empty()
-            && self.pending_writes.is_none()
-            && self.new_reads.is_empty()
-            && self.read_batches.is_empty()
-            && self.unpersisted_ready.is_none()
-            && self.merging.is_none()
-            && self.removed_peers.is_empty()
-            && self.applying_snapshot.is_none()
-            && !self.split_check.pending
-            && !self.destroyed
-            && !self.removing;
-        let raft_idle = raft.lead_transferee.is_none()
-            && !raft.has_pending_conf()
-            && !self.region().is_joint()
-            && raft.raft_log.committed == last
-            && self.applied_index == last
-            && self.scheduled_index == last
-            && raft.read_only.pending_read_count() == 0
-            && raft.raft_log.unstable.entries.is_empty()
-            && raft.raft_log.unstable.snapshot.is_none();
-        // A leader also needs every peer to hold its whole log.
-        let replicated = !self.is_leader
-            || raft
-                .prs()
-                .iter()
-                .all(|(_, p)| p.matched == last && p.state == ProgressState::Replicate);
-        nothing_pending && raft_idle && replicated
+        let checks: [(bool, &'static str); 20] = [
+            (self.proposals.is_empty(), "proposals"),
+            (self.pending_writes.is_none(), "pending writes"),
+            (self.new_reads.is_empty(), "new reads"),
+            (self.read_batches.is_empty(), "reads"),
+            (self.unpersisted_ready.is_none(), "an unpersisted ready"),
+            (self.merging.is_none(), "a merge"),
+            (self.removed_peers.is_empty(), "removed peers to tell"),
+            (self.applying_snapshot.is_none(), "a snapshot"),
+            (!self.split_check.pending, "a split check"),
+            (!self.destroyed && !self.removing, "going away"),
+            (raft.lead_transferee.is_none(), "a leader transfer"),
+            (!raft.has_pending_conf(), "a membership change"),
+            (!self.region().is_joint(), "a joint configuration"),
+            (raft.raft_log.committed == last, "uncommitted entries"),
+            (self.applied_index == last, "unapplied entries"),
+            (self.scheduled_index == last, "entries not sent to apply"),
+            (raft.read_only.pending_read_count() == 0, "read indexes"),
+            (
+                raft.raft_log.unstable.entries.is_empty(),
+                "unstable entries",
+            ),
+            (
+                raft.raft_log.unstable.snapshot.is_none(),
+                "an unstable snapshot",
+            ),
+            // A leader also needs every peer to hold its whole log.
+            (
+                !self.is_leader
+                    || raft
+                        .prs()
+                        .iter()
+                        .all(|(_, p)| p.matched == last && p.state == ProgressState::Replicate),
+                "a peer behind",
+            ),
+        ];
+        checks.iter().find(|(ok, _)| !ok).map(|(_, why)| *why)
     }
 
     /// On each raft tick of an awake peer: a quiet leader counts, then asks its
@@ -194,9 +210,15 @@ impl Peer {
         if !cfg.dormant_regions || !self.is_leader || self.dormancy.asleep {
             return;
         }
-        if self.region().peers.is_empty() || !self.is_quiet() {
+        if let Some(why) = self.busy_with() {
+            if self.dormancy.quiet_ticks > 0 || self.dormancy.request.is_some() {
+                tracing::debug!(region = self.region_id, "not dormant: {why}");
+            }
             self.dormancy.quiet_ticks = 0;
             self.dormancy.request = None;
+            return;
+        }
+        if self.region().peers.is_empty() {
             return;
         }
         self.dormancy.quiet_ticks += 1;
@@ -209,7 +231,8 @@ impl Peer {
         // CompactLog proposed or a scan pending: not quiet).
         self.on_split_check_tick(ctx);
         self.on_log_gc_tick(ctx);
-        if !self.is_quiet() {
+        if let Some(why) = self.busy_with() {
+            tracing::debug!(region = self.region_id, "not dormant yet: {why}");
             self.dormancy.quiet_ticks = 0;
             return;
         }
@@ -258,6 +281,16 @@ impl Peer {
                     && self.read_batches.is_empty()
                     && !self.removing;
                 if !agrees {
+                    tracing::debug!(
+                        region = self.region_id,
+                        term,
+                        index,
+                        my_term = raft.term,
+                        last = raft.raft_log.last_index(),
+                        committed = raft.raft_log.committed,
+                        leader = self.leader_id,
+                        "not going dormant: out of step with the leader's request"
+                    );
                     // Asleep and out of step: it must take part again.
                     if self.dormancy.asleep {
                         self.wake(WakeReason::Activity, &ctx.store);

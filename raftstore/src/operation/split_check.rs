@@ -20,6 +20,10 @@ pub(crate) struct SplitCheckState {
     pub(crate) pending: bool,
     /// The last check's figures.
     pub(crate) last: Option<CheckResult>,
+    /// The applied index the last check was asked at. The worker may answer
+    /// with older figures (it skips the scan when little was applied since
+    /// them): nothing is asked again until something more is applied.
+    pub(crate) asked_at: Option<u64>,
 }
 
 impl Peer {
@@ -31,7 +35,9 @@ impl Peer {
         }
         let applied = self.applied_index;
         let last = self.split_check.last.as_ref();
-        if last.is_some_and(|r| r.applied_index == applied) {
+        if last.is_some_and(|r| r.applied_index == applied)
+            || self.split_check.asked_at == Some(applied)
+        {
             return;
         }
         let task = CheckTask {
@@ -45,6 +51,9 @@ impl Peer {
             .region_worker
             .send(RegionTask::SplitCheck(Box::new(task)))
             .is_ok();
+        if self.split_check.pending {
+            self.split_check.asked_at = Some(applied);
+        }
     }
 
     /// Proposes the split the worker asked for, if the region is unchanged and this
@@ -78,5 +87,6 @@ impl Peer {
         );
         self.on_command(Command::unanswered(request), &ctx.store);
         self.split_check.last = None;
+        self.split_check.asked_at = None;
     }
 }

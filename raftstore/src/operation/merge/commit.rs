@@ -125,6 +125,7 @@ impl Peer {
         self.raw.mut_store().set_region(region);
         // The range grew: the next split check measures it afresh.
         self.split_check.last = None;
+        self.split_check.asked_at = None;
     }
 }
 
