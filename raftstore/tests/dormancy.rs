@@ -166,9 +166,12 @@ fn each_cause_wakes_a_dormant_region_which_then_serves_and_sleeps_again() {
     });
     let leader = c.wait_leader(region, T);
     let follower = (1..=3).find(|&s| s != leader).unwrap();
+    let info = c.rt.block_on(c.store(leader).region_info(region)).unwrap();
+    assert!(info.dormant, "the leader's replica reports itself dormant");
     c.store(follower).campaign(region).unwrap();
     c.tick_until("the vote request to wake the leader", || {
-        dormant(&c, leader) < 2
+        let info = c.rt.block_on(c.store(leader).region_info(region)).unwrap();
+        !info.dormant
     });
     c.wait_leader(region, T);
     c.put(&key(2), b"v2", T).unwrap();

@@ -270,6 +270,7 @@ impl Peer {
             first_log_index: self.raw.store().truncated_index() + 1,
             last_log_index: self.raw.raft.raft_log.last_index(),
             applied_index: self.applied_index,
+            dormant: self.dormancy.asleep,
         }
     }
 

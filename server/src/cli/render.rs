@@ -195,14 +195,17 @@ pub struct Replica {
     pub view: Result<RegionInfo, String>,
 }
 
-/// The replicas, one line each: log bounds and applied index.
+/// The replicas, one line each: log bounds, applied index, and whether dormant.
 pub fn replicas_detail(replicas: &[Replica]) -> String {
     let mut out = String::from("  replicas:\n");
     for r in replicas {
         let line = match &r.view {
             Ok(v) => format!(
-                "log {}..={}, applied {}",
-                v.first_log_index, v.last_log_index, v.applied_index
+                "log {}..={}, applied {}{}",
+                v.first_log_index,
+                v.last_log_index,
+                v.applied_index,
+                if v.dormant { ", dormant" } else { "" }
             ),
             Err(e) => format!("no answer: {e}"),
         };
@@ -212,7 +215,7 @@ pub fn replicas_detail(replicas: &[Replica]) -> String {
 }
 
 /// The replicas as a JSON array of {store_id, peer_id, first_log_index,
-/// last_log_index, applied_index} or {store_id, peer_id, error}.
+/// last_log_index, applied_index, dormant} or {store_id, peer_id, error}.
 pub fn replicas_json(replicas: &[Replica]) -> Value {
     Value::Array(
         replicas
@@ -224,6 +227,7 @@ pub fn replicas_json(replicas: &[Replica]) -> Value {
                     "first_log_index": v.first_log_index,
                     "last_log_index": v.last_log_index,
                     "applied_index": v.applied_index,
+                    "dormant": v.dormant,
                 }),
                 Err(e) => json!({ "store_id": r.store_id, "peer_id": r.peer_id, "error": e }),
             })
