@@ -10,24 +10,14 @@
 # usage: scripts/dormant_load.sh [SHOAL_BINARY] [BIG] [HOT] [DURATION]
 #        (defaults: target/release/shoal, 10000, 100, 20s)
 set -euo pipefail
+source "$(dirname "$0")/common.sh"
 
 SHOAL=${1:-target/release/shoal}
 BIG=${2:-10000}
 HOT=${3:-100}
 DURATION=${4:-20s}
-PIDS=()
 
-cleanup() {
-    for p in "${PIDS[@]:-}"; do
-        [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true
-    done
-}
 trap cleanup EXIT
-
-metric() { # metric PORT NAME: the sum of a metric's samples on one node
-    curl -s "http://127.0.0.1:$1/metrics" |
-        awk -v m="$2" '$1 ~ "^"m"([{]|$)" {s += $2} END {printf "%d\n", s}'
-}
 
 # run REGIONS: one cluster of REGIONS regions, settled, then the load.
 run() {

@@ -14,6 +14,7 @@
 #        (defaults: dormant true, settle 60, window 30, target/release/shoal,
 #        1000 10000)
 set -euo pipefail
+source "$(dirname "$0")/common.sh"
 
 FAILOVER=0
 DORMANT=true
@@ -33,22 +34,12 @@ SHOAL=${1:-target/release/shoal}
 shift $(( $# > 0 ? 1 : 0 ))
 COUNTS=("$@")
 [ ${#COUNTS[@]} -eq 0 ] && COUNTS=(1000 10000)
-PIDS=()
 TICKS=$(getconf CLK_TCK)
 
-cleanup() {
-    for p in "${PIDS[@]:-}"; do
-        [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true
-    done
-}
 trap cleanup EXIT
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-metric() { # metric PORT NAME: the sum of a metric's samples on one node
-    curl -s "http://127.0.0.1:$1/metrics" |
-        awk -v m="$2" '$1 ~ "^"m"([{]|$)" {s += $2} END {printf "%d\n", s}'
-}
 
 echo "| regions per store | dormant | settle | CPU per node (% of a core) | RSS per region (KiB) | raft msgs/s per node | store heartbeats/s per node | dormant peers per node |"
 echo "|---:|---|---:|---|---|---:|---:|---:|"

@@ -28,6 +28,17 @@ fn wait_dormant(c: &Cluster, n: i64) {
     });
 }
 
+/// Writes `value` under key `start ++ [n]` of each initial region, once it has a
+/// leader.
+fn write_each_region(c: &Cluster, n: u8, value: &[u8]) {
+    for r in &c.regions {
+        c.wait_leader(r.id, T);
+        let mut k = r.start_key.clone();
+        k.push(n);
+        c.put(&k, value, T).unwrap();
+    }
+}
+
 /// Ticks every store every 20 ms (the tick interval) for `d`.
 fn tick_for(c: &Cluster, d: Duration) {
     let end = Instant::now() + d;
@@ -60,12 +71,7 @@ fn ticking<R: Send + 'static>(c: &Cluster, f: impl Future<Output = R> + Send + '
 #[test]
 fn idle_regions_go_dormant_on_every_replica_and_cost_no_ticks_nor_messages() {
     let c = Cluster::start(3, 4, TickMode::Manual);
-    for r in &c.regions {
-        c.wait_leader(r.id, T);
-        let mut k = r.start_key.clone();
-        k.push(1);
-        c.put(&k, b"v", T).unwrap();
-    }
+    write_each_region(&c, 1, b"v");
     wait_dormant(&c, 4);
     for id in c.store_ids() {
         // The store's liveness round only.
@@ -181,12 +187,7 @@ fn each_cause_wakes_a_dormant_region_which_then_serves_and_sleeps_again() {
 #[test]
 fn a_dead_leader_store_is_noticed_through_store_liveness() {
     let mut c = Cluster::start(3, 3, TickMode::Manual);
-    for r in c.regions.clone() {
-        c.wait_leader(r.id, T);
-        let mut k = r.start_key.clone();
-        k.push(1);
-        c.put(&k, b"before", T).unwrap();
-    }
+    write_each_region(&c, 1, b"before");
     wait_dormant(&c, 3);
     let victim = c.leader_of(c.regions[0].id).unwrap();
     let led: Vec<u64> = c
@@ -213,11 +214,7 @@ fn a_dead_leader_store_is_noticed_through_store_liveness() {
         let woken = c.store(id).metrics().liveness_wakes.get();
         assert!(woken >= led.len() as u64, "store {id} woke {woken}");
     }
-    for r in c.regions.clone() {
-        let mut k = r.start_key.clone();
-        k.push(2);
-        c.put(&k, b"after", T).unwrap();
-    }
+    write_each_region(&c, 2, b"after");
     c.check_acked();
 }
 
@@ -294,12 +291,7 @@ fn a_cut_off_dormant_leader_serves_nothing_stale_and_steps_down_when_back() {
 #[test]
 fn a_restarted_store_deposes_no_healthy_leader_and_its_regions_sleep_again() {
     let mut c = Cluster::start(3, 6, TickMode::Manual);
-    for r in c.regions.clone() {
-        c.wait_leader(r.id, T);
-        let mut k = r.start_key.clone();
-        k.push(1);
-        c.put(&k, b"v", T).unwrap();
-    }
+    write_each_region(&c, 1, b"v");
     wait_dormant(&c, 6);
     c.stop_store(3);
     c.start_store(3);

@@ -252,9 +252,8 @@ impl Peer {
         for to in others {
             ctx.store.liveness.add_target(to.store_id);
             let incarnation = ctx.store.liveness.incarnation();
-            let msg = self
-                .extra_message(to, ExtraMessageType::DormantRequest, term, index)
-                .with_incarnation(incarnation);
+            let kind = ExtraMessageType::DormantRequest;
+            let msg = self.extra_message(to, kind, (term, index), incarnation);
             ctx.outgoing.push(msg);
         }
     }
@@ -297,7 +296,7 @@ impl Peer {
                     }
                     return;
                 }
-                let ack = self.extra_message(from, ExtraMessageType::DormantAck, term, index);
+                let ack = self.extra_message(from, ExtraMessageType::DormantAck, (term, index), 0);
                 ctx.outgoing.push(ack);
                 // Watched under the leader's store as it runs now (a restart of it
                 // later is told apart by its heartbeats' incarnation).
@@ -487,12 +486,13 @@ impl Peer {
     }
 
     /// A dormancy message from this peer to `to`.
+    /// `incarnation`: this store's, in a request (0 in an acknowledgement).
     fn extra_message(
         &self,
         to: shoal_proto::metapb::Peer,
         kind: ExtraMessageType,
-        term: u64,
-        index: u64,
+        (term, index): (u64, u64),
+        incarnation: u64,
     ) -> RaftMessage {
         let region = self.region();
         RaftMessage {
@@ -504,7 +504,7 @@ impl Peer {
                 r#type: kind as i32,
                 term,
                 index,
-                incarnation: 0,
+                incarnation,
             }),
             ..Default::default()
         }
@@ -517,18 +517,4 @@ pub(crate) fn is_dormancy_message(msg: &RaftMessage) -> bool {
         e.r#type == ExtraMessageType::DormantRequest as i32
             || e.r#type == ExtraMessageType::DormantAck as i32
     })
-}
-
-/// Sets a dormancy request's incarnation (its leader's store's).
-trait WithIncarnation {
-    fn with_incarnation(self, incarnation: u64) -> Self;
-}
-
-impl WithIncarnation for RaftMessage {
-    fn with_incarnation(mut self, incarnation: u64) -> Self {
-        if let Some(e) = self.extra.as_mut() {
-            e.incarnation = incarnation;
-        }
-        self
-    }
 }
