@@ -30,6 +30,8 @@ pub struct Client {
 /// State shared by all clones of a [`Client`].
 pub(crate) struct Inner {
     pub(crate) config: ClientConfig,
+    /// Dials with TLS when `config.tls` is set.
+    pub(crate) connector: Option<crate::tls::TlsConnector>,
     /// The endpoints given to `connect`, asked first for regions.
     pub(crate) endpoints: Vec<String>,
     pub(crate) cache: RwLock<RegionCache>,
@@ -102,7 +104,14 @@ impl Client {
         if endpoints.is_empty() {
             return Err(Error::Config("no endpoints given".to_string()));
         }
+        let connector = match &config.tls {
+            Some(paths) => Some(
+                crate::tls::TlsConnector::new(paths).map_err(|e| Error::Config(format!("TLS: {e}")))?,
+            ),
+            None => None,
+        };
         let inner = Arc::new(Inner {
+            connector,
             config,
             endpoints,
             cache: RwLock::new(RegionCache::default()),

@@ -100,6 +100,11 @@ pub struct ClientConfig {
     /// a stream that breaks). Falls back to unary calls for a store without the
     /// stream. Default true.
     pub batch_stream: bool,
+    /// Mutual TLS: the CA that signs the cluster's certificates and this client's
+    /// certificate and key (`crate::tls`). Required by a cluster whose nodes have
+    /// TLS on; `None` dials in plaintext. The files are read again when they change.
+    /// Default `None`.
+    pub tls: Option<crate::tls::TlsPaths>,
 }
 
 impl Default for ClientConfig {
@@ -115,6 +120,7 @@ impl Default for ClientConfig {
             max_message_size: max_message_size_for(DEFAULT_RAFT_ENTRY_MAX_SIZE),
             system: false,
             batch_stream: true,
+            tls: None,
         }
     }
 }

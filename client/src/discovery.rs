@@ -71,7 +71,11 @@ pub(crate) fn is_connect_failure(status: &tonic::Status) -> bool {
         // hyper-util's `ConnectError` ("tcp connect error") and tonic's wrapping of
         // a failed connection ("error trying to connect") are not public types.
         let text = err.to_string();
-        if text.contains("tcp connect error") || text.contains("error trying to connect") {
+        // A TLS handshake that failed (`tls::TlsConnector`) sent no request either.
+        if text.contains("tcp connect error")
+            || text.contains("error trying to connect")
+            || text.contains("tls handshake with")
+        {
             return true;
         }
         source = err.source();
@@ -95,10 +99,10 @@ impl Inner {
 
     /// A new channel (its own connection, made lazily) to `address`.
     fn new_channel(&self, address: &str) -> Result<Channel, Error> {
-        let uri = if address.contains("://") {
-            address.to_string()
-        } else {
-            format!("http://{address}")
+        let uri = match &self.connector {
+            Some(_) => crate::tls::channel_uri(address),
+            None if address.contains("://") => address.to_string(),
+            None => format!("http://{address}"),
         };
         let endpoint = Endpoint::from_shared(uri).map_err(|e| Error::InvalidEndpoint {
             endpoint: address.to_string(),
@@ -106,13 +110,16 @@ impl Inner {
         })?;
         // HTTP/2 pings find a connection whose peer vanished without closing it
         // (a batched stream would otherwise look open and take requests).
-        Ok(endpoint
+        let endpoint = endpoint
             .connect_timeout(self.config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(std::time::Duration::from_secs(5))
             .keep_alive_timeout(std::time::Duration::from_secs(5))
-            .keep_alive_while_idle(true)
-            .connect_lazy())
+            .keep_alive_while_idle(true);
+        Ok(match &self.connector {
+            Some(tls) => tls.lazy_channel(endpoint),
+            None => endpoint.connect_lazy(),
+        })
     }
 
     /// How Kv requests reach `address`: on its batched stream (opened on first use,

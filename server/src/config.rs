@@ -245,6 +245,21 @@ settings! {
     /// Bytes of persisted Raft entries all of the store's replicas keep in memory
     /// together; >= 1.
     entry_cache_store_max_bytes: u64 = 256 << 20,
+    /// Mutual TLS: the PEM file of the certificate authority that signs every
+    /// certificate of the cluster. With `cert-path` and `key-path`, the node serves
+    /// TLS only, to dialers with a certificate from this CA, and dials other stores
+    /// with its own (README: Security). Empty, with the other two: plaintext.
+    ca_path: PathBuf = PathBuf::new(),
+    /// The node's certificate (PEM): a store certificate, with the URI SAN
+    /// `shoal://store/<store-id>` and the host it serves at (`shoal cert` makes
+    /// one). Read again when it changes, at most every 2 s.
+    cert_path: PathBuf = PathBuf::new(),
+    /// The certificate's private key (PEM).
+    key_path: PathBuf = PathBuf::new(),
+    /// Client certificates' common names that Kv and Admin take, comma-separated;
+    /// empty: any certificate the CA signed. Store certificates are always taken;
+    /// only they may speak Raft. Needs TLS on.
+    cert_allowed_cn: String = String::new(),
     /// Which events are logged: a tracing filter, `LEVEL` or
     /// `LEVEL,TARGET=LEVEL,...` (e.g. `info,shoal_raftstore=debug`). `RUST_LOG`
     /// overrides it, and the global flag `--log-level` overrides both.
@@ -422,6 +437,27 @@ impl NodeConfig {
         Ok(out)
     }
 
+    /// The TLS files when `ca-path`, `cert-path` and `key-path` are all set, `None`
+    /// when none is; an error for some but not all.
+    pub fn tls_paths(&self) -> Result<Option<shoal_client::TlsPaths>, String> {
+        let path = |p: &PathBuf| (!p.as_os_str().is_empty()).then(|| p.clone());
+        shoal_client::TlsPaths::from_parts(
+            path(&self.ca_path),
+            path(&self.cert_path),
+            path(&self.key_path),
+        )
+    }
+
+    /// `cert-allowed-cn` as a list.
+    pub fn allowed_cn(&self) -> Vec<String> {
+        self.cert_allowed_cn
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The seeds of `join`, if any.
     pub fn join_seeds(&self) -> Vec<String> {
         self.join
@@ -482,6 +518,12 @@ impl NodeConfig {
 
     /// Checks every bound, naming the field at fault.
     pub fn validate(&self) -> Result<(), String> {
+        if self.tls_paths()?.is_none() && !self.allowed_cn().is_empty() {
+            return Err(
+                "cert-allowed-cn is set but TLS is off: set ca-path, cert-path and key-path"
+                    .into(),
+            );
+        }
         if !self.join_seeds().is_empty() && !self.initial_cluster.trim().is_empty() {
             return Err(
                 "join and initial-cluster exclude each other: join a running cluster, or \

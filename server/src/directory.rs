@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use shoal_client::directory::Directory;
-use shoal_client::ClientConfig;
+use shoal_client::{ClientConfig, TlsPaths};
 use shoal_engine::rocks::Engines;
 use shoal_proto::adminpb::StoreContact;
 use shoal_proto::metapb::{Store, StoreState};
@@ -46,7 +46,8 @@ pub struct ClusterView {
     /// Held while the transport's addresses are computed and set, so that an
     /// older computation never replaces a newer one.
     pushing: std::sync::Mutex<()>,
-    max_message_size: usize,
+    /// How the view's directory client connects (deadlines, limits, TLS).
+    client_config: ClientConfig,
     contacts: RwLock<HashMap<u64, Instant>>,
 }
 
@@ -57,7 +58,7 @@ impl ClusterView {
         me: &Store,
         stores: Vec<Store>,
         overrides: HashMap<u64, String>,
-        max_message_size: usize,
+        client_config: ClientConfig,
     ) -> Arc<ClusterView> {
         Arc::new(ClusterView {
             me: me.id,
@@ -68,7 +69,7 @@ impl ClusterView {
             address: me.address.clone(),
             transport: std::sync::OnceLock::new(),
             pushing: std::sync::Mutex::new(()),
-            max_message_size,
+            client_config,
             contacts: RwLock::new(HashMap::new()),
         })
     }
@@ -162,7 +163,7 @@ impl ClusterView {
                 .collect();
             endpoints.push(self.address.clone());
             endpoints.dedup();
-            match Directory::connect(endpoints, client_config(self.max_message_size)).await {
+            match Directory::connect(endpoints, self.client_config.clone()).await {
                 Ok(d) => *client = Some(d),
                 Err(e) => tracing::debug!("cannot reach the cluster directory: {e}"),
             }
@@ -248,12 +249,14 @@ impl ClusterView {
     }
 }
 
-/// A short-deadline client config for directory calls made by a node.
-fn client_config(max_message_size: usize) -> ClientConfig {
+/// A short-deadline client config for directory calls made by a node, with the
+/// node's own TLS files (its store certificate) when TLS is on.
+pub fn client_config(max_message_size: usize, tls: Option<TlsPaths>) -> ClientConfig {
     ClientConfig {
         request_timeout: Duration::from_secs(5),
         rpc_timeout: Duration::from_secs(2),
         max_message_size,
+        tls,
         ..ClientConfig::default()
     }
 }
@@ -265,9 +268,9 @@ pub async fn join(
     seeds: &[String],
     store_id: u64,
     address: &str,
-    max_message_size: usize,
+    client_config: ClientConfig,
 ) -> Result<(u64, Vec<Store>), String> {
-    let dir = Directory::connect(seeds.to_vec(), client_config(max_message_size))
+    let dir = Directory::connect(seeds.to_vec(), client_config)
         .await
         .map_err(|e| format!("cannot reach the cluster at {seeds:?} to join it: {e}"))?;
     let me = dir

@@ -30,6 +30,7 @@ pub mod node;
 pub mod playground;
 pub mod raft_service;
 pub mod request_metrics;
+pub mod security;
 mod snapshot_sender;
 pub mod status;
 pub mod transport;

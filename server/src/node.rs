@@ -23,6 +23,9 @@ use crate::kv_service::KvService;
 use crate::message_limit::TooLargeLayer;
 use crate::raft_service::RaftService;
 use crate::request_metrics::RequestMetrics;
+use crate::security::policy::PolicyLayer;
+use crate::security::{acceptor, Security, SecurityMetrics};
+use shoal_client::tls::TlsConnector;
 use crate::status::Readiness;
 use crate::transport::{GrpcTransport, TransportLimits};
 
@@ -37,6 +40,28 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), String> {
     cfg.validate()?;
+    let security = Security::load(cfg.tls_paths()?, cfg.allowed_cn())?;
+    let cfg = match &security {
+        Some(sec) if cfg.store_id != 0 && cfg.store_id != sec.store_id => {
+            return Err(format!(
+                "store-id is {} but the certificate {} is store {}'s",
+                cfg.store_id,
+                sec.paths.cert_path.display(),
+                sec.store_id
+            ))
+        }
+        Some(sec) => NodeConfig {
+            store_id: sec.store_id,
+            ..cfg
+        },
+        None => {
+            tracing::warn!(
+                addr = %cfg.addr,
+                "TLS is off: this node accepts unauthenticated connections (anyone who reaches it can read, write and speak Raft); set ca-path, cert-path and key-path (README: Security)"
+            );
+            cfg
+        }
+    };
     // Up first, so that `/health` answers while the node joins or loads regions
     // (`/ready` says `starting` until it serves).
     let status = crate::status::spawn(&cfg.status_addr).await?;
@@ -52,9 +77,10 @@ pub async fn run(
         &me,
         membership,
         cfg.peer_address_overrides()?,
-        cfg.max_message_size(),
+        directory::client_config(cfg.max_message_size(), cfg.tls_paths()?),
     );
-    let (store, transport) = start_store(&cfg, engines.clone(), view.addresses())?;
+    let dialer = security.as_ref().map(|s| s.connector.clone());
+    let (store, transport) = start_store(&cfg, engines.clone(), view.addresses(), dialer)?;
     status.state.set_store(store.clone(), engines.clone())?;
     transport
         .metrics
@@ -62,18 +88,41 @@ pub async fn run(
         .map_err(|e| format!("cannot register the transport metrics: {e}"))?;
     let requests = RequestMetrics::new(store.metrics().registry())
         .map_err(|e| format!("cannot register the request metrics: {e}"))?;
+    let security_metrics = match &security {
+        Some(sec) => sec.metrics.clone(),
+        None => SecurityMetrics::new(),
+    };
+    security_metrics
+        .register(store.metrics().registry())
+        .map_err(|e| format!("cannot register the security metrics: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     transport.set_origin(store_id, cfg.addr.clone());
     view.attach(transport);
     let refresher = directory::spawn_refresher(view.clone(), engines, me.clone());
-    tracing::info!(store = store_id, addr = %local, "serving Kv, Admin and Raft");
+    tracing::info!(
+        store = store_id,
+        addr = %local,
+        tls = security.is_some(),
+        "serving Kv, Admin and Raft"
+    );
     let state = status.state.clone();
     let shutdown = async move {
         shutdown.await;
         state.set_readiness(Readiness::Draining);
     };
     status.state.set_readiness(Readiness::Ready);
-    let served = serve(&cfg, &store, me, view, listener, shutdown, requests).await;
+    let served = serve(
+        &cfg,
+        &store,
+        me,
+        view,
+        listener,
+        shutdown,
+        requests,
+        security.as_ref(),
+        security_metrics,
+    )
+    .await;
     refresher.abort();
     let _ = refresher.await;
     status.stop().await;
@@ -102,8 +151,8 @@ async fn identify(cfg: &NodeConfig, engines: &Engines) -> Result<(u64, Vec<Store
     }
     let seeds = cfg.join_seeds();
     if !seeds.is_empty() {
-        let (id, stores) =
-            directory::join(&seeds, cfg.store_id, &cfg.addr, cfg.max_message_size()).await?;
+        let client = directory::client_config(cfg.max_message_size(), cfg.tls_paths()?);
+        let (id, stores) = directory::join(&seeds, cfg.store_id, &cfg.addr, client).await?;
         join(engines, id, &stores).map_err(|e| e.to_string())?;
         tracing::info!(store = id, seeds = ?seeds, "joined the cluster; no region yet");
         return Ok((id, stores));
@@ -137,6 +186,7 @@ fn start_store(
     cfg: &NodeConfig,
     engines: Engines,
     addresses: HashMap<u64, String>,
+    dialer: Option<TlsConnector>,
 ) -> Result<(Arc<RaftStore>, Arc<GrpcTransport>), String> {
     let transport = GrpcTransport::new(
         addresses,
@@ -146,6 +196,7 @@ fn start_store(
             snap_max_bytes_per_sec: cfg.snap_max_bytes_per_sec,
             ..TransportLimits::new(cfg.max_message_size())
         },
+        dialer,
     );
     let store = RaftStore::start(
         cfg.store_id,
@@ -170,7 +221,9 @@ fn start_store(
 }
 
 /// Serves Kv, Admin and Raft on `listener` until `shutdown` completes and the open
-/// connections close, or [`SHUTDOWN_GRACE`] after that.
+/// connections close, or [`SHUTDOWN_GRACE`] after that; with TLS (`security`) only
+/// over TLS, to the certificates its policy takes.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     cfg: &NodeConfig,
     store: &Arc<RaftStore>,
@@ -179,6 +232,8 @@ async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
     requests: RequestMetrics,
+    security: Option<&Security>,
+    security_metrics: SecurityMetrics,
 ) -> Result<(), tonic::transport::Error> {
     // Graceful shutdown waits for open streams; peers keep their Raft streams open
     // until they stop themselves, so the wait is bounded by SHUTDOWN_GRACE.
@@ -197,7 +252,7 @@ async fn serve(
     let limit = cfg.max_message_size();
     // HTTP/2 pings close a connection whose peer vanished without closing it (the
     // Raft streams' senders ping too: `transport/link.rs`).
-    let serve = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
         .layer(TooLargeLayer::new(
@@ -205,6 +260,10 @@ async fn serve(
             cfg.raft_entry_max_size,
             limit,
         ))
+        .layer(match security {
+            Some(sec) => sec.policy_layer(),
+            None => PolicyLayer::off(),
+        })
         .add_service(
             KvServer::new(KvService::new(
                 store.clone(),
@@ -223,16 +282,38 @@ async fn serve(
                 .max_encoding_message_size(limit),
         )
         .add_service(
-            RaftServer::new(RaftService::new(store.clone(), view))
+            RaftServer::new(RaftService::new(
+                store.clone(),
+                view,
+                security_metrics.forged_messages,
+            ))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
-        )
-        .serve_with_incoming_shutdown(
-            // Without TCP_NODELAY, small answers and raft messages wait on Nagle's
-            // algorithm (~40 ms against a delayed ACK).
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
         );
+    let tls = security.map(|s| (s.server.clone(), s.metrics.clone()));
+    let serve = async move {
+        match tls {
+            Some((config, metrics)) => {
+                router
+                    .serve_with_incoming_shutdown(
+                        acceptor::incoming(listener, config, metrics),
+                        shutdown,
+                    )
+                    .await
+            }
+            None => {
+                router
+                    .serve_with_incoming_shutdown(
+                        // Without TCP_NODELAY, small answers and raft messages wait on
+                        // Nagle's algorithm (~40 ms against a delayed ACK).
+                        tonic::transport::server::TcpIncoming::from(listener)
+                            .with_nodelay(Some(true)),
+                        shutdown,
+                    )
+                    .await
+            }
+        }
+    };
     tokio::select! {
         r = serve => r,
         _ = async { signalled.notified().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {

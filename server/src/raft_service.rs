@@ -10,7 +10,10 @@ use shoal_proto::raft_serverpb::raft_server::Raft;
 use shoal_proto::raft_serverpb::{Done, RaftMessageBatch, SnapshotChunk};
 use shoal_raftstore::RaftStore;
 
+use prometheus::IntCounter;
+
 use crate::directory::ClusterView;
+use crate::security::identity::{Identity, PeerInfo};
 use crate::transport::{ORIGIN_ADDRESS, ORIGIN_STORE};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -18,13 +21,29 @@ use tonic::{Request, Response, Status, Streaming};
 pub struct RaftService {
     store: Arc<RaftStore>,
     view: Arc<ClusterView>,
+    /// Messages dropped for claiming a store other than the certificate's.
+    forged: IntCounter,
 }
 
 impl RaftService {
     /// A service delivering to `store`, noting in `view` when each store was last
-    /// heard from.
-    pub fn new(store: Arc<RaftStore>, view: Arc<ClusterView>) -> Self {
-        RaftService { store, view }
+    /// heard from, counting in `forged` the messages it drops for naming another
+    /// sender than the store whose certificate the connection presented.
+    pub fn new(store: Arc<RaftStore>, view: Arc<ClusterView>, forged: IntCounter) -> Self {
+        RaftService {
+            store,
+            view,
+            forged,
+        }
+    }
+}
+
+/// The store a TLS connection's certificate names (`None` with TLS off: the
+/// policy layer lets only store certificates reach this service with TLS on).
+fn authenticated_store<T>(req: &Request<T>) -> Option<u64> {
+    match req.extensions().get::<PeerInfo>()?.identity {
+        Some(Identity::Store(id)) => Some(id),
+        _ => None,
     }
 }
 
@@ -35,11 +54,19 @@ impl Raft for RaftService {
         req: Request<Streaming<RaftMessageBatch>>,
     ) -> Result<Response<Done>, Status> {
         // The sender names itself (`transport::ORIGIN_STORE`): where to answer it.
+        let authenticated = authenticated_store(&req);
         let meta = req.metadata();
         let origin = meta
             .get(ORIGIN_STORE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
+        if let (Some(cert), Some(claimed)) = (authenticated, origin) {
+            if cert != claimed {
+                return Err(Status::permission_denied(format!(
+                    "the stream claims store {claimed} but its certificate is store {cert}'s"
+                )));
+            }
+        }
         let address = meta.get(ORIGIN_ADDRESS).and_then(|v| v.to_str().ok());
         if let (Some(id), Some(address)) = (origin, address) {
             self.view.learn_address(id, address);
@@ -47,9 +74,24 @@ impl Raft for RaftService {
         let mut stream = req.into_inner();
         while let Some(batch) = stream.message().await? {
             if let Some(from) = batch.msgs.first().and_then(|m| m.from_peer) {
-                self.view.heard_from(from.store_id);
+                if authenticated.is_none_or(|cert| cert == from.store_id) {
+                    self.view.heard_from(from.store_id);
+                }
             }
             for msg in batch.msgs {
+                if let Some(cert) = authenticated {
+                    let claimed = msg.from_peer.map_or(0, |p| p.store_id);
+                    if claimed != cert {
+                        self.forged.inc();
+                        tracing::warn!(
+                            certificate_store = cert,
+                            claimed_store = claimed,
+                            region = msg.region_id,
+                            "dropped a Raft message claiming another store than its certificate's"
+                        );
+                        continue;
+                    }
+                }
                 self.store.on_raft_message(msg);
             }
         }
@@ -60,6 +102,7 @@ impl Raft for RaftService {
         &self,
         req: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<Done>, Status> {
+        let authenticated = authenticated_store(&req);
         let mut stream = req.into_inner();
         let first = stream
             .message()
@@ -68,6 +111,14 @@ impl Raft for RaftService {
         let msg = first
             .message
             .ok_or_else(|| Status::invalid_argument("the first snapshot chunk has no message"))?;
+        let claimed = msg.from_peer.map_or(0, |p| p.store_id);
+        if authenticated.is_some_and(|cert| cert != claimed) {
+            self.forged.inc();
+            return Err(Status::permission_denied(format!(
+                "the snapshot claims store {claimed} but its certificate is store {}'s",
+                authenticated.unwrap_or_default()
+            )));
+        }
         let store = self.store.clone();
         let mut recv = blocking(move || store.receive_snapshot(msg)).await?;
         let mut data = first.data;

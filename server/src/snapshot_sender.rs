@@ -10,6 +10,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shoal_client::tls::TlsConnector;
 use shoal_proto::raft_serverpb::raft_client::RaftClient;
 use shoal_proto::raft_serverpb::SnapshotChunk;
 use shoal_raftstore::{OutgoingSnapshot, SnapFiles};
@@ -59,6 +60,8 @@ pub(crate) struct SnapshotSender {
     permits: Arc<Semaphore>,
     rate: Arc<RateLimiter>,
     max_message_size: usize,
+    /// Dials with TLS when the node has it on.
+    tls: Option<TlsConnector>,
     /// Bytes per second one send gets when every permitted send runs at once.
     share: u64,
 }
@@ -70,6 +73,7 @@ impl SnapshotSender {
         max_concurrent: usize,
         bytes_per_sec: u64,
         max_message_size: usize,
+        tls: Option<TlsConnector>,
     ) -> SnapshotSender {
         SnapshotSender {
             addresses,
@@ -77,6 +81,7 @@ impl SnapshotSender {
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
             rate: Arc::new(RateLimiter::new(bytes_per_sec)),
             max_message_size,
+            tls,
             share: (bytes_per_sec / max_concurrent.max(1) as u64).max(1),
         }
     }
@@ -97,7 +102,7 @@ impl SnapshotSender {
             return snap.done.finish(false);
         };
         let (permits, rate) = (self.permits.clone(), self.rate.clone());
-        let (max, share) = (self.max_message_size, self.share);
+        let (max, share, tls) = (self.max_message_size, self.share, self.tls.clone());
         let OutgoingSnapshot { msg, files, done } = snap;
         self.runtime.spawn(async move {
             let Ok(_permit) = permits.acquire_owned().await else {
@@ -105,7 +110,7 @@ impl SnapshotSender {
             };
             let deadline = BASE_DEADLINE + Duration::from_secs(2 * files.bytes / share);
             let region = msg.region_id;
-            let sent = tokio::time::timeout(deadline, stream(&addr, msg, &files, &rate, max)).await;
+            let sent = tokio::time::timeout(deadline, stream(&addr, msg, &files, &rate, max, tls.as_ref())).await;
             let ok = match sent {
                 Ok(Ok(())) => true,
                 Ok(Err(e)) => {
@@ -133,6 +138,7 @@ async fn stream(
     files: &SnapFiles,
     rate: &RateLimiter,
     max_message_size: usize,
+    tls: Option<&TlsConnector>,
 ) -> Result<(), String> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?
@@ -140,9 +146,10 @@ async fn stream(
         .connect_timeout(Duration::from_secs(3))
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
-    let mut client = RaftClient::connect(endpoint)
+    let channel = crate::transport::dial(&endpoint, tls)
         .await
-        .map_err(|e| format!("connect: {e}"))?
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut client = RaftClient::new(channel)
         .max_encoding_message_size(max_message_size)
         .max_decoding_message_size(max_message_size);
     let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);

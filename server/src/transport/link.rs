@@ -12,6 +12,8 @@ use shoal_proto::Message;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
+use shoal_client::tls::TlsConnector;
+
 use super::pack::pack;
 use super::{
     Queued, TransportLimits, UnreachableHandler, CONNECT_TIMEOUT, KEEPALIVE_INTERVAL,
@@ -26,9 +28,11 @@ pub(super) async fn stream_to(
     unreachable: Arc<OnceLock<UnreachableHandler>>,
     limits: TransportLimits,
     origin: Option<(u64, String)>,
+    tls: Option<TlsConnector>,
 ) {
     let mut link = StoreLink {
         origin,
+        tls,
         store_id,
         addr,
         rx,
@@ -58,6 +62,8 @@ pub(super) async fn stream_to(
 struct StoreLink {
     /// This store's id and address, sent with each stream.
     origin: Option<(u64, String)>,
+    /// Dials with TLS when the node has it on.
+    tls: Option<TlsConnector>,
     store_id: u64,
     addr: String,
     rx: mpsc::UnboundedReceiver<Queued>,
@@ -108,10 +114,11 @@ impl StoreLink {
     /// dropped. `None` when the queue closed.
     async fn connect(&mut self, endpoint: &Endpoint) -> Option<RaftClient<Channel>> {
         loop {
-            match RaftClient::connect(endpoint.clone()).await {
+            match super::dial(endpoint, self.tls.as_ref()).await {
                 Ok(c) => {
                     return Some(
-                        c.max_decoding_message_size(self.max_message_size)
+                        RaftClient::new(c)
+                            .max_decoding_message_size(self.max_message_size)
                             .max_encoding_message_size(self.max_message_size),
                     )
                 }
@@ -322,6 +329,7 @@ mod tests {
         let counter = Arc::new(AtomicUsize::new(0));
         let mut link = StoreLink {
             origin: None,
+            tls: None,
             store_id: 2,
             addr: "127.0.0.1:1".into(),
             rx,

@@ -40,8 +40,10 @@ use std::time::Duration;
 use prometheus::{IntCounter, IntCounterVec, Opts};
 use shoal_proto::raft_serverpb::RaftMessage;
 use shoal_proto::Message;
+use shoal_client::tls::TlsConnector;
 use shoal_raftstore::{OutgoingSnapshot, Transport};
 use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::snapshot_sender::SnapshotSender;
 
@@ -114,6 +116,19 @@ impl TransportLimits {
             snap_max_concurrent: 2,
             snap_max_bytes_per_sec: 100 << 20,
         }
+    }
+}
+
+/// Connects `endpoint`, through `tls` when given (the node's TLS: its store
+/// certificate, the cluster's CA); the Raft links and the snapshot sender dial
+/// this way.
+pub(crate) async fn dial(
+    endpoint: &Endpoint,
+    tls: Option<&TlsConnector>,
+) -> Result<Channel, tonic::transport::Error> {
+    match tls {
+        Some(tls) => endpoint.connect_with_connector(tls.clone()).await,
+        None => endpoint.connect().await,
     }
 }
 
@@ -206,6 +221,8 @@ pub struct GrpcTransport {
     /// stream (`ORIGIN_STORE`, `ORIGIN_ADDRESS`), so that a store restarted on a
     /// new address is answered there before the cluster directory says so.
     origin: Arc<OnceLock<(u64, String)>>,
+    /// Dials with TLS (this store's certificate) when the node has TLS on.
+    tls: Option<TlsConnector>,
     /// Batches, bytes, drops and unreachable reports by remote store.
     pub metrics: TransportMetrics,
 }
@@ -216,11 +233,13 @@ pub const ORIGIN_STORE: &str = "shoal-origin-store";
 pub const ORIGIN_ADDRESS: &str = "shoal-origin-address";
 
 impl GrpcTransport {
-    /// A transport to the stores of `addresses`, running its tasks on `runtime`.
+    /// A transport to the stores of `addresses`, running its tasks on `runtime`,
+    /// dialing through `tls` when given.
     pub fn new(
         addresses: HashMap<u64, String>,
         runtime: tokio::runtime::Handle,
         limits: TransportLimits,
+        tls: Option<TlsConnector>,
     ) -> Arc<Self> {
         let addresses: Addresses = Arc::new(RwLock::new(addresses));
         let snapshots = SnapshotSender::new(
@@ -229,8 +248,10 @@ impl GrpcTransport {
             limits.snap_max_concurrent,
             limits.snap_max_bytes_per_sec,
             limits.max_message_size,
+            tls.clone(),
         );
         Arc::new(GrpcTransport {
+            tls,
             addresses,
             queues: Mutex::new(HashMap::new()),
             runtime,
@@ -312,6 +333,7 @@ impl GrpcTransport {
             self.unreachable.clone(),
             self.limits,
             self.origin.get().cloned(),
+            self.tls.clone(),
         ));
         queues.insert(store_id, queue.clone());
         Some(queue)
@@ -422,6 +444,7 @@ mod tests {
             HashMap::from([(2, addr)]),
             tokio::runtime::Handle::current(),
             limits,
+            None,
         );
         (transport, limits, held)
     }
@@ -536,6 +559,7 @@ mod tests {
             HashMap::from([(2, addr)]),
             tokio::runtime::Handle::current(),
             limits,
+            None,
         );
         // Enough 16 KiB messages to fill HTTP/2's windows and the stream's buffer,
         // then a trickle: some must arrive through a new stream.
@@ -599,6 +623,7 @@ mod tests {
             HashMap::from([(2, door_addr)]),
             tokio::runtime::Handle::current(),
             TransportLimits::new(1 << 20),
+            None,
         );
         // Two seconds of a round's worth of messages every 5 ms, the store down.
         let down_until = Instant::now() + Duration::from_secs(2);

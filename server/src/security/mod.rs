@@ -1,0 +1,187 @@
+//! Mutual TLS for the node: who may connect, and as whom.
+//!
+//! With `ca-path`, `cert-path` and `key-path` set, the node's one gRPC listener
+//! (Kv, Admin, Raft) takes TLS connections only, and only from dialers presenting a
+//! certificate the CA signed ([`acceptor`]); every connection the node opens (Raft
+//! streams, snapshots, its cluster-directory client) presents its own certificate
+//! and checks the other side's (`shoal_client::tls`). The files are read again when
+//! they change (rotation without a restart).
+//!
+//! What a certificate may do ([`policy`]):
+//! - A **store certificate** has the URI SAN `shoal://store/<id>` ([`identity`]).
+//!   Only store certificates may call the Raft service, and a Raft message whose
+//!   `from_peer.store_id` is not the certificate's store is dropped and counted
+//!   (`raft_service`). A node's own certificate must be a store certificate naming
+//!   its `store-id` (with `store-id` 0 it takes the certificate's).
+//! - Any other certificate from the CA is a **client** one; Kv and Admin take it
+//!   when its common name is in `cert-allowed-cn`, or any when that is empty.
+//!   Stores may call Kv and Admin too (a node's directory client does).
+//!
+//! Without the three paths the node serves plaintext, as before, and says so once
+//! at start-up. [`cert`] makes certificates for a test cluster (`shoal cert`,
+//! `shoal playground --tls`).
+
+pub mod acceptor;
+pub mod cert;
+pub mod identity;
+pub mod policy;
+
+use std::sync::Arc;
+
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use rustls::server::WebPkiClientVerifier;
+use shoal_client::tls::{provider, Material, Reloading, TlsConnector, TlsPaths};
+
+use identity::Identity;
+use policy::{Policy, PolicyLayer};
+
+/// The security counters (registered with the store's metrics).
+#[derive(Clone)]
+pub struct SecurityMetrics {
+    /// TLS handshakes that failed: no certificate, another CA's, an expired one,
+    /// plaintext, or a timeout.
+    pub handshake_failures: IntCounter,
+    /// Requests refused by the policy, by reason.
+    pub refused: IntCounterVec,
+    /// Raft messages dropped because they claimed a store other than the
+    /// certificate's.
+    pub forged_messages: IntCounter,
+    /// Reloads of the certificate files, by result (`ok`, `failed`).
+    pub reloads: IntCounterVec,
+}
+
+impl SecurityMetrics {
+    pub fn new() -> Self {
+        SecurityMetrics {
+            handshake_failures: IntCounter::new(
+                "shoal_tls_handshake_failures_total",
+                "TLS handshakes refused or timed out (no client certificate, another CA's, expired, plaintext).",
+            )
+            .expect("valid metric"),
+            refused: IntCounterVec::new(
+                Opts::new(
+                    "shoal_tls_refused_requests_total",
+                    "gRPC requests refused for their certificate, by reason (not_a_store, cn_not_allowed, no_certificate).",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            forged_messages: IntCounter::new(
+                "shoal_raft_messages_store_mismatch_total",
+                "Raft messages dropped because their from_peer store is not the sending certificate's store.",
+            )
+            .expect("valid metric"),
+            reloads: IntCounterVec::new(
+                Opts::new(
+                    "shoal_tls_reloads_total",
+                    "Reloads of changed certificate files, by result (ok, failed).",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
+        }
+    }
+
+    /// Registers every counter in `registry`.
+    pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.handshake_failures.clone()))?;
+        registry.register(Box::new(self.refused.clone()))?;
+        registry.register(Box::new(self.forged_messages.clone()))?;
+        registry.register(Box::new(self.reloads.clone()))
+    }
+}
+
+impl Default for SecurityMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A node's TLS, when on.
+pub struct Security {
+    /// The files.
+    pub paths: TlsPaths,
+    /// The store the node's certificate names.
+    pub store_id: u64,
+    /// The listener's config.
+    pub server: Arc<Reloading<rustls::ServerConfig>>,
+    /// How the node dials other stores.
+    pub connector: TlsConnector,
+    /// Client common names allowed on Kv and Admin; empty: any.
+    pub allowed_cn: Vec<String>,
+    pub metrics: SecurityMetrics,
+}
+
+impl Security {
+    /// Reads the node's TLS files; `None` when TLS is off. The errors say which
+    /// file is wrong, or that the certificate is not a store certificate.
+    pub fn load(
+        paths: Option<TlsPaths>,
+        allowed_cn: Vec<String>,
+    ) -> Result<Option<Security>, String> {
+        let Some(paths) = paths else {
+            if !allowed_cn.is_empty() {
+                return Err(
+                    "cert-allowed-cn is set but TLS is off: set ca-path, cert-path and key-path"
+                        .into(),
+                );
+            }
+            return Ok(None);
+        };
+        let material = Material::load(&paths)?;
+        let store_id = match Identity::of(&material.chain[0]) {
+            Identity::Store(id) => id,
+            other => {
+                return Err(format!(
+                    "{} is not a store certificate ({}): a node's certificate needs the URI SAN {}<store id> (`shoal cert` makes one)",
+                    paths.cert_path.display(),
+                    other.describe(),
+                    identity::STORE_URI_PREFIX
+                ))
+            }
+        };
+        let metrics = SecurityMetrics::new();
+        let counted = |reloading: Reloading<_>, metrics: &SecurityMetrics| {
+            let (ok, failed) = (metrics.reloads.clone(), metrics.reloads.clone());
+            reloading
+                .on_reload(move || ok.with_label_values(&["ok"]).inc())
+                .on_failure(move |_| failed.with_label_values(&["failed"]).inc())
+        };
+        let server = counted(Reloading::new(paths.clone(), server_config)?, &metrics);
+        // The server and client configs look at the same files; only the server's
+        // reloads are counted (one per rotation).
+        let client = Reloading::new(paths.clone(), shoal_client::tls::client_config)?;
+        Ok(Some(Security {
+            paths,
+            store_id,
+            server: Arc::new(server),
+            connector: TlsConnector::from_reloading(Arc::new(client)),
+            allowed_cn,
+            metrics,
+        }))
+    }
+
+    /// The tower layer that checks each request's certificate.
+    pub fn policy_layer(&self) -> PolicyLayer {
+        PolicyLayer::new(Policy {
+            allowed_cn: self.allowed_cn.clone(),
+            metrics: self.metrics.clone(),
+        })
+    }
+}
+
+/// The listener's rustls config for `m`: requires a client certificate the CA
+/// signed, presents the node's, speaks h2.
+fn server_config(m: &Material) -> Result<rustls::ServerConfig, String> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(m.roots()?), provider())
+        .build()
+        .map_err(|e| format!("cannot verify clients with this CA: {e}"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(m.chain.clone(), m.key.clone_key())
+        .map_err(|e| format!("the certificate and key do not go together: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
