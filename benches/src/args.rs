@@ -127,6 +127,10 @@ pub struct BenchArgs {
         value_delimiter = ','
     )]
     pub endpoints: Vec<String>,
+    /// TLS toward the cluster (Shoal or etcd): the CA, the client's certificate and
+    /// key.
+    #[command(flatten)]
+    pub tls: shoal_client::tls::TlsArgs,
     /// Concurrent requests in flight (one loop each). 1..=10000.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,

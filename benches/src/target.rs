@@ -19,6 +19,7 @@
 
 use std::time::{Duration, Instant};
 
+use shoal_client::tls::TlsConnector;
 use shoal_client::{Client, ClientConfig};
 use tonic::transport::{Channel, Endpoint};
 
@@ -90,6 +91,7 @@ impl Target {
                         args.raft_entry_max_size,
                     ),
                     batch_stream: !args.unary,
+                    tls: args.tls.paths()?,
                     ..ClientConfig::default()
                 };
                 let client = Client::connect(endpoints, config)
@@ -98,9 +100,15 @@ impl Target {
                 Ok(Target::Shoal(client))
             }
             TargetKind::Etcd => {
+                let tls = match args.tls.paths()? {
+                    Some(paths) => Some(TlsConnector::new(&paths)?),
+                    None => None,
+                };
                 let mut clients = Vec::new();
                 for e in endpoints {
-                    let uri = if e.contains("://") {
+                    let uri = if tls.is_some() {
+                        shoal_client::tls::channel_uri(&e)
+                    } else if e.contains("://") {
                         e.clone()
                     } else {
                         format!("http://{e}")
@@ -110,7 +118,10 @@ impl Target {
                         .connect_timeout(Duration::from_secs(3))
                         .timeout(args.request_timeout)
                         .tcp_nodelay(true);
-                    clients.push(KvClient::new(ep.connect_lazy()));
+                    clients.push(KvClient::new(match &tls {
+                        Some(tls) => tls.lazy_channel(ep),
+                        None => ep.connect_lazy(),
+                    }));
                 }
                 Ok(Target::Etcd(clients))
             }

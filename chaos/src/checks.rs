@@ -10,7 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use shoal_client::{Client, ClientConfig, Region};
+use shoal_client::tls::TlsConnector;
+use shoal_client::{Client, ClientConfig, Region, TlsPaths};
 
 /// One check's outcome.
 #[derive(Clone, Debug)]
@@ -35,10 +36,11 @@ impl Outcome {
 }
 
 /// A client that asks only the store at `addr` (as far as discovery goes).
-pub async fn store_client(addr: &str) -> Result<Client, String> {
+pub async fn store_client(addr: &str, tls: Option<&TlsPaths>) -> Result<Client, String> {
     let cfg = ClientConfig {
         request_timeout: Duration::from_secs(5),
         rpc_timeout: Duration::from_secs(2),
+        tls: tls.cloned(),
         ..ClientConfig::default()
     };
     Client::connect(vec![addr.to_string()], cfg)
@@ -48,12 +50,16 @@ pub async fn store_client(addr: &str) -> Result<Client, String> {
 
 /// The regions store `addr` hosts, as it knows them: asked of that store alone
 /// (the client's `list_regions` would fall back to another store's view).
-async fn regions_of(addr: &str) -> Result<Vec<Region>, String> {
+async fn regions_of(addr: &str, tls: Option<&TlsPaths>) -> Result<Vec<Region>, String> {
     use shoal_proto::adminpb::{admin_client::AdminClient, ListRegionsRequest};
     let ask = async {
-        let mut admin = AdminClient::connect(format!("http://{addr}"))
-            .await
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| format!("{addr}: {e}"))?;
+        let channel = match tls {
+            Some(paths) => TlsConnector::new(paths)?.lazy_channel(endpoint),
+            None => endpoint.connect_lazy(),
+        };
+        let mut admin = AdminClient::new(channel);
         admin
             .list_regions(ListRegionsRequest {})
             .await
@@ -156,14 +162,18 @@ pub fn placement_problems(lists: &BTreeMap<u64, Vec<Region>>) -> Vec<String> {
 /// the regions list (retrying until `timeout`: a store that just restarted may
 /// still be applying a split, a merge or a membership change, a removed replica
 /// may not have heard of its removal yet).
-pub async fn regions_cover(stores: &BTreeMap<u64, String>, timeout: Duration) -> Outcome {
+pub async fn regions_cover(
+    stores: &BTreeMap<u64, String>,
+    tls: Option<&TlsPaths>,
+    timeout: Duration,
+) -> Outcome {
     let name = "regions cover the key space";
     let deadline = Instant::now() + timeout;
     loop {
         let mut problems = Vec::new();
         let mut lists = BTreeMap::new();
         for (id, addr) in stores {
-            match regions_of(addr).await {
+            match regions_of(addr, tls).await {
                 Ok(r) => {
                     lists.insert(*id, r);
                 }
@@ -188,12 +198,16 @@ pub async fn regions_cover(stores: &BTreeMap<u64, String>, timeout: Duration) ->
 }
 
 /// Every replica of every region reaches one applied index and then one digest.
-pub async fn replicas_agree(stores: &BTreeMap<u64, String>, timeout: Duration) -> Outcome {
+pub async fn replicas_agree(
+    stores: &BTreeMap<u64, String>,
+    tls: Option<&TlsPaths>,
+    timeout: Duration,
+) -> Outcome {
     let name = "replicas agree (checksums)";
     let mut ids = BTreeSet::new();
     let mut lists = BTreeMap::new();
     for (store, addr) in stores {
-        match regions_of(addr).await {
+        match regions_of(addr, tls).await {
             Ok(regions) => {
                 lists.insert(*store, regions);
             }
@@ -220,7 +234,7 @@ pub async fn replicas_agree(stores: &BTreeMap<u64, String>, timeout: Duration) -
         let Some(holders) = replicas.get(&region) else {
             continue;
         };
-        match region_agrees(region, holders, stores, deadline).await {
+        match region_agrees(region, holders, stores, tls, deadline).await {
             Ok(()) => checked += 1,
             Err(e) => problems.push(e),
         }
@@ -244,6 +258,7 @@ async fn region_agrees(
     region: u64,
     holders: &BTreeSet<u64>,
     stores: &BTreeMap<u64, String>,
+    tls: Option<&TlsPaths>,
     deadline: Instant,
 ) -> Result<(), String> {
     let mut holders = holders.clone();
@@ -251,7 +266,7 @@ async fn region_agrees(
         let mut sums = BTreeMap::new();
         for store in holders.clone() {
             let addr = &stores[&store];
-            let c = store_client(addr).await?;
+            let c = store_client(addr, tls).await?;
             match c.checksum(addr, region).await {
                 Ok(s) => {
                     sums.insert(store, (s.applied_index, s.checksum, s.keys));
@@ -263,7 +278,7 @@ async fn region_agrees(
                     // replica is gone, not behind.
                     // (A store too busy to list its regions is asked again
                     // at the next look.)
-                    let listed = regions_of(addr).await;
+                    let listed = regions_of(addr, tls).await;
                     if listed.is_ok_and(|l| l.iter().all(|r| r.id != region)) {
                         holders.remove(&store);
                         continue;

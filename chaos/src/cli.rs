@@ -70,6 +70,10 @@ pub struct RunArgs {
     /// directory, printed].
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Run the cluster with mutual TLS on every connection (certificates made by
+    /// `shoal cert` in DIR/certs).
+    #[arg(long)]
+    pub tls: bool,
 }
 
 impl RunArgs {
@@ -111,6 +115,7 @@ impl RunArgs {
                 regions: self.regions,
                 raft_tick_ms: self.raft_tick_ms,
                 dir,
+                tls: self.tls,
             },
             duration: self.duration,
             seed,

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use shoal_client::TlsPaths;
+
 use crate::proxy::{LinkState, Proxy};
 
 /// What a cluster is started with.
@@ -25,6 +27,9 @@ pub struct ClusterSpec {
     pub raft_tick_ms: u64,
     /// Where data, logs and config go.
     pub dir: PathBuf,
+    /// Mutual TLS on every connection: `shoal cert` makes a CA, the stores'
+    /// certificates and a client certificate in `dir/certs`.
+    pub tls: bool,
 }
 
 /// One node process.
@@ -108,6 +113,9 @@ impl Cluster {
         // addresses, as the cluster directory lists them), and dials each other
         // node through the proxy of that link (`peer-addresses`).
         let members: Vec<String> = ids.iter().map(|&j| format!("{j}={}", addrs[&j])).collect();
+        if spec.tls {
+            make_certs(&spec)?;
+        }
         let mut nodes = BTreeMap::new();
         for &id in &ids {
             let peers: Vec<String> = ids
@@ -138,6 +146,16 @@ impl Cluster {
             cluster.start_node(id)?;
         }
         Ok(cluster)
+    }
+
+    /// The TLS files of the runner's clients, when the cluster has TLS on.
+    pub fn client_tls(&self) -> Option<TlsPaths> {
+        let certs = self.spec.dir.join("certs");
+        self.spec.tls.then(|| TlsPaths {
+            ca_path: certs.join("ca.pem"),
+            cert_path: certs.join("client-chaos.pem"),
+            key_path: certs.join("client-chaos.key"),
+        })
     }
 
     /// Store ids.
@@ -352,6 +370,16 @@ impl Node {
             spec.raft_tick_ms,
             spec.raft_tick_ms * 10,
         );
+        let mut toml = toml;
+        if spec.tls {
+            let certs = spec.dir.join("certs");
+            toml.push_str(&format!(
+                "ca-path = {:?}\ncert-path = {:?}\nkey-path = {:?}\ncert-allowed-cn = \"chaos\"\n",
+                certs.join("ca.pem").display().to_string(),
+                certs.join(format!("store-{id}.pem")).display().to_string(),
+                certs.join(format!("store-{id}.key")).display().to_string(),
+            ));
+        }
         std::fs::write(&config, toml)?;
         Ok(Node {
             id,
@@ -369,6 +397,25 @@ impl Node {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
+}
+
+/// Runs `shoal cert` for the cluster: a CA, a certificate per store (for
+/// 127.0.0.1: the nodes and the link proxies are all there) and the runner's client
+/// certificate `client-chaos`, in `dir/certs`.
+fn make_certs(spec: &ClusterSpec) -> std::io::Result<()> {
+    let out = Command::new(&spec.exe)
+        .arg("cert")
+        .arg("--dir")
+        .arg(spec.dir.join("certs"))
+        .args(["--stores", &spec.nodes.to_string(), "--client", "chaos"])
+        .output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "shoal cert failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
 }
 
 /// How long a node gets to come up before it is considered broken.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shoal_client::{Client, ClientConfig};
+use shoal_client::{Client, ClientConfig, TlsPaths};
 
 use crate::checks::{self, Outcome};
 use crate::cluster::{Cluster, ClusterSpec};
@@ -57,8 +57,9 @@ impl RunReport {
     }
 }
 
-fn client_config() -> ClientConfig {
+fn client_config(tls: Option<&TlsPaths>) -> ClientConfig {
     ClientConfig {
+        tls: tls.cloned(),
         request_timeout: Duration::from_secs(5),
         rpc_timeout: Duration::from_secs(1),
         connect_timeout: Duration::from_secs(1),
@@ -67,10 +68,14 @@ fn client_config() -> ClientConfig {
 }
 
 /// Connects to the cluster, retrying while the nodes come up.
-async fn connect(addrs: &[String], timeout: Duration) -> Result<Client, String> {
+async fn connect(
+    addrs: &[String],
+    tls: Option<&TlsPaths>,
+    timeout: Duration,
+) -> Result<Client, String> {
     let deadline = Instant::now() + timeout;
     loop {
-        match Client::connect(addrs.to_vec(), client_config()).await {
+        match Client::connect(addrs.to_vec(), client_config(tls)).await {
             Ok(c) => return Ok(c),
             Err(e) if Instant::now() >= deadline => {
                 return Err(format!("the cluster did not come up: {e}"))
@@ -92,13 +97,14 @@ pub async fn run(spec: RunSpec, progress: &dyn Fn(&str)) -> Result<RunReport, St
         .into_iter()
         .map(|id| (id, cluster.addr(id)))
         .collect();
+    let tls = cluster.client_tls();
     let cluster = Arc::new(Mutex::new(cluster));
     progress(&format!("{} nodes up in {}", stores.len(), dir.display()));
-    let admin = connect(&addrs, Duration::from_secs(30)).await?;
+    let admin = connect(&addrs, tls.as_ref(), Duration::from_secs(30)).await?;
     let recorder = Recorder::new();
     let start = Instant::now();
     let until = start + spec.duration;
-    let (register, set) = start_workers(&spec, &addrs, &recorder, until).await?;
+    let (register, set) = start_workers(&spec, &addrs, tls.as_ref(), &recorder, until).await?;
     let log = Arc::new(Mutex::new(Vec::new()));
     let nemesis = Nemesis {
         kinds: spec.nemeses.clone(),
@@ -127,8 +133,8 @@ pub async fn run(spec: RunSpec, progress: &dyn Fn(&str)) -> Result<RunReport, St
     write_files(&dir, &events, &log.lock().expect("log"))?;
     progress("checking");
     let mut outcomes = history_checks(&events, &admin, spec.set, &dir).await;
-    outcomes.push(checks::regions_cover(&stores, Duration::from_secs(60)).await);
-    outcomes.push(checks::replicas_agree(&stores, Duration::from_secs(60)).await);
+    outcomes.push(checks::regions_cover(&stores, tls.as_ref(), Duration::from_secs(60)).await);
+    outcomes.push(checks::replicas_agree(&stores, tls.as_ref(), Duration::from_secs(60)).await);
     let exits = cluster.lock().expect("cluster").check_exits();
     let detail = match exits.is_empty() {
         true => "every node the nemesis did not kill kept running".to_string(),
@@ -161,13 +167,14 @@ type Workers = Vec<tokio::task::JoinHandle<Counts>>;
 async fn start_workers(
     spec: &RunSpec,
     addrs: &[String],
+    tls: Option<&TlsPaths>,
     recorder: &Recorder,
     until: Instant,
 ) -> Result<(Workers, Workers), String> {
     let keys = workload::register_keys(spec.cluster.regions, spec.keys_per_region);
     let (mut register, mut set) = (Vec::new(), Vec::new());
     for i in 0..spec.clients {
-        let client = connect(addrs, Duration::from_secs(30)).await?;
+        let client = connect(addrs, tls, Duration::from_secs(30)).await?;
         let worker = Worker {
             process: i,
             stride: spec.clients,

@@ -87,6 +87,35 @@ impl TlsPaths {
     }
 }
 
+/// The TLS flags of Shoal's tools (`shoal kv`, `admin`, `bench`, `chaos`): the
+/// same three files as a node's settings, each also read from the environment.
+#[cfg(feature = "clap")]
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TlsArgs {
+    /// Mutual TLS: the PEM file of the CA that signs the cluster's certificates
+    /// (with --cert-path and --key-path; all three or none) [env: SHOAL_CA_PATH]
+    #[arg(long, global = true, env = "SHOAL_CA_PATH", value_name = "FILE", hide_env = true)]
+    pub ca_path: Option<PathBuf>,
+    /// This client's certificate (PEM), signed by the CA [env: SHOAL_CERT_PATH]
+    #[arg(long, global = true, env = "SHOAL_CERT_PATH", value_name = "FILE", hide_env = true)]
+    pub cert_path: Option<PathBuf>,
+    /// The certificate's private key (PEM) [env: SHOAL_KEY_PATH]
+    #[arg(long, global = true, env = "SHOAL_KEY_PATH", value_name = "FILE", hide_env = true)]
+    pub key_path: Option<PathBuf>,
+}
+
+#[cfg(feature = "clap")]
+impl TlsArgs {
+    /// The paths, `None` for plaintext; an error when only some are given.
+    pub fn paths(&self) -> Result<Option<TlsPaths>, String> {
+        TlsPaths::from_parts(
+            self.ca_path.clone(),
+            self.cert_path.clone(),
+            self.key_path.clone(),
+        )
+    }
+}
+
 /// What the three files held when last read.
 pub struct Material {
     /// The CA's certificates.

@@ -30,6 +30,11 @@ pub struct PlaygroundArgs {
     /// deploy/grafana/shoal.json.
     #[arg(long)]
     pub metrics: bool,
+    /// Mutual TLS: make a CA, a certificate per node and a client certificate in
+    /// DIR/certs, and start the nodes with TLS on (only clients with a certificate
+    /// from that CA get in); prints the flags a client needs.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// A Prometheus scrape config (as deploy/prometheus.yml) for nodes whose status
@@ -99,8 +104,12 @@ pub async fn run(
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let mut children = start_nodes(&exe, &dir, &nodes, args.regions)?;
-    print_welcome(&args, &dir, &nodes);
+    let certs = match args.tls {
+        true => Some(make_certs(&dir, &nodes)?),
+        false => None,
+    };
+    let mut children = start_nodes(&exe, &dir, &nodes, args.regions, certs.as_deref())?;
+    print_welcome(&args, &dir, &nodes, certs.as_deref());
     let code = wait(&mut children, shutdown).await;
     stop_all(&mut children);
     println!("playground: every node stopped");
@@ -137,13 +146,45 @@ fn data_dir(args: &PlaygroundArgs) -> Result<(Option<tempfile::TempDir>, PathBuf
     Ok((temp, dir))
 }
 
-/// Starts a `shoal node` process per node, logging to `store-ID.log` in `dir`. If one
-/// cannot start, the ones already started are stopped.
+/// Makes `dir/certs`: a CA (`ca.pem`), a store certificate per node
+/// (`store-ID.pem`, `.key`) and the client certificate `client-playground.pem`
+/// (`.key`), all for 127.0.0.1 and localhost. Returns the directory.
+fn make_certs(dir: &Path, nodes: &[NodeAddrs]) -> Result<PathBuf, String> {
+    use crate::security::cert::{ca_in, write_issued, Role, Validity};
+    let certs = dir.join("certs");
+    let (ca, _) = ca_in(&certs, 3650)?;
+    let hosts = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    for node in nodes {
+        let role = Role::Store {
+            id: node.id,
+            hosts: hosts.clone(),
+        };
+        write_issued(&certs, &format!("store-{}", node.id), &ca.issue(&role, Validity::days(365))?)?;
+    }
+    let client = Role::Client {
+        cn: "playground".into(),
+    };
+    write_issued(&certs, "client-playground", &ca.issue(&client, Validity::days(365))?)?;
+    Ok(certs)
+}
+
+/// The flags of a client with the playground's client certificate in `certs`.
+fn client_tls_flags(certs: &Path) -> String {
+    let c = certs.display();
+    format!(
+        "--ca-path {c}/ca.pem --cert-path {c}/client-playground.pem --key-path {c}/client-playground.key"
+    )
+}
+
+/// Starts a `shoal node` process per node, logging to `store-ID.log` in `dir`, with
+/// TLS when `certs` holds the certificates. If one cannot start, the ones already
+/// started are stopped.
 fn start_nodes(
     exe: &Path,
     dir: &Path,
     nodes: &[NodeAddrs],
     regions: usize,
+    certs: Option<&Path>,
 ) -> Result<Vec<(u64, Child)>, String> {
     let cluster: Vec<String> = nodes
         .iter()
@@ -155,9 +196,18 @@ fn start_nodes(
         let id = node.id;
         let log = std::fs::File::create(dir.join(format!("store-{id}.log")))
             .map_err(|e| format!("cannot create a log file in {}: {e}", dir.display()))?;
-        let spawned = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        cmd.arg("node");
+        if let Some(certs) = certs {
+            cmd.arg("--ca-path")
+                .arg(certs.join("ca.pem"))
+                .arg("--cert-path")
+                .arg(certs.join(format!("store-{id}.pem")))
+                .arg("--key-path")
+                .arg(certs.join(format!("store-{id}.key")));
+        }
+        let spawned = cmd
             .args([
-                "node",
                 "--store-id",
                 &id.to_string(),
                 "--addr",
@@ -189,9 +239,9 @@ fn start_nodes(
 }
 
 /// The endpoints and commands to try.
-fn print_welcome(args: &PlaygroundArgs, dir: &Path, nodes: &[NodeAddrs]) {
+fn print_welcome(args: &PlaygroundArgs, dir: &Path, nodes: &[NodeAddrs], certs: Option<&Path>) {
     let endpoints: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
-    let endpoints = endpoints.join(",");
+    let mut endpoints = endpoints.join(",");
     println!(
         "Shoal playground: {} nodes, {} regions, data and logs in {}",
         args.nodes,
@@ -200,6 +250,13 @@ fn print_welcome(args: &PlaygroundArgs, dir: &Path, nodes: &[NodeAddrs]) {
     );
     for NodeAddrs { id, addr, status } in nodes {
         println!("  node {id}: gRPC {addr}, metrics http://{status}/metrics");
+    }
+    if let Some(certs) = certs {
+        println!(
+            "TLS is on: certificates in {} (a CA, one store certificate per node, the client certificate client-playground.pem); every client needs the three flags below, or SHOAL_CA_PATH, SHOAL_CERT_PATH and SHOAL_KEY_PATH.",
+            certs.display()
+        );
+        endpoints = format!("{endpoints} {}", client_tls_flags(certs));
     }
     println!("Try:");
     println!("  shoal kv put hello world --endpoints {endpoints}");

@@ -48,6 +48,9 @@ enum Command {
     Admin(AdminArgs),
     /// Starts a local cluster of node processes on free ports; Ctrl-C stops them all.
     Playground(shoal_server::playground::PlaygroundArgs),
+    /// Makes certificates for a test cluster: a CA, store certificates and client
+    /// certificates (README: Security).
+    Cert(shoal_server::security::cert::CertArgs),
     /// Load generator: measures throughput and latency of a Shoal (or etcd) cluster.
     Bench(shoal_bench::BenchArgs),
     /// Starts an etcd cluster and a Shoal cluster on 127.0.0.1 and runs the same
@@ -88,6 +91,19 @@ impl Cli {
             Command::Admin(args) => args.endpoints.resolve(outer),
             _ => Vec::new(),
         }
+    }
+
+    /// The cluster `kv` and `admin` talk to: [`Cli::endpoints`] and the TLS flags.
+    fn cluster(&self) -> Result<cli::Cluster, String> {
+        let tls = match &self.command {
+            Command::Kv(args) => args.tls.paths()?,
+            Command::Admin(args) => args.tls.paths()?,
+            _ => None,
+        };
+        Ok(cli::Cluster {
+            endpoints: self.endpoints(),
+            tls,
+        })
     }
 }
 
@@ -237,19 +253,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let endpoints = cli.endpoints();
+    let cluster = cli.cluster();
     let result = runtime.block_on(async {
         match cli.command {
             Command::Node(_) => match node_config {
                 Some(cfg) => run_node(cfg).await,
                 None => unreachable!("prepare reads a node's configuration"),
             },
-            Command::Kv(args) => cli::run_kv(&endpoints, args.command).await,
-            Command::Admin(args) => cli::run_admin(&endpoints, args.command).await,
+            Command::Kv(args) => cli::run_kv(&cluster?, args.command).await,
+            Command::Admin(args) => cli::run_admin(&cluster?, args.command).await,
             Command::Playground(args) => {
                 shoal_server::playground::run(args, shutdown_signal()).await
             }
             Command::Bench(args) => run_bench(args).await,
+            Command::Cert(args) => shoal_server::security::cert::run(&args),
             Command::BenchCompare(args) => match current_exe() {
                 Ok(me) => shoal_bench::compare::run(args, me, shutdown_signal()).await,
                 Err(e) => Err(e),

@@ -15,13 +15,15 @@ use super::render::{
     pretty, region_detail, region_json, regions_json, regions_table, replicas_detail,
     replicas_json, Replica, REGION_VIEW_HELP,
 };
-use super::{connect, Endpoints};
+use super::{connect, Cluster, Endpoints};
 
 /// `shoal admin [--endpoints E] ...`
 #[derive(Args, Debug)]
 pub struct AdminArgs {
     #[command(flatten)]
     pub endpoints: Endpoints,
+    #[command(flatten)]
+    pub tls: shoal_client::tls::TlsArgs,
     #[command(subcommand)]
     pub command: AdminCommand,
 }
@@ -113,11 +115,11 @@ pub struct SplitArgs {
 
 /// Runs an `admin` command against `endpoints` (see [`Endpoints::resolve`]).
 /// Returns the process exit code.
-pub async fn run_admin(endpoints: &[String], cmd: AdminCommand) -> Result<i32, String> {
+pub async fn run_admin(cluster: &Cluster, cmd: AdminCommand) -> Result<i32, String> {
     match cmd {
-        AdminCommand::Status => status(&connect(endpoints).await?).await,
+        AdminCommand::Status => status(&connect(cluster).await?).await,
         AdminCommand::Regions { json } => {
-            let (regions, _) = connect(endpoints)
+            let (regions, _) = connect(cluster)
                 .await?
                 .list_regions()
                 .await
@@ -126,7 +128,7 @@ pub async fn run_admin(endpoints: &[String], cmd: AdminCommand) -> Result<i32, S
             Ok(0)
         }
         AdminCommand::Region { id, json } => {
-            let client = connect(endpoints).await?;
+            let client = connect(cluster).await?;
             let info = client
                 .region(id)
                 .await
@@ -142,13 +144,13 @@ pub async fn run_admin(endpoints: &[String], cmd: AdminCommand) -> Result<i32, S
             }
             Ok(0)
         }
-        AdminCommand::Split(args) => split(endpoints, args).await,
+        AdminCommand::Split(args) => split(cluster, args).await,
         AdminCommand::Merge {
             source,
             target,
             json,
         } => {
-            let client = connect(endpoints).await?;
+            let client = connect(cluster).await?;
             let merged = client
                 .merge(source, target)
                 .await
@@ -156,8 +158,8 @@ pub async fn run_admin(endpoints: &[String], cmd: AdminCommand) -> Result<i32, S
             print_regions(&describe(&client, vec![merged]).await, json);
             Ok(0)
         }
-        AdminCommand::Checksum { id } => checksum::run(&connect(endpoints).await?, id).await,
-        AdminCommand::Membership(cmd) => membership::run(endpoints, cmd).await,
+        AdminCommand::Checksum { id } => checksum::run(&connect(cluster).await?, id).await,
+        AdminCommand::Membership(cmd) => membership::run(cluster, cmd).await,
     }
 }
 
@@ -169,8 +171,8 @@ fn print_regions(regions: &[RegionInfo], json: bool) {
     }
 }
 
-async fn split(endpoints: &[String], args: SplitArgs) -> Result<i32, String> {
-    let client = connect(endpoints).await?;
+async fn split(cluster: &Cluster, args: SplitArgs) -> Result<i32, String> {
+    let client = connect(cluster).await?;
     let regions = match args.region {
         Some(region_id) => {
             let keys = args.key_input.parse_all(&args.keys)?;

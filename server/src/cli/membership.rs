@@ -9,7 +9,7 @@ use shoal_client::{Client, Directory, RegionInfo, Store};
 use shoal_proto::metapb::{ChangeKind, StoreState};
 
 use super::admin::refused;
-use super::client_config;
+use super::{client_config, Cluster};
 use super::render::{pretty, region_json, regions_table, REGION_VIEW_HELP};
 
 /// The membership commands of `shoal admin`.
@@ -91,12 +91,12 @@ pub enum MembershipCommand {
 }
 
 /// Runs a membership command against `endpoints`. Returns the process exit code.
-pub async fn run(endpoints: &[String], cmd: MembershipCommand) -> Result<i32, String> {
+pub async fn run(cluster: &Cluster, cmd: MembershipCommand) -> Result<i32, String> {
     let progress = |line: &str| eprintln!("{line}");
     match cmd {
         MembershipCommand::Stores { json } => {
-            let dir = directory(endpoints).await?;
-            stores(&dir, endpoints, json).await
+            let dir = directory(cluster).await?;
+            stores(&dir, &cluster.endpoints, json).await
         }
         MembershipCommand::AddPeer {
             region,
@@ -108,7 +108,7 @@ pub async fn run(endpoints: &[String], cmd: MembershipCommand) -> Result<i32, St
                 true => ChangeKind::AddLearner,
                 false => ChangeKind::AddVoter,
             };
-            change("add-peer", region, (kind, store), json, endpoints).await
+            change("add-peer", region, (kind, store), json, cluster).await
         }
         MembershipCommand::RemovePeer {
             region,
@@ -116,14 +116,14 @@ pub async fn run(endpoints: &[String], cmd: MembershipCommand) -> Result<i32, St
             json,
         } => {
             let remove = (ChangeKind::Remove, store);
-            change("remove-peer", region, remove, json, endpoints).await
+            change("remove-peer", region, remove, json, cluster).await
         }
         MembershipCommand::TransferLeader {
             region,
             store,
             json,
         } => {
-            let client = client(endpoints).await?;
+            let client = client(cluster).await?;
             let leader = client
                 .transfer_leader(region, store)
                 .await
@@ -145,7 +145,7 @@ pub async fn run(endpoints: &[String], cmd: MembershipCommand) -> Result<i32, St
             to,
             json,
         } => {
-            let client = client(endpoints).await?;
+            let client = client(cluster).await?;
             let r = client
                 .move_replica(region, from, to, &progress)
                 .await
@@ -153,7 +153,7 @@ pub async fn run(endpoints: &[String], cmd: MembershipCommand) -> Result<i32, St
             print_region(&client, r, json).await
         }
         MembershipCommand::RemoveStore { store, json } => {
-            let dir = directory(endpoints).await?;
+            let dir = directory(cluster).await?;
             dir.remove_store(store, &progress)
                 .await
                 .map_err(|e| refused("remove-store", e))?;
@@ -178,9 +178,9 @@ async fn change(
     region: u64,
     change: (ChangeKind, u64),
     json: bool,
-    endpoints: &[String],
+    cluster: &Cluster,
 ) -> Result<i32, String> {
-    let client = client(endpoints).await?;
+    let client = client(cluster).await?;
     let r = client
         .change_peer(region, &[change])
         .await
@@ -188,14 +188,14 @@ async fn change(
     print_region(&client, r, json).await
 }
 
-async fn client(endpoints: &[String]) -> Result<Client, String> {
-    Client::connect(endpoints.to_vec(), client_config())
+async fn client(cluster: &Cluster) -> Result<Client, String> {
+    Client::connect(cluster.endpoints.clone(), cluster.config(client_config()))
         .await
         .map_err(|e| format!("cannot reach the cluster: {e}"))
 }
 
-async fn directory(endpoints: &[String]) -> Result<Directory, String> {
-    Directory::connect(endpoints.to_vec(), client_config())
+async fn directory(cluster: &Cluster) -> Result<Directory, String> {
+    Directory::connect(cluster.endpoints.clone(), cluster.config(client_config()))
         .await
         .map_err(|e| format!("cannot reach the cluster: {e}"))
 }

@@ -19,7 +19,8 @@ pub mod membership;
 pub mod render;
 
 use clap::{Args, Subcommand};
-use shoal_client::{Client, ClientConfig};
+use shoal_client::tls::TlsArgs;
+use shoal_client::{Client, ClientConfig, TlsPaths};
 
 pub use admin::{run_admin, AdminArgs, AdminCommand};
 
@@ -68,11 +69,31 @@ impl Endpoints {
     }
 }
 
+/// The cluster a command talks to: its addresses, and the TLS files when its
+/// nodes have TLS on.
+#[derive(Clone, Debug, Default)]
+pub struct Cluster {
+    pub endpoints: Vec<String>,
+    pub tls: Option<TlsPaths>,
+}
+
+impl Cluster {
+    /// `base` with this cluster's TLS files.
+    pub fn config(&self, base: ClientConfig) -> ClientConfig {
+        ClientConfig {
+            tls: self.tls.clone(),
+            ..base
+        }
+    }
+}
+
 /// `shoal kv [--endpoints E] ...`
 #[derive(Args, Debug)]
 pub struct KvArgs {
     #[command(flatten)]
     pub endpoints: Endpoints,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[command(subcommand)]
     pub command: KvCommand,
 }
@@ -120,8 +141,11 @@ pub(crate) fn client_config() -> ClientConfig {
     }
 }
 
-async fn connect(endpoints: &[String]) -> Result<Client, String> {
-    Client::connect(endpoints.to_vec(), ClientConfig::default())
+async fn connect(cluster: &Cluster) -> Result<Client, String> {
+    Client::connect(
+        cluster.endpoints.clone(),
+        cluster.config(ClientConfig::default()),
+    )
         .await
         .map_err(|e| format!("cannot reach the cluster: {e}"))
 }
@@ -130,19 +154,19 @@ fn show(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Runs a `kv` command against `endpoints` (see [`Endpoints::resolve`]). Returns
+/// Runs a `kv` command against `cluster` (see [`Endpoints::resolve`]). Returns
 /// the process exit code.
-pub async fn run_kv(endpoints: &[String], cmd: KvCommand) -> Result<i32, String> {
+pub async fn run_kv(cluster: &Cluster, cmd: KvCommand) -> Result<i32, String> {
     match cmd {
         KvCommand::Put { key, value } => {
-            connect(endpoints)
+            connect(cluster)
                 .await?
                 .put(key, value)
                 .await
                 .map_err(|e| e.to_string())?;
             println!("OK");
         }
-        KvCommand::Get { key } => match connect(endpoints)
+        KvCommand::Get { key } => match connect(cluster)
             .await?
             .get(&key)
             .await
@@ -155,7 +179,7 @@ pub async fn run_kv(endpoints: &[String], cmd: KvCommand) -> Result<i32, String>
             }
         },
         KvCommand::Delete { key } => {
-            connect(endpoints)
+            connect(cluster)
                 .await?
                 .delete(key)
                 .await
@@ -163,7 +187,7 @@ pub async fn run_kv(endpoints: &[String], cmd: KvCommand) -> Result<i32, String>
             println!("OK");
         }
         KvCommand::Scan { start, end, limit } => {
-            let pairs = connect(endpoints)
+            let pairs = connect(cluster)
                 .await?
                 .scan(start, end, limit)
                 .await

@@ -202,6 +202,99 @@ pub fn ca_in(dir: &Path, days: u32) -> Result<(Ca, bool), String> {
     Ok((ca, true))
 }
 
+/// `shoal cert`: certificates for a test cluster, written to a directory.
+#[derive(clap::Args, Debug)]
+pub struct CertArgs {
+    /// Where the files go (created). A CA already there (ca.pem, ca.key) signs the
+    /// new certificates; otherwise a new CA is made.
+    #[arg(long, default_value = "shoal-certs")]
+    pub dir: PathBuf,
+    /// Store certificates for stores 1..=N: store-ID.pem and store-ID.key.
+    #[arg(long, default_value_t = 0)]
+    pub stores: u64,
+    /// A store certificate for this store id (repeatable), besides --stores.
+    #[arg(long = "store", value_name = "ID")]
+    pub store: Vec<u64>,
+    /// The host names and IP addresses the stores serve at, comma-separated; every
+    /// store certificate names them all (a client checks the address it dials
+    /// against them).
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1,localhost")]
+    pub hosts: Vec<String>,
+    /// A client certificate with this common name (repeatable): client-CN.pem and
+    /// client-CN.key. A node's cert-allowed-cn lists the names it takes.
+    #[arg(long = "client", value_name = "CN")]
+    pub clients: Vec<String>,
+    /// Days the new certificates are valid (a new CA: ten times as long);
+    /// 1..=3650.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+}
+
+impl CertArgs {
+    /// The store ids asked for, sorted, once each; refused when out of range.
+    fn store_ids(&self) -> Result<Vec<u64>, String> {
+        let mut ids: Vec<u64> = (1..=self.stores).chain(self.store.iter().copied()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if let Some(bad) = ids
+            .iter()
+            .find(|id| **id == 0 || **id >= crate::config::MAX_STORE_ID_EXCLUSIVE)
+        {
+            return Err(format!("store id {bad} is out of range (1..2^24)"));
+        }
+        Ok(ids)
+    }
+}
+
+/// Runs `shoal cert`; prints what it wrote and how to use it.
+pub fn run(args: &CertArgs) -> Result<i32, String> {
+    if !(1..=3650).contains(&args.days) {
+        return Err(format!("--days must be 1..=3650, got {}", args.days));
+    }
+    let stores = args.store_ids()?;
+    if let Some(bad) = args.clients.iter().find(|cn| {
+        cn.is_empty() || !cn.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    }) {
+        return Err(format!(
+            "client name {bad:?}: use letters, digits, '-', '_' and '.' (it names files)"
+        ));
+    }
+    let (ca, made) = ca_in(&args.dir, args.days * 10)?;
+    let dir = &args.dir;
+    println!(
+        "{} CA: {}",
+        if made { "made a new" } else { "signing with the" },
+        dir.join("ca.pem").display()
+    );
+    let validity = Validity::days(args.days);
+    for id in &stores {
+        let role = Role::Store {
+            id: *id,
+            hosts: args.hosts.clone(),
+        };
+        let files = write_issued(dir, &format!("store-{id}"), &ca.issue(&role, validity)?)?;
+        println!(
+            "store {id}: {} ({}), key {}",
+            files.cert.display(),
+            args.hosts.join(", "),
+            files.key.display()
+        );
+    }
+    for cn in &args.clients {
+        let role = Role::Client { cn: cn.clone() };
+        let files = write_issued(dir, &format!("client-{cn}"), &ca.issue(&role, validity)?)?;
+        println!("client {cn}: {}, key {}", files.cert.display(), files.key.display());
+    }
+    let d = dir.display();
+    if let Some(id) = stores.first() {
+        println!("A node: shoal node --store-id {id} --ca-path {d}/ca.pem --cert-path {d}/store-{id}.pem --key-path {d}/store-{id}.key ...");
+    }
+    if let Some(cn) = args.clients.first() {
+        println!("A client: shoal kv get KEY --ca-path {d}/ca.pem --cert-path {d}/client-{cn}.pem --key-path {d}/client-{cn}.key");
+    }
+    Ok(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
