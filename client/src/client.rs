@@ -16,7 +16,7 @@ use tonic::transport::Channel;
 
 use crate::config::ClientConfig;
 use crate::discovery::Want;
-use crate::error::{Error, Result};
+use crate::error::{Error, Failure, Result};
 use crate::region_cache::{CachedRegion, RegionCache};
 use crate::request::{Backoff, Idempotence, RouteBy};
 
@@ -106,7 +106,8 @@ impl Client {
         }
         let connector = match &config.tls {
             Some(paths) => Some(
-                crate::tls::TlsConnector::new(paths).map_err(|e| Error::Config(format!("TLS: {e}")))?,
+                crate::tls::TlsConnector::new(paths)
+                    .map_err(|e| Error::Config(format!("TLS: {e}")))?,
             ),
             None => None,
         };
@@ -137,19 +138,32 @@ impl Client {
         let inner = &self.inner;
         let deadline = Instant::now() + inner.config.request_timeout;
         let mut backoff = Backoff::new(&inner.config);
+        // The failure reported: the last one that says something (an attempt cut
+        // short by the deadline asked no one).
+        let mut reason: Option<Failure> = None;
         loop {
             match inner.list_from_any(Want::Any, deadline).await {
                 Ok(resp) => return Ok(resp),
-                Err(last) if Instant::now() >= deadline => {
-                    return Err(Error::Unreachable {
-                        op,
-                        endpoints: inner.endpoints.clone(),
-                        timeout: inner.config.request_timeout,
-                        last: Box::new(last),
-                    })
-                }
                 Err(last) => {
-                    tracing::debug!(op, reason = %last, "no endpoint answered; backing off");
+                    let refused = matches!(
+                        &last,
+                        Failure::Rpc { code, .. }
+                            if matches!(code, tonic::Code::PermissionDenied | tonic::Code::Unauthenticated)
+                    );
+                    if reason.is_none() || !matches!(last, Failure::Routing(_)) {
+                        reason = Some(last);
+                    }
+                    // A node that refuses this client's certificate will refuse it
+                    // again: no point waiting out the deadline.
+                    if refused || Instant::now() >= deadline {
+                        return Err(Error::Unreachable {
+                            op,
+                            endpoints: inner.endpoints.clone(),
+                            timeout: inner.config.request_timeout,
+                            last: Box::new(reason.expect("a failure")),
+                        });
+                    }
+                    tracing::debug!(op, reason = ?reason, "no endpoint answered; backing off");
                     backoff.sleep(std::time::Duration::ZERO, deadline).await;
                 }
             }

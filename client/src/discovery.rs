@@ -56,6 +56,22 @@ pub(crate) fn is_transport_error(status: &tonic::Status) -> bool {
     ) || std::error::Error::source(status).is_some()
 }
 
+/// A status's message and the errors under it (a transport error's message alone is
+/// "transport error"; the cause says a connection was refused, or a TLS handshake
+/// failed and why).
+pub(crate) fn with_causes(status: &tonic::Status) -> String {
+    let mut text = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        let cause = err.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+        source = err.source();
+    }
+    text
+}
+
 /// Whether a transport error happened while connecting, so that nothing of the
 /// request can have been sent: the TCP connection was refused, timed out, or the
 /// HTTP/2 handshake failed. Any other transport error (a reset, a broken pipe, a
@@ -269,7 +285,7 @@ impl Inner {
                 Err(Failure::Rpc {
                     address: address.to_string(),
                     code: status.code(),
-                    message: status.message().to_string(),
+                    message: with_causes(&status),
                 })
             }
             Err(_) => Err(Failure::Timeout {

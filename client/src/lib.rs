@@ -50,6 +50,6 @@ pub use directory::Directory;
 pub use error::{Error, Failure, RequestInfo, Result};
 pub use membership::CATCH_UP_TIMEOUT;
 pub use region_cache::CachedRegion;
-pub use tls::TlsPaths;
 pub use shoal_proto::adminpb::{ChecksumResponse, RegionInfo, StatusResponse};
 pub use shoal_proto::metapb::{Peer, Region, RegionEpoch, Store};
+pub use tls::TlsPaths;

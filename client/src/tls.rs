@@ -94,13 +94,31 @@ impl TlsPaths {
 pub struct TlsArgs {
     /// Mutual TLS: the PEM file of the CA that signs the cluster's certificates
     /// (with --cert-path and --key-path; all three or none) [env: SHOAL_CA_PATH]
-    #[arg(long, global = true, env = "SHOAL_CA_PATH", value_name = "FILE", hide_env = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_CA_PATH",
+        value_name = "FILE",
+        hide_env = true
+    )]
     pub ca_path: Option<PathBuf>,
     /// This client's certificate (PEM), signed by the CA [env: SHOAL_CERT_PATH]
-    #[arg(long, global = true, env = "SHOAL_CERT_PATH", value_name = "FILE", hide_env = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_CERT_PATH",
+        value_name = "FILE",
+        hide_env = true
+    )]
     pub cert_path: Option<PathBuf>,
     /// The certificate's private key (PEM) [env: SHOAL_KEY_PATH]
-    #[arg(long, global = true, env = "SHOAL_KEY_PATH", value_name = "FILE", hide_env = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_KEY_PATH",
+        value_name = "FILE",
+        hide_env = true
+    )]
     pub key_path: Option<PathBuf>,
 }
 

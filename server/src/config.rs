@@ -520,8 +520,7 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.tls_paths()?.is_none() && !self.allowed_cn().is_empty() {
             return Err(
-                "cert-allowed-cn is set but TLS is off: set ca-path, cert-path and key-path"
-                    .into(),
+                "cert-allowed-cn is set but TLS is off: set ca-path, cert-path and key-path".into(),
             );
         }
         if !self.join_seeds().is_empty() && !self.initial_cluster.trim().is_empty() {

@@ -25,9 +25,9 @@ use crate::raft_service::RaftService;
 use crate::request_metrics::RequestMetrics;
 use crate::security::policy::PolicyLayer;
 use crate::security::{acceptor, Security, SecurityMetrics};
-use shoal_client::tls::TlsConnector;
 use crate::status::Readiness;
 use crate::transport::{GrpcTransport, TransportLimits};
+use shoal_client::tls::TlsConnector;
 
 /// How long shutdown waits for open connections (other nodes' Raft streams, clients)
 /// before closing them.
@@ -287,8 +287,8 @@ async fn serve(
                 view,
                 security_metrics.forged_messages,
             ))
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
         );
     let tls = security.map(|s| (s.server.clone(), s.metrics.clone()));
     let serve = async move {

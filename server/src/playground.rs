@@ -159,12 +159,20 @@ fn make_certs(dir: &Path, nodes: &[NodeAddrs]) -> Result<PathBuf, String> {
             id: node.id,
             hosts: hosts.clone(),
         };
-        write_issued(&certs, &format!("store-{}", node.id), &ca.issue(&role, Validity::days(365))?)?;
+        write_issued(
+            &certs,
+            &format!("store-{}", node.id),
+            &ca.issue(&role, Validity::days(365))?,
+        )?;
     }
     let client = Role::Client {
         cn: "playground".into(),
     };
-    write_issued(&certs, "client-playground", &ca.issue(&client, Validity::days(365))?)?;
+    write_issued(
+        &certs,
+        "client-playground",
+        &ca.issue(&client, Validity::days(365))?,
+    )?;
     Ok(certs)
 }
 

@@ -110,7 +110,11 @@ impl SnapshotSender {
             };
             let deadline = BASE_DEADLINE + Duration::from_secs(2 * files.bytes / share);
             let region = msg.region_id;
-            let sent = tokio::time::timeout(deadline, stream(&addr, msg, &files, &rate, max, tls.as_ref())).await;
+            let sent = tokio::time::timeout(
+                deadline,
+                stream(&addr, msg, &files, &rate, max, tls.as_ref()),
+            )
+            .await;
             let ok = match sent {
                 Ok(Ok(())) => true,
                 Ok(Err(e)) => {

@@ -9,8 +9,8 @@ use shoal_client::{Client, Directory, RegionInfo, Store};
 use shoal_proto::metapb::{ChangeKind, StoreState};
 
 use super::admin::refused;
-use super::{client_config, Cluster};
 use super::render::{pretty, region_json, regions_table, REGION_VIEW_HELP};
+use super::{client_config, Cluster};
 
 /// The membership commands of `shoal admin`.
 #[derive(Subcommand, Debug)]

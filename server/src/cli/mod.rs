@@ -146,8 +146,8 @@ async fn connect(cluster: &Cluster) -> Result<Client, String> {
         cluster.endpoints.clone(),
         cluster.config(ClientConfig::default()),
     )
-        .await
-        .map_err(|e| format!("cannot reach the cluster: {e}"))
+    .await
+    .map_err(|e| format!("cannot reach the cluster: {e}"))
 }
 
 fn show(b: &[u8]) -> String {

@@ -109,7 +109,11 @@ pub fn incoming(
                         Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => {
                             metrics.handshake_failures.inc();
-                            tracing::info!(%remote, "TLS handshake refused: {e}");
+                            let hint = match e.to_string().contains("InvalidContentType") {
+                                true => " (a plaintext client? this node takes TLS only)",
+                                false => "",
+                            };
+                            tracing::info!(%remote, "TLS handshake refused: {e}{hint}");
                             return;
                         }
                         Err(_) => {

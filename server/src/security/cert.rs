@@ -10,8 +10,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -89,8 +89,7 @@ impl Ca {
     /// The CA in `cert_pem` with its key `key_pem` (to sign more certificates).
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Ca, String> {
         let key = KeyPair::from_pem(key_pem).map_err(err("the CA key from PEM"))?;
-        let issuer =
-            Issuer::from_ca_cert_pem(cert_pem, key).map_err(err("the CA from its PEM"))?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(err("the CA from its PEM"))?;
         let key_pem = key_pem.to_string();
         Ok(Ca {
             issuer,
@@ -233,7 +232,9 @@ pub struct CertArgs {
 impl CertArgs {
     /// The store ids asked for, sorted, once each; refused when out of range.
     fn store_ids(&self) -> Result<Vec<u64>, String> {
-        let mut ids: Vec<u64> = (1..=self.stores).chain(self.store.iter().copied()).collect();
+        let mut ids: Vec<u64> = (1..=self.stores)
+            .chain(self.store.iter().copied())
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         if let Some(bad) = ids
@@ -253,7 +254,10 @@ pub fn run(args: &CertArgs) -> Result<i32, String> {
     }
     let stores = args.store_ids()?;
     if let Some(bad) = args.clients.iter().find(|cn| {
-        cn.is_empty() || !cn.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        cn.is_empty()
+            || !cn
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     }) {
         return Err(format!(
             "client name {bad:?}: use letters, digits, '-', '_' and '.' (it names files)"
@@ -263,7 +267,11 @@ pub fn run(args: &CertArgs) -> Result<i32, String> {
     let dir = &args.dir;
     println!(
         "{} CA: {}",
-        if made { "made a new" } else { "signing with the" },
+        if made {
+            "made a new"
+        } else {
+            "signing with the"
+        },
         dir.join("ca.pem").display()
     );
     let validity = Validity::days(args.days);
@@ -283,7 +291,11 @@ pub fn run(args: &CertArgs) -> Result<i32, String> {
     for cn in &args.clients {
         let role = Role::Client { cn: cn.clone() };
         let files = write_issued(dir, &format!("client-{cn}"), &ca.issue(&role, validity)?)?;
-        println!("client {cn}: {}, key {}", files.cert.display(), files.key.display());
+        println!(
+            "client {cn}: {}, key {}",
+            files.cert.display(),
+            files.key.display()
+        );
     }
     let d = dir.display();
     if let Some(id) = stores.first() {
@@ -303,7 +315,9 @@ mod tests {
     use rustls::pki_types::CertificateDer;
 
     fn der(pem: &str) -> Vec<u8> {
-        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
+        CertificateDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .to_vec()
     }
 
     #[test]
@@ -315,14 +329,18 @@ mod tests {
         };
         let s = ca.issue(&store, Validity::days(1)).unwrap();
         assert_eq!(Identity::of(&der(&s.cert_pem)), Identity::Store(4));
-        let c = ca.issue(&Role::Client { cn: "app".into() }, Validity::days(1)).unwrap();
+        let c = ca
+            .issue(&Role::Client { cn: "app".into() }, Validity::days(1))
+            .unwrap();
         assert_eq!(
             Identity::of(&der(&c.cert_pem)),
             Identity::Client(Some("app".into()))
         );
         // A CA read back from its PEM signs certificates the same CA verifies.
         let again = Ca::from_pem(&ca.cert_pem, &ca.key_pem).unwrap();
-        let c2 = again.issue(&Role::Client { cn: "b".into() }, Validity::days(1)).unwrap();
+        let c2 = again
+            .issue(&Role::Client { cn: "b".into() }, Validity::days(1))
+            .unwrap();
         let roots = {
             let mut r = rustls::RootCertStore::empty();
             r.add(CertificateDer::from(der(&ca.cert_pem))).unwrap();

@@ -39,7 +39,10 @@ impl Policy {
             Err(tonic::Status::permission_denied(message))
         };
         let Some(identity) = info.and_then(|i| i.identity.as_ref()) else {
-            return refuse("no_certificate", "no client certificate on this connection".into());
+            return refuse(
+                "no_certificate",
+                "no client certificate on this connection".into(),
+            );
         };
         match identity {
             Identity::Store(_) => Ok(()),
@@ -170,20 +173,31 @@ mod tests {
         assert!(p.check("/kvrpcpb.Kv/Get", Some(&client)).is_ok());
         // A service whose name merely starts like Raft's is not Raft.
         assert!(p.check("/raft_serverpb.RaftX/Send", Some(&client)).is_ok());
-        assert_eq!(p.metrics.refused.with_label_values(&["not_a_store"]).get(), 1);
+        assert_eq!(
+            p.metrics.refused.with_label_values(&["not_a_store"]).get(),
+            1
+        );
     }
 
     #[test]
     fn allowed_common_names() {
         let p = policy(&["admin", "app"]);
         let get = "/kvrpcpb.Kv/Get";
-        assert!(p.check(get, Some(&peer(Identity::Client(Some("app".into()))))).is_ok());
+        assert!(p
+            .check(get, Some(&peer(Identity::Client(Some("app".into())))))
+            .is_ok());
         assert!(p.check(get, Some(&peer(Identity::Store(1)))).is_ok());
         let other = p.check(get, Some(&peer(Identity::Client(Some("intruder".into())))));
         assert!(other.unwrap_err().message().contains("intruder"));
         assert!(p.check(get, Some(&peer(Identity::Client(None)))).is_err());
         // No connection info at all: refused.
         assert!(p.check(get, None).is_err());
-        assert_eq!(p.metrics.refused.with_label_values(&["cn_not_allowed"]).get(), 2);
+        assert_eq!(
+            p.metrics
+                .refused
+                .with_label_values(&["cn_not_allowed"])
+                .get(),
+            2
+        );
     }
 }

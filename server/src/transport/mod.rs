@@ -38,9 +38,9 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus::{IntCounter, IntCounterVec, Opts};
+use shoal_client::tls::TlsConnector;
 use shoal_proto::raft_serverpb::RaftMessage;
 use shoal_proto::Message;
-use shoal_client::tls::TlsConnector;
 use shoal_raftstore::{OutgoingSnapshot, Transport};
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
