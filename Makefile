@@ -37,8 +37,8 @@ bench-compare: deps
 	$(CARGO) build --release -p shoal-server --bin shoal
 	target/release/shoal bench-compare $(ARGS)
 
-## chaos: the chaos suite, about 12 minutes: each nemesis alone, sparse load over many
-## (mostly dormant) regions, then all combined,
+## chaos: the chaos suite, about 14 minutes: each nemesis alone, sparse load over many
+## (mostly dormant) regions, then all combined, then all combined with mutual TLS,
 ## on release builds; a summary table per run (pass options with ARGS, e.g.
 ## ARGS="--nodes 5"). Exits non-zero if any run fails a check.
 chaos: deps

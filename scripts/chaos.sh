@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make chaos`: every nemesis alone, then all of them together, each run with a
-# fresh seed (printed: `shoal chaos --seed N` replays it). About 12 minutes.
+# fresh seed (printed: `shoal chaos --seed N` replays it). About 14 minutes.
 # Usage: scripts/chaos.sh PATH/TO/shoal [extra shoal chaos options]
 set -uo pipefail
 shoal="$1"
@@ -23,6 +23,9 @@ run --nemesis admin --duration 60s --nodes 5 --regions 8 "$@"
 # notice through store liveness only (docs/dormancy.md).
 run --nemesis kill,pause,partition --duration 90s --regions 256 --keys-per-region 1 --clients 2 "$@"
 run --nemesis kill,pause,partition,admin,disk --duration 120s "$@"
+# Mutual TLS on every connection (certificates from `shoal cert`): the faults cut
+# and restore TLS links and streams as they do plaintext ones.
+run --tls --nemesis kill,pause,partition,admin,disk --duration 90s "$@"
 run --nemesis kill,pause,partition,admin,disk --duration 120s --nodes 5 --regions 8 "$@"
 if [ "$failed" -ne 0 ]; then
     echo "chaos: $failed run(s) failed a check"

@@ -278,6 +278,11 @@ pub fn summary(spec: &RunSpec, report: &RunReport) -> String {
         "nodes / initial regions",
         format!("{} / {}", spec.cluster.nodes, spec.cluster.regions),
     );
+    let tls = match spec.cluster.tls {
+        true => "on (mutual, every connection)",
+        false => "off",
+    };
+    line(&mut s, "TLS", tls.to_string());
     for (name, c) in [("register", report.register), ("set", report.set)] {
         line(
             &mut s,

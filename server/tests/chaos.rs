@@ -1,14 +1,15 @@
 //! The chaos suite's short run, so that every change is checked by CI: `shoal
 //! chaos` with every nemesis (kill, pause, partition, admin, and disk when the
 //! binary has failpoints, as `make test` builds it) on a few fixed seeds, each run's checks (linearizability, no lost write,
-//! replicas agree, regions cover the key space, no node exited) required to pass.
+//! replicas agree, regions cover the key space, no node exited) required to pass;
+//! the last run with mutual TLS on every connection.
 //! `make chaos` is the long version.
 
 use std::process::Command;
 
 /// Runs `shoal chaos` with `args`, printing its output; panics with the summary
 /// unless every check passed.
-fn chaos(args: &[&str]) {
+fn chaos(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
         .arg("chaos")
@@ -53,6 +54,7 @@ fn chaos(args: &[&str]) {
             "{check} was not checked:\n{stdout}"
         );
     }
+    stdout.into_owned()
 }
 
 /// One after the other (two clusters at once would compete for the machine's two
@@ -67,4 +69,8 @@ fn short_runs_with_every_nemesis_pass_every_check() {
     let five = ["--nodes", "5", "--regions", "8"];
     let seed2 = ["--seed", "2", "--duration", "30s", "--nemesis", every];
     chaos(&[&seed2[..], &five[..]].concat());
+    // With mutual TLS on every connection.
+    let tls = ["--tls", "--seed", "3", "--duration", "20s", "--nemesis", every];
+    let stdout = chaos(&tls);
+    assert!(stdout.lines().any(|l| l.starts_with("TLS") && l.contains("on")), "{stdout}");
 }
