@@ -103,6 +103,15 @@ pub struct CompareArgs {
     /// members, two thirds of whose requests are then forwarded to the leader.
     #[arg(long)]
     pub etcd_leader_only: bool,
+    /// Mutual TLS on every connection of both clusters (etcd's client and peer
+    /// URLs too) and of the load generator: `shoal cert` makes a CA, a certificate
+    /// per node and the load generator's in DIR/certs.
+    #[arg(long)]
+    pub tls: bool,
+    /// Compare Shoal with itself, side B with mutual TLS (nodes and load
+    /// generator) and side A without: what TLS costs per operation.
+    #[arg(long)]
+    pub ab_tls: bool,
 }
 
 /// One side of a comparison: a system and, for Shoal, extra node flags.
@@ -120,6 +129,8 @@ pub struct Side {
     pub node_bin: Option<PathBuf>,
     /// Environment variables of its nodes, `NAME=VALUE`.
     pub node_env: Vec<String>,
+    /// Mutual TLS on its cluster's connections and its load generator's.
+    pub tls: bool,
 }
 
 /// Side A (etcd, or Shoal as it is) and side B (Shoal, or Shoal with `--ab`'s flags).
@@ -131,6 +142,7 @@ fn sides(args: &CompareArgs) -> (Side, Side) {
         unary,
         node_bin: bin,
         node_env: Vec::new(),
+        tls: args.tls,
     };
     if !is_ab(args) {
         let etcd = Side {
@@ -140,6 +152,7 @@ fn sides(args: &CompareArgs) -> (Side, Side) {
             unary: false,
             node_bin: None,
             node_env: Vec::new(),
+            tls: args.tls,
         };
         return (etcd, shoal("Shoal", Vec::new(), false, None));
     }
@@ -156,13 +169,42 @@ fn sides(args: &CompareArgs) -> (Side, Side) {
         .flat_map(|e| e.split_whitespace())
         .map(String::from)
         .collect();
+    b.tls |= args.ab_tls;
     (shoal("Shoal A", Vec::new(), false, None), b)
 }
 
 /// Whether Shoal is compared with itself (`--ab`, `--ab-unary`, `--ab-bin`,
 /// `--ab-env`).
 fn is_ab(args: &CompareArgs) -> bool {
-    args.ab.is_some() || args.ab_unary || args.ab_bin.is_some() || args.ab_env.is_some()
+    args.ab.is_some()
+        || args.ab_unary
+        || args.ab_bin.is_some()
+        || args.ab_env.is_some()
+        || args.ab_tls
+}
+
+/// Where `shoal cert` puts the run's certificates: `ca.pem`, `store-ID.pem` and
+/// `.key` per node (etcd member i uses store i+1's), `client-bench.pem` and `.key`.
+fn certs_dir(args: &CompareArgs) -> PathBuf {
+    args.dir.join("certs")
+}
+
+/// Makes the run's certificates with `shoal cert`.
+fn make_certs(args: &CompareArgs, shoal: &Path) -> Result<(), String> {
+    let out = Command::new(shoal)
+        .arg("cert")
+        .arg("--dir")
+        .arg(certs_dir(args))
+        .args(["--stores", &args.nodes.to_string(), "--client", "bench"])
+        .output()
+        .map_err(|e| format!("cannot run {} cert: {e}", shoal.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "shoal cert failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
 }
 
 /// A child process that is stopped when dropped.
@@ -266,7 +308,8 @@ fn spawn(name: &str, mut cmd: Command, dir: &Path) -> Result<Proc, String> {
     })
 }
 
-fn start_etcd(args: &CompareArgs, dir: &Path) -> Result<Cluster, String> {
+fn start_etcd(args: &CompareArgs, dir: &Path, tls: bool) -> Result<Cluster, String> {
+    let scheme = if tls { "https" } else { "http" };
     let mut peers = Vec::new();
     let mut clients = Vec::new();
     for _ in 0..args.nodes {
@@ -274,7 +317,7 @@ fn start_etcd(args: &CompareArgs, dir: &Path) -> Result<Cluster, String> {
         clients.push(free_port()?);
     }
     let initial: Vec<String> = (0..args.nodes)
-        .map(|i| format!("m{i}=http://127.0.0.1:{}", peers[i]))
+        .map(|i| format!("m{i}={scheme}://127.0.0.1:{}", peers[i]))
         .collect();
     let mut procs = Vec::new();
     for i in 0..args.nodes {
@@ -284,17 +327,35 @@ fn start_etcd(args: &CompareArgs, dir: &Path) -> Result<Cluster, String> {
             .arg(format!("m{i}"))
             .arg("--data-dir")
             .arg(dir.join(format!("etcd-{i}")))
-            .arg(format!("--listen-client-urls=http://127.0.0.1:{c}"))
-            .arg(format!("--advertise-client-urls=http://127.0.0.1:{c}"))
-            .arg(format!("--listen-peer-urls=http://127.0.0.1:{p}"))
+            .arg(format!("--listen-client-urls={scheme}://127.0.0.1:{c}"))
+            .arg(format!("--advertise-client-urls={scheme}://127.0.0.1:{c}"))
+            .arg(format!("--listen-peer-urls={scheme}://127.0.0.1:{p}"))
             .arg(format!(
-                "--initial-advertise-peer-urls=http://127.0.0.1:{p}"
+                "--initial-advertise-peer-urls={scheme}://127.0.0.1:{p}"
             ))
             .arg(format!("--initial-cluster={}", initial.join(",")))
             .arg("--initial-cluster-state=new")
             .arg("--initial-cluster-token=shoal-bench-compare")
             .arg("--logger=zap")
             .arg("--log-level=warn");
+        if tls {
+            // Clients and peers alike must present a certificate from the CA.
+            let certs = certs_dir(args);
+            let ca = certs.join("ca.pem");
+            let cert = certs.join(format!("store-{}.pem", i + 1));
+            let key = certs.join(format!("store-{}.key", i + 1));
+            for (flag, path) in [
+                ("--trusted-ca-file", &ca),
+                ("--cert-file", &cert),
+                ("--key-file", &key),
+                ("--peer-trusted-ca-file", &ca),
+                ("--peer-cert-file", &cert),
+                ("--peer-key-file", &key),
+            ] {
+                cmd.arg(format!("{flag}={}", path.display()));
+            }
+            cmd.args(["--client-cert-auth", "--peer-client-cert-auth"]);
+        }
         procs.push(spawn(&format!("etcd-{i}"), cmd, dir)?);
     }
     let endpoints = clients.iter().map(|c| format!("127.0.0.1:{c}")).collect();
@@ -330,6 +391,15 @@ fn start_shoal(
             .arg(format!("--initial-cluster={}", initial.join(",")))
             .arg(format!("--initial-regions={}", args.regions))
             .args(&side.node_flags);
+        if side.tls {
+            let certs = certs_dir(args);
+            cmd.arg("--ca-path")
+                .arg(certs.join("ca.pem"))
+                .arg("--cert-path")
+                .arg(certs.join(format!("store-{}.pem", i + 1)))
+                .arg("--key-path")
+                .arg(certs.join(format!("store-{}.key", i + 1)));
+        }
         for var in &side.node_env {
             if let Some((k, v)) = var.split_once('=') {
                 cmd.env(k, v);
@@ -480,6 +550,11 @@ fn validate(args: &CompareArgs) -> Result<(), String> {
             return Err(format!("--ab-bin {}: no such file", bin.display()));
         }
     }
+    if args.tls && args.etcd_leader_only {
+        return Err(
+            "--etcd-leader-only finds the leader over plain HTTP; it does not go with --tls".into(),
+        );
+    }
     if is_ab(args) {
         return Ok(());
     }
@@ -521,6 +596,17 @@ fn bench_args(
         } else {
             vec![]
         },
+        tls: match side.tls {
+            true => {
+                let certs = certs_dir(args);
+                shoal_client::tls::TlsArgs {
+                    ca_path: Some(certs.join("ca.pem")),
+                    cert_path: Some(certs.join("client-bench.pem")),
+                    key_path: Some(certs.join("client-bench.key")),
+                }
+            }
+            false => Default::default(),
+        },
         ..BenchArgs::defaults()
     }
 }
@@ -544,6 +630,9 @@ async fn compare(args: &CompareArgs, node_bin: &Path) -> Result<(), String> {
         })
         .collect();
     let (side_a, side_b) = sides(args);
+    if side_a.tls || side_b.tls {
+        make_certs(args, node_bin)?;
+    }
     for (round, is_b) in ROUNDS.into_iter().enumerate() {
         let side = if is_b { &side_b } else { &side_a };
         let target = side.target;
@@ -553,7 +642,7 @@ async fn compare(args: &CompareArgs, node_bin: &Path) -> Result<(), String> {
             args.nodes
         );
         let mut cluster = match target {
-            TargetKind::Etcd => start_etcd(args, dir)?,
+            TargetKind::Etcd => start_etcd(args, dir, side.tls)?,
             TargetKind::Shoal => start_shoal(args, dir, &name, side, node_bin)?,
         };
         let probe_args = bench_args(args, side, Workload::Put, 1, &cluster);
@@ -657,6 +746,11 @@ pub fn table(args: &CompareArgs, cmp: &Comparison) -> String {
         + &match cmp.b.node_env.is_empty() {
             true => String::new(),
             false => format!("; B's nodes run with {}", cmp.b.node_env.join(" ")),
+        }
+        + match (cmp.a.tls, cmp.b.tls) {
+            (true, true) => "; mutual TLS on every connection of both",
+            (false, true) => "; B with mutual TLS on every connection, A without",
+            _ => "",
         };
     let mut s = format!(
         "{}, {} s measured after {} s warm-up; {} nodes each, \
@@ -758,7 +852,20 @@ mod tests {
     }
 
     fn comparison(passes: Vec<Pass>) -> Comparison {
-        let args = CompareArgs {
+        let args = test_args();
+        let (a, b) = sides(&args);
+        Comparison {
+            cores: 2,
+            nodes: 3,
+            regions: 64,
+            a,
+            b,
+            passes,
+        }
+    }
+
+    fn test_args() -> CompareArgs {
+        CompareArgs {
             nodes: 3,
             regions: 64,
             clients: vec![64],
@@ -775,16 +882,32 @@ mod tests {
             ab_bin: None,
             ab_env: None,
             etcd_leader_only: false,
-        };
-        let (a, b) = sides(&args);
-        Comparison {
-            cores: 2,
-            nodes: 3,
-            regions: 64,
-            a,
-            b,
-            passes,
+            tls: false,
+            ab_tls: false,
         }
+    }
+
+    #[test]
+    fn tls_goes_to_both_sides_and_ab_tls_to_side_b_only() {
+        let base = CompareArgs {
+            tls: true,
+            ..test_args()
+        };
+        let (a, b) = sides(&base);
+        assert!(a.tls && b.tls && a.target == TargetKind::Etcd);
+        let ab = CompareArgs {
+            ab_tls: true,
+            ..test_args()
+        };
+        let (a, b) = sides(&ab);
+        assert!(!a.tls && b.tls && a.target == TargetKind::Shoal);
+        let both = CompareArgs {
+            tls: true,
+            etcd_leader_only: true,
+            workload: vec![Workload::Put],
+            ..test_args()
+        };
+        assert!(validate(&both).unwrap_err().contains("--tls"));
     }
 
     #[test]

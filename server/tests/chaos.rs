@@ -70,7 +70,20 @@ fn short_runs_with_every_nemesis_pass_every_check() {
     let seed2 = ["--seed", "2", "--duration", "30s", "--nemesis", every];
     chaos(&[&seed2[..], &five[..]].concat());
     // With mutual TLS on every connection.
-    let tls = ["--tls", "--seed", "3", "--duration", "20s", "--nemesis", every];
+    let tls = [
+        "--tls",
+        "--seed",
+        "3",
+        "--duration",
+        "20s",
+        "--nemesis",
+        every,
+    ];
     let stdout = chaos(&tls);
-    assert!(stdout.lines().any(|l| l.starts_with("TLS") && l.contains("on")), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("TLS") && l.contains("on")),
+        "{stdout}"
+    );
 }
