@@ -145,16 +145,21 @@ impl Client {
             match inner.list_from_any(Want::Any, deadline).await {
                 Ok(resp) => return Ok(resp),
                 Err(last) => {
-                    let refused = matches!(
-                        &last,
-                        Failure::Rpc { code, .. }
-                            if matches!(code, tonic::Code::PermissionDenied | tonic::Code::Unauthenticated)
-                    );
+                    let refused = match &last {
+                        Failure::Rpc { code, message, .. } => {
+                            matches!(
+                                code,
+                                tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+                            ) || crate::discovery::is_tls_refusal(message)
+                        }
+                        _ => false,
+                    };
                     if reason.is_none() || !matches!(last, Failure::Routing(_)) {
                         reason = Some(last);
                     }
-                    // A node that refuses this client's certificate will refuse it
-                    // again: no point waiting out the deadline.
+                    // A node that refuses this client's certificate (or whose
+                    // certificate this client refuses) will do so again: no point
+                    // waiting out the deadline.
                     if refused || Instant::now() >= deadline {
                         return Err(Error::Unreachable {
                             op,

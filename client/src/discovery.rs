@@ -72,6 +72,14 @@ pub(crate) fn with_causes(status: &tonic::Status) -> String {
     text
 }
 
+/// Whether a failure's text (with its causes: [`with_causes`]) is a TLS refusal
+/// that trying again will not change: the server sent a fatal alert (it refused
+/// this client's certificate, or the lack of one), or the client refused the
+/// server's certificate.
+pub(crate) fn is_tls_refusal(text: &str) -> bool {
+    text.contains("received fatal alert") || text.contains("invalid peer certificate")
+}
+
 /// Whether a transport error happened while connecting, so that nothing of the
 /// request can have been sent: the TCP connection was refused, timed out, or the
 /// HTTP/2 handshake failed. Any other transport error (a reset, a broken pipe, a
@@ -282,10 +290,15 @@ impl Inner {
                         cache.mark_down(id, Instant::now());
                     }
                 }
+                let mut message = with_causes(&status);
+                if self.connector.is_none() && message.contains("frame with invalid size") {
+                    // What a TLS listener's answer looks like to plaintext HTTP/2.
+                    message.push_str(" (the node may require TLS: set the client's CA, certificate and key, e.g. --ca-path, --cert-path, --key-path)");
+                }
                 Err(Failure::Rpc {
                     address: address.to_string(),
                     code: status.code(),
-                    message: with_causes(&status),
+                    message,
                 })
             }
             Err(_) => Err(Failure::Timeout {

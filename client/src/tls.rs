@@ -35,8 +35,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::RootCertStore;
 use tokio::net::TcpStream;
 
-/// Longest time between two looks at the files for a change: new connections use
-/// rotated files at most this long after they were replaced.
+/// Shortest time between two looks at the files for a change. A look happens when
+/// a connection is made (and, on a node, every this long: `Reloading::watch`), so
+/// a new connection uses rotated files at most this long after they were replaced.
 pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Longest TLS handshake, on either side, before the connection is dropped.
@@ -207,9 +208,21 @@ fn stamp(path: &Path) -> Stamp {
     Some((m.len(), m.modified().ok()?, m.ino()))
 }
 
+/// Called with the error of a reload that failed.
+type OnFailure = Box<dyn Fn(&str) + Send + Sync>;
+
+/// How a config is built from the files; its error keeps the previous one.
+pub type Build<T> = Arc<dyn Fn(&Material) -> Result<T, String> + Send + Sync>;
+
+/// A check of the certificate at the other end of a new connection (DER), after the
+/// handshake verified it: a node dialing store 3 wants store 3's certificate.
+pub type PeerCheck = Arc<dyn Fn(&[u8]) -> Result<(), String> + Send + Sync>;
+
 struct State<T> {
     current: Arc<T>,
     stamps: [Stamp; 3],
+    /// The files' stamps when they last failed to build (reported once).
+    failed: Option<[Stamp; 3]>,
     checked: Instant,
     /// A look is running on a blocking thread.
     looking: bool,
@@ -218,10 +231,10 @@ struct State<T> {
 /// A config built from the TLS files, built again when they change (module docs).
 pub struct Reloading<T> {
     paths: TlsPaths,
-    build: fn(&Material) -> Result<T, String>,
+    build: Build<T>,
     state: Mutex<State<T>>,
     /// Called with the error of each failed reload (a node counts them).
-    on_failure: Option<Box<dyn Fn(&str) + Send + Sync>>,
+    on_failure: Option<OnFailure>,
     /// Called after each successful reload.
     on_reload: Option<Box<dyn Fn() + Send + Sync>>,
 }
@@ -229,15 +242,19 @@ pub struct Reloading<T> {
 impl<T: Send + Sync + 'static> Reloading<T> {
     /// Reads the files and builds the first config; an error here is the caller's to
     /// report (a node refuses to start, a client to connect).
-    pub fn new(paths: TlsPaths, build: fn(&Material) -> Result<T, String>) -> Result<Self, String> {
+    pub fn new(
+        paths: TlsPaths,
+        build: impl Fn(&Material) -> Result<T, String> + Send + Sync + 'static,
+    ) -> Result<Self, String> {
         let stamps = paths.all().map(stamp);
         let current = Arc::new(build(&Material::load(&paths)?)?);
         Ok(Reloading {
             paths,
-            build,
+            build: Arc::new(build),
             state: Mutex::new(State {
                 current,
                 stamps,
+                failed: None,
                 checked: Instant::now(),
                 looking: false,
             }),
@@ -290,21 +307,42 @@ impl<T: Send + Sync + 'static> Reloading<T> {
         }
     }
 
+    /// Looks at the files every [`RELOAD_CHECK_INTERVAL`] on `runtime` while this
+    /// config is in use, so that a rotation that cannot be used is logged and
+    /// counted when it happens rather than at the next new connection.
+    pub fn watch(self: &Arc<Self>, runtime: &tokio::runtime::Handle) {
+        let me = Arc::downgrade(self);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(RELOAD_CHECK_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(me) = me.upgrade() else { return };
+                me.fresh().await;
+            }
+        });
+    }
+
     /// Looks at the files now and rebuilds when they changed (blocking).
     pub fn look(&self) -> Arc<T> {
         let stamps = self.paths.all().map(stamp);
-        let changed = stamps != self.state.lock().stamps;
-        let rebuilt = if changed {
+        let (changed, known_bad) = {
+            let s = self.state.lock();
+            (stamps != s.stamps, s.failed == Some(stamps))
+        };
+        let mut failed = None;
+        let rebuilt = if changed && !known_bad {
             match Material::load(&self.paths).and_then(|m| (self.build)(&m)) {
                 Ok(config) => Some(Arc::new(config)),
                 Err(e) => {
                     tracing::warn!(
                         cert = %self.paths.cert_path.display(),
-                        "TLS files changed but cannot be used (keeping the previous ones, trying again in {RELOAD_CHECK_INTERVAL:?}): {e}"
+                        "TLS files changed but cannot be used (keeping the previous ones until they change again): {e}"
                     );
                     if let Some(f) = &self.on_failure {
                         f(&e);
                     }
+                    failed = Some(stamps);
                     None
                 }
             }
@@ -314,10 +352,14 @@ impl<T: Send + Sync + 'static> Reloading<T> {
         let mut s = self.state.lock();
         s.looking = false;
         s.checked = Instant::now();
+        if failed.is_some() {
+            s.failed = failed;
+        }
         if let Some(config) = rebuilt {
             tracing::info!(cert = %self.paths.cert_path.display(), "TLS certificate files reloaded");
             s.current = config;
             s.stamps = stamps;
+            s.failed = None;
             if let Some(f) = &self.on_reload {
                 f();
             }
@@ -331,6 +373,9 @@ impl<T: Send + Sync + 'static> Reloading<T> {
 #[derive(Clone)]
 pub struct TlsConnector {
     config: Arc<Reloading<rustls::ClientConfig>>,
+    /// What the server's certificate must also be, besides signed by the CA and
+    /// valid for the host (a node wants the store it dials).
+    peer_check: Option<PeerCheck>,
 }
 
 impl std::fmt::Debug for TlsConnector {
@@ -353,7 +398,23 @@ impl TlsConnector {
     /// A connector on an existing reloading config (a node shares one among its
     /// links).
     pub fn from_reloading(config: Arc<Reloading<rustls::ClientConfig>>) -> TlsConnector {
-        TlsConnector { config }
+        TlsConnector {
+            config,
+            peer_check: None,
+        }
+    }
+
+    /// Looks at the files every [`RELOAD_CHECK_INTERVAL`] (see [`Reloading::watch`]).
+    pub fn watch(&self, runtime: &tokio::runtime::Handle) {
+        self.config.watch(runtime);
+    }
+
+    /// This connector, refusing a server whose certificate `check` refuses.
+    pub fn with_peer_check(&self, check: PeerCheck) -> TlsConnector {
+        TlsConnector {
+            config: self.config.clone(),
+            peer_check: Some(check),
+        }
     }
 
     /// Connects to `host:port`, checking the server's certificate names `host`.
@@ -374,7 +435,26 @@ impl TlsConnector {
         tcp.set_nodelay(true)?;
         let tls = tokio_rustls::TlsConnector::from(config);
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.connect(name, tcp)).await {
-            Ok(Ok(stream)) => Ok(stream),
+            Ok(Ok(stream)) => {
+                if let Some(check) = &self.peer_check {
+                    let cert = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first());
+                    let verdict = match cert {
+                        Some(cert) => check(cert),
+                        None => Err("it presented no certificate".into()),
+                    };
+                    if let Err(why) = verdict {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::PermissionDenied,
+                            format!("tls handshake with {host}:{port} failed: {why}"),
+                        ));
+                    }
+                }
+                Ok(stream)
+            }
             Ok(Err(e)) => Err(std::io::Error::new(
                 e.kind(),
                 format!("tls handshake with {host}:{port} failed: {e}"),

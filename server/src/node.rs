@@ -50,10 +50,13 @@ pub async fn run(
                 sec.store_id
             ))
         }
-        Some(sec) => NodeConfig {
-            store_id: sec.store_id,
-            ..cfg
-        },
+        Some(sec) => {
+            sec.watch(&tokio::runtime::Handle::current());
+            NodeConfig {
+                store_id: sec.store_id,
+                ..cfg
+            }
+        }
         None => {
             tracing::warn!(
                 addr = %cfg.addr,
@@ -285,6 +288,7 @@ async fn serve(
             RaftServer::new(RaftService::new(
                 store.clone(),
                 view,
+                security.is_some(),
                 security_metrics.forged_messages,
             ))
             .max_decoding_message_size(limit)

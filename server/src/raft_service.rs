@@ -21,29 +21,48 @@ use tonic::{Request, Response, Status, Streaming};
 pub struct RaftService {
     store: Arc<RaftStore>,
     view: Arc<ClusterView>,
+    /// TLS is on: every stream must come from a store certificate.
+    tls: bool,
     /// Messages dropped for claiming a store other than the certificate's.
     forged: IntCounter,
 }
 
 impl RaftService {
     /// A service delivering to `store`, noting in `view` when each store was last
-    /// heard from, counting in `forged` the messages it drops for naming another
-    /// sender than the store whose certificate the connection presented.
-    pub fn new(store: Arc<RaftStore>, view: Arc<ClusterView>, forged: IntCounter) -> Self {
+    /// heard from. With `tls`, only streams from store certificates are taken, and
+    /// the messages naming another sender than the certificate's store are dropped
+    /// and counted in `forged`.
+    pub fn new(
+        store: Arc<RaftStore>,
+        view: Arc<ClusterView>,
+        tls: bool,
+        forged: IntCounter,
+    ) -> Self {
         RaftService {
             store,
             view,
+            tls,
             forged,
         }
     }
-}
 
-/// The store a TLS connection's certificate names (`None` with TLS off: the
-/// policy layer lets only store certificates reach this service with TLS on).
-fn authenticated_store<T>(req: &Request<T>) -> Option<u64> {
-    match req.extensions().get::<PeerInfo>()?.identity {
-        Some(Identity::Store(id)) => Some(id),
-        _ => None,
+    /// The store the connection's certificate names; `None` with TLS off. With TLS
+    /// on, a stream without a store certificate is refused here too (the policy
+    /// layer refuses it first; this does not rely on it).
+    fn authenticated_store<T>(&self, req: &Request<T>) -> Result<Option<u64>, Status> {
+        if !self.tls {
+            return Ok(None);
+        }
+        match req
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|i| i.identity.as_ref())
+        {
+            Some(Identity::Store(id)) => Ok(Some(*id)),
+            _ => Err(Status::permission_denied(
+                "the Raft service takes store certificates only",
+            )),
+        }
     }
 }
 
@@ -54,7 +73,7 @@ impl Raft for RaftService {
         req: Request<Streaming<RaftMessageBatch>>,
     ) -> Result<Response<Done>, Status> {
         // The sender names itself (`transport::ORIGIN_STORE`): where to answer it.
-        let authenticated = authenticated_store(&req);
+        let authenticated = self.authenticated_store(&req)?;
         let meta = req.metadata();
         let origin = meta
             .get(ORIGIN_STORE)
@@ -102,7 +121,7 @@ impl Raft for RaftService {
         &self,
         req: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<Done>, Status> {
-        let authenticated = authenticated_store(&req);
+        let authenticated = self.authenticated_store(&req)?;
         let mut stream = req.into_inner();
         let first = stream
             .message()

@@ -112,7 +112,7 @@ impl SnapshotSender {
             let region = msg.region_id;
             let sent = tokio::time::timeout(
                 deadline,
-                stream(&addr, msg, &files, &rate, max, tls.as_ref()),
+                stream(store_id, &addr, msg, &files, &rate, max, tls.as_ref()),
             )
             .await;
             let ok = match sent {
@@ -137,6 +137,7 @@ impl SnapshotSender {
 
 /// Streams one snapshot and waits for the receiver's answer.
 async fn stream(
+    store_id: u64,
     addr: &str,
     msg: shoal_proto::raft_serverpb::RaftMessage,
     files: &SnapFiles,
@@ -150,7 +151,7 @@ async fn stream(
         .connect_timeout(Duration::from_secs(3))
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
-    let channel = crate::transport::dial(&endpoint, tls)
+    let channel = crate::transport::dial(&endpoint, tls, store_id)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let mut client = RaftClient::new(channel)

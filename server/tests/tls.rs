@@ -16,7 +16,7 @@ use shoal_client::tls::TlsConnector;
 use shoal_client::{Client, ClientConfig, TlsPaths};
 use shoal_proto::metapb::Peer as PeerMeta;
 use shoal_proto::raft_serverpb::raft_client::RaftClient;
-use shoal_proto::raft_serverpb::{RaftMessage, RaftMessageBatch};
+use shoal_proto::raft_serverpb::{RaftMessage, RaftMessageBatch, SnapshotChunk};
 use shoal_server::security::cert::{write_issued, Ca, CertFiles, Role, Validity};
 use time::OffsetDateTime;
 
@@ -325,18 +325,24 @@ fn a_tls_cluster_serves_certified_clients_and_refuses_everyone_else() {
 
         // Refused, each at node 1.
         let node1 = &addrs[0];
-        assert!(
-            refusal(node1, None).await.is_some(),
-            "a plaintext client was served"
-        );
-        assert!(
-            refusal(node1, Some(&foreign)).await.is_some(),
-            "another CA's certificate was taken"
-        );
-        assert!(
-            refusal(node1, Some(&expired)).await.is_some(),
-            "an expired certificate was taken"
-        );
+        // Each refusal says why (and a TLS refusal is not retried until the
+        // client's deadline).
+        for (client, why) in [
+            (None, "the node may require TLS"),
+            (Some(&foreign), "received fatal alert"),
+            (Some(&expired), "CertificateExpired"),
+        ] {
+            let started = Instant::now();
+            let refused = refusal(node1, client).await.expect("served");
+            assert!(refused.contains(why), "{client:?}: {refused}");
+            if client.is_some() {
+                let took = started.elapsed();
+                assert!(
+                    took < Duration::from_secs(2),
+                    "{client:?}: retried for {took:?}"
+                );
+            }
+        }
         let not_allowed = refusal(node1, Some(&intruder))
             .await
             .expect("CN intruder was served");
@@ -389,6 +395,17 @@ fn a_tls_cluster_serves_certified_clients_and_refuses_everyone_else() {
             .unwrap_err();
         assert_eq!(origin.code(), tonic::Code::PermissionDenied, "{origin:?}");
         assert_eq!(metric(&status2, forged, &[]).await, 1.0);
+        // A snapshot claiming store 1 is refused before any of it is written.
+        let chunk = SnapshotChunk {
+            message: Some(message_from(1)),
+            data: Vec::new(),
+        };
+        let snap = as_store3
+            .snapshot(futures::stream::iter(vec![chunk]))
+            .await
+            .unwrap_err();
+        assert_eq!(snap.code(), tonic::Code::PermissionDenied, "{snap:?}");
+        assert_eq!(metric(&status2, forged, &[]).await, 2.0);
         // The cluster still serves.
         client.put("k2", "v2").await.unwrap();
     });
@@ -411,7 +428,23 @@ fn a_node_with_a_bad_tls_setup_refuses_to_start() {
             dir.path().join("data").display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let out = shoal(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        // A node that does start is killed after 20 s and fails the test (rather
+        // than hang it).
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("a node started with {extra:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
         assert!(!out.status.success(), "started with {extra:?}");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };

@@ -23,6 +23,14 @@ use super::SecurityMetrics;
 /// Connections whose handshake is done but tonic has not taken yet.
 const READY_QUEUE: usize = 64;
 
+/// Handshakes in flight at most; a connection beyond them is closed at once and
+/// counted as a failed handshake (a flood of silent connections would otherwise
+/// hold a file descriptor each for `HANDSHAKE_TIMEOUT`).
+pub const MAX_HANDSHAKES: usize = 1024;
+
+/// Refused handshakes are logged at most once per this long (each is counted).
+const REFUSAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One accepted TLS connection and who is on the other end.
 pub struct TlsConn {
     stream: tokio_rustls::server::TlsStream<TcpStream>,
@@ -85,6 +93,8 @@ pub fn incoming(
     metrics: SecurityMetrics,
 ) -> impl Stream<Item = io::Result<TlsConn>> + Send + 'static {
     let (tx, mut rx) = mpsc::channel::<io::Result<TlsConn>>(READY_QUEUE);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let logged = Arc::new(parking_lot::Mutex::new(None::<std::time::Instant>));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -100,9 +110,16 @@ pub fn incoming(
                     continue;
                 }
             };
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                metrics.handshake_failures.inc();
+                log_refusal(&logged, remote, "too many TLS handshakes in flight; closed");
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let (tx, config, metrics) = (tx.clone(), config.clone(), metrics.clone());
+            let logged = logged.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let acceptor = tokio_rustls::TlsAcceptor::from(config.fresh().await);
                 let stream =
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -113,12 +130,16 @@ pub fn incoming(
                                 true => " (a plaintext client? this node takes TLS only)",
                                 false => "",
                             };
-                            tracing::info!(%remote, "TLS handshake refused: {e}{hint}");
+                            log_refusal(
+                                &logged,
+                                remote,
+                                &format!("TLS handshake refused: {e}{hint}"),
+                            );
                             return;
                         }
                         Err(_) => {
                             metrics.handshake_failures.inc();
-                            tracing::info!(%remote, "TLS handshake timed out");
+                            log_refusal(&logged, remote, "TLS handshake timed out");
                             return;
                         }
                     };
@@ -138,4 +159,20 @@ pub fn incoming(
         }
     });
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Logs a refused connection, at most once per [`REFUSAL_LOG_INTERVAL`] (the
+/// counter has them all).
+fn log_refusal(
+    logged: &parking_lot::Mutex<Option<std::time::Instant>>,
+    remote: std::net::SocketAddr,
+    what: &str,
+) {
+    let mut last = logged.lock();
+    if last.is_some_and(|t| t.elapsed() < REFUSAL_LOG_INTERVAL) {
+        return;
+    }
+    *last = Some(std::time::Instant::now());
+    drop(last);
+    tracing::info!(%remote, "{what} (refusals are logged at most once a second; shoal_tls_handshake_failures_total counts them all)");
 }

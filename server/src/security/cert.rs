@@ -152,18 +152,24 @@ fn host_san(host: &str) -> Result<SanType, String> {
     }
 }
 
-/// Writes `pem` to `path`; `private` files are readable by their owner only.
+/// Writes `pem` to `path` as a rotation should: to a file beside it, then renamed
+/// over it, so that a node reading it never sees half a file. `private` files are
+/// readable by their owner only.
 pub fn write_pem(path: &Path, pem: &str, private: bool) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".new");
+    let aside = PathBuf::from(aside);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     if private {
         options.mode(0o600);
     }
     options
-        .open(path)
-        .and_then(|mut f| f.write_all(pem.as_bytes()))
+        .open(&aside)
+        .and_then(|mut f| f.write_all(pem.as_bytes()).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&aside, path))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 

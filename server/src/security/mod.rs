@@ -140,17 +140,24 @@ impl Security {
                 ))
             }
         };
+        check_own(&material, store_id)
+            .map_err(|e| format!("{}: {e}", paths.cert_path.display()))?;
         let metrics = SecurityMetrics::new();
-        let counted = |reloading: Reloading<_>, metrics: &SecurityMetrics| {
-            let (ok, failed) = (metrics.reloads.clone(), metrics.reloads.clone());
-            reloading
-                .on_reload(move || ok.with_label_values(&["ok"]).inc())
-                .on_failure(move |_| failed.with_label_values(&["failed"]).inc())
-        };
-        let server = counted(Reloading::new(paths.clone(), server_config)?, &metrics);
-        // The server and client configs look at the same files; only the server's
-        // reloads are counted (one per rotation).
-        let client = Reloading::new(paths.clone(), shoal_client::tls::client_config)?;
+        let (ok, failed) = (metrics.reloads.clone(), metrics.reloads.clone());
+        // Both configs check a rotated certificate as the start did: a file that
+        // would cut the node off (another store's certificate, an expired one,
+        // another CA's) is refused, and the previous one stays in use.
+        let server = Reloading::new(paths.clone(), move |m: &Material| {
+            check_own(m, store_id)?;
+            server_config(m)
+        })?
+        .on_reload(move || ok.with_label_values(&["ok"]).inc())
+        .on_failure(move |_| failed.with_label_values(&["failed"]).inc());
+        // Only the server config's reloads are counted (one per rotation).
+        let client = Reloading::new(paths.clone(), move |m: &Material| {
+            check_own(m, store_id)?;
+            shoal_client::tls::client_config(m)
+        })?;
         Ok(Some(Security {
             paths,
             store_id,
@@ -161,6 +168,17 @@ impl Security {
         }))
     }
 
+    /// Looks at the files every few seconds from now on (see `Reloading::watch`).
+    pub fn watch(&self, runtime: &tokio::runtime::Handle) {
+        self.server.watch(runtime);
+        self.connector.watch(runtime);
+    }
+
+    /// How the node dials store `store_id`: its certificate must be that store's.
+    pub fn dialer_for(connector: &TlsConnector, store_id: u64) -> TlsConnector {
+        connector.with_peer_check(expect_store(store_id))
+    }
+
     /// The tower layer that checks each request's certificate.
     pub fn policy_layer(&self) -> PolicyLayer {
         PolicyLayer::new(Policy {
@@ -168,6 +186,43 @@ impl Security {
             metrics: self.metrics.clone(),
         })
     }
+}
+
+/// A check that the certificate at the other end is store `store_id`'s (a store
+/// certificate for another id, valid for the same host, is refused).
+pub fn expect_store(store_id: u64) -> shoal_client::tls::PeerCheck {
+    Arc::new(move |cert: &[u8]| match Identity::of(cert) {
+        Identity::Store(id) if id == store_id => Ok(()),
+        other => Err(format!(
+            "store {store_id}'s address answered with the certificate of {}",
+            other.describe()
+        )),
+    })
+}
+
+/// Whether `m`'s certificate can serve as store `store_id`'s: it names that store,
+/// and the CA of `m` verifies it now (signature, validity dates, client use).
+fn check_own(m: &Material, store_id: u64) -> Result<(), String> {
+    match Identity::of(&m.chain[0]) {
+        Identity::Store(id) if id == store_id => {}
+        other => {
+            return Err(format!(
+                "the certificate is {}'s, not store {store_id}'s",
+                other.describe()
+            ))
+        }
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(m.roots()?), provider())
+        .build()
+        .map_err(|e| format!("cannot verify with this CA: {e}"))?;
+    verifier
+        .verify_client_cert(
+            &m.chain[0],
+            &m.chain[1..],
+            rustls::pki_types::UnixTime::now(),
+        )
+        .map_err(|e| format!("the CA does not vouch for this certificate now: {e}"))?;
+    Ok(())
 }
 
 /// The listener's rustls config for `m`: requires a client certificate the CA
@@ -184,4 +239,89 @@ fn server_config(m: &Material) -> Result<rustls::ServerConfig, String> {
         .map_err(|e| format!("the certificate and key do not go together: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cert::{write_issued, Ca, Role, Validity};
+    use super::*;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    fn store(id: u64) -> Role {
+        Role::Store {
+            id,
+            hosts: vec!["127.0.0.1".into()],
+        }
+    }
+
+    #[test]
+    fn a_rotated_certificate_that_would_cut_the_node_off_is_refused_and_the_old_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new("ca", Validity::days(1)).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
+        let files = write_issued(
+            dir.path(),
+            "node",
+            &ca.issue(&store(1), Validity::days(1)).unwrap(),
+        )
+        .unwrap();
+        let paths = TlsPaths {
+            ca_path: dir.path().join("ca.pem"),
+            cert_path: files.cert.clone(),
+            key_path: files.key.clone(),
+        };
+        let sec = Security::load(Some(paths), vec![]).unwrap().unwrap();
+        assert_eq!(sec.store_id, 1);
+        let first = sec.server.current();
+        let reloads = |result: &str| sec.metrics.reloads.with_label_values(&[result]).get();
+        // Another store's certificate, then an expired one of this store, then
+        // one from another CA: each refused once, the first config kept.
+        let now = time::OffsetDateTime::now_utc();
+        let expired = Validity {
+            not_before: now - time::Duration::days(2),
+            not_after: now - time::Duration::days(1),
+        };
+        let other_ca = Ca::new("other", Validity::days(1)).unwrap();
+        for (n, issued) in [
+            ca.issue(&store(2), Validity::days(1)).unwrap(),
+            ca.issue(&store(1), expired).unwrap(),
+            other_ca.issue(&store(1), Validity::days(1)).unwrap(),
+        ]
+        .iter()
+        .enumerate()
+        {
+            write_issued(dir.path(), "node", issued).unwrap();
+            assert!(Arc::ptr_eq(&sec.server.look(), &first));
+            // Looked at again unchanged: not reported twice.
+            assert!(Arc::ptr_eq(&sec.server.look(), &first));
+            assert_eq!(reloads("failed"), n as u64 + 1);
+        }
+        assert_eq!(reloads("ok"), 0);
+        // A good one is taken.
+        write_issued(
+            dir.path(),
+            "node",
+            &ca.issue(&store(1), Validity::days(1)).unwrap(),
+        )
+        .unwrap();
+        assert!(!Arc::ptr_eq(&sec.server.look(), &first));
+        assert_eq!(reloads("ok"), 1);
+    }
+
+    #[test]
+    fn a_dialer_wants_the_store_it_dials() {
+        let ca = Ca::new("ca", Validity::days(1)).unwrap();
+        let der = |role: &Role| {
+            let pem = ca.issue(role, Validity::days(1)).unwrap().cert_pem;
+            CertificateDer::from_pem_slice(pem.as_bytes())
+                .unwrap()
+                .to_vec()
+        };
+        let check = expect_store(3);
+        assert!(check(&der(&store(3))).is_ok());
+        let wrong = check(&der(&store(4))).unwrap_err();
+        assert!(wrong.contains("store 4"), "{wrong}");
+        assert!(check(&der(&Role::Client { cn: "app".into() })).is_err());
+    }
 }

@@ -114,7 +114,7 @@ impl StoreLink {
     /// dropped. `None` when the queue closed.
     async fn connect(&mut self, endpoint: &Endpoint) -> Option<RaftClient<Channel>> {
         loop {
-            match super::dial(endpoint, self.tls.as_ref()).await {
+            match super::dial(endpoint, self.tls.as_ref(), self.store_id).await {
                 Ok(c) => {
                     return Some(
                         RaftClient::new(c)

@@ -119,15 +119,20 @@ impl TransportLimits {
     }
 }
 
-/// Connects `endpoint`, through `tls` when given (the node's TLS: its store
-/// certificate, the cluster's CA); the Raft links and the snapshot sender dial
-/// this way.
+/// Connects `endpoint`, the address of store `store_id`, through `tls` when given
+/// (the node's TLS: its store certificate, the cluster's CA; the other side must
+/// present store `store_id`'s certificate); the Raft links and the snapshot sender
+/// dial this way.
 pub(crate) async fn dial(
     endpoint: &Endpoint,
     tls: Option<&TlsConnector>,
+    store_id: u64,
 ) -> Result<Channel, tonic::transport::Error> {
     match tls {
-        Some(tls) => endpoint.connect_with_connector(tls.clone()).await,
+        Some(tls) => {
+            let dialer = crate::security::Security::dialer_for(tls, store_id);
+            endpoint.connect_with_connector(dialer).await
+        }
         None => endpoint.connect().await,
     }
 }
