@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, initial_node_args, shoal, status_addr, NodeProc};
+use common::{free_port, shoal, start_cluster_with, status_addr, NodeProc};
 use shoal_client::tls::TlsConnector;
 use shoal_client::{Client, ClientConfig, TlsPaths};
 use shoal_proto::metapb::Peer as PeerMeta;
@@ -88,29 +88,11 @@ fn start_tls_cluster(
     regions: usize,
     extra: &[&str],
 ) -> (Vec<NodeProc>, Vec<String>) {
-    let addrs: Vec<String> = (0..n)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let cluster: Vec<String> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect();
-    let nodes = (1..=n)
-        .map(|id| {
-            let mut args = initial_node_args(
-                dir,
-                id,
-                &addrs[id as usize - 1],
-                &cluster.join(","),
-                regions,
-            );
-            args.extend(pki.node_flags(id));
-            args.extend(extra.iter().map(|s| s.to_string()));
-            NodeProc::start(args, dir.join(format!("store{id}.log")))
-        })
-        .collect();
-    (nodes, addrs)
+    start_cluster_with(dir, n, regions, |id| {
+        let mut flags = pki.node_flags(id);
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        flags
+    })
 }
 
 fn config(tls: Option<&TlsPaths>) -> ClientConfig {

@@ -165,6 +165,16 @@ pub fn initial_node_args(
 
 /// `n` nodes of a new cluster with `regions` regions, in `dir`.
 pub fn start_cluster(dir: &Path, n: u64, regions: usize) -> (Vec<NodeProc>, Vec<String>) {
+    start_cluster_with(dir, n, regions, |_| Vec::new())
+}
+
+/// As [`start_cluster`], node `id` also given the flags `extra(id)`.
+pub fn start_cluster_with(
+    dir: &Path,
+    n: u64,
+    regions: usize,
+    extra: impl Fn(u64) -> Vec<String>,
+) -> (Vec<NodeProc>, Vec<String>) {
     let addrs: Vec<String> = (0..n)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
@@ -175,13 +185,14 @@ pub fn start_cluster(dir: &Path, n: u64, regions: usize) -> (Vec<NodeProc>, Vec<
         .collect();
     let nodes = (1..=n)
         .map(|id| {
-            let args = initial_node_args(
+            let mut args = initial_node_args(
                 dir,
                 id,
                 &addrs[id as usize - 1],
                 &cluster.join(","),
                 regions,
             );
+            args.extend(extra(id));
             NodeProc::start(args, dir.join(format!("store{id}.log")))
         })
         .collect();
