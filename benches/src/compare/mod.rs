@@ -21,8 +21,11 @@
 //! Every process started is stopped when the run ends, fails, or is interrupted:
 //! SIGTERM, then SIGKILL after 10 s; children also get SIGKILL if this process dies.
 
+mod cluster;
+mod table;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -33,6 +36,10 @@ use crate::report::Report;
 use crate::runner;
 use crate::target::Target;
 use crate::workload::Op;
+use cluster::{certs_dir, etcd_leader, make_certs, start_etcd, start_shoal, Cluster};
+#[cfg(test)]
+use table::sizes;
+pub use table::table;
 
 /// Options of `shoal bench-compare`.
 #[derive(Args, Debug, Clone)]
@@ -183,234 +190,6 @@ fn is_ab(args: &CompareArgs) -> bool {
         || args.ab_tls
 }
 
-/// Where `shoal cert` puts the run's certificates: `ca.pem`, `store-ID.pem` and
-/// `.key` per node (etcd member i uses store i+1's), `client-bench.pem` and `.key`.
-fn certs_dir(args: &CompareArgs) -> PathBuf {
-    args.dir.join("certs")
-}
-
-/// Makes the run's certificates with `shoal cert`.
-fn make_certs(args: &CompareArgs, shoal: &Path) -> Result<(), String> {
-    let out = Command::new(shoal)
-        .arg("cert")
-        .arg("--dir")
-        .arg(certs_dir(args))
-        .args(["--stores", &args.nodes.to_string(), "--client", "bench"])
-        .output()
-        .map_err(|e| format!("cannot run {} cert: {e}", shoal.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "shoal cert failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(())
-}
-
-/// A child process that is stopped when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if !matches!(self.child.try_wait(), Ok(None)) {
-            return;
-        }
-        // SAFETY: kill(2) on the pid of our own child, which we have not reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if matches!(self.child.try_wait(), Ok(None)) {
-            eprintln!(
-                "bench-compare: {} did not stop in 10 s; killing it",
-                self.name
-            );
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// A started cluster: its processes, client endpoints and pids.
-struct Cluster {
-    procs: Vec<Proc>,
-    endpoints: Vec<String>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // Signal every process first, so that none waits on a peer still running;
-        // each Proc's drop then waits for its own (and kills it after 10 s).
-        for p in &mut self.procs {
-            if matches!(p.child.try_wait(), Ok(None)) {
-                // SAFETY: kill(2) on the pid of our own child, not yet reaped.
-                unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
-            }
-        }
-    }
-}
-
-impl Cluster {
-    fn pids(&self) -> Vec<u32> {
-        self.procs.iter().map(|p| p.child.id()).collect()
-    }
-
-    /// Fails if a process has exited (with its log's path).
-    fn check_alive(&mut self, dir: &Path) -> Result<(), String> {
-        for p in &mut self.procs {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                return Err(format!(
-                    "{} exited ({status}); see {}/{}.log",
-                    p.name,
-                    dir.display(),
-                    p.name
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("cannot find a free port: {e}"))
-}
-
-fn spawn(name: &str, mut cmd: Command, dir: &Path) -> Result<Proc, String> {
-    let log = std::fs::File::create(dir.join(format!("{name}.log")))
-        .map_err(|e| format!("cannot create {name}.log in {}: {e}", dir.display()))?;
-    let err = log.try_clone().map_err(|e| e.to_string())?;
-    cmd.stdin(Stdio::null()).stdout(log).stderr(err);
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death
-        // signal so that it dies with us even if we are killed.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-    }
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {name} ({:?}): {e}", cmd.get_program()))?;
-    Ok(Proc {
-        name: name.to_string(),
-        child,
-    })
-}
-
-fn start_etcd(args: &CompareArgs, dir: &Path, tls: bool) -> Result<Cluster, String> {
-    let scheme = if tls { "https" } else { "http" };
-    let mut peers = Vec::new();
-    let mut clients = Vec::new();
-    for _ in 0..args.nodes {
-        peers.push(free_port()?);
-        clients.push(free_port()?);
-    }
-    let initial: Vec<String> = (0..args.nodes)
-        .map(|i| format!("m{i}={scheme}://127.0.0.1:{}", peers[i]))
-        .collect();
-    let mut procs = Vec::new();
-    for i in 0..args.nodes {
-        let (c, p) = (clients[i], peers[i]);
-        let mut cmd = Command::new(&args.etcd_bin);
-        cmd.arg("--name")
-            .arg(format!("m{i}"))
-            .arg("--data-dir")
-            .arg(dir.join(format!("etcd-{i}")))
-            .arg(format!("--listen-client-urls={scheme}://127.0.0.1:{c}"))
-            .arg(format!("--advertise-client-urls={scheme}://127.0.0.1:{c}"))
-            .arg(format!("--listen-peer-urls={scheme}://127.0.0.1:{p}"))
-            .arg(format!(
-                "--initial-advertise-peer-urls={scheme}://127.0.0.1:{p}"
-            ))
-            .arg(format!("--initial-cluster={}", initial.join(",")))
-            .arg("--initial-cluster-state=new")
-            .arg("--initial-cluster-token=shoal-bench-compare")
-            .arg("--logger=zap")
-            .arg("--log-level=warn");
-        if tls {
-            // Clients and peers alike must present a certificate from the CA.
-            let certs = certs_dir(args);
-            let ca = certs.join("ca.pem");
-            let cert = certs.join(format!("store-{}.pem", i + 1));
-            let key = certs.join(format!("store-{}.key", i + 1));
-            for (flag, path) in [
-                ("--trusted-ca-file", &ca),
-                ("--cert-file", &cert),
-                ("--key-file", &key),
-                ("--peer-trusted-ca-file", &ca),
-                ("--peer-cert-file", &cert),
-                ("--peer-key-file", &key),
-            ] {
-                cmd.arg(format!("{flag}={}", path.display()));
-            }
-            cmd.args(["--client-cert-auth", "--peer-client-cert-auth"]);
-        }
-        procs.push(spawn(&format!("etcd-{i}"), cmd, dir)?);
-    }
-    let endpoints = clients.iter().map(|c| format!("127.0.0.1:{c}")).collect();
-    Ok(Cluster { procs, endpoints })
-}
-
-/// A Shoal cluster whose nodes keep their data in `dir/NAME-i` (removed when the
-/// round ends, so every round starts afresh).
-fn start_shoal(
-    args: &CompareArgs,
-    dir: &Path,
-    name: &str,
-    side: &Side,
-    this_bin: &Path,
-) -> Result<Cluster, String> {
-    let node_bin = side.node_bin.as_deref().unwrap_or(this_bin);
-    let mut grpc = Vec::new();
-    for _ in 0..args.nodes {
-        grpc.push(free_port()?);
-    }
-    let initial: Vec<String> = (0..args.nodes)
-        .map(|i| format!("{}=127.0.0.1:{}", i + 1, grpc[i]))
-        .collect();
-    let mut procs = Vec::new();
-    for (i, port) in grpc.iter().enumerate() {
-        let mut cmd = Command::new(node_bin);
-        cmd.arg("node")
-            .arg(format!("--store-id={}", i + 1))
-            .arg("--data-dir")
-            .arg(dir.join(format!("{name}-{}", i + 1)))
-            .arg(format!("--addr=127.0.0.1:{port}"))
-            .arg(format!("--status-addr=127.0.0.1:{}", free_port()?))
-            .arg(format!("--initial-cluster={}", initial.join(",")))
-            .arg(format!("--initial-regions={}", args.regions))
-            .args(&side.node_flags);
-        if side.tls {
-            let certs = certs_dir(args);
-            cmd.arg("--ca-path")
-                .arg(certs.join("ca.pem"))
-                .arg("--cert-path")
-                .arg(certs.join(format!("store-{}.pem", i + 1)))
-                .arg("--key-path")
-                .arg(certs.join(format!("store-{}.key", i + 1)));
-        }
-        for var in &side.node_env {
-            if let Some((k, v)) = var.split_once('=') {
-                cmd.env(k, v);
-            }
-        }
-        procs.push(spawn(&format!("{name}-{}", i + 1), cmd, dir)?);
-    }
-    let endpoints = grpc.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    Ok(Cluster { procs, endpoints })
-}
-
 /// Waits (at most 60 s) until a write succeeds and, for Shoal, every region has a
 /// leader.
 async fn wait_ready(cluster: &mut Cluster, bench: &BenchArgs, dir: &Path) -> Result<(), String> {
@@ -428,30 +207,6 @@ async fn wait_ready(cluster: &mut Cluster, bench: &BenchArgs, dir: &Path) -> Res
         "the {:?} cluster was not ready in 60 s: {last}",
         bench.target
     ))
-}
-
-/// The client endpoint of the etcd member that leads: the one whose `/metrics` say
-/// `etcd_server_is_leader 1`.
-fn etcd_leader(endpoints: &[String]) -> Result<String, String> {
-    use std::io::{Read, Write};
-    for endpoint in endpoints {
-        let metrics = (|| -> std::io::Result<String> {
-            let mut s = std::net::TcpStream::connect(endpoint)?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
-            let mut out = String::new();
-            s.read_to_string(&mut out)?;
-            Ok(out)
-        })()
-        .map_err(|e| format!("cannot read {endpoint}/metrics: {e}"))?;
-        if metrics
-            .lines()
-            .any(|l| l.trim() == "etcd_server_is_leader 1")
-        {
-            return Ok(endpoint.clone());
-        }
-    }
-    Err("no etcd member says it leads (etcd_server_is_leader)".into())
 }
 
 /// The key the readiness probe writes: the lowest 8-byte key, below every key
@@ -696,142 +451,6 @@ async fn compare(args: &CompareArgs, node_bin: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     println!("JSON: {}", out.display());
     Ok(())
-}
-
-/// "256-byte values, 100000 keys" when every pass ran with the same, else per
-/// workload: "put, get: 256-byte values, 100000 keys; ycsb-a: 1000-byte values,
-/// 1000 keys" (the workloads' defaults differ).
-fn sizes(cmp: &Comparison) -> String {
-    let mut groups: Vec<((usize, u64), Vec<&'static str>)> = Vec::new();
-    for p in &cmp.passes {
-        let Some(r) = p.a.first().or(p.b.first()) else {
-            continue;
-        };
-        let size = (r.value_size, r.keys);
-        let name = p.workload.name();
-        match groups.iter_mut().find(|(s, _)| *s == size) {
-            Some((_, names)) if names.contains(&name) => {}
-            Some((_, names)) => names.push(name),
-            None => groups.push((size, vec![name])),
-        }
-    }
-    let text = |(v, k): (usize, u64)| format!("{v}-byte values, {k} keys");
-    match groups.as_slice() {
-        [] => "no passes".to_string(),
-        [(size, _)] => text(*size),
-        _ => groups
-            .iter()
-            .map(|(size, names)| format!("{}: {}", names.join(", "), text(*size)))
-            .collect::<Vec<_>>()
-            .join("; "),
-    }
-}
-
-/// The side-by-side table, in Markdown.
-pub fn table(args: &CompareArgs, cmp: &Comparison) -> String {
-    let (a, b) = (&cmp.a.name, &cmp.b.name);
-    let flags = match cmp.b.node_flags.is_empty() {
-        true => String::new(),
-        false => format!("; {b}'s nodes run with {}", cmp.b.node_flags.join(" ")),
-    } + if cmp.b.unary {
-        "; B's load generator sends unary calls"
-    } else {
-        ""
-    } + &cmp
-        .b
-        .node_bin
-        .as_ref()
-        .map(|p| format!("; B's nodes run {}", p.display()))
-        .unwrap_or_default()
-        + &match cmp.b.node_env.is_empty() {
-            true => String::new(),
-            false => format!("; B's nodes run with {}", cmp.b.node_env.join(" ")),
-        }
-        + match (cmp.a.tls, cmp.b.tls) {
-            (true, true) => "; mutual TLS on every connection of both",
-            (false, true) => "; B with mutual TLS on every connection, A without",
-            _ => "",
-        };
-    let mut s = format!(
-        "{}, {} s measured after {} s warm-up; {} nodes each, \
-         {} Shoal regions, {} cores; rounds {a}, {b}, {b}, {a}: each figure is the mean of a \
-         side's two rounds, the ratio that of their sums{flags}\n\n",
-        sizes(cmp),
-        args.duration.as_secs_f64(),
-        args.warmup.as_secs_f64(),
-        cmp.nodes,
-        cmp.regions,
-        cmp.cores
-    );
-    s.push_str(&format!(
-        "| workload | clients | {b} ops/s | {a} ops/s | {b}/{a} (pairs) | {b} p50 ms | {a} p50 ms \
-         | {b} p99 ms | {a} p99 ms | CPU us/op {b} (servers + client) | CPU us/op {a} \
-         (servers + client) | client bytes/op {b} (out/in) | client bytes/op {a} (out/in) \
-         | {b} raft msgs/op | {b} entries/fsync | errors ({b}, {a}) |\n"
-    ));
-    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
-    for p in &cmp.passes {
-        let (sh, et) = (&p.b[..], &p.a[..]);
-        if sh.is_empty() || et.is_empty() {
-            continue;
-        }
-        let mean =
-            |rs: &[Report], f: fn(&Report) -> f64| rs.iter().map(f).sum::<f64>() / rs.len() as f64;
-        let total = |rs: &[Report]| rs.iter().map(|r| r.ops_per_sec).sum::<f64>();
-        let ratio = total(sh) / total(et).max(1e-9);
-        let cpu = |rs: &[Report]| {
-            let costs: Vec<_> = rs.iter().filter_map(|r| r.cost_per_op.as_ref()).collect();
-            match costs.is_empty() {
-                true => "n/a".to_string(),
-                false => {
-                    let n = costs.len() as f64;
-                    let t = costs.iter().map(|c| c.total_cpu_us).sum::<f64>() / n;
-                    let sv = costs.iter().map(|c| c.server_cpu_us).sum::<f64>() / n;
-                    let cl = costs.iter().map(|c| c.client_cpu_us).sum::<f64>() / n;
-                    format!("{t:.0} ({sv:.0} + {cl:.0})")
-                }
-            }
-        };
-        let wire = |rs: &[Report]| {
-            let w: Vec<_> = rs.iter().filter_map(|r| r.client_wire.as_ref()).collect();
-            match w.is_empty() {
-                true => "n/a".to_string(),
-                false => {
-                    let n = w.len() as f64;
-                    let out = w.iter().map(|w| w.bytes_out).sum::<f64>() / n;
-                    let inb = w.iter().map(|w| w.bytes_in).sum::<f64>() / n;
-                    format!("{out:.0} / {inb:.0}")
-                }
-            }
-        };
-        let epf = mean(sh, |r| {
-            r.cluster_work.as_ref().map_or(0.0, |w| w.entries_per_fsync)
-        });
-        let msgs = mean(sh, |r| {
-            r.cluster_work
-                .as_ref()
-                .map_or(0.0, |w| w.raft_messages_per_op)
-        });
-        let errors = |rs: &[Report]| rs.iter().map(|r| r.errors).sum::<u64>();
-        s.push_str(&format!(
-            "| {} | {} | {:.0} | {:.0} | {ratio:.2}x | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {msgs:.2} | {epf:.1} | {}, {} |\n",
-            p.workload.name(),
-            p.clients,
-            mean(sh, |r| r.ops_per_sec),
-            mean(et, |r| r.ops_per_sec),
-            mean(sh, |r| r.latency.p50_ms),
-            mean(et, |r| r.latency.p50_ms),
-            mean(sh, |r| r.latency.p99_ms),
-            mean(et, |r| r.latency.p99_ms),
-            cpu(sh),
-            cpu(et),
-            wire(sh),
-            wire(et),
-            errors(sh),
-            errors(et)
-        ));
-    }
-    s
 }
 
 #[cfg(test)]
