@@ -13,9 +13,9 @@
 //! asked for it at least [`RELOAD_CHECK_INTERVAL`] after its last look, looks at the
 //! files' size, modification time and inode again. When any changed it reads all
 //! three and builds anew; a read or build that fails (a half-written file, a key that
-//! does not match the certificate) keeps the previous config, logs why, and is tried
-//! again at the next look. The look happens on a blocking thread, never on the
-//! runtime's. Connections already open keep the certificate they were opened with;
+//! does not match the certificate) keeps the previous config, logs why once, and is
+//! tried again when the files change again. The look happens on a blocking thread,
+//! never on the runtime's. Connections already open keep the certificate they were opened with;
 //! new ones use the new files.
 //!
 //! The connector ([`TlsConnector`]) uses rustls with the ring provider (no OpenSSL),
@@ -212,7 +212,7 @@ fn stamp(path: &Path) -> Stamp {
 type OnFailure = Box<dyn Fn(&str) + Send + Sync>;
 
 /// How a config is built from the files; its error keeps the previous one.
-pub type Build<T> = Arc<dyn Fn(&Material) -> Result<T, String> + Send + Sync>;
+type Build<T> = Arc<dyn Fn(&Material) -> Result<T, String> + Send + Sync>;
 
 /// A check of the certificate at the other end of a new connection (DER), after the
 /// handshake verified it: a node dialing store 3 wants store 3's certificate.

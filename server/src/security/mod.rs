@@ -113,19 +113,14 @@ pub struct Security {
 }
 
 impl Security {
-    /// Reads the node's TLS files; `None` when TLS is off. The errors say which
-    /// file is wrong, or that the certificate is not a store certificate.
+    /// Reads the node's TLS files (`paths` and `allowed_cn` from a validated
+    /// config: `cert-allowed-cn` needs TLS on); `None` when TLS is off. The errors
+    /// say which file is wrong, or why the certificate cannot be this node's.
     pub fn load(
         paths: Option<TlsPaths>,
         allowed_cn: Vec<String>,
     ) -> Result<Option<Security>, String> {
         let Some(paths) = paths else {
-            if !allowed_cn.is_empty() {
-                return Err(
-                    "cert-allowed-cn is set but TLS is off: set ca-path, cert-path and key-path"
-                        .into(),
-                );
-            }
             return Ok(None);
         };
         let material = Material::load(&paths)?;

@@ -7,11 +7,11 @@
 //! The layer is only installed with TLS on; a request without the connection's
 //! [`PeerInfo`] is refused then (fail closed).
 
-use std::future::Future;
-use std::pin::Pin;
+use std::future::Ready;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures::future::Either;
 use shoal_proto::raft_serverpb::raft_server::RaftServer;
 use tonic::server::NamedService;
 
@@ -105,18 +105,15 @@ pub struct Checked<S> {
     policy: Option<Arc<Policy>>,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for Checked<S>
 where
     S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ResBody: Default + Send + 'static,
+    ResBody: Default,
 {
     type Response = http::Response<ResBody>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+    // No allocation per request: the service's own future, or a ready refusal.
+    type Future = Either<S::Future, Ready<Result<Self::Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -124,11 +121,11 @@ where
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
         let Some(policy) = &self.policy else {
-            return Box::pin(self.inner.call(req));
+            return Either::Left(self.inner.call(req));
         };
         let info = req.extensions().get::<PeerInfo>();
         match policy.check(req.uri().path(), info) {
-            Ok(()) => Box::pin(self.inner.call(req)),
+            Ok(()) => Either::Left(self.inner.call(req)),
             Err(status) => {
                 if let Some(info) = info {
                     tracing::info!(
@@ -138,7 +135,7 @@ where
                         status.message()
                     );
                 }
-                Box::pin(std::future::ready(Ok(status.into_http())))
+                Either::Right(std::future::ready(Ok(status.into_http())))
             }
         }
     }
