@@ -317,3 +317,85 @@ fn a_leader_with_too_many_unapplied_proposals_refuses_more_as_busy() {
     }
     assert!(busy >= 32, "only {busy} of 40 writes were refused as busy");
 }
+
+/// A leader's write reaches its followers but not its commit: the leader is cut
+/// off, a follower wins, commits and applies the write, and truncates its log past
+/// it. Back, the old leader catches up from a snapshot that covers the write, and
+/// the write's caller must hear "outcome unknown" (it was applied, once), never
+/// "certainly not applied", which a client would send again.
+#[test]
+fn a_write_replaced_by_a_snapshot_is_answered_undetermined_not_dropped() {
+    let cfg = shoal_raftstore::Config {
+        raft_log_gc_count_limit: 20,
+        ..common::gc_config()
+    };
+    let c = Cluster::start_with(3, 1, TickMode::Manual, cfg);
+    let old = c.wait_leader(1, T);
+    c.put(b"seed", b"0", T).unwrap();
+    let region = c.region_for(b"seed");
+    let others: Vec<u64> = c.store_ids().into_iter().filter(|&i| i != old).collect();
+    for &id in &others {
+        c.wait_local(id, b"seed", b"0", T);
+    }
+    // The followers take the write's entry, but their answers never come back.
+    c.add_filter(DropType {
+        to_store: old,
+        msg_type: MessageType::MsgAppendResponse,
+    });
+    let log_end = |id: u64| {
+        use shoal_engine::LogEngine;
+        c.engines[&id].log.last_index(1).unwrap().unwrap_or(0)
+    };
+    let before: Vec<u64> = others.iter().map(|&id| log_end(id)).collect();
+    let store = c.store(old);
+    let cmd = put_cmd(&region, b"w", b"once");
+    let write = c.rt.spawn(async move { store.write(cmd).await });
+    let deadline = Instant::now() + T;
+    while others.iter().zip(&before).any(|(&id, &b)| log_end(id) <= b) {
+        assert!(
+            Instant::now() < deadline,
+            "the followers never got the write"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Cut off, the old leader hears nothing more; a follower wins, commits the
+    // write with its own first entry, and applies it.
+    c.clear_filters();
+    c.add_filter(Isolate(old));
+    assert!(
+        tick_until(&c, &others, 500, || others.iter().any(|&i| leads(&c, i))),
+        "no new leader among {others:?}"
+    );
+    let new = *others.iter().find(|&&i| leads(&c, i)).unwrap();
+    for &id in &others {
+        c.wait_local(id, b"w", b"once", T);
+    }
+    let w_index = log_end(new);
+    // Enough writes that the new leader truncates past the write (the old leader
+    // lags by more than the count limit).
+    for i in 0..60u32 {
+        let cmd = put_cmd(&region, format!("after{i}").as_bytes(), b"x");
+        let store = c.store(new);
+        let r =
+            c.rt.block_on(async { tokio::time::timeout(T, store.write(cmd)).await });
+        assert!(matches!(r, Ok(Ok(_))), "write {i} to the new leader: {r:?}");
+    }
+    assert!(
+        tick_until(&c, &others, 2000, || c.first_index(new, 1) > w_index),
+        "the new leader did not truncate past the write (first index {}, write at or before {w_index})",
+        c.first_index(new, 1)
+    );
+    assert!(!write.is_finished(), "the write was answered while cut off");
+    // Back: the old leader installs the new leader's snapshot.
+    c.clear_filters();
+    c.tick_until("the old leader to apply a snapshot", || {
+        c.store(old).metrics().snapshots_applied.get() >= 1
+    });
+    let answer =
+        c.rt.block_on(async { tokio::time::timeout(T, write).await });
+    match answer {
+        Ok(Ok(Err(CmdError::Undetermined(_)))) => {}
+        other => panic!("a write the snapshot may cover was answered {other:?}"),
+    }
+    c.wait_local(old, b"w", b"once", T);
+}

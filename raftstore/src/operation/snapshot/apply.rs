@@ -160,9 +160,14 @@ impl Peer {
             "applying a raft snapshot"
         );
         let (region_id, leader) = (self.region_id, self.leader_meta());
+        // A proposal at or below the snapshot's index may be in it (a new leader
+        // committed and applied it, then truncated its log past it); one above it
+        // may still be committed by that leader. Either way this peer cannot tell:
+        // never "certainly not applied", which a client would send again.
         self.fail_proposals(|_| {
-            CmdError::Dropped(format!(
-                "region {region_id}: replaced by a snapshot before the write applied"
+            CmdError::Undetermined(format!(
+                "region {region_id}: this replica was replaced by a snapshot before it \
+                 saw the write's outcome; the write may have been applied"
             ))
         });
         self.fail_reads(|| not_leader(region_id, leader));
