@@ -138,8 +138,8 @@ pub(crate) enum PeerMsg {
     /// Starts an election at once (tests and bootstrapping use it).
     Campaign,
     /// Wake a dormant peer (paced by the store's liveness round: its start-up, or
-    /// its leader's store, the `u64`, found down).
-    Wake(crate::store::liveness::WakeReason, u64),
+    /// its leader's store found down).
+    Wake(crate::store::liveness::Wake),
     /// The transport cannot reach this store: its peers should get no more appends
     /// until they answer (raft-rs `report_unreachable`).
     StoreUnreachable(u64),

@@ -344,3 +344,112 @@ fn a_region_whose_split_check_is_skipped_still_goes_dormant() {
     wait_dormant(&c, 1);
     c.check_acked();
 }
+
+/// Drops the store heartbeats one store sends (its regions being dormant,
+/// nothing else of its flows): to the others it looks silent, though it runs.
+struct DropHeartbeatsFrom(u64);
+
+impl common::Filter for DropHeartbeatsFrom {
+    fn filter(&self, msgs: &mut Vec<shoal_proto::raft_serverpb::RaftMessage>) {
+        msgs.retain(|m| {
+            !(m.region_id == 0 && m.from_peer.as_ref().map(|p| p.store_id) == Some(self.0))
+        });
+    }
+}
+
+/// The regions store `id` leads, as it sees them.
+fn led_by(c: &Cluster, id: u64) -> Vec<u64> {
+    c.regions
+        .iter()
+        .map(|r| r.id)
+        .filter(|&r| c.leader_of(r) == Some(id))
+        .collect()
+}
+
+/// Store 1 looks silent for a moment (its heartbeats dropped) while it leads more
+/// dormant regions than the paced wake queue drains meanwhile, then is heard
+/// again, then stops for good. Every region it still led must fail over: the
+/// followers whose wakes were still queued when it was heard again are watched
+/// again, not forgotten (they used to be: nothing woke them, and those regions
+/// had no leader until a restart).
+#[test]
+fn a_store_silent_for_a_moment_then_stopped_still_has_every_region_fail_over() {
+    let cfg = shoal_raftstore::Config {
+        dormant_wake_rate: 1,
+        ..test_config()
+    };
+    let round = cfg.raft_tick_interval * cfg.raft_heartbeat_ticks as u32;
+    let election = cfg.raft_tick_interval * cfg.raft_election_ticks as u32;
+    let mut c = Cluster::start_with(3, 30, TickMode::Manual, cfg);
+    write_each_region(&c, 1, b"before");
+    wait_dormant(&c, 30);
+    let led = led_by(&c, 1);
+    assert!(led.len() >= 6, "store 1 leads only {led:?}");
+    // Silent until both others have begun waking its regions (one a round).
+    c.add_filter(DropHeartbeatsFrom(1));
+    let woken = |c: &Cluster| {
+        [2, 3]
+            .iter()
+            .map(|&id| c.store(id).metrics().liveness_wakes.get())
+            .min()
+            .unwrap()
+    };
+    let deadline = Instant::now() + T;
+    while woken(&c) == 0 {
+        assert!(Instant::now() < deadline, "store 1 was never found silent");
+        c.tick_all();
+        std::thread::sleep(c.cfg.raft_tick_interval);
+    }
+    let queued: i64 = [2, 3]
+        .iter()
+        .map(|&id| c.store(id).metrics().wake_queue.get())
+        .sum();
+    c.clear_filters();
+    // Heard again; the wakes that were queued would have been delivered by now.
+    tick_for(&c, round * (led.len() as u32 + 10));
+    let still_led = led_by(&c, 1);
+    eprintln!(
+        "store 1 led {} regions; {queued} wakes were queued when it was heard again; it still leads {}",
+        led.len(),
+        still_led.len()
+    );
+    assert!(
+        !still_led.is_empty(),
+        "store 1 leads nothing any more: not the case under test"
+    );
+    c.stop_store(1);
+    let started = Instant::now();
+    let led_again = |c: &Cluster| {
+        still_led
+            .iter()
+            .all(|&r| c.leader_of(r).is_some_and(|l| l != 1))
+    };
+    while !led_again(&c) && started.elapsed() < Duration::from_secs(10) {
+        c.tick_all();
+        std::thread::sleep(c.cfg.raft_tick_interval);
+    }
+    let took = started.elapsed();
+    let leaderless: Vec<u64> = still_led
+        .iter()
+        .copied()
+        .filter(|&r| c.leader_of(r).is_none_or(|l| l == 1))
+        .collect();
+    assert!(
+        leaderless.is_empty(),
+        "regions {leaderless:?} had no leader {took:?} after store 1 stopped"
+    );
+    // The documented bound (docs/dormancy.md): three election timeouts, plus
+    // the successors' paced wakes (half the regions per surviving store, one a
+    // round at this wake rate).
+    let bound = election * 3 + round * still_led.len().div_ceil(2) as u32;
+    eprintln!(
+        "{} regions led again after {took:?} (bound {bound:?})",
+        still_led.len()
+    );
+    assert!(
+        took <= bound,
+        "failover took {took:?}, over the bound {bound:?}"
+    );
+    write_each_region(&c, 2, b"after");
+    c.check_acked();
+}

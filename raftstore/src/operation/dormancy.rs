@@ -49,8 +49,9 @@ pub(crate) struct Dormancy {
     /// The leader's request in flight: its term and last index, and the peers
     /// that acknowledged it.
     request: Option<(u64, u64, Vec<u64>)>,
-    /// The store a dormant follower is watched under.
-    watched: Option<u64>,
+    /// The store a dormant follower is watched under, and that store's
+    /// incarnation when it was.
+    watched: Option<(u64, u64)>,
     /// Loaded dormant at the store's start and not woken since (its queued
     /// start-up wake still applies).
     loaded: bool,
@@ -71,15 +72,17 @@ impl Peer {
         match msg {
             PeerMsg::Raft(m) => !self.stepped_asleep(m),
             PeerMsg::Command(_) | PeerMsg::Read(_) => self.is_leader || self.leader_id == 0,
-            PeerMsg::Wake(WakeReason::Start, _) => self.dormancy.loaded,
-            PeerMsg::Wake(WakeReason::LeaderStoreDown, down) => {
-                self.dormancy.watched == Some(*down) && store.liveness.is_down(*down)
-            }
+            PeerMsg::Wake(w) => match w.reason {
+                WakeReason::Start => self.dormancy.loaded,
+                WakeReason::LeaderStoreDown => {
+                    self.watches(w) && (w.restarted || store.liveness.is_down(w.store))
+                }
+                WakeReason::Activity => true,
+            },
             PeerMsg::Campaign
             | PeerMsg::ProposeCommitMerge { .. }
             | PeerMsg::RollbackMerge { .. }
-            | PeerMsg::TransferLeader { .. }
-            | PeerMsg::Wake(WakeReason::Activity, _) => true,
+            | PeerMsg::TransferLeader { .. } => true,
             PeerMsg::Tick(_)
             | PeerMsg::Persisted { .. }
             | PeerMsg::ApplyRes(_)
@@ -126,17 +129,38 @@ impl Peer {
             self.dormancy.quiet_ticks = 0;
             self.dormancy.request = None;
         }
-        if !self.dormancy.asleep || !self.wakes(msg, &ctx.store) {
+        if !self.dormancy.asleep {
+            return;
+        }
+        if !self.wakes(msg, &ctx.store) {
+            // A failover wake that came after the leader's store was heard again
+            // (the store took back the wakes still queued and watches their
+            // followers again; this one was on its way): watched again here.
+            if let PeerMsg::Wake(w) = msg {
+                if w.reason == WakeReason::LeaderStoreDown && self.watches(w) {
+                    let store = &ctx.store;
+                    store
+                        .liveness
+                        .watch(w.store, self.region_id, w.incarnation, w.successor);
+                }
+            }
             return;
         }
         let reason = match msg {
-            PeerMsg::Wake(r, _) => *r,
+            PeerMsg::Wake(w) => w.reason,
             // A vote request from the leader it sleeps under: that leader stepped
             // down (it restarted, say); its lease means nothing any more.
             PeerMsg::Raft(m) if self.is_vote_from_leader(m) => WakeReason::LeaderStoreDown,
             _ => WakeReason::Activity,
         };
         self.wake(reason, &ctx.store);
+    }
+
+    /// Whether this dormant peer is watched under the store and incarnation a
+    /// failover wake is for (else the wake is stale: it woke and slept again
+    /// under another leader meanwhile).
+    fn watches(&self, w: &crate::store::liveness::Wake) -> bool {
+        self.dormancy.watched == Some((w.store, w.incarnation))
     }
 
     fn is_vote_from_leader(&self, m: &RaftMessage) -> bool {
@@ -249,8 +273,9 @@ impl Peer {
         if others.is_empty() {
             return self.sleep(&ctx.store, 0);
         }
+        let stores: Vec<u64> = others.iter().map(|p| p.store_id).collect();
+        ctx.store.liveness.set_targets(self.region_id, &stores);
         for to in others {
-            ctx.store.liveness.add_target(to.store_id);
             let incarnation = ctx.store.liveness.incarnation();
             let kind = ExtraMessageType::DormantRequest;
             let msg = self.extra_message(to, kind, (term, index), incarnation);
@@ -367,7 +392,8 @@ impl Peer {
         let Some(leader) = self.leader_meta() else {
             return;
         };
-        if let Some(old) = self.dormancy.watched.replace(leader.store_id) {
+        let watched = (leader.store_id, incarnation);
+        if let Some((old, _)) = self.dormancy.watched.replace(watched) {
             if old != leader.store_id {
                 store.liveness.unwatch(old, self.region_id);
             }
@@ -388,7 +414,7 @@ impl Peer {
         self.dormancy.loaded = false;
         self.dormancy.quiet_ticks = 0;
         self.dormancy.request = None;
-        let leader_store = self.dormancy.watched.take();
+        let leader_store = self.dormancy.watched.take().map(|(s, _)| s);
         if let Some(s) = leader_store {
             store.liveness.unwatch(s, self.region_id);
         }
@@ -480,7 +506,8 @@ impl Peer {
             store.metrics.dormant_regions.dec();
         }
         store.awake_leader(self.region_id, false);
-        if let Some(s) = self.dormancy.watched.take() {
+        store.liveness.clear_targets(self.region_id);
+        if let Some((s, _)) = self.dormancy.watched.take() {
             store.liveness.unwatch(s, self.region_id);
         }
     }

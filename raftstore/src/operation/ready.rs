@@ -116,6 +116,9 @@ impl Peer {
         let delta = if leading { 1 } else { -1 };
         metrics.leader_count.add(delta);
         if !leading {
+            // Its followers hear from the new leader: no store is heartbeaten for
+            // this region's sake any more.
+            store.liveness.clear_targets(self.region_id);
             // A generated snapshot is a leader's: its files go.
             self.raw.store().snap.clear();
             // Reads wait on this peer's leadership: without it their index means nothing.

@@ -6,7 +6,11 @@
 //!   go dormant adds `S` to its targets; every `raft_heartbeat_ticks` ticks it
 //!   sends each target one `STORE_HEARTBEAT` (a `RaftMessage` with region 0 on the
 //!   ordinary transport stream) carrying its **incarnation**, its start time.
-//!   Targets are kept for the store's life: one small message per pair.
+//!   A target is kept while some region here that leads (or led) asked a
+//!   follower on it to sleep: each region's latest request names its stores,
+//!   and a region that stops leading or goes away names none. So a store that
+//!   holds no follower of this store's leaders any more (moved away, removed
+//!   from the cluster) stops getting heartbeats once those regions asked again.
 //! - **Who listens.** A follower that goes dormant is *watched* under its
 //!   leader's store. A watched store heard from more than `raft_election_ticks`
 //!   ticks ago (or heard from under a new incarnation: it restarted, and leads
@@ -24,6 +28,17 @@
 //!
 //! Watching starts the clock afresh: a follower goes dormant on a request its
 //! leader's store has just sent, which is as good as a heartbeat.
+//!
+//! **No dormant follower is left unwatched while its leader's store leads it.**
+//! A store found silent leaves `watched` and its followers are queued to wake,
+//! paced. If it is heard again (same incarnation) before the queue drains, its
+//! leaders are alive: the wakes still queued are taken back and those followers
+//! watched under it again at once (waking them would depose healthy leaders, and
+//! dropping them would leave followers that nothing wakes should the store die
+//! later). A wake already on its way finds the store up and the peer watches
+//! again itself. A store heard under a **new** incarnation restarted: every
+//! follower watched under an older one is woken (queued as `restarted`, which
+//! holds whatever is heard of the store later).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -44,10 +59,36 @@ pub(crate) enum WakeReason {
     Start,
 }
 
-/// A queued wake: the region, why, and (for `LeaderStoreDown`) the store found
-/// down, so that a peer woken meanwhile and asleep again under a new leader
-/// ignores it.
-pub(crate) type QueuedWake = (u64, WakeReason, u64);
+/// A queued wake: the region and why; for `LeaderStoreDown`, the leader's store
+/// and the incarnation the peer was watched under (a peer woken meanwhile and
+/// asleep again under another leader, or a new incarnation, ignores it), and
+/// whether that store restarted (its leaders are gone for sure) or only went
+/// silent (a peer woken after it was heard again stays asleep, watched again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Wake {
+    pub(crate) region: u64,
+    pub(crate) reason: WakeReason,
+    pub(crate) store: u64,
+    pub(crate) incarnation: u64,
+    pub(crate) restarted: bool,
+    /// Whether the peer campaigns first should `store` die (kept to watch it
+    /// again).
+    pub(crate) successor: bool,
+}
+
+impl Wake {
+    /// A start-up wake of `region`.
+    fn start(region: u64) -> Wake {
+        Wake {
+            region,
+            reason: WakeReason::Start,
+            store: 0,
+            incarnation: 0,
+            restarted: false,
+            successor: false,
+        }
+    }
+}
 
 /// One store's liveness table: what it heard from the others, whom it must
 /// heartbeat, and which of its dormant peers depend on which store.
@@ -66,11 +107,13 @@ struct Inner {
     /// Dormant peers to wake, a bounded number per liveness round
     /// (`dormant-wake-rate`): a silent store's successors first, then its other
     /// followers, then the store's own start-up.
-    successors: VecDeque<QueuedWake>,
-    others: VecDeque<QueuedWake>,
-    starting: VecDeque<QueuedWake>,
-    /// Stores to heartbeat.
-    targets: HashSet<u64>,
+    successors: VecDeque<Wake>,
+    others: VecDeque<Wake>,
+    starting: VecDeque<Wake>,
+    /// Stores to heartbeat, with how many regions here name them.
+    targets: HashMap<u64, usize>,
+    /// Per region whose leader here asked its followers to sleep: their stores.
+    target_regions: HashMap<u64, Box<[u32]>>,
     /// Per watched store: when it was last heard from (or watching began), and
     /// the dormant regions waiting on it.
     watched: HashMap<u64, Watched>,
@@ -101,21 +144,90 @@ impl Inner {
     /// Regions of `store` to wake because it is down (or restarted): successors
     /// first, each group in region order (the same order on every store, so the
     /// replicas of one region wake at about the same time wherever they are).
-    fn queue_down(&mut self, store: u64, regions: impl IntoIterator<Item = (u64, WatchedPeer)>) {
-        self.down.insert(store);
+    /// `restarted`: the store came back under a new incarnation (else it went
+    /// silent, and is down until heard again).
+    fn queue_down(
+        &mut self,
+        store: u64,
+        regions: impl IntoIterator<Item = (u64, WatchedPeer)>,
+        restarted: bool,
+    ) {
+        if !restarted {
+            self.down.insert(store);
+        }
         let mut regions: Vec<(u64, WatchedPeer)> = regions.into_iter().collect();
         regions.sort_unstable_by_key(|(r, _)| *r);
-        let why = WakeReason::LeaderStoreDown;
-        for (r, w) in regions {
+        for (region, w) in regions {
+            let wake = Wake {
+                region,
+                reason: WakeReason::LeaderStoreDown,
+                store,
+                incarnation: w.incarnation,
+                restarted,
+                successor: w.successor,
+            };
             match w.successor {
-                true => self.successors.push_back((r, why, store)),
-                false => self.others.push_back((r, why, store)),
+                true => self.successors.push_back(wake),
+                false => self.others.push_back(wake),
             }
         }
     }
 
+    /// `store`, found silent, is heard again as `incarnation` (at `now`): the
+    /// wakes still queued for its silence are taken back, and those followers
+    /// watched under it again if they were watched under this incarnation (their
+    /// leaders are alive); the others' leaders are gone (it restarted): their
+    /// wakes stay, as a restart's. Returns how many were watched again.
+    fn rewatch_queued(&mut self, store: u64, incarnation: u64, now: Instant) -> usize {
+        let mut back = Vec::new();
+        for queue in [&mut self.successors, &mut self.others] {
+            queue.retain_mut(|w| {
+                if w.reason != WakeReason::LeaderStoreDown || w.store != store || w.restarted {
+                    return true;
+                }
+                if w.incarnation != incarnation {
+                    w.restarted = true;
+                    return true;
+                }
+                back.push(*w);
+                false
+            });
+        }
+        if back.is_empty() {
+            return 0;
+        }
+        let watched = self.watched.entry(store).or_insert_with(|| Watched {
+            heard: now,
+            regions: HashMap::new(),
+        });
+        for w in &back {
+            let peer = WatchedPeer {
+                incarnation: w.incarnation,
+                successor: w.successor,
+            };
+            watched.regions.insert(w.region, peer);
+        }
+        back.len()
+    }
+
     fn queued(&self) -> usize {
         self.successors.len() + self.others.len() + self.starting.len()
+    }
+
+    /// One region names `stores` no more.
+    fn release_targets(&mut self, stores: &[u32]) {
+        for &s in stores {
+            let s = s as u64;
+            if let Some(n) = self.targets.get_mut(&s) {
+                *n -= 1;
+                if *n == 0 {
+                    self.targets.remove(&s);
+                }
+            }
+        }
+        if self.targets.capacity() > 2 * self.targets.len() + 8 {
+            self.targets.shrink_to_fit();
+        }
     }
 }
 
@@ -141,11 +253,40 @@ impl StoreLiveness {
         self.incarnation
     }
 
-    /// A leader here put (or is putting) a follower on `store_id` to sleep.
-    pub(crate) fn add_target(&self, store_id: u64) {
-        if store_id != self.store_id {
-            self.inner.lock().targets.insert(store_id);
+    /// Region `region_id`'s leader here asks its followers on `stores` to sleep:
+    /// those stores are heartbeaten (until it names others, or none).
+    pub(crate) fn set_targets(&self, region_id: u64, stores: &[u64]) {
+        let stores: Box<[u32]> = stores
+            .iter()
+            .filter(|&&s| s != self.store_id)
+            .map(|&s| s as u32)
+            .collect();
+        let mut inner = self.inner.lock();
+        if inner.target_regions.get(&region_id) == Some(&stores) {
+            return;
         }
+        for &s in stores.iter() {
+            *inner.targets.entry(s as u64).or_default() += 1;
+        }
+        if let Some(old) = inner.target_regions.insert(region_id, stores) {
+            inner.release_targets(&old);
+        }
+    }
+
+    /// Region `region_id` here no longer leads (or is gone): it names no store.
+    pub(crate) fn clear_targets(&self, region_id: u64) {
+        let mut inner = self.inner.lock();
+        if let Some(old) = inner.target_regions.remove(&region_id) {
+            inner.release_targets(&old);
+        }
+    }
+
+    /// The stores heartbeaten now.
+    #[cfg(test)]
+    fn targets(&self) -> Vec<u64> {
+        let mut t: Vec<u64> = self.inner.lock().targets.keys().copied().collect();
+        t.sort_unstable();
+        t
     }
 
     /// Region `region_id`'s peer here went dormant, led from `store_id` (running
@@ -180,19 +321,32 @@ impl StoreLiveness {
     /// Queues `region_id`'s start-up wake (paced, after any failover's).
     pub(crate) fn queue_start(&self, region_id: u64) {
         let mut inner = self.inner.lock();
-        inner.starting.push_back((region_id, WakeReason::Start, 0));
+        inner.starting.push_back(Wake::start(region_id));
     }
 
     /// A heartbeat from `store_id`, running as `incarnation`. Returns how many
     /// regions it queued to wake: those that went dormant under an earlier
-    /// incarnation of it (it restarted since, and leads nothing it led).
+    /// incarnation of it (it restarted since, and leads nothing it led). A store
+    /// found silent and heard again gets back the followers whose wakes were
+    /// still queued (see the module docs).
     pub(crate) fn heard(&self, store_id: u64, incarnation: u64) -> usize {
         let mut inner = self.inner.lock();
-        inner.down.remove(&store_id);
+        let now = Instant::now();
+        if inner.down.remove(&store_id) {
+            let back = inner.rewatch_queued(store_id, incarnation, now);
+            if back > 0 {
+                tracing::info!(
+                    store = self.store_id,
+                    heard = store_id,
+                    regions = back,
+                    "store liveness: a silent store is heard again; its dormant regions not woken yet are watched again"
+                );
+            }
+        }
         let Some(w) = inner.watched.get_mut(&store_id) else {
             return 0;
         };
-        w.heard = Instant::now();
+        w.heard = now;
         let gone: Vec<(u64, WatchedPeer)> = w
             .regions
             .iter()
@@ -209,9 +363,8 @@ impl StoreLiveness {
             inner.watched.remove(&store_id);
         }
         let n = gone.len();
-        inner.queue_down(store_id, gone);
         // It is up: only these regions' leaders are gone.
-        inner.down.remove(&store_id);
+        inner.queue_down(store_id, gone, true);
         n
     }
 
@@ -225,11 +378,11 @@ impl StoreLiveness {
     /// the start-up's, at most `wakes_per_round`. A round that comes long after
     /// the one before (this store stalled: a pause, a slow machine) declares
     /// nothing down: what others sent meanwhile may not have been read yet.
-    pub(crate) fn check(&self, now: Instant) -> (Vec<RaftMessage>, Vec<QueuedWake>) {
+    pub(crate) fn check(&self, now: Instant) -> (Vec<RaftMessage>, Vec<Wake>) {
         let mut inner = self.inner.lock();
         let beats = inner
             .targets
-            .iter()
+            .keys()
             .map(|&to| heartbeat(self.store_id, to, self.incarnation))
             .collect();
         let stalled = inner
@@ -255,7 +408,7 @@ impl StoreLiveness {
                     regions = w.regions.len(),
                     "store liveness: a store went silent; waking the dormant regions it leads"
                 );
-                inner.queue_down(s, w.regions);
+                inner.queue_down(s, w.regions, false);
             }
         }
         let mut wake = Vec::new();
@@ -330,13 +483,11 @@ pub(crate) fn on_tick(ctx: &crate::store::context::StoreContext) {
         ctx.transport.send(to, vec![beat]);
         m.store_heartbeats_sent.inc();
     }
-    for (region_id, why, store) in wake {
-        if why == WakeReason::LeaderStoreDown {
+    for w in wake {
+        if w.reason == WakeReason::LeaderStoreDown {
             m.liveness_wakes.inc();
         }
-        let _ = ctx
-            .router
-            .send(region_id, crate::msg::PeerMsg::Wake(why, store));
+        let _ = ctx.router.send(w.region, crate::msg::PeerMsg::Wake(w));
     }
     m.liveness_watched
         .set(ctx.liveness.watched_regions() as i64);
@@ -349,8 +500,8 @@ mod tests {
 
     const T: Duration = Duration::from_millis(100);
 
-    fn regions(wake: Vec<QueuedWake>) -> Vec<u64> {
-        wake.into_iter().map(|(r, _, _)| r).collect()
+    fn regions(wake: Vec<Wake>) -> Vec<u64> {
+        wake.into_iter().map(|w| w.region).collect()
     }
 
     #[test]
@@ -368,9 +519,10 @@ mod tests {
             wake.extend(l.check(Instant::now()).1);
             std::thread::sleep(T / 10);
         }
-        assert!(wake
-            .iter()
-            .all(|w| w.1 == WakeReason::LeaderStoreDown && w.2 == 2));
+        assert!(wake.iter().all(|w| w.reason == WakeReason::LeaderStoreDown
+            && w.store == 2
+            && w.incarnation == 5
+            && !w.restarted));
         assert_eq!(regions(wake), vec![12, 10, 11]);
         assert!(l.is_down(2) && !l.is_down(3));
         assert_eq!(l.watched_regions(), 1);
@@ -378,6 +530,63 @@ mod tests {
         assert!(l.check(Instant::now()).1.is_empty());
         l.heard(2, 5);
         assert!(!l.is_down(2));
+    }
+
+    /// Found silent, store 2 is heard again before its followers' wakes drained:
+    /// those not woken yet are watched under it again at once, so that when it
+    /// really dies later they are woken like the others.
+    #[test]
+    fn a_store_heard_again_gets_its_unwoken_followers_back() {
+        let l = StoreLiveness::new(1, T, 1);
+        for r in 10..15 {
+            l.watch(2, r, 5, r == 10);
+        }
+        // Rounds every T/10 of (simulated) time; silent past the timeout: one
+        // wake a round.
+        let mut t = Instant::now();
+        let first = loop {
+            t += T / 10;
+            let (_, w) = l.check(t);
+            if !w.is_empty() {
+                break w;
+            }
+        };
+        assert_eq!(regions(first), vec![10]);
+        assert_eq!((l.watched_regions(), l.queued_wakes()), (0, 4));
+        // Heard again: the four still queued are watched again, not woken.
+        assert_eq!(l.heard(2, 5), 0);
+        assert_eq!((l.watched_regions(), l.queued_wakes()), (4, 0));
+        assert!(!l.is_down(2));
+        // Then it dies for good: every one of them is woken.
+        let mut woken = Vec::new();
+        for _ in 0..30 {
+            t += T / 10;
+            woken.extend(regions(l.check(t).1));
+        }
+        assert_eq!(woken, vec![11, 12, 13, 14]);
+    }
+
+    /// Found silent, store 2 comes back restarted: the wakes still queued are a
+    /// restart's now (its leaders are gone), and stay.
+    #[test]
+    fn a_silent_store_back_restarted_leaves_its_followers_queued_as_restarted() {
+        let l = StoreLiveness::new(1, T, 1);
+        l.watch(2, 10, 5, false);
+        l.watch(2, 11, 5, false);
+        let mut t = Instant::now();
+        let first = loop {
+            t += T / 10;
+            let (_, w) = l.check(t);
+            if !w.is_empty() {
+                break w;
+            }
+        };
+        assert_eq!(regions(first), vec![10]);
+        assert_eq!(l.heard(2, 6), 0);
+        assert!(!l.is_down(2));
+        let (_, next) = l.check(t + T / 10);
+        assert_eq!(next.len(), 1);
+        assert!(next[0].restarted && next[0].region == 11 && next[0].incarnation == 5);
     }
 
     #[test]
@@ -400,7 +609,9 @@ mod tests {
         // region 11 to sleep before its first heartbeat came.
         l.watch(2, 11, 6, false);
         assert_eq!(l.heard(2, 6), 1);
-        assert_eq!(regions(l.check(Instant::now()).1), vec![10]);
+        let wake = l.check(Instant::now()).1;
+        assert!(wake[0].restarted);
+        assert_eq!(regions(wake), vec![10]);
         assert_eq!(l.watched_regions(), 1);
         assert!(!l.is_down(2));
     }
@@ -424,12 +635,31 @@ mod tests {
         let l = StoreLiveness::new(1, T, 100);
         l.watch(2, 10, 5, false);
         l.unwatch(2, 10);
-        l.add_target(3);
-        l.add_target(1); // itself: never
+        // Itself is never a target.
+        l.set_targets(7, &[1, 3]);
         let (beats, wake) = l.check(Instant::now() + T * 3);
         assert!(wake.is_empty());
         assert_eq!(beats.len(), 1);
         assert_eq!(as_heartbeat(&beats[0]).map(|(from, _)| from), Some(1));
         assert_eq!(beats[0].to_peer.unwrap().store_id, 3);
+    }
+
+    /// A store no region here names any more (its replicas moved away, it was
+    /// removed) gets no more heartbeats.
+    #[test]
+    fn targets_last_while_a_region_names_them() {
+        let l = StoreLiveness::new(1, T, 100);
+        l.set_targets(7, &[2, 3]);
+        l.set_targets(8, &[3, 4]);
+        assert_eq!(l.targets(), vec![2, 3, 4]);
+        // Region 7's replica on store 2 moved to store 5.
+        l.set_targets(7, &[3, 5]);
+        assert_eq!(l.targets(), vec![3, 4, 5]);
+        l.clear_targets(8);
+        assert_eq!(l.targets(), vec![3, 5]);
+        l.clear_targets(7);
+        l.clear_targets(7);
+        assert!(l.targets().is_empty());
+        assert!(l.check(Instant::now()).0.is_empty());
     }
 }
