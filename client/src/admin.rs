@@ -10,10 +10,10 @@ use std::future::Future;
 
 use shoal_proto::adminpb::admin_client::AdminClient;
 use shoal_proto::adminpb::{
-    ChecksumRequest, ChecksumResponse, GetRegionRequest, MergeRequest, RegionInfo, SplitRequest,
-    SplitResponse, StatusRequest, StatusResponse,
+    ChecksumRequest, ChecksumResponse, GetRegionRequest, ListStoresRequest, MergeRequest,
+    RegionInfo, SetStoreStateRequest, SplitRequest, SplitResponse, StatusRequest, StatusResponse,
 };
-use shoal_proto::metapb::{Region, Store};
+use shoal_proto::metapb::{Region, Store, StoreState};
 
 use crate::client::Client;
 use crate::discovery::{admin_client, is_transport_error};
@@ -96,6 +96,71 @@ impl Client {
                 error: Box::new(error.unwrap_or_default()),
             }),
         }
+    }
+
+    /// Every store the cluster directory lists, read linearizably by the first
+    /// node that can (`ListStores`: the node reads the directory with its own store
+    /// identity, so this needs no access to the system key range).
+    pub async fn stores(&self) -> Result<Vec<Store>> {
+        let resp = self
+            .at_any_store("stores", "ListStores", |mut admin| async move {
+                admin.list_stores(ListStoresRequest {}).await
+            })
+            .await?;
+        Ok(resp.stores)
+    }
+
+    /// Sets store `store_id`'s state in the cluster directory, through the first
+    /// node that can write it (`SetStoreState`). Setting a state is idempotent, so
+    /// a node that did not answer is simply asked of the next. Refused: an unknown
+    /// store, any change to a removed store. Returns the store's new record.
+    pub async fn set_store_state(&self, store_id: u64, state: StoreState) -> Result<Store> {
+        let resp = self
+            .at_any_store("set store state", "SetStoreState", |mut admin| async move {
+                admin
+                    .set_store_state(SetStoreStateRequest {
+                        store_id,
+                        state: state as i32,
+                    })
+                    .await
+            })
+            .await?;
+        resp.store.ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "the node set store {store_id}'s state but sent no record"
+            ))
+        })
+    }
+
+    /// One Admin RPC asked of the configured endpoints and known stores in turn
+    /// until one answers: a node that cannot be reached, or that cannot reach the
+    /// directory itself (`Unavailable`), passes to the next; any other refusal is
+    /// the answer.
+    async fn at_any_store<R, F, Fut>(
+        &self,
+        op: &'static str,
+        rpc: &'static str,
+        call: F,
+    ) -> Result<R>
+    where
+        F: Fn(AdminClient<tonic::transport::Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let mut last = None;
+        for address in self.inner.candidates() {
+            match self.at_store(&address, op, rpc, None, &call).await {
+                Ok(r) => return Ok(r),
+                Err(e @ Error::Unreachable { .. }) => last = Some(e),
+                Err(
+                    e @ Error::Rejected {
+                        code: tonic::Code::Unavailable,
+                        ..
+                    },
+                ) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Config("no endpoint to ask".into())))
     }
 
     /// One Admin RPC to the store at `endpoint`, bounded by `rpc_timeout` (and

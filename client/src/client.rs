@@ -104,12 +104,13 @@ impl Client {
         if endpoints.is_empty() {
             return Err(Error::Config("no endpoints given".to_string()));
         }
-        let connector = match &config.tls {
-            Some(paths) => Some(
+        let connector = match (&config.tls_connector, &config.tls) {
+            (Some(connector), _) => Some(connector.clone()),
+            (None, Some(paths)) => Some(
                 crate::tls::TlsConnector::new(paths)
                     .map_err(|e| Error::Config(format!("TLS: {e}")))?,
             ),
-            None => None,
+            (None, None) => None,
         };
         let inner = Arc::new(Inner {
             connector,

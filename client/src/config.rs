@@ -105,6 +105,11 @@ pub struct ClientConfig {
     /// TLS on; `None` dials in plaintext. The files are read again when they change.
     /// Default `None`.
     pub tls: Option<crate::tls::TlsPaths>,
+    /// A TLS connector already built, dialed through instead of one made from
+    /// `tls`: a node's own (it checks the node's certificate on every reload as
+    /// the node does), so that a node's client presents exactly the identity the
+    /// node serves with. Tools leave it `None`. Default `None`.
+    pub tls_connector: Option<crate::tls::TlsConnector>,
 }
 
 impl Default for ClientConfig {
@@ -121,6 +126,7 @@ impl Default for ClientConfig {
             system: false,
             batch_stream: true,
             tls: None,
+            tls_connector: None,
         }
     }
 }

@@ -158,6 +158,45 @@ impl Directory {
         }
     }
 
+    /// Sets store `id`'s state (compare-and-swap, retried while another writer
+    /// changes the record first). Refused: a store the directory does not have,
+    /// and any change to a removed store (removal is final: its id is never
+    /// reused). Returns the new record.
+    pub async fn set_state(&self, id: u64, state: StoreState) -> Result<Store> {
+        loop {
+            let Some(current) = self.store(id).await? else {
+                return Err(Error::InvalidArgument(format!(
+                    "the cluster has no store {id}"
+                )));
+            };
+            let removed = StoreState::Removed as i32;
+            if current.state == state as i32 {
+                return Ok(current);
+            }
+            if current.state == removed {
+                return Err(Error::InvalidArgument(format!(
+                    "store {id} was removed from the cluster; a removed store stays removed \
+                     (its id is never reused)"
+                )));
+            }
+            let next = Store {
+                state: state as i32,
+                ..current.clone()
+            };
+            let cas = self
+                .client
+                .compare_and_swap(
+                    store_key(id),
+                    Some(current.encode_to_vec()),
+                    next.encode_to_vec(),
+                )
+                .await?;
+            if cas.succeeded {
+                return Ok(next);
+            }
+        }
+    }
+
     /// A new store id: the directory's next id, raised by one (compare-and-swap).
     async fn alloc_id(&self) -> Result<u64> {
         loop {

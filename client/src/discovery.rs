@@ -247,7 +247,7 @@ impl Inner {
 
     /// The addresses to ask for regions: configured endpoints and known stores, without
     /// duplicates, stores that recently failed last.
-    fn candidates(&self) -> Vec<String> {
+    pub(crate) fn candidates(&self) -> Vec<String> {
         let now = Instant::now();
         let cache = self.cache.read();
         let cooldown = self.config.store_down_cooldown;

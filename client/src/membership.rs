@@ -14,7 +14,6 @@ use shoal_proto::metapb::{ChangeKind, Peer, PeerRole, Region, Store, StoreState}
 use shoal_proto::RegionExt;
 
 use crate::client::Client;
-use crate::directory::Directory;
 use crate::discovery::admin_client;
 use crate::error::{Error, Result};
 use crate::request::{Idempotence, RouteBy};
@@ -276,9 +275,10 @@ impl Client {
     }
 }
 
-impl Directory {
-    /// Empties store `store_id` and marks it removed: it is marked offline (no new
-    /// replicas), then each region with a replica on it has that replica moved to
+impl Client {
+    /// Empties store `store_id` and marks it removed in the cluster directory
+    /// (through a node's Admin service: `stores`, `set_store_state`): it is marked
+    /// offline (no new replicas), then each region with a replica on it has that replica moved to
     /// the up store holding the fewest replicas among those without one of that
     /// region, then the store is marked removed. Re-running it resumes. `progress`
     /// hears each step.
@@ -287,7 +287,8 @@ impl Directory {
         store_id: u64,
         progress: &(dyn Fn(&str) + Sync),
     ) -> Result<()> {
-        let Some(store) = self.store(store_id).await? else {
+        let stores = self.stores().await?;
+        let Some(store) = stores.iter().find(|s| s.id == store_id) else {
             return Err(Error::InvalidArgument(format!(
                 "the cluster has no store {store_id}"
             )));
@@ -296,12 +297,11 @@ impl Directory {
             progress(&format!("store {store_id} is already removed"));
             return Ok(());
         }
-        self.update(store_id, |s| s.state = StoreState::Offline as i32)
-            .await?;
+        self.set_store_state(store_id, StoreState::Offline).await?;
         progress(&format!(
             "store {store_id} is offline: no new replicas go to it"
         ));
-        let client = self.client();
+        let client = self;
         loop {
             let stores = self.stores().await?;
             let (regions, answered) = client.cluster_regions(&stores).await;
@@ -364,8 +364,7 @@ impl Directory {
                 *load.entry(target).or_default() += 1;
             }
         }
-        self.update(store_id, |s| s.state = StoreState::Removed as i32)
-            .await?;
+        self.set_store_state(store_id, StoreState::Removed).await?;
         progress(&format!(
             "store {store_id} holds no replica; marked removed"
         ));

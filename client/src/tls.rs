@@ -386,6 +386,18 @@ impl std::fmt::Debug for TlsConnector {
     }
 }
 
+/// Two connectors are the same when they share their reloading config (and
+/// neither adds a peer check): what a `ClientConfig` compares.
+impl PartialEq for TlsConnector {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.config, &other.config)
+            && self.peer_check.is_none()
+            && other.peer_check.is_none()
+    }
+}
+
+impl Eq for TlsConnector {}
+
 impl TlsConnector {
     /// Reads the files now (the error says which is wrong).
     pub fn new(paths: &TlsPaths) -> Result<TlsConnector, String> {

@@ -15,7 +15,7 @@ use shoal_raftstore::RaftStore;
 use tonic::{Request, Response, Status};
 
 use crate::cmd_status::CmdResultExt;
-use crate::directory::ClusterView;
+use crate::directory::{ClusterView, SetStateError};
 
 /// The Admin service of one node.
 pub struct AdminService {
@@ -204,5 +204,36 @@ impl Admin for AdminService {
             pid: std::process::id(),
             contacts: self.view.contacts(),
         }))
+    }
+
+    async fn list_stores(
+        &self,
+        _: Request<ListStoresRequest>,
+    ) -> Result<Response<ListStoresResponse>, Status> {
+        let stores = self.view.read_stores().await.map_err(Status::unavailable)?;
+        Ok(Response::new(ListStoresResponse { stores }))
+    }
+
+    async fn set_store_state(
+        &self,
+        req: Request<SetStoreStateRequest>,
+    ) -> Result<Response<SetStoreStateResponse>, Status> {
+        let req = req.into_inner();
+        let state = StoreState::try_from(req.state)
+            .map_err(|_| Status::invalid_argument(format!("unknown store state {}", req.state)))?;
+        if req.store_id == 0 {
+            return Err(Status::invalid_argument("store id 0 names no store"));
+        }
+        match self.view.set_store_state(req.store_id, state).await {
+            Ok(store) => Ok(Response::new(SetStoreStateResponse { store: Some(store) })),
+            Err(SetStateError::Refused(shoal_client::Error::InvalidArgument(m))) => {
+                Err(Status::invalid_argument(m))
+            }
+            // The directory's write may or may not have happened: say so.
+            Err(SetStateError::Refused(e)) if e.is_undetermined() => Err(Status::unknown(format!(
+                "the directory write's outcome is unknown (read the store's state again): {e}"
+            ))),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
     }
 }

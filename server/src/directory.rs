@@ -15,11 +15,12 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use shoal_client::directory::Directory;
-use shoal_client::{ClientConfig, TlsPaths};
+use shoal_client::ClientConfig;
 use shoal_engine::rocks::Engines;
 use shoal_proto::adminpb::StoreContact;
 use shoal_proto::metapb::{Store, StoreState};
 
+use crate::security::Security;
 use crate::transport::GrpcTransport;
 
 /// How often a node reads the directory again.
@@ -150,6 +151,27 @@ impl ClusterView {
         }
     }
 
+    /// Every store the directory lists, read now (linearizably) with this node's
+    /// own identity: what the Admin service's `ListStores` answers.
+    pub async fn read_stores(&self) -> Result<Vec<Store>, String> {
+        let d = self
+            .directory()
+            .await
+            .ok_or("the cluster directory cannot be reached from this node")?;
+        d.stores().await.map_err(|e| e.to_string())
+    }
+
+    /// Sets store `id`'s state in the directory (`Directory::set_state`, written
+    /// with this node's identity); the record after it.
+    pub async fn set_store_state(
+        &self,
+        id: u64,
+        state: StoreState,
+    ) -> Result<Store, SetStateError> {
+        let d = self.directory().await.ok_or(SetStateError::Unreachable)?;
+        d.set_state(id, state).await.map_err(SetStateError::Refused)
+    }
+
     /// The directory client, connected on first use (to the other stores and this
     /// node).
     async fn directory(&self) -> Option<Directory> {
@@ -249,14 +271,26 @@ impl ClusterView {
     }
 }
 
-/// A short-deadline client config for directory calls made by a node, with the
-/// node's own TLS files (its store certificate) when TLS is on.
-pub fn client_config(max_message_size: usize, tls: Option<TlsPaths>) -> ClientConfig {
+/// Why a store's state was not set.
+#[derive(Debug, thiserror::Error)]
+pub enum SetStateError {
+    #[error("the cluster directory cannot be reached from this node")]
+    Unreachable,
+    #[error("{0}")]
+    Refused(shoal_client::Error),
+}
+
+/// A short-deadline client config for directory calls made by a node. With TLS
+/// on it dials through the node's own connector: its store certificate, checked
+/// on every reload as the node checks it (its own store's, valid, from the CA),
+/// so the directory client never presents what the node itself would refuse.
+pub fn client_config(max_message_size: usize, security: Option<&Security>) -> ClientConfig {
     ClientConfig {
         request_timeout: Duration::from_secs(5),
         rpc_timeout: Duration::from_secs(2),
         max_message_size,
-        tls,
+        tls: security.map(|s| s.paths.clone()),
+        tls_connector: security.map(|s| s.connector.clone()),
         ..ClientConfig::default()
     }
 }

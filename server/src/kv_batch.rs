@@ -9,8 +9,14 @@
 //! request's gRPC error travels as a `RequestFailure` with its code and message.
 //!
 //! Memory is bounded: a stream has at most [`MAX_IN_FLIGHT`] requests being
-//! served; past that it stops reading frames until some complete, and HTTP/2 flow
-//! control holds the client back. A frame of answers stays under the message limit.
+//! served. A frame's requests start only as room frees (the rest wait, decoded,
+//! in the order sent), and no frame is read while any wait, so HTTP/2 flow control
+//! holds the client back. A frame of more than [`MAX_IN_FLIGHT`] requests is
+//! refused: what was read before it is answered, then the stream ends with
+//! `InvalidArgument` naming the bound (the Rust client sends at most 256 per
+//! frame). What one frame costs before it is looked at is its decoded form, about
+//! 15 times its bytes, which the node's message limit bounds. A frame of answers
+//! stays under the message limit.
 //!
 //! **The stream's last frame says `last` only after every request read was
 //! answered**, so a client may take any request left unanswered then as never read
@@ -26,6 +32,7 @@
 //! (a proposal, a read index) without holding the thread, except a get's point
 //! lookup on its kv snapshot, which runs inline (short).
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -40,7 +47,7 @@ use shoal_proto::Message as _;
 use tokio::sync::watch;
 use tonic::{Status, Streaming};
 
-use crate::kv_service::KvService;
+use crate::kv_service::{Caller, KvService};
 
 /// Requests one stream serves at once.
 pub const MAX_IN_FLIGHT: usize = 1024;
@@ -59,6 +66,7 @@ type Serving = Pin<Box<dyn Future<Output = Answered> + Send>>;
 /// (the node is shutting down), no more frames are read.
 pub fn serve(
     service: Arc<KvService>,
+    caller: Caller,
     mut inbound: Streaming<BatchCommandsRequest>,
     mut draining: watch::Receiver<bool>,
     max_frame_bytes: usize,
@@ -67,6 +75,8 @@ pub fn serve(
     let (mut out, answers) = futures::channel::mpsc::channel(4);
     tokio::spawn(async move {
         let mut serving = FuturesUnordered::<Serving>::new();
+        // Requests read and not started yet: a frame's rest, started as room frees.
+        let mut waiting = VecDeque::new();
         // Why reading stopped with an error: sent after the last answer.
         let mut broken: Option<Status> = None;
         let mut reading = true;
@@ -75,17 +85,35 @@ pub fn serve(
             if *draining.borrow() {
                 reading = false;
             }
+            while serving.len() < MAX_IN_FLIGHT {
+                let Some(request) = waiting.pop_front() else {
+                    break;
+                };
+                serving.push(Box::pin(serve_one(
+                    service.clone(),
+                    caller.clone(),
+                    request,
+                )));
+            }
             let first = match carry.take() {
                 Some(first) => first,
                 None => {
+                    let room = waiting.is_empty() && serving.len() < MAX_IN_FLIGHT;
                     let next = tokio::select! {
-                        frame = inbound.message(), if reading && serving.len() < MAX_IN_FLIGHT => {
+                        frame = inbound.message(), if reading && room => {
                             match frame {
-                                Ok(Some(frame)) => {
-                                    for request in frame.requests {
-                                        serving.push(Box::pin(serve_one(service.clone(), request)));
-                                    }
+                                Ok(Some(frame)) if frame.requests.len() > MAX_IN_FLIGHT => {
+                                    // Refused whole: none of it starts. The client
+                                    // learns why when the stream ends.
+                                    reading = false;
+                                    broken = Some(Status::invalid_argument(format!(
+                                        "a frame of {} requests is over this stream's bound of \
+                                         {MAX_IN_FLIGHT} requests in flight: none of them was \
+                                         served; send at most {MAX_IN_FLIGHT} per frame",
+                                        frame.requests.len()
+                                    )));
                                 }
+                                Ok(Some(frame)) => waiting.extend(frame.requests),
                                 // The client sent its last request: answer what is left.
                                 Ok(None) => reading = false,
                                 // Reading broke (the client went away, or sent what
@@ -110,7 +138,7 @@ pub fn serve(
                     };
                     match next {
                         Some(done) => done,
-                        None if reading || !serving.is_empty() => continue,
+                        None if reading || !serving.is_empty() || !waiting.is_empty() => continue,
                         // Every request read was answered: a clean end says so.
                         None => break,
                     }
@@ -159,15 +187,20 @@ pub fn serve(
 /// One request, served by its kind's handler.
 async fn serve_one(
     service: Arc<KvService>,
+    caller: Caller,
     request: shoal_proto::kvrpcpb::batch_commands_request::Request,
 ) -> Answered {
+    let c = &caller;
     let answer = match request.cmd {
-        Some(Ask::Get(r)) => service.serve_get(r).await.map(Answer::Get),
-        Some(Ask::Put(r)) => service.serve_put(r).await.map(Answer::Put),
-        Some(Ask::Delete(r)) => service.serve_delete(r).await.map(Answer::Delete),
-        Some(Ask::Cas(r)) => service.serve_compare_and_swap(r).await.map(Answer::Cas),
-        Some(Ask::BatchWrite(r)) => service.serve_batch_write(r).await.map(Answer::BatchWrite),
-        Some(Ask::Scan(r)) => service.serve_scan(r).await.map(Answer::Scan),
+        Some(Ask::Get(r)) => service.serve_get(r, c).await.map(Answer::Get),
+        Some(Ask::Put(r)) => service.serve_put(r, c).await.map(Answer::Put),
+        Some(Ask::Delete(r)) => service.serve_delete(r, c).await.map(Answer::Delete),
+        Some(Ask::Cas(r)) => service.serve_compare_and_swap(r, c).await.map(Answer::Cas),
+        Some(Ask::BatchWrite(r)) => service
+            .serve_batch_write(r, c)
+            .await
+            .map(Answer::BatchWrite),
+        Some(Ask::Scan(r)) => service.serve_scan(r, c).await.map(Answer::Scan),
         None => Err(Status::invalid_argument(
             "a batched request names no command",
         )),

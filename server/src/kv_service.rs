@@ -10,6 +10,15 @@
 //! unknown is `Undetermined`; a storage failure is `Internal` (`cmd_status`, shared
 //! with the Admin service).
 //!
+//! The system key range (keys from `FF FF FF FF` on: the cluster directory) is
+//! refused unless the request's context sets `system`, and with TLS on `system` is
+//! honoured only for a **store certificate** ([`Caller`]): a client certificate
+//! asking for it gets `PermissionDenied` naming why (counted in
+//! `shoal_tls_refused_requests_total{reason="system_range"}`). Without TLS anyone
+//! may set it (README: Security, what plaintext exposes). Tools reach the
+//! directory through the Admin service instead (`ListStores`, `SetStoreState`),
+//! which the node serves with its own identity.
+//!
 //! A scan answer holds at most `limit` pairs and at most `raft-entry-max-size` bytes
 //! of pairs (always at least one pair), so that it fits in one gRPC message; the
 //! client continues after the last key it got. With `exclusive_start` the start key
@@ -31,7 +40,53 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::cmd_status::CmdResultExt;
 use crate::config::MAX_KEY_SIZE;
 use crate::request_metrics::{Method, RequestMetrics};
+use crate::security::identity::{Identity, PeerInfo};
 use shoal_proto::system::{is_system_key, SYSTEM_START};
+
+/// Who sent a request, as far as the system key range is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// TLS is off: nobody is authenticated, and `system` is honoured for anyone.
+    Plaintext,
+    /// A store certificate: `system` is honoured.
+    Store(u64),
+    /// Anyone else on a TLS connection (a client certificate, or no identity at
+    /// all): `system` is refused. Holds how the caller is named in the refusal.
+    Other(String),
+}
+
+impl Caller {
+    /// The caller of a request with these extensions, on a node with TLS `tls`.
+    pub fn of(extensions: &http::Extensions, tls: bool) -> Caller {
+        if !tls {
+            return Caller::Plaintext;
+        }
+        match extensions
+            .get::<PeerInfo>()
+            .and_then(|i| i.identity.as_ref())
+        {
+            Some(Identity::Store(id)) => Caller::Store(*id),
+            Some(other) => Caller::Other(other.describe()),
+            None => Caller::Other("a connection without a certificate".into()),
+        }
+    }
+
+    /// Whether the request asks for the system range (`ctx.system`), refused with
+    /// `PermissionDenied` when this caller may not have it.
+    fn system(&self, ctx: &Option<Context>) -> Result<bool, Status> {
+        if !ctx.as_ref().is_some_and(|c| c.system) {
+            return Ok(false);
+        }
+        match self {
+            Caller::Plaintext | Caller::Store(_) => Ok(true),
+            Caller::Other(who) => Err(Status::permission_denied(format!(
+                "the system key range (the cluster directory) is for store certificates only; \
+                 this request came with a {who}. Tools read and change the directory through \
+                 the Admin service (ListStores, SetStoreState)"
+            ))),
+        }
+    }
+}
 
 /// Upper bound on one scan's pairs when the request gives no limit (or a bigger one).
 pub const MAX_SCAN_LIMIT: usize = 10_000;
@@ -47,12 +102,18 @@ pub struct KvService {
     draining: tokio::sync::watch::Receiver<bool>,
     /// Request durations by method and outcome.
     requests: Arc<RequestMetrics>,
+    /// TLS is on: `system` needs a store certificate ([`Caller`]).
+    tls: bool,
+    /// Counts refused requests by reason (the security metrics').
+    refused: prometheus::IntCounterVec,
 }
 
 impl KvService {
     /// A service over `store` with the node's limits (see `NodeConfig`); its
     /// batched streams stop reading once `draining` turns true (or its sender is
-    /// gone); its requests are timed in `requests`.
+    /// gone); its requests are timed in `requests`. With `tls`, the system range
+    /// is for store certificates only, and refusals are counted in `refused`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<RaftStore>,
         max_value_size: usize,
@@ -60,6 +121,8 @@ impl KvService {
         raft_entry_max_size: usize,
         draining: tokio::sync::watch::Receiver<bool>,
         requests: Arc<RequestMetrics>,
+        tls: bool,
+        refused: prometheus::IntCounterVec,
     ) -> Self {
         KvService {
             store,
@@ -68,16 +131,32 @@ impl KvService {
             raft_entry_max_size,
             draining,
             requests,
+            tls,
+            refused,
         }
     }
 
+    /// The caller of a request with these extensions.
+    pub fn caller(&self, extensions: &http::Extensions) -> Caller {
+        Caller::of(extensions, self.tls)
+    }
+
+    /// Whether `ctx` asks for the system range and `caller` may have it; a refusal
+    /// is counted.
+    fn system(&self, ctx: &Option<Context>, caller: &Caller) -> Result<bool, Status> {
+        caller.system(ctx).inspect_err(|_| {
+            self.refused.with_label_values(&["system_range"]).inc();
+        })
+    }
+
     /// A key must be non-empty, at most [`MAX_KEY_SIZE`] bytes, and outside the
-    /// system range unless the request's context is a system one.
-    fn check_key(key: &[u8], ctx: &Option<Context>) -> Result<(), Status> {
+    /// system range unless the request's context is a system one its caller may
+    /// have.
+    fn check_key(&self, key: &[u8], ctx: &Option<Context>, caller: &Caller) -> Result<(), Status> {
         if key.is_empty() {
             return Err(Status::invalid_argument("key must not be empty"));
         }
-        if is_system_key(key) && !ctx.as_ref().is_some_and(|c| c.system) {
+        if is_system_key(key) && !self.system(ctx, caller)? {
             return Err(Status::invalid_argument(
                 "keys from FF FF FF FF on are reserved for Shoal's cluster directory",
             ));
@@ -201,8 +280,8 @@ fn delete_op(key: Vec<u8>) -> CmdRequest {
 /// The handlers behind [`KvService::serve_get`] and the others.
 impl KvService {
     /// Serves one Get request.
-    async fn do_get(&self, req: GetRequest) -> Result<GetResponse, Status> {
-        Self::check_key(&req.key, &req.context)?;
+    async fn do_get(&self, req: GetRequest, caller: &Caller) -> Result<GetResponse, Status> {
+        self.check_key(&req.key, &req.context, caller)?;
         let resp = match self.read(req.context, ReadKind::Get(req.key)).await? {
             Ok(ReadOutput::Value(v)) => GetResponse {
                 region_error: None,
@@ -219,7 +298,7 @@ impl KvService {
     }
 
     /// Serves one Scan request.
-    async fn do_scan(&self, req: ScanRequest) -> Result<ScanResponse, Status> {
+    async fn do_scan(&self, req: ScanRequest, caller: &Caller) -> Result<ScanResponse, Status> {
         if req.start_key.len() > MAX_KEY_SIZE || req.end_key.len() > MAX_KEY_SIZE {
             return Err(Status::invalid_argument(format!(
                 "scan bounds must be at most {MAX_KEY_SIZE} bytes"
@@ -236,8 +315,7 @@ impl KvService {
         };
         // A user's scan stops before the system range.
         let mut end = req.end_key;
-        if !req.context.as_ref().is_some_and(|c| c.system)
-            && (end.is_empty() || end.as_slice() > SYSTEM_START)
+        if !self.system(&req.context, caller)? && (end.is_empty() || end.as_slice() > SYSTEM_START)
         {
             end = SYSTEM_START.to_vec();
             if req.start_key.as_slice() >= SYSTEM_START {
@@ -267,8 +345,8 @@ impl KvService {
     }
 
     /// Serves one Put request.
-    async fn do_put(&self, req: PutRequest) -> Result<PutResponse, Status> {
-        Self::check_key(&req.key, &req.context)?;
+    async fn do_put(&self, req: PutRequest, caller: &Caller) -> Result<PutResponse, Status> {
+        self.check_key(&req.key, &req.context, caller)?;
         self.check_value(&req.value)?;
         let region_error = self
             .write(req.context, vec![put_op(req.key, req.value)])
@@ -278,8 +356,12 @@ impl KvService {
     }
 
     /// Serves one Delete request.
-    async fn do_delete(&self, req: DeleteRequest) -> Result<DeleteResponse, Status> {
-        Self::check_key(&req.key, &req.context)?;
+    async fn do_delete(
+        &self,
+        req: DeleteRequest,
+        caller: &Caller,
+    ) -> Result<DeleteResponse, Status> {
+        self.check_key(&req.key, &req.context, caller)?;
         let region_error = self
             .write(req.context, vec![delete_op(req.key)])
             .await?
@@ -288,7 +370,11 @@ impl KvService {
     }
 
     /// Serves one BatchWrite request.
-    async fn do_batch_write(&self, req: BatchWriteRequest) -> Result<BatchWriteResponse, Status> {
+    async fn do_batch_write(
+        &self,
+        req: BatchWriteRequest,
+        caller: &Caller,
+    ) -> Result<BatchWriteResponse, Status> {
         if req.mutations.is_empty() {
             return Err(Status::invalid_argument("batch has no mutations"));
         }
@@ -301,7 +387,7 @@ impl KvService {
         }
         let mut ops = Vec::with_capacity(req.mutations.len());
         for m in req.mutations {
-            Self::check_key(&m.key, &req.context)?;
+            self.check_key(&m.key, &req.context, caller)?;
             match mutation::Op::try_from(m.op) {
                 Ok(mutation::Op::Put) => {
                     self.check_value(&m.value)?;
@@ -324,8 +410,9 @@ impl KvService {
     async fn do_compare_and_swap(
         &self,
         req: CompareAndSwapRequest,
+        caller: &Caller,
     ) -> Result<CompareAndSwapResponse, Status> {
-        Self::check_key(&req.key, &req.context)?;
+        self.check_key(&req.key, &req.context, caller)?;
         self.check_value(&req.new_value)?;
         if req.expected_absent && !req.expected_value.is_empty() {
             return Err(Status::invalid_argument(
@@ -360,27 +447,41 @@ impl KvService {
 }
 
 /// One handler per request kind, shared by the unary calls and the batched stream;
-/// each is timed (`request_metrics`).
+/// each is timed (`request_metrics`). `caller` is who sent it ([`Caller::of`]).
 impl KvService {
     /// Serves one Get request.
-    pub async fn serve_get(&self, req: GetRequest) -> Result<GetResponse, Status> {
-        self.requests.time(Method::Get, self.do_get(req)).await
+    pub async fn serve_get(&self, req: GetRequest, caller: &Caller) -> Result<GetResponse, Status> {
+        self.requests
+            .time(Method::Get, self.do_get(req, caller))
+            .await
     }
 
     /// Serves one Scan request.
-    pub async fn serve_scan(&self, req: ScanRequest) -> Result<ScanResponse, Status> {
-        self.requests.time(Method::Scan, self.do_scan(req)).await
+    pub async fn serve_scan(
+        &self,
+        req: ScanRequest,
+        caller: &Caller,
+    ) -> Result<ScanResponse, Status> {
+        self.requests
+            .time(Method::Scan, self.do_scan(req, caller))
+            .await
     }
 
     /// Serves one Put request.
-    pub async fn serve_put(&self, req: PutRequest) -> Result<PutResponse, Status> {
-        self.requests.time(Method::Put, self.do_put(req)).await
+    pub async fn serve_put(&self, req: PutRequest, caller: &Caller) -> Result<PutResponse, Status> {
+        self.requests
+            .time(Method::Put, self.do_put(req, caller))
+            .await
     }
 
     /// Serves one Delete request.
-    pub async fn serve_delete(&self, req: DeleteRequest) -> Result<DeleteResponse, Status> {
+    pub async fn serve_delete(
+        &self,
+        req: DeleteRequest,
+        caller: &Caller,
+    ) -> Result<DeleteResponse, Status> {
         self.requests
-            .time(Method::Delete, self.do_delete(req))
+            .time(Method::Delete, self.do_delete(req, caller))
             .await
     }
 
@@ -388,9 +489,10 @@ impl KvService {
     pub async fn serve_batch_write(
         &self,
         req: BatchWriteRequest,
+        caller: &Caller,
     ) -> Result<BatchWriteResponse, Status> {
         self.requests
-            .time(Method::BatchWrite, self.do_batch_write(req))
+            .time(Method::BatchWrite, self.do_batch_write(req, caller))
             .await
     }
 
@@ -398,9 +500,13 @@ impl KvService {
     pub async fn serve_compare_and_swap(
         &self,
         req: CompareAndSwapRequest,
+        caller: &Caller,
     ) -> Result<CompareAndSwapResponse, Status> {
         self.requests
-            .time(Method::CompareAndSwap, self.do_compare_and_swap(req))
+            .time(
+                Method::CompareAndSwap,
+                self.do_compare_and_swap(req, caller),
+            )
             .await
     }
 }
@@ -408,29 +514,42 @@ impl KvService {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        self.serve_get(req.into_inner()).await.map(Response::new)
+        let caller = self.caller(req.extensions());
+        self.serve_get(req.into_inner(), &caller)
+            .await
+            .map(Response::new)
     }
 
     async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        self.serve_scan(req.into_inner()).await.map(Response::new)
+        let caller = self.caller(req.extensions());
+        self.serve_scan(req.into_inner(), &caller)
+            .await
+            .map(Response::new)
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        self.serve_put(req.into_inner()).await.map(Response::new)
+        let caller = self.caller(req.extensions());
+        self.serve_put(req.into_inner(), &caller)
+            .await
+            .map(Response::new)
     }
 
     async fn delete(
         &self,
         req: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        self.serve_delete(req.into_inner()).await.map(Response::new)
+        let caller = self.caller(req.extensions());
+        self.serve_delete(req.into_inner(), &caller)
+            .await
+            .map(Response::new)
     }
 
     async fn batch_write(
         &self,
         req: Request<BatchWriteRequest>,
     ) -> Result<Response<BatchWriteResponse>, Status> {
-        self.serve_batch_write(req.into_inner())
+        let caller = self.caller(req.extensions());
+        self.serve_batch_write(req.into_inner(), &caller)
             .await
             .map(Response::new)
     }
@@ -439,7 +558,8 @@ impl Kv for KvService {
         &self,
         req: Request<CompareAndSwapRequest>,
     ) -> Result<Response<CompareAndSwapResponse>, Status> {
-        self.serve_compare_and_swap(req.into_inner())
+        let caller = self.caller(req.extensions());
+        self.serve_compare_and_swap(req.into_inner(), &caller)
             .await
             .map(Response::new)
     }
@@ -453,8 +573,10 @@ impl Kv for KvService {
         // A frame of answers stays under any client's message limit: at most 1 MiB
         // of answers (a larger answer alone), far more than 256 small ones.
         let max_frame_bytes = self.raft_entry_max_size.min(1 << 20);
+        let caller = self.caller(req.extensions());
         Ok(Response::new(crate::kv_batch::serve(
             Arc::new(self.clone()),
+            caller,
             req.into_inner(),
             self.draining.clone(),
             max_frame_bytes,

@@ -69,7 +69,7 @@ pub async fn run(
     // (`/ready` says `starting` until it serves).
     let status = crate::status::spawn(&cfg.status_addr).await?;
     let engines = Engines::open(&cfg.data_dir).map_err(|e| e.to_string())?;
-    let (store_id, membership) = identify(&cfg, &engines).await?;
+    let (store_id, membership) = identify(&cfg, &engines, security.as_ref()).await?;
     let cfg = NodeConfig { store_id, ..cfg };
     let me = Store {
         id: store_id,
@@ -80,7 +80,7 @@ pub async fn run(
         &me,
         membership,
         cfg.peer_address_overrides()?,
-        directory::client_config(cfg.max_message_size(), cfg.tls_paths()?),
+        directory::client_config(cfg.max_message_size(), security.as_ref()),
     );
     let dialer = security.as_ref().map(|s| s.connector.clone());
     let (store, transport) = start_store(&cfg, engines.clone(), view.addresses(), dialer)?;
@@ -137,7 +137,11 @@ pub async fn run(
 /// directory on a restart; else by joining a running cluster (`join`); else by
 /// bootstrapping a new one (`initial-cluster`: its regions, and the cluster
 /// directory's first records in them).
-async fn identify(cfg: &NodeConfig, engines: &Engines) -> Result<(u64, Vec<Store>), String> {
+async fn identify(
+    cfg: &NodeConfig,
+    engines: &Engines,
+    security: Option<&Security>,
+) -> Result<(u64, Vec<Store>), String> {
     if let Some((ident, membership)) = load_ident(engines).map_err(|e| e.to_string())? {
         if cfg.store_id != 0 && cfg.store_id != ident.store_id {
             return Err(format!(
@@ -154,7 +158,7 @@ async fn identify(cfg: &NodeConfig, engines: &Engines) -> Result<(u64, Vec<Store
     }
     let seeds = cfg.join_seeds();
     if !seeds.is_empty() {
-        let client = directory::client_config(cfg.max_message_size(), cfg.tls_paths()?);
+        let client = directory::client_config(cfg.max_message_size(), security);
         let (id, stores) = directory::join(&seeds, cfg.store_id, &cfg.addr, client).await?;
         join(engines, id, &stores).map_err(|e| e.to_string())?;
         tracing::info!(store = id, seeds = ?seeds, "joined the cluster; no region yet");
@@ -275,6 +279,8 @@ async fn serve(
                 cfg.raft_entry_max_size,
                 draining,
                 Arc::new(requests),
+                security.is_some(),
+                security_metrics.refused.clone(),
             ))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),

@@ -613,3 +613,104 @@ async fn presented_certificate(addr: &str, client: &TlsPaths) -> Vec<u8> {
         .unwrap();
     tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
+
+/// With TLS on, the system key range (the cluster directory) is for store
+/// certificates only: a client certificate asking for it with `system` is refused
+/// on every path (batched stream and unary calls, reads and writes), a store
+/// certificate is served, and the tools still read and change the directory with
+/// a client certificate, through the Admin service.
+#[test]
+fn the_system_range_is_for_store_certificates_only() {
+    use shoal_proto::system::{store_key, store_prefix, store_prefix_end};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    for id in 1..=3 {
+        pki.store(id, Validity::days(1));
+    }
+    let app = pki.client("client-app", "app", Validity::days(1));
+    let store1 = pki.paths(&CertFiles {
+        cert: pki.dir.join("store-1.pem"),
+        key: pki.dir.join("store-1.key"),
+    });
+    let (nodes, addrs) = start_tls_cluster(dir.path(), &pki, 3, 1, &[]);
+    let status1 = status_addr(&nodes[0]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        connect_ready(&addrs, &app).await;
+        let system = |tls: &TlsPaths, batch_stream: bool| ClientConfig {
+            system: true,
+            batch_stream,
+            ..config(Some(tls))
+        };
+        for batch_stream in [true, false] {
+            let c = Client::connect(addrs.clone(), system(&app, batch_stream))
+                .await
+                .unwrap();
+            let scanned = c.scan(store_prefix(), store_prefix_end(), 100).await;
+            let put = c.put(store_key(1), b"forged").await;
+            let deleted = c.delete(store_key(2)).await;
+            for (what, refused) in [
+                ("scan", scanned.map(|_| ()).err()),
+                ("put", put.err()),
+                ("delete", deleted.err()),
+            ] {
+                let refused = refused.unwrap_or_else(|| {
+                    panic!("{what} of the system range with a client certificate was served (batch_stream {batch_stream})")
+                });
+                let text = refused.to_string();
+                assert!(
+                    text.contains("PermissionDenied") && text.contains("store certificates only"),
+                    "{what} (batch_stream {batch_stream}): {text}"
+                );
+            }
+        }
+        assert!(
+            metric(&status1, "shoal_tls_refused_requests_total", &["system_range"]).await >= 1.0
+                || metric(&status_addr(&nodes[1]), "shoal_tls_refused_requests_total", &["system_range"]).await >= 1.0
+                || metric(&status_addr(&nodes[2]), "shoal_tls_refused_requests_total", &["system_range"]).await >= 1.0,
+            "no refusal counted"
+        );
+        // A store certificate is served: the directory's three records.
+        let as_store = Client::connect(addrs.clone(), system(&store1, true))
+            .await
+            .unwrap();
+        let records = as_store
+            .scan(store_prefix(), store_prefix_end(), 100)
+            .await
+            .unwrap();
+        assert_eq!(records.len(), 3, "{records:?}");
+        // The records were not changed by the refused writes.
+        let app_client = connect_ready(&addrs, &app).await;
+        let stores = app_client.stores().await.unwrap();
+        assert_eq!(
+            stores.iter().map(|s| (s.id, s.address.clone())).collect::<Vec<_>>(),
+            (1..=3).map(|id| (id, addrs[id as usize - 1].clone())).collect::<Vec<_>>()
+        );
+        // The tools, with the client certificate: stores are listed, and a state
+        // change goes through the Admin service (refused for an unknown store).
+        let p = |p: &Path| p.display().to_string();
+        let out = shoal(&[
+            "admin",
+            "stores",
+            "--endpoints",
+            &addrs[0],
+            "--ca-path",
+            &p(&app.ca_path),
+            "--cert-path",
+            &p(&app.cert_path),
+            "--key-path",
+            &p(&app.key_path),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        let listed = String::from_utf8_lossy(&out.stdout);
+        for a in &addrs {
+            assert!(listed.contains(a.as_str()), "{listed}");
+        }
+        let unknown = app_client
+            .set_store_state(9, shoal_proto::metapb::StoreState::Offline)
+            .await
+            .unwrap_err();
+        assert!(unknown.to_string().contains("no store 9"), "{unknown}");
+    });
+    drop(nodes);
+}

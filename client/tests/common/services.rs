@@ -480,4 +480,19 @@ impl Admin for MockNode {
             contacts: Vec::new(),
         }))
     }
+
+    async fn list_stores(
+        &self,
+        _req: Request<ListStoresRequest>,
+    ) -> Result<Response<ListStoresResponse>, Status> {
+        let stores = self.state.lock().unwrap().stores.clone();
+        Ok(Response::new(ListStoresResponse { stores }))
+    }
+
+    async fn set_store_state(
+        &self,
+        _req: Request<SetStoreStateRequest>,
+    ) -> Result<Response<SetStoreStateResponse>, Status> {
+        Err(Status::unimplemented("the mock has no directory to change"))
+    }
 }

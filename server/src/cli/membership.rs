@@ -5,7 +5,7 @@
 
 use clap::Subcommand;
 use serde_json::{json, Value};
-use shoal_client::{Client, Directory, RegionInfo, Store};
+use shoal_client::{Client, RegionInfo, Store};
 use shoal_proto::metapb::{ChangeKind, StoreState};
 
 use super::admin::refused;
@@ -95,8 +95,8 @@ pub async fn run(cluster: &Cluster, cmd: MembershipCommand) -> Result<i32, Strin
     let progress = |line: &str| eprintln!("{line}");
     match cmd {
         MembershipCommand::Stores { json } => {
-            let dir = directory(cluster).await?;
-            stores(&dir, &cluster.endpoints, json).await
+            let client = client(cluster).await?;
+            stores(&client, &cluster.endpoints, json).await
         }
         MembershipCommand::AddPeer {
             region,
@@ -153,14 +153,17 @@ pub async fn run(cluster: &Cluster, cmd: MembershipCommand) -> Result<i32, Strin
             print_region(&client, r, json).await
         }
         MembershipCommand::RemoveStore { store, json } => {
-            let dir = directory(cluster).await?;
-            dir.remove_store(store, &progress)
+            let client = client(cluster).await?;
+            client
+                .remove_store(store, &progress)
                 .await
                 .map_err(|e| refused("remove-store", e))?;
-            let record = dir
-                .store(store)
+            let record = client
+                .stores()
                 .await
                 .map_err(|e| format!("reading store {store}'s record failed: {e}"))?
+                .into_iter()
+                .find(|s| s.id == store)
                 .unwrap_or_default();
             if json {
                 print!("{}", pretty(&store_json(&record, None, None)));
@@ -190,12 +193,6 @@ async fn change(
 
 async fn client(cluster: &Cluster) -> Result<Client, String> {
     Client::connect(cluster.endpoints.clone(), cluster.config(client_config()))
-        .await
-        .map_err(|e| format!("cannot reach the cluster: {e}"))
-}
-
-async fn directory(cluster: &Cluster) -> Result<Directory, String> {
-    Directory::connect(cluster.endpoints.clone(), cluster.config(client_config()))
         .await
         .map_err(|e| format!("cannot reach the cluster: {e}"))
 }
@@ -250,12 +247,11 @@ fn store_json(s: &Store, counts: Option<&Counts>, heard_ms: Option<u64>) -> Valu
 
 /// `shoal admin stores`: the directory's stores, each asked for its counts; the
 /// first endpoint that answers says when it last heard from each.
-async fn stores(dir: &Directory, endpoints: &[String], json: bool) -> Result<i32, String> {
-    let stores = dir
+async fn stores(client: &Client, endpoints: &[String], json: bool) -> Result<i32, String> {
+    let stores = client
         .stores()
         .await
         .map_err(|e| format!("reading the cluster directory failed: {e}"))?;
-    let client = dir.client();
     let mut contacts = std::collections::HashMap::new();
     let mut reporter = None;
     for e in endpoints {

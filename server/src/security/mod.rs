@@ -61,7 +61,7 @@ impl SecurityMetrics {
             refused: IntCounterVec::new(
                 Opts::new(
                     "shoal_tls_refused_requests_total",
-                    "gRPC requests refused for their certificate, by reason (not_a_store, cn_not_allowed, no_certificate).",
+                    "gRPC requests refused for their certificate, by reason (not_a_store, cn_not_allowed, no_certificate, system_range).",
                 ),
                 &["reason"],
             )
