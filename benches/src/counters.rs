@@ -42,18 +42,52 @@ pub struct NodeSnapshot {
     pub pid: Option<u32>,
 }
 
-/// Reads every store's counters (and CPU time, when the node runs here).
-pub async fn snapshot_shoal(client: &Client) -> Result<Vec<NodeSnapshot>, String> {
+/// A store whose counters could not be read (down, say): a benchmark of a
+/// degraded cluster goes on without them, and says so.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SilentStore {
+    /// The store.
+    pub store_id: u64,
+    /// Its gRPC address.
+    pub address: String,
+    /// Why its counters are missing.
+    pub why: String,
+}
+
+/// Every store's counters at one moment: those that answered, and those that
+/// did not.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The stores that answered, by id.
+    pub nodes: Vec<NodeSnapshot>,
+    /// The stores that did not.
+    pub silent: Vec<SilentStore>,
+}
+
+/// Reads every store's counters (and CPU time, when the node runs here). A store
+/// that does not answer is listed in `silent` (a removed store is not asked).
+pub async fn snapshot_shoal(client: &Client) -> Result<Snapshot, String> {
     let (_, stores) = client
         .list_regions()
         .await
         .map_err(|e| format!("cannot list the stores: {e}"))?;
     let mut out = Vec::new();
+    let mut silent = Vec::new();
     for store in stores {
-        let status = client
-            .status(&store.address)
-            .await
-            .map_err(|e| format!("cannot read the status of store {}: {e}", store.id))?;
+        if store.state == shoal_proto::metapb::StoreState::Removed as i32 {
+            continue;
+        }
+        let status = match client.status(&store.address).await {
+            Ok(s) => s,
+            Err(e) => {
+                silent.push(SilentStore {
+                    store_id: store.id,
+                    address: store.address,
+                    why: e.to_string(),
+                });
+                continue;
+            }
+        };
         // A pid is only ours to read if the process there is a shoal node.
         let pid = (status.pid != 0
             && process_name(status.pid).is_some_and(|n| n.starts_with("shoal")))
@@ -68,7 +102,8 @@ pub async fn snapshot_shoal(client: &Client) -> Result<Vec<NodeSnapshot>, String
         });
     }
     out.sort_by_key(|n| n.store_id);
-    Ok(out)
+    silent.sort_by_key(|n| n.store_id);
+    Ok(Snapshot { nodes: out, silent })
 }
 
 /// One node's work during the measured phase.
@@ -113,6 +148,9 @@ pub struct ClusterWork {
     pub raft_bytes_per_op: f64,
     /// CPU seconds of all nodes per 1,000 requests (nodes on this machine).
     pub cpu_s_per_1k_ops: Option<f64>,
+    /// Stores whose counters are missing before or after the measured phase: the
+    /// figures above leave them out.
+    pub silent: Vec<SilentStore>,
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -124,12 +162,35 @@ fn ratio(a: f64, b: f64) -> f64 {
 }
 
 /// The difference `after - before` for `ops` requests. Nodes missing from either
-/// snapshot are left out.
-pub fn cluster_work(before: &[NodeSnapshot], after: &[NodeSnapshot], ops: u64) -> ClusterWork {
+/// snapshot are left out, and named in `silent`.
+pub fn cluster_work(before: &Snapshot, after: &Snapshot, ops: u64) -> ClusterWork {
     let ops_f = ops as f64;
     let mut nodes = Vec::new();
-    for a in after {
-        let Some(b) = before.iter().find(|b| b.store_id == a.store_id) else {
+    let mut silent: Vec<SilentStore> = Vec::new();
+    let mut note = |s: SilentStore| {
+        if !silent.iter().any(|x| x.store_id == s.store_id) {
+            silent.push(s);
+        }
+    };
+    for s in before.silent.iter().chain(&after.silent) {
+        note(s.clone());
+    }
+    for (one, other, when) in [(before, after, "after"), (after, before, "before")] {
+        for n in &one.nodes {
+            let answered = other.nodes.iter().any(|o| o.store_id == n.store_id);
+            let known = other.silent.iter().any(|o| o.store_id == n.store_id);
+            if !answered && !known {
+                note(SilentStore {
+                    store_id: n.store_id,
+                    address: n.address.clone(),
+                    why: format!("not listed {when} the measured phase"),
+                });
+            }
+        }
+    }
+    silent.sort_by_key(|s| s.store_id);
+    for a in &after.nodes {
+        let Some(b) = before.nodes.iter().find(|b| b.store_id == a.store_id) else {
             continue;
         };
         let (ca, cb) = (&a.counters, &b.counters);
@@ -170,6 +231,7 @@ pub fn cluster_work(before: &[NodeSnapshot], after: &[NodeSnapshot], ops: u64) -
         cpu_s_per_1k_ops: (!cpus.is_empty())
             .then(|| ratio(cpus.iter().sum::<f64>() * 1000.0, ops_f)),
         nodes,
+        silent,
     }
 }
 
@@ -245,9 +307,13 @@ mod tests {
             cpu_seconds: Some(cpu),
             pid: None,
         };
+        let of = |nodes| Snapshot {
+            nodes,
+            silent: Vec::new(),
+        };
         let w = cluster_work(
-            &[snap(10, 100, 40, 1.0)],
-            &[snap(110, 3100, 240, 3.0)],
+            &of(vec![snap(10, 100, 40, 1.0)]),
+            &of(vec![snap(110, 3100, 240, 3.0)]),
             2000,
         );
         assert_eq!(w.nodes[0].fsyncs, 100);
@@ -257,5 +323,41 @@ mod tests {
         assert_eq!(w.transport_rpcs_per_op, 0.05);
         assert_eq!(w.raft_bytes_per_op, 10.0);
         assert_eq!(w.cpu_s_per_1k_ops, Some(1.0));
+        assert!(w.silent.is_empty());
+    }
+
+    #[test]
+    fn a_store_that_did_not_answer_is_left_out_and_named() {
+        let node = |store_id| NodeSnapshot {
+            store_id,
+            address: format!("a{store_id}"),
+            counters: StoreCounters {
+                fsyncs: 10 * store_id,
+                ..Default::default()
+            },
+            cpu_seconds: None,
+            pid: None,
+        };
+        let down = SilentStore {
+            store_id: 3,
+            address: "a3".into(),
+            why: "unreachable".into(),
+        };
+        let before = Snapshot {
+            nodes: vec![node(1), node(2)],
+            silent: vec![down.clone()],
+        };
+        // Store 2 stopped answering during the run, store 3 never did.
+        let after = Snapshot {
+            nodes: vec![node(1)],
+            silent: vec![down.clone()],
+        };
+        let w = cluster_work(&before, &after, 100);
+        assert_eq!(w.nodes.iter().map(|n| n.store_id).collect::<Vec<_>>(), [1]);
+        assert_eq!(
+            w.silent.iter().map(|s| s.store_id).collect::<Vec<_>>(),
+            [2, 3]
+        );
+        assert_eq!(w.silent[1], down);
     }
 }

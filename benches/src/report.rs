@@ -171,6 +171,13 @@ impl Report {
                 w.transport_rpcs_per_op,
                 w.entries_per_fsync
             );
+            for n in &w.silent {
+                let _ = writeln!(
+                    s,
+                    "    store {} ({}): did not answer, left out ({})",
+                    n.store_id, n.address, n.why
+                );
+            }
             for n in &w.nodes {
                 let cpu = n
                     .cpu_s_per_1k_ops

@@ -95,7 +95,11 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     // The servers on this machine: the `--pids`, or Shoal's node processes.
     let mut server_pids = args.pids.clone();
     if server_pids.is_empty() {
-        server_pids = before.iter().flatten().filter_map(|n| n.pid).collect();
+        server_pids = before
+            .iter()
+            .flat_map(|s| &s.nodes)
+            .filter_map(|n| n.pid)
+            .collect();
     }
     let me = std::process::id();
     let (servers_before, me_before) = (proc_cost::sample_all(&server_pids), proc_cost::sample(me));
@@ -233,9 +237,20 @@ fn record(report: &mut Report, measured: Measured, args: &BenchArgs) {
     report.error_samples = stats.error_samples;
 }
 
-async fn snapshot(target: &Target) -> Result<Option<Vec<counters::NodeSnapshot>>, String> {
+/// The nodes' counters (Shoal only). A store that does not answer is named on
+/// stderr, and the run goes on without its counters.
+async fn snapshot(target: &Target) -> Result<Option<counters::Snapshot>, String> {
     match target {
-        Target::Shoal(c) => counters::snapshot_shoal(c).await.map(Some),
+        Target::Shoal(c) => {
+            let snap = counters::snapshot_shoal(c).await?;
+            for s in &snap.silent {
+                eprintln!(
+                    "store {} ({}) did not answer: its counters are left out ({})",
+                    s.store_id, s.address, s.why
+                );
+            }
+            Ok(Some(snap))
+        }
         Target::Etcd(_) => Ok(None),
     }
 }

@@ -113,6 +113,23 @@ macro_rules! settings {
         ];
 
         impl NodeConfig {
+            /// Every setting must be a TOML value, so that `--print-config` can
+            /// print it and `--config` read it back: TOML's integers are 64-bit
+            /// signed, so a flag's u64 above `i64::MAX` is refused, by name.
+            fn check_toml_values(&self) -> Result<(), String> {
+                $(
+                    if toml::Value::try_from(&self.$field).is_err() {
+                        return Err(format!(
+                            "{} is out of range: a setting's integer must be at most {} \
+                             (TOML's largest)",
+                            stringify!($field).replace('_', "-"),
+                            i64::MAX
+                        ));
+                    }
+                )+
+                Ok(())
+            }
+
             /// Sets each setting `matches` has a flag value for.
             fn apply_flags(&mut self, matches: &ArgMatches) {
                 $(
@@ -518,6 +535,7 @@ impl NodeConfig {
 
     /// Checks every bound, naming the field at fault.
     pub fn validate(&self) -> Result<(), String> {
+        self.check_toml_values()?;
         if self.tls_paths()?.is_none() && !self.allowed_cn().is_empty() {
             return Err(
                 "cert-allowed-cn is set but TLS is off: set ca-path, cert-path and key-path".into(),

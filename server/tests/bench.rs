@@ -98,3 +98,54 @@ fn bench_compare_without_etcd_says_what_to_install() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("apt-get install etcd-server"), "{err}");
 }
+
+/// A benchmark of a degraded cluster runs: one store of three is down, and the
+/// report gives the counters of the two that answer and names the one that did
+/// not (it used to refuse to run: "cannot read the status of store 3").
+#[test]
+fn bench_runs_on_a_cluster_with_a_store_down_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, addrs) = common::start_cluster(dir.path(), 3, 2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = common::connect(addrs.clone()).await;
+        client.put("k", "v").await.unwrap();
+    });
+    nodes[2].kill();
+    let endpoints = format!("{},{}", addrs[0], addrs[1]);
+    let out_file = dir.path().join("report.json");
+    let out = shoal(&[
+        "bench",
+        "put",
+        "--endpoints",
+        &endpoints,
+        "--clients",
+        "4",
+        "--ops",
+        "200",
+        "--warmup",
+        "500ms",
+        "--json",
+        out_file.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("store 3 ({}): did not answer", addrs[2])),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    let work = &json["cluster_work"];
+    let answered: Vec<u64> = work["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["store_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(answered, [1, 2], "{work}");
+    assert_eq!(work["silent"][0]["store_id"].as_u64(), Some(3), "{work}");
+    assert!(json_number(&json, &["ops"]) >= 200.0, "{json}");
+}

@@ -140,3 +140,35 @@ fn printed_config_round_trips_through_the_binary() {
         (2, "127.0.0.1:20160", 2048)
     );
 }
+
+/// A u64 setting above TOML's largest integer (i64::MAX) is refused by name, with
+/// the usual error exit, instead of panicking when printed.
+#[test]
+fn a_setting_too_large_for_toml_is_refused_not_a_panic() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args([
+            "node",
+            "--raft-log-gc-count-limit",
+            &u64::MAX.to_string(),
+            "--print-config",
+        ])
+        .env_remove("RUST_LOG")
+        .env_remove("SHOAL_ENDPOINTS")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted: {out:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("raft-log-gc-count-limit is out of range"),
+        "{stderr}"
+    );
+    // At the largest TOML integer it is printed and reads back.
+    let printed = shoal(&[
+        "node",
+        "--raft-log-gc-count-limit",
+        &i64::MAX.to_string(),
+        "--print-config",
+    ]);
+    assert!(printed.contains(&format!("raft-log-gc-count-limit = {}", i64::MAX)));
+}
