@@ -453,3 +453,59 @@ fn a_store_silent_for_a_moment_then_stopped_still_has_every_region_fail_over() {
     write_each_region(&c, 2, b"after");
     c.check_acked();
 }
+
+/// Counts the store heartbeats sent to one store (and lets everything through).
+struct CountHeartbeatsTo(u64, std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl common::Filter for CountHeartbeatsTo {
+    fn filter(&self, msgs: &mut Vec<shoal_proto::raft_serverpb::RaftMessage>) {
+        let n = msgs
+            .iter()
+            .filter(|m| m.region_id == 0 && m.to_peer.as_ref().map(|p| p.store_id) == Some(self.0))
+            .count();
+        self.1
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A store whose replica of a dormant region was removed, and that holds no other
+/// follower of the leader's store, gets no more store heartbeats from it once
+/// the region sleeps again (they used to go on for the store's life).
+#[test]
+fn a_store_no_region_names_gets_no_more_heartbeats() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let c = Cluster::start(3, 1, TickMode::Manual);
+    let region = c.regions[0].id;
+    write_each_region(&c, 1, b"before");
+    wait_dormant(&c, 1);
+    let beats = std::sync::Arc::new(AtomicU64::new(0));
+    c.add_filter(CountHeartbeatsTo(3, beats.clone()));
+    tick_for(&c, Duration::from_millis(500));
+    assert!(
+        beats.load(Ordering::Relaxed) > 0,
+        "store 3 was never heartbeaten"
+    );
+    // Store 3's replica goes (its leadership first, if it has it).
+    if c.leader_of(region) == Some(3) {
+        let store = c.store(3);
+        ticking(&c, async move { store.transfer_leader(region, 1).await }).unwrap();
+    }
+    let leader = c.wait_leader(region, T);
+    let store = c.store(leader);
+    let changes = vec![(ChangeKind::Remove, 3)];
+    ticking(
+        &c,
+        async move { store.change_peer(region, None, changes).await },
+    )
+    .unwrap();
+    c.tick_until("the region to sleep again on stores 1 and 2", || {
+        [1, 2].iter().all(|&id| dormant(&c, id) == 1)
+    });
+    beats.store(0, Ordering::Relaxed);
+    tick_for(&c, Duration::from_millis(500));
+    assert_eq!(
+        beats.load(Ordering::Relaxed),
+        0,
+        "store 3 holds no replica and is still heartbeaten"
+    );
+}
