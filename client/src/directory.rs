@@ -133,29 +133,12 @@ impl Directory {
     /// Changes store `id`'s record with `change` (compare-and-swap, retried while
     /// another writer changes it first). Returns the new record.
     pub async fn update(&self, id: u64, change: impl Fn(&mut Store)) -> Result<Store> {
-        loop {
-            let Some(current) = self.store(id).await? else {
-                return Err(Error::InvalidArgument(format!(
-                    "the cluster directory has no store {id}"
-                )));
-            };
+        self.modify(id, |current| {
             let mut next = current.clone();
             change(&mut next);
-            if next == current {
-                return Ok(current);
-            }
-            let cas = self
-                .client
-                .compare_and_swap(
-                    store_key(id),
-                    Some(current.encode_to_vec()),
-                    next.encode_to_vec(),
-                )
-                .await?;
-            if cas.succeeded {
-                return Ok(next);
-            }
-        }
+            Ok(next)
+        })
+        .await
     }
 
     /// Sets store `id`'s state (compare-and-swap, retried while another writer
@@ -163,36 +146,45 @@ impl Directory {
     /// and any change to a removed store (removal is final: its id is never
     /// reused). Returns the new record.
     pub async fn set_state(&self, id: u64, state: StoreState) -> Result<Store> {
+        self.modify(id, |current| {
+            if current.state == StoreState::Removed as i32 && state != StoreState::Removed {
+                return Err(Error::InvalidArgument(format!(
+                    "store {id} was removed from the cluster; a removed store stays removed \
+                     (its id is never reused)"
+                )));
+            }
+            Ok(Store {
+                state: state as i32,
+                ..current.clone()
+            })
+        })
+        .await
+    }
+
+    /// Replaces store `id`'s record with what `next` makes of it (or its
+    /// refusal), by compare-and-swap, asking `next` again when another writer
+    /// changed the record first. A store the directory does not have is refused.
+    async fn modify(&self, id: u64, next: impl Fn(&Store) -> Result<Store>) -> Result<Store> {
         loop {
             let Some(current) = self.store(id).await? else {
                 return Err(Error::InvalidArgument(format!(
                     "the cluster has no store {id}"
                 )));
             };
-            let removed = StoreState::Removed as i32;
-            if current.state == state as i32 {
+            let record = next(&current)?;
+            if record == current {
                 return Ok(current);
             }
-            if current.state == removed {
-                return Err(Error::InvalidArgument(format!(
-                    "store {id} was removed from the cluster; a removed store stays removed \
-                     (its id is never reused)"
-                )));
-            }
-            let next = Store {
-                state: state as i32,
-                ..current.clone()
-            };
             let cas = self
                 .client
                 .compare_and_swap(
                     store_key(id),
                     Some(current.encode_to_vec()),
-                    next.encode_to_vec(),
+                    record.encode_to_vec(),
                 )
                 .await?;
             if cas.succeeded {
-                return Ok(next);
+                return Ok(record);
             }
         }
     }

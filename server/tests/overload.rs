@@ -16,15 +16,20 @@ use std::time::{Duration, Instant};
 use common::{free_port, start_nodes};
 use shoal_client::{Client, ClientConfig};
 
-/// Resident memory of a process, in bytes.
-fn rss(pid: u32) -> u64 {
+/// A size from a process's `/proc/PID/status` (`VmRSS:`, `VmHWM:`), in bytes.
+fn proc_status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    proc_status_bytes(pid, "VmRSS:")
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -169,15 +174,9 @@ fn a_paused_follower_under_load_leaves_the_leader_bounded_and_other_regions_fast
     drop(nodes);
 }
 
-/// Peak resident memory of a process so far (VmHWM), in bytes.
+/// Peak resident memory of a process so far, in bytes.
 fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    proc_status_bytes(pid, "VmHWM:")
 }
 
 /// One frame of `n` minimal Gets of region 1 (ids from `first`).

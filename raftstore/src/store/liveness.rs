@@ -504,6 +504,18 @@ mod tests {
         wake.into_iter().map(|w| w.region).collect()
     }
 
+    /// Liveness rounds every T/10 from `t` on (simulated time, `t` moved along)
+    /// until one wakes something: what it wakes.
+    fn first_wakes(l: &StoreLiveness, t: &mut Instant) -> Vec<Wake> {
+        loop {
+            *t += T / 10;
+            let (_, w) = l.check(*t);
+            if !w.is_empty() {
+                return w;
+            }
+        }
+    }
+
     #[test]
     fn a_silent_store_wakes_only_the_regions_that_wait_on_it_successors_first() {
         let l = StoreLiveness::new(1, T, 100);
@@ -544,13 +556,7 @@ mod tests {
         // Rounds every T/10 of (simulated) time; silent past the timeout: one
         // wake a round.
         let mut t = Instant::now();
-        let first = loop {
-            t += T / 10;
-            let (_, w) = l.check(t);
-            if !w.is_empty() {
-                break w;
-            }
-        };
+        let first = first_wakes(&l, &mut t);
         assert_eq!(regions(first), vec![10]);
         assert_eq!((l.watched_regions(), l.queued_wakes()), (0, 4));
         // Heard again: the four still queued are watched again, not woken.
@@ -574,13 +580,7 @@ mod tests {
         l.watch(2, 10, 5, false);
         l.watch(2, 11, 5, false);
         let mut t = Instant::now();
-        let first = loop {
-            t += T / 10;
-            let (_, w) = l.check(t);
-            if !w.is_empty() {
-                break w;
-            }
-        };
+        let first = first_wakes(&l, &mut t);
         assert_eq!(regions(first), vec![10]);
         assert_eq!(l.heard(2, 6), 0);
         assert!(!l.is_down(2));
