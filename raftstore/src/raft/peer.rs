@@ -67,10 +67,10 @@ pub(crate) struct Peer {
     /// The region merged away: the peer only waits to be dropped.
     pub(crate) destroyed: bool,
     /// Told it was removed from the region: the apply worker is tombstoning it;
-    /// it takes part in nothing meanwhile (`operation/conf_change.rs`).
+    /// it takes part in nothing meanwhile (`operation/conf_change/removed.rs`).
     pub(crate) removing: bool,
     /// Peers membership changes removed, with how many more times a leader tells
-    /// them so (`operation/conf_change.rs`).
+    /// them so (`operation/conf_change/removed.rs`).
     pub(crate) removed_peers: Vec<(PeerMeta, u32)>,
     /// A snapshot taken from a ready and not yet durable everywhere.
     pub(crate) applying_snapshot: Option<Box<PendingSnapshot>>,
