@@ -354,6 +354,9 @@ impl Peer {
         self.dormancy.request = None;
         if !self.is_leader {
             self.watch_leader_store(store, incarnation);
+            // Asked by a leader with no removed peer left to tell: the group is
+            // done telling them (`operation/conf_change/removed.rs`).
+            self.removed_peers.clear();
         }
         self.raw.mut_store().release_cache();
         self.release_buffers();

@@ -69,8 +69,9 @@ pub(crate) struct Peer {
     /// Told it was removed from the region: the apply worker is tombstoning it;
     /// it takes part in nothing meanwhile (`operation/conf_change/removed.rs`).
     pub(crate) removing: bool,
-    /// Peers membership changes removed, with how many more times a leader tells
-    /// them so (`operation/conf_change/removed.rs`).
+    /// Peers membership changes removed, with how many more election timeouts
+    /// they are told so (counted on every replica, told by a leader:
+    /// `operation/conf_change/removed.rs`).
     pub(crate) removed_peers: Vec<(PeerMeta, u32)>,
     /// A snapshot taken from a ready and not yet durable everywhere.
     pub(crate) applying_snapshot: Option<Box<PendingSnapshot>>,

@@ -1,11 +1,12 @@
 //! Replicas removed from their region, and the tombstone messages that reach the
 //! ones that missed their removal (cut off at the time).
 //!
-//! - **Telling them** ([`Peer::tell_removed_peers`]): whichever peer leads tells
-//!   each peer a change removed that it was (a tombstone message, `is_tombstone`),
-//!   once when the change applies and then once an election timeout,
-//!   [`TOMBSTONE_RESENDS`] times: a learner never campaigns, so nothing else would
-//!   reach it.
+//! - **Telling them** ([`Peer::tell_removed_peers`]): every replica counts down
+//!   the peers a change removed, once when the change applies and then once an
+//!   election timeout, [`TOMBSTONE_RESENDS`] times, and whichever peer leads tells
+//!   each that it was removed (a tombstone message, `is_tombstone`): a learner
+//!   never campaigns, so nothing else would reach it. A follower asked to go
+//!   dormant forgets the rest of its count: the leader that asked has none left.
 //! - **Answering them** ([`Peer::send_tombstone`]): a member that gets a message
 //!   from a peer it does not list, sent at an older `conf_ver`, answers with a
 //!   tombstone message. The removed peer's (pre-)votes never disturb the group:
@@ -36,13 +37,17 @@ use crate::raft::peer::Peer;
 pub(crate) const TOMBSTONE_RESENDS: u32 = 60;
 
 impl Peer {
-    /// A leader tells the peers its region removed that they were (once now, then
-    /// once an election timeout, [`TOMBSTONE_RESENDS`] times): one cut off at the
-    /// time hears of it when it is back.
+    /// The peers its region removed are counted down on every replica (once when
+    /// the change applies, then once an election timeout, [`TOMBSTONE_RESENDS`]
+    /// times), and a leader tells them they were removed: one cut off at the time
+    /// hears of it when it is back. Counting on followers too lets a follower that
+    /// leads later tell them only for what is left of the count (nothing, long
+    /// after the removal) instead of starting it again and staying awake for it.
     pub(crate) fn tell_removed_peers(&mut self, ctx: &mut PollCtx) {
-        if !self.is_leader || self.removed_peers.is_empty() {
+        if self.removed_peers.is_empty() {
             return;
         }
+        let leader = self.is_leader;
         let epoch = self.region().region_epoch;
         let me = self
             .region()
@@ -52,6 +57,9 @@ impl Peer {
             .cloned();
         for (peer, left) in &mut self.removed_peers {
             *left -= 1;
+            if !leader {
+                continue;
+            }
             ctx.outgoing.push(RaftMessage {
                 region_id: self.region_id,
                 from_peer: me,
