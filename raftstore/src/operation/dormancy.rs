@@ -94,7 +94,8 @@ impl Peer {
 
     /// Whether a dormant peer steps `m` without waking (see [`Peer::wakes`]).
     fn stepped_asleep(&self, m: &RaftMessage) -> bool {
-        if is_dormancy_message(m) {
+        // A stale-peer check is answered asleep (`operation/conf_change/stale.rs`).
+        if is_dormancy_message(m) || crate::operation::conf_change::is_stale_check(m) {
             return true;
         }
         if m.extra.is_some() || m.is_tombstone {

@@ -13,12 +13,17 @@
 //! - `removed.rs`: removed peers that missed their removal: the leader tells them
 //!   (tombstone messages), members answer their messages with one, and a removed
 //!   peer that hears of it has the apply worker tombstone it and drop its data.
+//! - `stale.rs`: a peer that hears from no leader for a long while asks the
+//!   region's peers whether it still belongs (a removed learner cut off for
+//!   long, an uninitialized peer whose snapshot never came).
 
 mod apply;
 mod propose;
 mod removed;
 mod rules;
+mod stale;
 
 pub(crate) use apply::apply_change_peer;
 pub(crate) use removed::destroy_removed;
 pub(crate) use rules::{change_peer_of, conf_change_of};
+pub(crate) use stale::{answer_for_absent_region, is_stale_check, StaleCheck};

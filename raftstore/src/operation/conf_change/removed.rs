@@ -32,8 +32,9 @@ use crate::raft::apply::{AdminResult, ApplyRes, Delegate};
 use crate::raft::peer::Peer;
 
 /// How many times a leader tells a removed peer it was removed (once an election
-/// timeout): a peer cut off longer keeps its replica until the region adds one
-/// on its store again (`Peer::on_message_for_successor`).
+/// timeout): a peer cut off longer learns of it when its stale-peer check asks
+/// (`stale.rs`), or when the region adds a replica on its store again
+/// (`Peer::on_message_for_successor`).
 pub(crate) const TOMBSTONE_RESENDS: u32 = 60;
 
 impl Peer {
@@ -102,19 +103,27 @@ impl Peer {
 
     /// A tombstone message: when it is addressed to this peer and comes from a
     /// member of its region at a newer `conf_ver`, this peer was removed while
-    /// away.
+    /// away. An uninitialized peer knows no member: any peer of the region at a
+    /// `conf_ver` newer than the newest it was listed in will do, and so will a
+    /// store where the region was merged away (`conf_ver` `u64::MAX`, which an
+    /// initialized peer does not take: `stale.rs`).
     pub(crate) fn on_tombstone_message(&mut self, msg: &RaftMessage, ctx: &PollCtx) {
-        let mine = self.region().region_epoch.unwrap_or_default().conf_ver;
+        let peers = &self.region().peers;
+        let initialized = !peers.is_empty();
+        let mine = match initialized {
+            true => self.region().region_epoch.unwrap_or_default().conf_ver,
+            false => self.stale.listed_at,
+        };
         let theirs = msg.region_epoch.unwrap_or_default().conf_ver;
         let from = msg.from_peer.unwrap_or_default();
         let to = msg.to_peer.unwrap_or_default();
-        let peers = &self.region().peers;
-        let member = peers.is_empty()
+        let member = !initialized
             || peers
                 .iter()
                 .any(|p| p.id == from.id && p.store_id == from.store_id);
         let for_me = to.id == self.peer_id && to.store_id == self.store_id;
-        if !member || !for_me || theirs <= mine {
+        let merged_away = theirs == u64::MAX;
+        if !member || !for_me || theirs <= mine || (initialized && merged_away) {
             return;
         }
         let why = format!("peer {} says it was removed from the region", from.id);
