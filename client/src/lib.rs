@@ -48,7 +48,7 @@ pub use client::{CasOutcome, Client, Mutation};
 pub use config::ClientConfig;
 pub use directory::Directory;
 pub use error::{Error, Failure, RequestInfo, Result};
-pub use membership::CATCH_UP_TIMEOUT;
+pub use membership::{CATCH_UP_TIMEOUT, JOINT_LEAVE_TIMEOUT};
 pub use region_cache::CachedRegion;
 pub use shoal_proto::adminpb::{ChecksumResponse, RegionInfo, StatusResponse};
 pub use shoal_proto::metapb::{Peer, Region, RegionEpoch, Store};

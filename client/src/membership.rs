@@ -21,6 +21,11 @@ use crate::request::{Idempotence, RouteBy};
 /// How long [`Client::move_replica`] waits for a new replica to catch up.
 pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How long [`Client::move_replica`] waits for a region it finds in a joint
+/// configuration to leave it (its leader does so on its own once the joint
+/// entry is applied).
+pub const JOINT_LEAVE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A new learner counts as caught up within this many entries of the leader's
 /// applied index (as it was when the learner was added, or later).
 const CAUGHT_UP_LAG: u64 = 0;
@@ -159,11 +164,15 @@ impl Client {
     }
 
     /// Moves region `region_id`'s replica from store `from` to store `to`: a
-    /// learner on `to`, caught up (from a snapshot); then one joint change
-    /// promoting it and demoting `from`; then `from`'s replica removed. If `from`
-    /// leads, the leadership goes to another voter first. `progress` hears each
-    /// step. Works with `from` down (the joint configuration keeps a quorum when
-    /// the others are up). Returns the region afterwards.
+    /// learner on `to`, caught up (from a snapshot); then, when `from` holds a
+    /// voter, one joint change promoting the learner and demoting `from`; then
+    /// `from`'s replica removed. A learner moves as a learner: the region's voters,
+    /// and so its quorum, stay as they are. If `from` leads, the leadership goes to
+    /// another voter first. A region found in a joint configuration (a move
+    /// interrupted inside its joint change) is waited for until its leader has
+    /// left it ([`JOINT_LEAVE_TIMEOUT`] at most), then the move goes on. `progress`
+    /// hears each step. Works with `from` down (the joint configuration keeps a
+    /// quorum when the others are up). Returns the region afterwards.
     pub async fn move_replica(
         &self,
         region_id: u64,
@@ -176,17 +185,21 @@ impl Client {
                 "moving region {region_id}'s replica from store {from} to itself"
             )));
         }
-        let info = self.region(region_id).await?;
+        let info = self.settled_region(region_id, progress).await?;
         let region = info.region.clone().unwrap_or_default();
-        match (role_of(&region, from), role_of(&region, to)) {
-            (None, Some(PeerRole::Voter)) => return Ok(region),
-            (None, _) => {
-                return Err(Error::InvalidArgument(format!(
+        let Some(moving) = role_of(&region, from) else {
+            // Done already (a voter's move or a learner's), or nothing to move.
+            return match role_of(&region, to) {
+                Some(_) => Ok(region),
+                None => Err(Error::InvalidArgument(format!(
                     "region {region_id} has no replica on store {from}"
-                )))
-            }
-            _ => {}
-        }
+                ))),
+            };
+        };
+        // A learner on `from` with a voter on `to` is a voter's move past its joint
+        // change (`from` demoted): only the removal is left.
+        let as_learner =
+            moving == PeerRole::Learner && role_of(&region, to) != Some(PeerRole::Voter);
         if info.leader.is_some_and(|l| l.store_id == from) {
             let other = region.peers.iter().find(|p| {
                 p.store_id != from && p.store_id != to && p.role == PeerRole::Voter as i32
@@ -211,7 +224,7 @@ impl Client {
         }
         let region = self.wait_caught_up(region_id, to, progress).await?;
         let mut changes = Vec::new();
-        if role_of(&region, to) != Some(PeerRole::Voter) {
+        if !as_learner && role_of(&region, to) != Some(PeerRole::Voter) {
             changes.push((ChangeKind::AddVoter, to));
         }
         if role_of(&region, from) == Some(PeerRole::Voter) {
@@ -228,6 +241,39 @@ impl Client {
         ));
         self.change_peer(region_id, &[(ChangeKind::Remove, from)])
             .await
+    }
+
+    /// The region as its leader sees it, once it is in no joint configuration: a
+    /// region still joint (a change interrupted after it entered one, e.g. an
+    /// `Undetermined` answer) is looked at again until its leader has left it,
+    /// which the leader does on its own; no change could be made meanwhile.
+    async fn settled_region(
+        &self,
+        region_id: u64,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<RegionInfo> {
+        let deadline = Instant::now() + JOINT_LEAVE_TIMEOUT;
+        let mut told = false;
+        loop {
+            let info = self.region(region_id).await?;
+            if !info.region.as_ref().is_some_and(|r| r.is_joint()) {
+                return Ok(info);
+            }
+            if !told {
+                progress(&format!(
+                    "region {region_id} is in a joint configuration; waiting for its \
+                     leader to leave it"
+                ));
+                told = true;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::InvalidArgument(format!(
+                    "region {region_id} is still in a joint configuration after \
+                     {JOINT_LEAVE_TIMEOUT:?}: its leader has not left it"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Waits until store `to`'s replica of the region has applied what the leader
@@ -254,7 +300,8 @@ impl Client {
             };
             if let Some(replica) = replica {
                 if replica.applied_index + CAUGHT_UP_LAG >= target {
-                    return Ok(self.region(region_id).await?.region.unwrap_or_default());
+                    let info = self.settled_region(region_id, progress).await?;
+                    return Ok(info.region.unwrap_or_default());
                 }
                 if reported.elapsed() >= Duration::from_secs(2) {
                     progress(&format!(

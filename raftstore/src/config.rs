@@ -107,6 +107,12 @@ pub struct Config {
     /// ... or past this many bytes of entries in the log (estimated from what the
     /// peer appended since its last truncation). Default 72 MiB; >= 1.
     pub raft_log_gc_size_limit: u64,
+    /// How long an awake replica hears from no leader before it asks the region's
+    /// peers whether it still belongs (a replica removed while cut off, or an
+    /// uninitialized one whose snapshot never came, is told so and destroyed;
+    /// `operation/conf_change/stale.rs`). A dormant replica never asks. Default
+    /// 5 min; at least two election timeouts.
+    pub raft_stale_peer_check_interval: Duration,
     /// Where Raft snapshots are generated and received (files, under the data
     /// directory). Default: none, and the store cannot send or take snapshots;
     /// the node sets `<data-dir>/snap`.
@@ -144,6 +150,7 @@ impl Default for Config {
             raft_log_gc_threshold: 50,
             raft_log_gc_count_limit: 72 << 10,
             raft_log_gc_size_limit: 72 << 20,
+            raft_stale_peer_check_interval: Duration::from_secs(300),
             snap_dir: None,
         }
     }
@@ -167,6 +174,13 @@ impl Config {
     pub(crate) fn wakes_per_round(&self) -> usize {
         let round = self.raft_tick_interval * self.raft_heartbeat_ticks.max(1) as u32;
         ((self.dormant_wake_rate as f64 * round.as_secs_f64()).ceil() as usize).max(1)
+    }
+
+    /// The stale-peer check's period in raft ticks.
+    pub(crate) fn stale_peer_check_ticks(&self) -> u32 {
+        let ticks = self.raft_stale_peer_check_interval.as_millis()
+            / self.raft_tick_interval.as_millis().max(1);
+        ticks.clamp(1, u32::MAX as u128) as u32
     }
 
     /// The log GC period in raft ticks.
@@ -232,6 +246,15 @@ impl Config {
             return Err(ConfigError(format!(
                 "raft-log-gc-tick-interval ({:?}) must be at least one raft tick ({tick:?})",
                 self.raft_log_gc_tick_interval
+            )));
+        }
+        let election = tick * self.raft_election_ticks as u32;
+        if self.raft_stale_peer_check_interval < election * 2 {
+            return Err(ConfigError(format!(
+                "raft-stale-peer-check-interval ({:?}) must be at least two election \
+                 timeouts ({:?})",
+                self.raft_stale_peer_check_interval,
+                election * 2
             )));
         }
         if self.raft_log_gc_threshold == 0 {
@@ -333,5 +356,16 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("apply-workers must be 1"));
+        // Under two election timeouts (2 s by default) a check would run during
+        // ordinary elections.
+        let bad = Config {
+            raft_stale_peer_check_interval: Duration::from_millis(1999),
+            ..Config::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("raft-stale-peer-check-interval"));
     }
 }

@@ -6,10 +6,14 @@
 mod common;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{key, Cluster, Isolate};
+use shoal_proto::adminpb::RegionInfo;
 use shoal_proto::metapb::{ChangeKind, PeerRole, Region};
+use shoal_proto::raft_serverpb::RaftMessage;
 use shoal_proto::RegionExt;
 use shoal_raftstore::{CmdError, TickMode};
 
@@ -362,4 +366,61 @@ fn a_store_whose_removed_replica_was_cut_off_gets_a_new_one() {
     let info = c.rt.block_on(c.store(s).region_info(region)).unwrap();
     assert_eq!(info.region.unwrap().peer_on_store(s).unwrap().id, new);
     c.check_acked();
+}
+
+/// Counts the tombstone messages sent to one store (and lets everything through).
+struct CountTombstones {
+    to_store: u64,
+    seen: Arc<AtomicU64>,
+}
+
+impl common::Filter for CountTombstones {
+    fn filter(&self, msgs: &mut Vec<RaftMessage>) {
+        let n = msgs
+            .iter()
+            .filter(|m| m.is_tombstone && m.to_peer.is_some_and(|p| p.store_id == self.to_store))
+            .count();
+        self.seen.fetch_add(n as u64, Ordering::SeqCst);
+    }
+}
+
+fn info(c: &Cluster, store: u64, region: u64) -> RegionInfo {
+    c.rt.block_on(c.store(store).region_info(region)).unwrap()
+}
+
+#[test]
+fn a_follower_that_leads_long_after_a_removal_tells_no_one() {
+    // Every replica records the peers a change removes, and whichever leads
+    // tells them for a while. A follower that leads much later must not start
+    // telling them all over again, and stay awake doing so.
+    let mut c = Cluster::start(3, 1, TickMode::Manual);
+    let region = c.regions[0].id;
+    c.put(&key(1), b"one", T).unwrap();
+    c.add_store(4);
+    change(&c, region, &[(ChangeKind::AddLearner, 4)]).unwrap();
+    c.wait_local(4, &key(1), b"one", T);
+    c.stop_store(4);
+    change(&c, region, &[(ChangeKind::Remove, 4)]).unwrap();
+    let leader = c.wait_leader(region, T);
+    // The leader is done telling store 4 (it stays awake until then) and sleeps.
+    c.tick_until("the leader to be done telling, and dormant", || {
+        info(&c, leader, region).dormant
+    });
+    let seen = Arc::new(AtomicU64::new(0));
+    c.add_filter(CountTombstones {
+        to_store: 4,
+        seen: seen.clone(),
+    });
+    let next = [1, 2, 3].into_iter().find(|&s| s != leader).unwrap();
+    let store = c.store(leader);
+    ticking(&c, async move { store.transfer_leader(region, next).await }).unwrap();
+    c.tick_until("the new leader to sleep", || {
+        let i = info(&c, next, region);
+        i.dormant && i.leader.is_some_and(|l| l.store_id == next)
+    });
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        0,
+        "tombstones sent to a peer removed long ago"
+    );
 }

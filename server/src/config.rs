@@ -235,6 +235,11 @@ settings! {
     raft_log_gc_count_limit: u64 = 72 << 10,
     /// ... or past this many bytes of entries; >= 1.
     raft_log_gc_size_limit: u64 = 72 << 20,
+    /// How long an awake replica hears from no leader before it asks the region's
+    /// other replicas whether it still belongs, in milliseconds (one removed while
+    /// cut off is told so and drops its data); a dormant replica never asks;
+    /// >= two election timeouts (20 raft ticks).
+    raft_stale_peer_check_interval_ms: u64 = 300_000,
     /// Raft snapshots this node sends at once (to all stores together); more wait;
     /// 1..=64.
     snap_max_concurrent: usize = 2,
@@ -669,6 +674,9 @@ impl NodeConfig {
             raft_log_gc_threshold: self.raft_log_gc_threshold,
             raft_log_gc_count_limit: self.raft_log_gc_count_limit,
             raft_log_gc_size_limit: self.raft_log_gc_size_limit,
+            raft_stale_peer_check_interval: std::time::Duration::from_millis(
+                self.raft_stale_peer_check_interval_ms,
+            ),
             snap_dir: Some(self.data_dir.join("snap")),
             entry_cache_max_bytes: self.entry_cache_max_bytes,
             raft_skip_bcast_commit: self.raft_skip_bcast_commit,

@@ -17,7 +17,7 @@ use shoal_client::{Client, ClientConfig};
 use shoal_proto::adminpb::admin_server::AdminServer;
 use shoal_proto::errorpb::{self, region_error::Kind, RegionError};
 use shoal_proto::kvrpcpb::kv_server::KvServer;
-use shoal_proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store};
+use shoal_proto::metapb::{ChangeKind, Peer, PeerRole, Region, RegionEpoch, Store};
 use shoal_proto::RegionExt;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -67,6 +67,10 @@ pub struct State {
     pub applied_index: HashMap<u64, u64>,
     /// Stores answer `BatchCommands` with `Unimplemented` (an older node).
     pub no_batch_stream: bool,
+    /// GetRegion requests served (any store).
+    pub get_region_calls: usize,
+    /// Every ChangePeer request applied, in order, as `(kind, store)` lists.
+    pub changes: Vec<Vec<(ChangeKind, u64)>>,
 }
 
 pub fn peer_of(region_id: u64, store_id: u64) -> Peer {
@@ -134,6 +138,79 @@ impl State {
         self.regions.insert(target, t.clone());
         self.leaders.remove(&source);
         t
+    }
+
+    /// Changes `region_id`'s membership by the real store's rules, in short: no
+    /// change while the region is joint; one change applies at once; several
+    /// enter a joint configuration, left at once (the real store answers once
+    /// its leader has left it). A new replica's peer is `peer_of(region, store)`.
+    pub fn change_peer(
+        &mut self,
+        region_id: u64,
+        changes: &[(ChangeKind, u64)],
+    ) -> Result<Region, String> {
+        let mut r = self.regions[&region_id].clone();
+        if r.is_joint() {
+            return Err(
+                "the region is in a joint configuration (a change is in progress); \
+                        it must be left first"
+                    .into(),
+            );
+        }
+        let joint = changes.len() > 1;
+        let (promoted, demoted) = match joint {
+            true => (PeerRole::IncomingVoter, PeerRole::DemotingVoter),
+            false => (PeerRole::Voter, PeerRole::Learner),
+        };
+        for &(kind, store) in changes {
+            let at = r.peers.iter().position(|p| p.store_id == store);
+            let role = at.map(|i| PeerRole::try_from(r.peers[i].role).unwrap());
+            match (kind, at, role) {
+                (ChangeKind::AddVoter, Some(i), Some(PeerRole::Learner)) => {
+                    r.peers[i].role = promoted as i32
+                }
+                (ChangeKind::AddLearner, Some(i), Some(PeerRole::Voter)) => {
+                    r.peers[i].role = demoted as i32
+                }
+                (ChangeKind::AddVoter | ChangeKind::AddLearner, None, _) => {
+                    let role = match kind {
+                        ChangeKind::AddVoter => promoted,
+                        _ => PeerRole::Learner,
+                    };
+                    r.peers.push(Peer {
+                        role: role as i32,
+                        ..peer_of(region_id, store)
+                    });
+                }
+                (ChangeKind::Remove, Some(i), Some(role)) => {
+                    if joint && role == PeerRole::Voter {
+                        return Err(format!("store {store}'s voter must be demoted first"));
+                    }
+                    r.peers.remove(i);
+                }
+                _ => return Err(format!("{kind:?} on store {store} ({role:?}) is refused")),
+            }
+        }
+        let epoch = r.region_epoch.as_mut().unwrap();
+        epoch.conf_ver += 1;
+        if joint {
+            Self::leave_joint(&mut r);
+        }
+        self.regions.insert(region_id, r.clone());
+        self.changes.push(changes.to_vec());
+        Ok(r)
+    }
+
+    /// What leaving `r`'s joint configuration makes of it.
+    pub fn leave_joint(r: &mut Region) {
+        for p in &mut r.peers {
+            p.role = match PeerRole::try_from(p.role).unwrap() {
+                PeerRole::IncomingVoter => PeerRole::Voter,
+                PeerRole::DemotingVoter => PeerRole::Learner,
+                other => other,
+            } as i32;
+        }
+        r.region_epoch.as_mut().unwrap().conf_ver += 1;
     }
 
     fn scripted(&mut self, store_id: u64, op: &'static str) -> Option<Answer> {

@@ -9,7 +9,7 @@ use shoal_proto::adminpb::*;
 use shoal_proto::errorpb::{self, region_error::Kind};
 use shoal_proto::kvrpcpb::kv_server::Kv;
 use shoal_proto::kvrpcpb::*;
-use shoal_proto::metapb::Store;
+use shoal_proto::metapb::{ChangeKind, Store};
 use shoal_proto::RegionExt;
 use tonic::{Request, Response, Status};
 
@@ -297,7 +297,8 @@ impl Admin for MockNode {
         req: Request<GetRegionRequest>,
     ) -> Result<Response<GetRegionResponse>, Status> {
         let id = req.into_inner().region_id;
-        let state = self.state.lock().unwrap();
+        let mut state = self.state.lock().unwrap();
+        state.get_region_calls += 1;
         let Some(region) = state.regions.get(&id) else {
             let Answer::Region(e) = region_error(Kind::RegionNotFound(errorpb::RegionNotFound {
                 region_id: id,
@@ -389,11 +390,32 @@ impl Admin for MockNode {
         Err(Status::unimplemented("mock"))
     }
 
+    /// As the real store: to the leader, at the region's epoch; the rules are
+    /// `State::change_peer`'s, a refusal is `InvalidArgument`.
     async fn change_peer(
         &self,
-        _req: Request<ChangePeerRequest>,
+        req: Request<ChangePeerRequest>,
     ) -> Result<Response<ChangePeerResponse>, Status> {
-        Err(Status::unimplemented("mock"))
+        let req = req.into_inner();
+        let ctx = Some(Context {
+            region_id: req.region_id,
+            region_epoch: req.region_epoch,
+            peer: None,
+            system: false,
+        });
+        let (mut state, _) = checked!(self, "change_peer", ctx, vec![], ChangePeerResponse);
+        let changes: Vec<_> = req
+            .changes
+            .iter()
+            .map(|c| (ChangeKind::try_from(c.kind).unwrap(), c.store_id))
+            .collect();
+        let region = state
+            .change_peer(req.region_id, &changes)
+            .map_err(Status::invalid_argument)?;
+        Ok(Response::new(ChangePeerResponse {
+            region_error: None,
+            region: Some(region),
+        }))
     }
 
     /// Any replica answers (every store holds one of every region): FNV-1a 64 over the

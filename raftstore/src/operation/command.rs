@@ -90,7 +90,7 @@ pub(crate) fn apply_entry(d: &mut Delegate, entry: &Entry, ctx: &mut ApplyCtx) -
         return Ok(Vec::new());
     }
     // A membership change carries its command in the entry's context; raft-rs's
-    // change in its data says the same (`conf_change.rs`).
+    // change in its data says the same (`conf_change/`).
     let (bytes, conf_change) = match entry.get_entry_type() {
         EntryType::EntryNormal => (&entry.data[..], false),
         EntryType::EntryConfChangeV2 => (&entry.context[..], true),

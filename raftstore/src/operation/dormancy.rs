@@ -97,7 +97,8 @@ impl Peer {
 
     /// Whether a dormant peer steps `m` without waking (see [`Peer::wakes`]).
     fn stepped_asleep(&self, m: &RaftMessage) -> bool {
-        if is_dormancy_message(m) {
+        // A stale-peer check is answered asleep (`operation/conf_change/stale.rs`).
+        if is_dormancy_message(m) || crate::operation::conf_change::is_stale_check(m) {
             return true;
         }
         if m.extra.is_some() || m.is_tombstone {
@@ -379,6 +380,9 @@ impl Peer {
         self.dormancy.request = None;
         if !self.is_leader {
             self.watch_leader_store(store, incarnation);
+            // Asked by a leader with no removed peer left to tell: the group is
+            // done telling them (`operation/conf_change/removed.rs`).
+            self.removed_peers.clear();
         }
         self.raw.mut_store().release_cache();
         self.release_buffers();

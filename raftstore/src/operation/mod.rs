@@ -11,7 +11,8 @@
 //! - `life.rs`: creating and destroying peers, failing what is pending;
 //! - `split.rs`, `split_check.rs`: split (admin API and automatic by size);
 //! - `merge/`: merge's prepare, commit and rollback;
-//! - `conf_change.rs`: membership changes (joint configurations, removed replicas);
+//! - `conf_change/`: membership changes (the rules, proposing and leaving joint
+//!   configurations, applying, removed replicas);
 //! - `transfer_leader.rs`: leadership transfer;
 //! - `dormancy.rs`: idle regions going dormant (no ticks) and waking;
 //! - `log_gc.rs`: Raft log truncation (picking the index, applying it);

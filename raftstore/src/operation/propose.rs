@@ -183,7 +183,7 @@ impl Peer {
         }
         let before = self.raw.raft.raft_log.last_index();
         // A membership change is a raft-rs conf change entry carrying the command
-        // as its context (`conf_change.rs`).
+        // as its context (`conf_change/`).
         let proposed = match change_peer_of(&request) {
             Some(req) => self
                 .raw

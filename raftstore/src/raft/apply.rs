@@ -51,7 +51,7 @@ pub(crate) enum ApplyMsg {
     Snapshot(Box<SnapshotTask>),
     /// The region's peer learned it was removed from the region (a tombstone
     /// message, or one for its successor): after the tasks before it, its data
-    /// goes and a tombstone is written, synced (`operation/conf_change.rs`).
+    /// goes and a tombstone is written, synced (`operation/conf_change/removed.rs`).
     Destroy { region_id: u64 },
 }
 

@@ -22,6 +22,7 @@ use crate::error::region_not_found;
 use crate::fsm::PollCtx;
 use crate::metrics::StoreMetrics;
 use crate::msg::{PeerMsg, PeerTick, ReadRequest};
+use crate::operation::conf_change::{is_stale_check, StaleCheck};
 use crate::operation::dormancy::{is_dormancy_message, Dormancy};
 use crate::operation::merge::DRIVE_EVERY_TICKS;
 use crate::operation::propose::{PendingWrites, Proposal};
@@ -67,10 +68,11 @@ pub(crate) struct Peer {
     /// The region merged away: the peer only waits to be dropped.
     pub(crate) destroyed: bool,
     /// Told it was removed from the region: the apply worker is tombstoning it;
-    /// it takes part in nothing meanwhile (`operation/conf_change.rs`).
+    /// it takes part in nothing meanwhile (`operation/conf_change/removed.rs`).
     pub(crate) removing: bool,
-    /// Peers membership changes removed, with how many more times a leader tells
-    /// them so (`operation/conf_change.rs`).
+    /// Peers membership changes removed, with how many more election timeouts
+    /// they are told so (counted on every replica, told by a leader:
+    /// `operation/conf_change/removed.rs`).
     pub(crate) removed_peers: Vec<(PeerMeta, u32)>,
     /// A snapshot taken from a ready and not yet durable everywhere.
     pub(crate) applying_snapshot: Option<Box<PendingSnapshot>>,
@@ -82,6 +84,9 @@ pub(crate) struct Peer {
     /// Whether the region is dormant, and the leader's way there
     /// (`operation/dormancy.rs`).
     pub(crate) dormancy: Dormancy,
+    /// Ticks without a leader, and whether to ask if this peer still belongs
+    /// (`operation/conf_change/stale.rs`).
+    pub(crate) stale: StaleCheck,
 }
 
 impl Peer {
@@ -121,6 +126,7 @@ impl Peer {
             stepped_snapshot: None,
             senders: std::collections::HashMap::new(),
             dormancy: Dormancy::default(),
+            stale: StaleCheck::default(),
         }
     }
 
@@ -236,6 +242,7 @@ impl Peer {
         {
             self.tell_removed_peers(ctx);
         }
+        self.on_stale_check_tick(ctx);
         self.on_dormancy_tick(ctx);
     }
 
@@ -284,6 +291,10 @@ impl Peer {
         if msg.is_tombstone {
             return self.on_tombstone_message(&msg, ctx);
         }
+        if is_stale_check(&msg) {
+            // Another peer asks whether it still belongs: told so if it does not.
+            return self.send_tombstone(&msg, ctx);
+        }
         if is_dormancy_message(&msg) {
             let to = msg.to_peer.unwrap_or_default();
             let from = msg.from_peer.unwrap_or_default();
@@ -321,6 +332,12 @@ impl Peer {
                 self.senders.insert(from.id, from);
             }
         }
+        // Uninitialized, the newest membership known to list this peer is its
+        // senders' (a peer writes only to the members it knows).
+        if self.region().peers.is_empty() {
+            let conf_ver = msg.region_epoch.unwrap_or_default().conf_ver;
+            self.stale.listed_at = self.stale.listed_at.max(conf_ver);
+        }
         let snapshot = is_snapshot(&m).then(|| SnapKey::of(self.region_id, m.get_snapshot()));
         let transfer = msg.snapshot_transfer;
         if let Some(key) = snapshot {
@@ -339,8 +356,16 @@ impl Peer {
             .metrics
             .raft_messages_received
             .inc(m.get_msg_type());
+        let leaders = matches!(
+            m.get_msg_type(),
+            MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
+        );
+        let sender = m.from;
         if let Err(e) = self.raw.step(m) {
             tracing::debug!(region = self.region_id, "step: {e}");
+        }
+        if leaders && self.raw.raft.leader_id == sender {
+            self.heard_from_leader();
         }
         if let Some(key) = snapshot {
             self.after_snapshot_step(key, transfer, ctx);

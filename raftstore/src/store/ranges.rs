@@ -77,6 +77,11 @@ impl RegionRanges {
         }
     }
 
+    /// The region's tombstone on this store, if it was merged away or removed here.
+    pub(crate) fn tombstone(&self, region_id: u64) -> Option<Tombstone> {
+        self.inner.lock().tombstones.get(&region_id).copied()
+    }
+
     /// Records the tombstones found at start-up.
     pub(crate) fn add_tombstones(&self, ids: impl IntoIterator<Item = (u64, Tombstone)>) {
         let mut inner = self.inner.lock();

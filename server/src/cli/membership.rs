@@ -64,7 +64,8 @@ pub enum MembershipCommand {
     },
     /// Moves REGION's replica from store FROM to store TO: a learner on TO, caught
     /// up, then one joint change promoting it and demoting FROM, then FROM's replica
-    /// removed (FROM may be down). Prints each step on stderr, then the region.
+    /// removed (FROM may be down); a learner on FROM moves as a learner. Run again,
+    /// it skips what is done. Prints each step on stderr, then the region.
     #[command(after_help = REGION_VIEW_HELP)]
     MoveReplica {
         /// The region id.

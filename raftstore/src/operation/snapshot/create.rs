@@ -27,6 +27,9 @@ use crate::operation::snapshot::recv::snapshot_of;
 /// sender retries).
 pub(crate) fn on_unknown_region_message(ctx: &PollCtx, msg: Box<RaftMessage>) {
     let region_id = msg.region_id;
+    if crate::operation::conf_change::is_stale_check(&msg) {
+        return crate::operation::conf_change::answer_for_absent_region(ctx, &msg);
+    }
     let creates = RaftPbMessage::parse_from_bytes(&msg.message).is_ok_and(|m| {
         is_snapshot(&m) || (m.get_msg_type() == MessageType::MsgHeartbeat && m.commit == 0)
     });
