@@ -8,10 +8,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{connect, free_port, join_node, shoal, start_cluster, wait_registered, NodeProc};
+use common::{connect, free_port, join_node, shoal, start_cluster, wait_registered};
 use shoal_client::{Client, Directory, Region};
 use shoal_proto::metapb::{PeerRole, StoreState};
 use shoal_proto::RegionExt;
