@@ -243,24 +243,11 @@ impl Value<'_> {
 /// `base` of the whole message). Recursion follows the schema's message fields
 /// only, and the schema has no cycle: at most four levels.
 fn walk(bytes: &[u8], base: usize, schema: &Schema) -> Result<(), WireError> {
-    // An entry's data is read by its type, which may come after it on the wire
-    // (the last one counts, as in every protobuf parser): a first pass finds it.
-    let data_schema = if std::ptr::eq(schema, &ENTRY) {
-        let mut entry_type = 0;
-        let mut fields = Fields::new(bytes, base, schema);
-        while let Some(f) = fields.next_field()? {
-            if let (1, Value::Varint(v)) = (f.number, f.value) {
-                entry_type = v;
-            }
-        }
-        match entry_type {
-            ENTRY_CONF_CHANGE => Some(&CONF_CHANGE),
-            ENTRY_CONF_CHANGE_V2 => Some(&CONF_CHANGE_V2),
-            _ => None,
-        }
-    } else {
-        None
-    };
+    // An entry's data is read by its type, which may come after it on the wire;
+    // for both, the last occurrence counts (as in every protobuf parser, and
+    // raft-rs parses the data it ends with): the data is walked once the whole
+    // entry has been.
+    let (mut entry_type, mut data) = (0, None);
     let mut fields = Fields::new(bytes, base, schema);
     while let Some(f) = fields.next_field()? {
         let Some(kind) = schema.field(f.number) else {
@@ -277,7 +264,11 @@ fn walk(bytes: &[u8], base: usize, schema: &Schema) -> Result<(), WireError> {
         };
         match (kind, f.value) {
             (Varint | Repeated, Value::Varint(_)) | (Opaque, Value::Bytes(_)) => {}
-            (Enum(max), Value::Varint(v)) if v <= max => {}
+            (Enum(max), Value::Varint(v)) if v <= max => {
+                if f.number == 1 {
+                    entry_type = v;
+                }
+            }
             (Enum(_), Value::Varint(v)) => {
                 return Err(WireError {
                     problem: Problem::UnknownEnum {
@@ -290,13 +281,16 @@ fn walk(bytes: &[u8], base: usize, schema: &Schema) -> Result<(), WireError> {
             }
             (Repeated, Value::Bytes(b)) => packed(b, f.body, schema)?,
             (Msg(inner), Value::Bytes(b)) => walk(b, f.body, inner)?,
-            (EntryData, Value::Bytes(b)) => {
-                if let Some(inner) = data_schema {
-                    walk(b, f.body, inner)?;
-                }
-            }
+            (EntryData, Value::Bytes(b)) => data = Some((b, f.body)),
             (Varint | Enum(_), _) => return Err(wrong(0)),
             (_, _) => return Err(wrong(2)),
+        }
+    }
+    if let Some((b, at)) = data {
+        match entry_type {
+            ENTRY_CONF_CHANGE => walk(b, at, &CONF_CHANGE)?,
+            ENTRY_CONF_CHANGE_V2 => walk(b, at, &CONF_CHANGE_V2)?,
+            _ => {}
         }
     }
     Ok(())
@@ -396,7 +390,14 @@ impl<'a> Fields<'a> {
 
 /// The varint at `pos`: its value and the position after it. At most 10 bytes,
 /// and the tenth may hold only the 64th bit.
+#[inline]
 fn varint(bytes: &[u8], pos: usize) -> Result<(u64, usize), Problem> {
+    // Most are one byte (tags, small values).
+    if let Some(&b) = bytes.get(pos) {
+        if b < 0x80 {
+            return Ok((u64::from(b), pos + 1));
+        }
+    }
     let mut value = 0u64;
     for i in 0..10 {
         let Some(&b) = bytes.get(pos + i) else {
