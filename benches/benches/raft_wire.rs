@@ -14,7 +14,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Entry, Message, MessageType};
+use raft::eraftpb::{Entry, Message, MessageType};
 
 fn messages() -> Vec<(&'static str, Vec<u8>)> {
     let mut hb = Message::default();
@@ -36,9 +36,7 @@ fn messages() -> Vec<(&'static str, Vec<u8>)> {
     let s = snap.mut_snapshot();
     s.set_data(vec![0x5a; 1024].into());
     (s.mut_metadata().index, s.mut_metadata().term) = (1000, 7);
-    let mut cs = ConfState::default();
-    cs.voters = vec![1, 2, 3];
-    s.mut_metadata().set_conf_state(cs);
+    s.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
     [
         ("heartbeat", hb),
         ("append_64x256B", append),

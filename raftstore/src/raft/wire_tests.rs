@@ -49,18 +49,22 @@ fn conf_change_v2() -> ConfChangeV2 {
 }
 
 fn entries() -> Vec<Entry> {
-    let mut normal = Entry::default();
-    normal.term = 3;
-    normal.index = 10;
+    let mut normal = Entry {
+        term: 3,
+        index: 10,
+        sync_log: true,
+        ..Default::default()
+    };
     normal.set_data(b"a shoal command, opaque here".to_vec().into());
     normal.set_context(b"c".to_vec().into());
-    normal.sync_log = true;
     let mut v1 = Entry::default();
     v1.set_entry_type(EntryType::EntryConfChange);
-    let mut cc = ConfChange::default();
-    cc.id = 1;
+    let mut cc = ConfChange {
+        id: 1,
+        node_id: 7,
+        ..Default::default()
+    };
     cc.set_change_type(ConfChangeType::AddLearnerNode);
-    cc.node_id = 7;
     cc.set_context(b"x".to_vec().into());
     v1.set_data(encode(&cc).into());
     let mut v2 = Entry::default();
@@ -78,13 +82,14 @@ fn snapshot() -> Snapshot {
     let m = s.mut_metadata();
     m.index = 100;
     m.term = 7;
-    let mut cs = ConfState::default();
-    cs.voters = vec![1, 2, 3];
-    cs.learners = vec![4];
-    cs.voters_outgoing = vec![1, 2, u64::MAX];
-    cs.learners_next = vec![5];
-    cs.auto_leave = true;
-    m.set_conf_state(cs);
+    m.set_conf_state(ConfState {
+        voters: vec![1, 2, 3],
+        learners: vec![4],
+        voters_outgoing: vec![1, 2, u64::MAX],
+        learners_next: vec![5],
+        auto_leave: true,
+        ..Default::default()
+    });
     s
 }
 
