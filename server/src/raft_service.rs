@@ -272,3 +272,26 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(Status::failed_precondition)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_follow_the_send_rate_with_floors() {
+        // The defaults: 100 MiB/s over 2 sends, 50 MiB/s each.
+        let d = ReceiveDeadlines::new(100 << 20, 2);
+        assert_eq!(d.next_chunk(), IDLE_FLOOR);
+        assert_eq!(d.whole(0), Duration::from_secs(120));
+        assert_eq!(d.whole(100 << 20), Duration::from_secs(124));
+        // The sender gives up first: its deadline is 60 s + 2 x bytes / share.
+        let bytes = 10u64 << 30;
+        let sender = BASE_DEADLINE + Duration::from_secs(2 * bytes / (50 << 20));
+        assert_eq!(d.whole(bytes), sender + TOTAL_MARGIN);
+        // The slowest settings: 1 MiB/s over 64 sends, 16 KiB/s each: a chunk
+        // (1 MiB) may take 64 s, four of them 256 s.
+        let slow = ReceiveDeadlines::new(1 << 20, 64);
+        assert_eq!(slow.next_chunk(), Duration::from_secs(256));
+        assert_eq!(slow.whole(1 << 20), Duration::from_secs(120 + 128));
+    }
+}
