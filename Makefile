@@ -5,7 +5,7 @@ CARGO ?= cargo
 # Arguments passed to `shoal node` by `make run`, e.g. make run ARGS="--store-id 2".
 ARGS ?=
 
-.PHONY: run test bench bench-compare chaos fmt lint deps
+.PHONY: run test bench bench-compare chaos fmt lint deny deps
 
 deps:
 	@scripts/ensure-deps.sh
@@ -49,8 +49,14 @@ chaos: deps
 fmt:
 	$(CARGO) fmt --all
 
-## lint: check formatting and clippy (warnings are errors)
-lint: deps
+## deny: cargo-deny's checks of the dependencies (advisories, licenses, duplicate
+## versions, sources; deny.toml); installs cargo-deny when missing (scripts/deny.sh
+## says where the advisory database comes from)
+deny:
+	@scripts/deny.sh
+
+## lint: check formatting, clippy (warnings are errors) and the dependencies
+lint: deps deny
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --workspace --all-targets $(FEATURES) -- -D warnings

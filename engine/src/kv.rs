@@ -193,6 +193,13 @@ pub trait KvEngine: KvRead + Clone + Send + Sync + 'static {
     /// Ingests SST files written by [`KvEngine::write_sst`] into `cf`, atomically.
     fn ingest(&self, cf: Cf, paths: &[&Path]) -> Result<()>;
 
+    /// The smallest and largest key (inclusive) of the SST files at `paths`, as
+    /// ingesting them would write over (point keys, deletions and range deletions
+    /// alike): at least one pair per file that holds anything. Nothing of this
+    /// engine changes; `scratch` is a directory the call creates and removes (it
+    /// must not hold anything else). A file that is not an SST is an error.
+    fn sst_key_bounds(&self, paths: &[&Path], scratch: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
     /// Approximate bytes stored in `cf` within `[start, end)`.
     fn approximate_size(&self, cf: Cf, start: &[u8], end: &[u8]) -> Result<u64>;
 }

@@ -8,7 +8,8 @@
 //! - `fsm.rs`: the batch system glue and the poll round (one write task, one
 //!   message batch per store and one apply message per worker per round).
 //! - `raft/`: one region's replica: the `Peer` (state and message dispatch),
-//!   `PeerStorage` (raft-rs `Storage` over the shared log), apply-side state.
+//!   `PeerStorage` (raft-rs `Storage` over the shared log), apply-side state;
+//!   and the wire check of every raft-rs message from another store.
 //! - `operation/`: what the peers do, one operation per file (the ready, propose,
 //!   read, life, split, split check, merge prepare/commit/rollback, log GC,
 //!   snapshots, checksum), each
@@ -54,6 +55,12 @@ pub mod bootstrap {
         bootstrap, bootstrap_with_data, initial_regions, join, load_ident, save_membership,
         split_keys, MAX_INITIAL_REGIONS,
     };
+}
+
+/// The check of a raft-rs message's wire bytes, run before anything parses them
+/// (see `raft/wire.rs`; public for the benchmark).
+pub mod wire {
+    pub use crate::raft::wire::{check_entry, check_message, Problem, WireError};
 }
 
 /// Store ids must be below this: a store's region and peer ids are

@@ -111,6 +111,9 @@ pub struct StoreMetrics {
     /// Raft messages dropped before raft-rs: not addressed to this store or peer, or
     /// from a peer the region does not have.
     pub raft_messages_refused: IntCounter,
+    /// Raft messages refused unparsed: their bytes hold what the `eraftpb` schema
+    /// does not allow (`raft/wire.rs`).
+    pub raft_messages_malformed: IntCounter,
     /// Commands proposed to Raft.
     pub proposals: IntCounter,
     /// Writes proposed in another write's entry (`raft_merge_writes`): a proposal
@@ -161,6 +164,12 @@ pub struct StoreMetrics {
     pub snapshot_apply_seconds: Counter,
     /// Snapshots that failed to generate, send, receive or apply.
     pub snapshot_failures: IntCounter,
+    /// Snapshots refused once received: a file holds keys outside the
+    /// snapshot's region (`snapshot/recv.rs`).
+    pub snapshots_out_of_region: IntCounter,
+    /// Snapshot receives cut because no chunk came for too long or the whole
+    /// took too long (the server's Raft service).
+    pub snapshot_receive_timeouts: IntCounter,
     /// A region's bytes of keys and values at each split check (leaders check
     /// their regions periodically; counted up to just past the split limit).
     pub region_check_bytes: Histogram,
@@ -279,6 +288,12 @@ impl StoreMetrics {
                 "Raft messages dropped before Raft: misaddressed, or from a peer the \
                  region does not have.",
             ),
+            raft_messages_malformed: b.counter(
+                "shoal_raft_messages_malformed_total",
+                "Raft messages (and snapshots) refused unparsed: their bytes hold what the \
+                 eraftpb schema does not allow (a group, a malformed varint or length, a \
+                 field of the wrong wire type).",
+            ),
             proposals: b.counter("shoal_proposals_total", "Commands proposed to Raft."),
             writes_merged: b.counter(
                 "shoal_writes_merged_total",
@@ -382,6 +397,16 @@ impl StoreMetrics {
             snapshot_failures: b.counter(
                 "shoal_snapshot_failures_total",
                 "Raft snapshots that failed to generate, send, receive or apply.",
+            ),
+            snapshots_out_of_region: b.counter(
+                "shoal_snapshots_out_of_region_total",
+                "Raft snapshots refused once received: a file holds keys outside the \
+                 snapshot's region.",
+            ),
+            snapshot_receive_timeouts: b.counter(
+                "shoal_snapshot_receive_timeouts_total",
+                "Raft snapshot receives cut: no chunk for too long, or the whole took \
+                 too long.",
             ),
             region_check_bytes: b.histogram(
                 "shoal_region_size_bytes",

@@ -1,15 +1,21 @@
 //! Raft snapshots on a 3-store cluster: a replica that fell behind a truncated log
 //! catches up from a snapshot (its data replaced, its log restarted after it), a
 //! replica that missed a split gets the new region's peer from that region's
-//! snapshot, and the counters show each step.
+//! snapshot, a snapshot whose files reach past its region is refused, and the
+//! counters show each step.
 
 mod common;
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{gc_config, key, Cluster, Isolate};
-use shoal_engine::LogEngine;
+use common::{gc_config, key, Cluster, Isolate, Tamper};
+use protobuf::Message as _;
+use shoal_engine::keys::data_key;
+use shoal_engine::{Cf, Fnv64, KvEngine, LogEngine};
+use shoal_proto::raft_serverpb::{SnapshotData, SnapshotFile};
+use shoal_proto::Message as _;
 use shoal_raftstore::{Config, TickMode};
 
 const T: Duration = Duration::from_secs(30);
@@ -202,6 +208,109 @@ fn a_leader_that_stops_in_the_middle_of_a_send_is_replaced_and_the_follower_stil
     c.wait_local(behind, &key(1000), b"after", T);
     c.wait_local(behind, &key(299), b"v", T);
     c.start_store(leader);
+    c.check_acked();
+    c.check_replicas_agree(T);
+}
+
+/// The value of store `id`'s counter `name` (0 when it has none).
+fn counter(c: &Cluster, id: u64, name: &str) -> f64 {
+    let families = c.store(id).metrics().registry().gather();
+    families
+        .iter()
+        .find(|f| f.name() == name)
+        .and_then(|f| f.get_metric().first())
+        .map_or(0.0, |m| m.get_counter().get_value())
+}
+
+#[test]
+fn a_snapshot_whose_file_reaches_past_its_region_is_refused_and_changes_nothing_outside() {
+    let c = Cluster::start_with(3, 2, TickMode::Manual, snap_config());
+    let (low, high) = (c.regions[0].clone(), c.regions[1].clone());
+    // A key of the other region (the one holding the cluster directory's
+    // records in a node), on every store.
+    let mut victim = high.start_key.clone();
+    victim.extend_from_slice(b"victim");
+    c.put(&victim, b"original", T).unwrap();
+    let leader = c.wait_leader(low.id, T);
+    let behind = c.store_ids().into_iter().find(|&id| id != leader).unwrap();
+    c.wait_local(behind, &victim, b"original", T);
+    c.add_filter(Isolate(behind));
+    for i in 0..300u32 {
+        c.put(&key(i), b"v", T).unwrap();
+    }
+    wait_first_index_past(&c, leader, low.id, 200);
+
+    // The leader's snapshot of `low` reaches `behind` with one more file: an SST
+    // (sizes and checksums right) overwriting the victim key.
+    let dir = tempfile::tempdir().unwrap();
+    let evil = dir.path().join("evil.sst");
+    let mut pairs = std::iter::once((data_key(&victim), b"overwritten".to_vec()));
+    c.engines[&leader]
+        .kv
+        .write_sst(Cf::Default, &evil, &mut pairs)
+        .unwrap();
+    let evil = std::fs::read(&evil).unwrap();
+    let low_id = low.id;
+    let tamper: Tamper = Arc::new(move |msg, files| {
+        if msg.region_id != low_id {
+            return;
+        }
+        let mut m = raft::eraftpb::Message::parse_from_bytes(&msg.message).unwrap();
+        let mut data = SnapshotData::decode(m.get_snapshot().get_data()).unwrap();
+        let mut h = Fnv64::default();
+        h.write(&evil);
+        data.files.push(SnapshotFile {
+            size: evil.len() as u64,
+            checksum: h.0,
+            keys: 1,
+        });
+        m.mut_snapshot().set_data(data.encode_to_vec().into());
+        msg.message = m.write_to_bytes().unwrap();
+        files.push(evil.clone());
+    });
+    *c.net.snapshot_tamper.write().unwrap() = Some(tamper);
+    c.clear_filters();
+    c.tick_until("a tampered snapshot to be delivered", || {
+        !c.net.snapshot_outcomes.lock().unwrap().is_empty()
+    });
+    let first = c.net.snapshot_outcomes.lock().unwrap()[0].clone();
+    if first.is_ok() {
+        // Taken: once applied, it shows what it overwrote.
+        wait_snapshot_applied(&c, behind);
+    }
+    assert_eq!(
+        c.local_value(behind, &victim),
+        Some(b"original".to_vec()),
+        "a key outside the snapshot's region changed (delivery: {first:?})"
+    );
+    let refused = first.unwrap_err();
+    assert!(refused.contains("outside its range"), "{refused}");
+    assert!(
+        counter(&c, behind, "shoal_snapshots_out_of_region_total") >= 1.0,
+        "the refusal is counted"
+    );
+    assert_eq!(c.store(behind).metrics().snapshots_applied.get(), 0);
+    // Its files went with it (received snapshots are kept only once whole and
+    // checked).
+    let snap_dir = c.dirs[&behind].path().join("snap");
+    let left: Vec<String> = std::fs::read_dir(&snap_dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        left.iter().all(|n| !n.starts_with("recv_")),
+        "refused snapshot files left: {left:?}"
+    );
+
+    // An honest sender again: the snapshot goes through and every replica
+    // agrees, the victim included.
+    *c.net.snapshot_tamper.write().unwrap() = None;
+    wait_snapshot_applied(&c, behind);
+    c.wait_local(behind, &key(299), b"v", T);
+    assert_eq!(c.local_value(behind, &victim), Some(b"original".to_vec()));
     c.check_acked();
     c.check_replicas_agree(T);
 }

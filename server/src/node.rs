@@ -21,7 +21,7 @@ use crate::config::NodeConfig;
 use crate::directory::{self, ClusterView};
 use crate::kv_service::KvService;
 use crate::message_limit::TooLargeLayer;
-use crate::raft_service::RaftService;
+use crate::raft_service::{RaftService, ReceiveDeadlines};
 use crate::request_metrics::RequestMetrics;
 use crate::security::policy::PolicyLayer;
 use crate::security::{acceptor, Security, SecurityMetrics};
@@ -296,6 +296,7 @@ async fn serve(
                 view,
                 security.is_some(),
                 security_metrics.forged_messages,
+                ReceiveDeadlines::new(cfg.snap_max_bytes_per_sec, cfg.snap_max_concurrent),
             ))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),

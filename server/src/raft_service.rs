@@ -3,17 +3,25 @@
 //! snapshots, whose chunks become files (`SnapReceiver`, file IO off the async
 //! runtime's threads) before their message is delivered. The answer to a
 //! snapshot comes once its files are checked and synced; an error removes them.
+//!
+//! A snapshot receive holds one of the store's few receive slots, so it has two
+//! deadlines ([`ReceiveDeadlines`]): one for the next chunk and one for the
+//! whole. A sender that stalls (or sends nothing while keeping its connection
+//! alive) is cut when either passes: its slot is freed, its partial files
+//! removed, and the cut counted (`shoal_snapshot_receive_timeouts_total`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use shoal_proto::raft_serverpb::raft_server::Raft;
 use shoal_proto::raft_serverpb::{Done, RaftMessageBatch, SnapshotChunk};
-use shoal_raftstore::RaftStore;
+use shoal_raftstore::{RaftStore, SnapReceiver, StoreMetrics};
 
 use prometheus::IntCounter;
 
 use crate::directory::ClusterView;
 use crate::security::identity::{Identity, PeerInfo};
+use crate::snapshot_sender::{BASE_DEADLINE, CHUNK_BYTES};
 use crate::transport::{ORIGIN_ADDRESS, ORIGIN_STORE};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -25,24 +33,70 @@ pub struct RaftService {
     tls: bool,
     /// Messages dropped for claiming a store other than the certificate's.
     forged: IntCounter,
+    deadlines: ReceiveDeadlines,
+}
+
+/// How long a snapshot receive may wait for its next chunk, and take in all.
+/// Both derive from the bytes per second a sender gives one snapshot
+/// (`snap-max-bytes-per-sec` / `snap-max-concurrent`, this node's settings: a
+/// cluster's nodes share them), its `share`:
+/// - **next chunk**: four chunks' time at the share (a sender waits at most one
+///   chunk's time for the rate limiter), at least [`IDLE_FLOOR`]; so 10 s by
+///   default, and 256 s at the slowest settings (1 MiB/s over 64 sends);
+/// - **whole**: the sender's own deadline (`snapshot_sender`: 60 s + twice the
+///   snapshot's bytes at the share) plus [`TOTAL_MARGIN`], so that a receive is
+///   never cut while its sender still goes on: 120 s for a small snapshot, 124 s
+///   for 100 MiB by default.
+#[derive(Clone, Copy, Debug)]
+pub struct ReceiveDeadlines {
+    /// Bytes per second one snapshot send gets.
+    share: u64,
+}
+
+/// The least wait for a snapshot's next chunk.
+pub const IDLE_FLOOR: Duration = Duration::from_secs(10);
+/// How much longer a receive may take than its sender gives itself.
+pub const TOTAL_MARGIN: Duration = Duration::from_secs(60);
+
+impl ReceiveDeadlines {
+    /// The deadlines for snapshots sent at `bytes_per_sec` over at most
+    /// `max_concurrent` sends.
+    pub fn new(bytes_per_sec: u64, max_concurrent: usize) -> Self {
+        ReceiveDeadlines {
+            share: (bytes_per_sec / max_concurrent.max(1) as u64).max(1),
+        }
+    }
+
+    /// The longest wait for the next chunk.
+    pub fn next_chunk(&self) -> Duration {
+        let four_chunks = Duration::from_secs_f64(4.0 * CHUNK_BYTES as f64 / self.share as f64);
+        four_chunks.max(IDLE_FLOOR)
+    }
+
+    /// The longest a receive of a snapshot of `bytes` may take.
+    pub fn whole(&self, bytes: u64) -> Duration {
+        BASE_DEADLINE + TOTAL_MARGIN + Duration::from_secs(2 * bytes / self.share)
+    }
 }
 
 impl RaftService {
     /// A service delivering to `store`, noting in `view` when each store was last
     /// heard from. With `tls`, only streams from store certificates are taken, and
     /// the messages naming another sender than the certificate's store are dropped
-    /// and counted in `forged`.
+    /// and counted in `forged`. Snapshot receives are cut past `deadlines`.
     pub fn new(
         store: Arc<RaftStore>,
         view: Arc<ClusterView>,
         tls: bool,
         forged: IntCounter,
+        deadlines: ReceiveDeadlines,
     ) -> Self {
         RaftService {
             store,
             view,
             tls,
             forged,
+            deadlines,
         }
     }
 
@@ -123,9 +177,10 @@ impl Raft for RaftService {
     ) -> Result<Response<Done>, Status> {
         let authenticated = self.authenticated_store(&req)?;
         let mut stream = req.into_inner();
-        let first = stream
-            .message()
-            .await?
+        let idle = self.deadlines.next_chunk();
+        let first = tokio::time::timeout(idle, stream.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded(format!("no snapshot chunk came in {idle:?}")))??
             .ok_or_else(|| Status::invalid_argument("an empty snapshot stream"))?;
         let msg = first
             .message
@@ -139,21 +194,73 @@ impl Raft for RaftService {
             )));
         }
         let store = self.store.clone();
-        let mut recv = blocking(move || store.receive_snapshot(msg)).await?;
-        let mut data = first.data;
-        loop {
-            if !data.is_empty() {
-                recv = blocking(move || recv.write(&data).map(|()| recv)).await?;
-            }
-            match stream.message().await? {
-                Some(chunk) => data = chunk.data,
-                None => break,
-            }
-        }
+        let recv = blocking(move || store.receive_snapshot(msg)).await?;
+        let recv = receive(
+            recv,
+            stream,
+            first.data,
+            self.deadlines,
+            self.store.metrics(),
+        )
+        .await?;
         let store = self.store.clone();
         blocking(move || store.snapshot_received(recv)).await?;
         Ok(Response::new(Done {}))
     }
+}
+
+/// Feeds a snapshot's chunks to `recv` (file IO on blocking threads) until the
+/// stream ends, within `deadlines`. On any error (the stream's, a file's, a
+/// deadline passed) the receiver is dropped on a blocking thread: its slot is
+/// freed and its files removed there, not on the runtime's threads.
+async fn receive(
+    mut recv: SnapReceiver,
+    mut stream: Streaming<SnapshotChunk>,
+    mut data: Vec<u8>,
+    deadlines: ReceiveDeadlines,
+    metrics: &StoreMetrics,
+) -> Result<SnapReceiver, Status> {
+    let idle = deadlines.next_chunk();
+    let whole = deadlines.whole(recv.bytes());
+    let ends = tokio::time::Instant::now() + whole;
+    let region = recv.key().region_id;
+    loop {
+        if !data.is_empty() {
+            let written = tokio::task::spawn_blocking(move || {
+                let r = recv.write(&data);
+                (recv, r)
+            })
+            .await;
+            match written {
+                Ok((r, Ok(()))) => recv = r,
+                Ok((r, Err(e))) => return Err(dropped(r, Status::failed_precondition(e))),
+                Err(e) => return Err(Status::internal(e.to_string())),
+            }
+        }
+        let wait = idle.min(ends.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout(wait, stream.message()).await {
+            Ok(Ok(Some(chunk))) => data = chunk.data,
+            Ok(Ok(None)) => return Ok(recv),
+            Ok(Err(status)) => return Err(dropped(recv, status)),
+            Err(_) => {
+                StoreMetrics::add(&metrics.snapshot_receive_timeouts, 1);
+                let why = if wait < idle {
+                    format!("the snapshot of region {region} took over {whole:?} in all")
+                } else {
+                    format!("no chunk of the snapshot of region {region} came in {idle:?}")
+                };
+                shoal_raftstore::warn_limited!(region, "cutting a snapshot receive: {why}");
+                return Err(dropped(recv, Status::deadline_exceeded(why)));
+            }
+        }
+    }
+}
+
+/// Drops a receiver on a blocking thread (it removes its files); `status` is
+/// the answer.
+fn dropped(recv: SnapReceiver, status: Status) -> Status {
+    tokio::task::spawn_blocking(move || drop(recv));
+    status
 }
 
 /// Runs file IO on a blocking thread; its error becomes the RPC's answer.
@@ -164,4 +271,27 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(Status::failed_precondition)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_follow_the_send_rate_with_floors() {
+        // The defaults: 100 MiB/s over 2 sends, 50 MiB/s each.
+        let d = ReceiveDeadlines::new(100 << 20, 2);
+        assert_eq!(d.next_chunk(), IDLE_FLOOR);
+        assert_eq!(d.whole(0), Duration::from_secs(120));
+        assert_eq!(d.whole(100 << 20), Duration::from_secs(124));
+        // The sender gives up first: its deadline is 60 s + 2 x bytes / share.
+        let bytes = 10u64 << 30;
+        let sender = BASE_DEADLINE + Duration::from_secs(2 * bytes / (50 << 20));
+        assert_eq!(d.whole(bytes), sender + TOTAL_MARGIN);
+        // The slowest settings: 1 MiB/s over 64 sends, 16 KiB/s each: a chunk
+        // (1 MiB) may take 64 s, four of them 256 s.
+        let slow = ReceiveDeadlines::new(1 << 20, 64);
+        assert_eq!(slow.next_chunk(), Duration::from_secs(256));
+        assert_eq!(slow.whole(1 << 20), Duration::from_secs(120 + 128));
+    }
 }

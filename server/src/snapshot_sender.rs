@@ -23,7 +23,7 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 /// The longest a send may take: this much, plus twice the time its bytes need
 /// at its share of the rate limit (every permitted send going at once); a
 /// stalled transfer is cut.
-const BASE_DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const BASE_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A bound on bytes per second shared by every send: each chunk reserves its
 /// slot in time and waits for it.

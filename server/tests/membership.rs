@@ -8,47 +8,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{connect, free_port, shoal, start_cluster, NodeProc};
+use common::{connect, free_port, join_node, shoal, start_cluster, wait_registered};
 use shoal_client::{Client, Directory, Region};
 use shoal_proto::metapb::{PeerRole, StoreState};
 use shoal_proto::RegionExt;
 
 const T: Duration = Duration::from_secs(60);
-
-/// A node with an empty data directory joining the cluster at `seed`.
-fn join_node(dir: &Path, name: &str, addr: &str, seed: &str) -> NodeProc {
-    let args = vec![
-        "--join".into(),
-        seed.into(),
-        "--addr".into(),
-        addr.into(),
-        "--status-addr".into(),
-        format!("127.0.0.1:{}", free_port()),
-        "--data-dir".into(),
-        dir.join(name).display().to_string(),
-    ];
-    NodeProc::start(args, dir.join(format!("{name}.log")))
-}
-
-/// Waits until the directory lists store `id` at `addr`, up.
-async fn wait_registered(dir: &Directory, id: u64, addr: &str) {
-    let deadline = Instant::now() + T;
-    loop {
-        if let Ok(Some(s)) = dir.store(id).await {
-            if s.address == addr && s.state == StoreState::Up as i32 {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "store {id} never registered at {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// Every region of the cluster, as the stores of the directory report them, once
 /// every up store has registered its address and answers (a new cluster's stores

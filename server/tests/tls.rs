@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, shoal, start_cluster_with, status_addr, NodeProc};
+use common::{free_port, metric, shoal, start_cluster_with, status_addr, NodeProc};
 use shoal_client::tls::TlsConnector;
 use shoal_client::{Client, ClientConfig, TlsPaths};
 use shoal_proto::metapb::Peer as PeerMeta;
@@ -213,33 +213,6 @@ async fn send_raft(
             .insert("shoal-origin-store", o.to_string().parse().unwrap());
     }
     client.send(req).await.map(|_| ())
-}
-
-/// The value of metric `name` whose labels include `labels` on the node's status
-/// endpoint (0 when absent).
-async fn metric(status: &str, name: &str, labels: &[&str]) -> f64 {
-    let body = reqwest_lite(status, "/metrics").await;
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| {
-            let series = l.split(' ').next().unwrap_or("");
-            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-            n == name && labels.iter().all(|want| rest.contains(want))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// GET `path` from the HTTP server at `addr` (the node's status endpoint).
-async fn reqwest_lite(addr: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 #[test]

@@ -210,6 +210,48 @@ pub fn exported_ssts_carry_a_range_as_of_a_snapshot<H: Harness>() {
     assert_eq!(to.get(Cf::Default, &data_key(b"outside")).unwrap(), None);
 }
 
+/// The key bounds of SST files are read without changing the engine or the
+/// files (which ingest as before afterwards); a file that is not an SST is an
+/// error.
+pub fn sst_key_bounds_leave_engine_and_files_as_they_were<H: Harness>() {
+    let dir = temp_dir();
+    let kv = H::open_kv(&dir.path().join("kv"));
+    let write = |name: &str, keys: &[&[u8]]| {
+        let path = dir.path().join(name);
+        let mut pairs = keys.iter().map(|k| (k.to_vec(), b"v".to_vec()));
+        kv.write_sst(Cf::Default, &path, &mut pairs).unwrap();
+        path
+    };
+    let low = write("low.sst", &[b"za", b"zb", b"zc"]);
+    let high = write("high.sst", &[b"zx", b"zz"]);
+    let sums = [
+        crate::file_checksum(&low).unwrap(),
+        crate::file_checksum(&high).unwrap(),
+    ];
+    let scratch = dir.path().join("scratch");
+    let mut bounds = kv
+        .sst_key_bounds(&[low.as_path(), high.as_path()], &scratch)
+        .unwrap();
+    bounds.sort();
+    assert_eq!(
+        bounds,
+        vec![
+            (b"za".to_vec(), b"zc".to_vec()),
+            (b"zx".to_vec(), b"zz".to_vec())
+        ]
+    );
+    assert!(!scratch.exists(), "the scratch directory is removed");
+    assert_eq!(kv.get(Cf::Default, b"za").unwrap(), None);
+    assert_eq!(crate::file_checksum(&low).unwrap(), sums[0]);
+    assert_eq!(crate::file_checksum(&high).unwrap(), sums[1]);
+    let garbage = dir.path().join("garbage.sst");
+    std::fs::write(&garbage, b"not an sst file at all").unwrap();
+    assert!(kv.sst_key_bounds(&[garbage.as_path()], &scratch).is_err());
+    assert!(!scratch.exists());
+    kv.ingest(Cf::Default, &[low.as_path()]).unwrap();
+    assert_eq!(kv.get(Cf::Default, b"zb").unwrap(), Some(b"v".to_vec()));
+}
+
 /// Writes followed by `sync` are there after reopening.
 pub fn synced_writes_survive_reopen<H: Harness>() {
     let dir = temp_dir();

@@ -62,6 +62,7 @@ macro_rules! engine_conformance {
             snapshot_isolation,
             sst_ingest,
             exported_ssts_carry_a_range_as_of_a_snapshot,
+            sst_key_bounds_leave_engine_and_files_as_they_were,
             synced_writes_survive_reopen
         );
     };

@@ -248,6 +248,10 @@ impl KvEngine for RocksKvEngine {
             .map_err(storage)
     }
 
+    fn sst_key_bounds(&self, paths: &[&Path], scratch: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        super::sst_bounds::sst_key_bounds(paths, scratch)
+    }
+
     fn approximate_size(&self, cf: Cf, start: &[u8], end: &[u8]) -> Result<u64> {
         let end = if end.is_empty() {
             &[0xffu8; 16][..]

@@ -8,6 +8,7 @@
 mod kv;
 mod log;
 mod options;
+mod sst_bounds;
 mod stats;
 
 use std::path::Path;

@@ -19,11 +19,24 @@ use crate::error::{region_not_found, server_busy, store_not_match, CmdError, Wri
 use crate::metrics::StoreMetrics;
 use crate::msg::{Command, PeerMsg, ReadRequest, StoreMsg};
 use crate::operation::read::{self, ReadKind, ReadOutput};
+use crate::raft::wire::{self, WireError};
 
 impl RaftStore {
-    /// Delivers a raft message from another store. A message for another store is
-    /// dropped (and counted) here; the peer checks the rest.
+    /// Delivers a raft message from another store. A message whose raft-rs bytes
+    /// the wire check refuses (`raft/wire.rs`), or one for another store, is
+    /// dropped (and counted) here, before anything parses it; the peer checks the
+    /// rest.
     pub fn on_raft_message(&self, msg: RaftMessage) {
+        // (A snapshot's message passed the same check when its receive began,
+        // before any of its files was written.)
+        if let Err(e) = self.check_wire(&msg) {
+            crate::warn_limited!(
+                store = self.store_id,
+                region = msg.region_id,
+                "dropping a raft message its schema does not allow: {e}"
+            );
+            return;
+        }
         let to_store = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
         if to_store != self.store_id {
             crate::warn_limited!(
@@ -44,6 +57,13 @@ impl RaftStore {
                 let _ = self.router.send_control(StoreMsg::Raft(m));
             }
         }
+    }
+
+    /// The wire check of a message's raft-rs bytes; a refusal is counted.
+    pub(crate) fn check_wire(&self, msg: &RaftMessage) -> Result<(), WireError> {
+        wire::check_message(&msg.message).inspect_err(|_| {
+            StoreMetrics::add(&self.metrics.raft_messages_malformed, 1);
+        })
     }
 
     /// Another store is alive (store liveness); if it restarted, the dormant

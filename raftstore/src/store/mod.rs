@@ -376,7 +376,8 @@ impl RaftStore {
     }
 
     /// Starts receiving the snapshot whose first chunk carried `msg`: checked
-    /// (addressed here, a snapshot, room for one more transfer, disk not full),
+    /// (its raft-rs bytes by the wire check, before anything parses them;
+    /// addressed here, a snapshot, room for one more transfer, disk not full),
     /// with a directory of its own. Feed it the chunks' bytes, then hand it to
     /// [`RaftStore::snapshot_received`]. File IO: call it off the async runtime's
     /// threads.
@@ -385,6 +386,14 @@ impl RaftStore {
         msg: shoal_proto::raft_serverpb::RaftMessage,
     ) -> Result<SnapReceiver, String> {
         let ctx = self.ctx.as_ref().ok_or("the store is stopping")?;
+        if let Err(e) = self.check_wire(&msg) {
+            crate::warn_limited!(
+                store = self.store_id,
+                region = msg.region_id,
+                "refusing a snapshot whose message its schema does not allow: {e}"
+            );
+            return Err(format!("the snapshot's raft message is refused: {e}"));
+        }
         let to = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
         if to != self.store_id {
             return Err(format!(
@@ -401,10 +410,21 @@ impl RaftStore {
         SnapReceiver::start(msg, root, ctx.receiving.clone(), self.metrics.clone())
     }
 
-    /// A snapshot received whole: its files are kept and its message goes to the
-    /// region's peer (which a snapshot for a region this store lacks creates).
-    /// Syncs files: call it off the async runtime's threads.
+    /// A snapshot received whole: its files' keys are checked against its region
+    /// (a file reaching outside refuses the snapshot and its files go), they are
+    /// kept and its message goes to the region's peer (which a snapshot for a
+    /// region this store lacks creates). Reads and syncs files: call it off the
+    /// async runtime's threads.
     pub fn snapshot_received(&self, recv: SnapReceiver) -> Result<(), String> {
+        let kv = self.kv().ok_or("the store is stopping")?;
+        if let Err(e) = recv.check_keys(&kv) {
+            crate::warn_limited!(
+                store = self.store_id,
+                region = recv.key().region_id,
+                "refusing a received snapshot: {e}"
+            );
+            return Err(e);
+        }
         let msg = recv.finish()?;
         self.on_raft_message(msg);
         Ok(())

@@ -113,7 +113,15 @@ pub struct SimNetwork {
     pub snapshots_sent: Arc<AtomicU64>,
     /// When set, every snapshot is delivered this much later: a slow transfer.
     pub snapshot_delay: Arc<RwLock<Option<Duration>>>,
+    /// When set, rewrites every snapshot (its message and its files' bytes)
+    /// before delivery: a buggy or lying sender.
+    pub snapshot_tamper: Arc<RwLock<Option<Tamper>>>,
+    /// The outcome of every snapshot delivery, in order.
+    pub snapshot_outcomes: Arc<Mutex<Vec<Result<(), String>>>>,
 }
+
+/// Rewrites a snapshot in flight: its message and the bytes of its files.
+pub type Tamper = Arc<dyn Fn(&mut RaftMessage, &mut Vec<Vec<u8>>) + Send + Sync>;
 
 struct SimTransport {
     net: SimNetwork,
@@ -161,6 +169,8 @@ impl Transport for SimTransport {
         self.net.snapshots_sent.fetch_add(1, Ordering::SeqCst);
         let stores = self.net.stores.clone();
         let delay = *self.net.snapshot_delay.read().unwrap();
+        let tamper = self.net.snapshot_tamper.read().unwrap().clone();
+        let outcomes = self.net.snapshot_outcomes.clone();
         std::thread::spawn(move || {
             if let Some(d) = delay {
                 std::thread::sleep(d);
@@ -169,9 +179,16 @@ impl Transport for SimTransport {
             let delivered = target
                 .ok_or_else(|| "store down".to_string())
                 .and_then(|store| {
-                    let mut recv = store.receive_snapshot(snap.msg.clone())?;
+                    let mut msg = snap.msg.clone();
+                    let mut files = Vec::new();
                     for (path, _) in &snap.files.files {
-                        let data = std::fs::read(path).map_err(|e| e.to_string())?;
+                        files.push(std::fs::read(path).map_err(|e| e.to_string())?);
+                    }
+                    if let Some(t) = tamper {
+                        t(&mut msg, &mut files);
+                    }
+                    let mut recv = store.receive_snapshot(msg)?;
+                    for data in &files {
                         for chunk in data.chunks(64 << 10) {
                             recv.write(chunk)?;
                         }
@@ -179,6 +196,7 @@ impl Transport for SimTransport {
                     store.snapshot_received(recv)
                 });
             snap.done.finish(delivered.is_ok());
+            outcomes.lock().unwrap().push(delivered);
         });
     }
 }

@@ -204,3 +204,62 @@ pub fn status_addr(node: &NodeProc) -> String {
     let at = node.args.iter().position(|a| a == "--status-addr");
     node.args[at.expect("a status address") + 1].clone()
 }
+
+/// A node with an empty data directory joining the cluster at `seed`.
+pub fn join_node(dir: &Path, name: &str, addr: &str, seed: &str) -> NodeProc {
+    let args = vec![
+        "--join".into(),
+        seed.into(),
+        "--addr".into(),
+        addr.into(),
+        "--status-addr".into(),
+        format!("127.0.0.1:{}", free_port()),
+        "--data-dir".into(),
+        dir.join(name).display().to_string(),
+    ];
+    NodeProc::start(args, dir.join(format!("{name}.log")))
+}
+
+/// Waits until the directory lists store `id` at `addr`, up.
+pub async fn wait_registered(dir: &shoal_client::Directory, id: u64, addr: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(Some(s)) = dir.store(id).await {
+            if s.address == addr && s.state == shoal_proto::metapb::StoreState::Up as i32 {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "store {id} never registered at {addr}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// The value of metric `name` whose labels include `labels` on the node's status
+/// endpoint (0 when absent).
+pub async fn metric(status: &str, name: &str, labels: &[&str]) -> f64 {
+    let body = reqwest_lite(status, "/metrics").await;
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            let series = l.split(' ').next().unwrap_or("");
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            n == name && labels.iter().all(|want| rest.contains(want))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// GET `path` from the HTTP server at `addr` (the node's status endpoint).
+pub async fn reqwest_lite(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}

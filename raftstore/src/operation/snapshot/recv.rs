@@ -8,16 +8,26 @@
 //! once whole, and the message delivered names `N`: a transfer that fails or is
 //! dropped half-way removes its directory, and two transfers of one snapshot never
 //! share (nor remove) each other's files.
+//!
+//! Before the message is delivered, every file's keys must lie in the snapshot's
+//! region ([`SnapReceiver::check_keys`]): the apply ingests the files as they
+//! are, and a file reaching past the region (a buggy sender, or a caller that is
+//! no store, without TLS) would overwrite other regions' data, the cluster
+//! directory's included. A file that is no SST at all is refused there too
+//! (ingesting it would fail on the apply worker, which stops the store).
 
 use std::fs::File;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use protobuf::Message as _;
 use raft::eraftpb::{Message as RaftPbMessage, MessageType};
-use shoal_engine::Fnv64;
+use shoal_engine::keys::{data_end_key, data_key};
+use shoal_engine::rocks::RocksKvEngine;
+use shoal_engine::{Fnv64, KvEngine};
+use shoal_proto::metapb::Region;
 use shoal_proto::raft_serverpb::{RaftMessage, SnapshotData, SnapshotFile};
 use shoal_proto::Message as _;
 
@@ -55,6 +65,8 @@ pub(crate) fn snapshot_of(msg: &RaftMessage) -> Result<(SnapKey, SnapshotData), 
 pub struct SnapReceiver {
     key: SnapKey,
     msg: Option<RaftMessage>,
+    /// The region as of the snapshot, and its files.
+    region: Region,
     files: Vec<SnapshotFile>,
     /// The transfer's own directory, until renamed.
     tmp: PathBuf,
@@ -95,6 +107,7 @@ impl SnapReceiver {
         let mut r = SnapReceiver {
             key,
             msg: Some(msg),
+            region: data.region.unwrap_or_default(),
             files: data.files,
             tmp,
             dir,
@@ -181,9 +194,12 @@ impl SnapReceiver {
         Ok(())
     }
 
-    /// Every file whole and checked: syncs the directory, renames it into place
-    /// and hands back the message to deliver, naming the transfer.
-    pub(crate) fn finish(mut self) -> Result<RaftMessage, String> {
+    /// The bytes of every file the snapshot lists.
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
+    fn whole(&self) -> Result<(), String> {
         if self.current < self.files.len() {
             return Err(format!(
                 "the snapshot of region {} ended early: file {} of {} incomplete",
@@ -192,6 +208,50 @@ impl SnapReceiver {
                 self.files.len()
             ));
         }
+        Ok(())
+    }
+
+    /// Every file whole: each must be an SST whose keys (deletions included) lie
+    /// in the snapshot's region, data-key encoded; see the module docs. A file
+    /// reaching outside is counted (`snapshots_out_of_region`). Reads each file's
+    /// bounds: disk IO, off the pollers and the async runtime's threads.
+    pub(crate) fn check_keys(&self, kv: &RocksKvEngine) -> Result<(), String> {
+        self.whole()?;
+        if self.files.is_empty() {
+            return Ok(());
+        }
+        let paths: Vec<PathBuf> = (0..self.files.len())
+            .map(|i| sst_path(&self.tmp, i))
+            .collect();
+        let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        let region_id = self.key.region_id;
+        let bounds = kv
+            .sst_key_bounds(&paths, &self.tmp.join("check"))
+            .map_err(|e| format!("the snapshot of region {region_id} holds no valid SST: {e}"))?;
+        let (start, end) = (
+            data_key(&self.region.start_key),
+            data_end_key(&self.region.end_key),
+        );
+        match bounds.iter().find(|(lo, hi)| *lo < start || *hi >= end) {
+            None => Ok(()),
+            Some((lo, hi)) => {
+                StoreMetrics::add(&self.metrics.snapshots_out_of_region, 1);
+                Err(format!(
+                    "the snapshot of region {region_id} holds keys from {} to {}, outside \
+                     its range [{}, {})",
+                    lo.escape_ascii(),
+                    hi.escape_ascii(),
+                    start.escape_ascii(),
+                    end.escape_ascii()
+                ))
+            }
+        }
+    }
+
+    /// Every file whole and checked: syncs the directory, renames it into place
+    /// and hands back the message to deliver, naming the transfer.
+    pub(crate) fn finish(mut self) -> Result<RaftMessage, String> {
+        self.whole()?;
         sync_dir(&self.tmp)?;
         std::fs::rename(&self.tmp, &self.dir)
             .map_err(|e| format!("cannot rename {}: {e}", self.tmp.display()))?;
