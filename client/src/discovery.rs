@@ -291,8 +291,12 @@ impl Inner {
                     }
                 }
                 let mut message = with_causes(&status);
-                if self.connector.is_none() && message.contains("frame with invalid size") {
-                    // What a TLS listener's answer looks like to plaintext HTTP/2.
+                // What a TLS listener's answer looks like to plaintext HTTP/2: its
+                // alert read as a frame, or, when it closes first, a broken pipe or
+                // a reset on the client's next write (which of the two depends on
+                // timing). A node that is down refuses the connection instead.
+                let tls_like = ["frame with invalid size", "broken pipe", "connection reset"];
+                if self.connector.is_none() && tls_like.iter().any(|t| message.contains(t)) {
                     message.push_str(" (the node may require TLS: set the client's CA, certificate and key, e.g. --ca-path, --cert-path, --key-path)");
                 }
                 Err(Failure::Rpc {

@@ -293,13 +293,28 @@ fn a_snapshot_whose_file_reaches_past_its_region_is_refused_and_changes_nothing_
     // Its files went with it (received snapshots are kept only once whole and
     // checked).
     let snap_dir = c.dirs[&behind].path().join("snap");
-    let left: Vec<String> = std::fs::read_dir(&snap_dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+    let received = || -> Vec<String> {
+        std::fs::read_dir(&snap_dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("recv_"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // A resend the leader started before the ticks stopped may still be coming
+    // in (a `.tmp` folder): it is tampered too, so it ends refused and removed.
+    let deadline = std::time::Instant::now() + T;
+    while received().iter().any(|n| n.ends_with(".tmp")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a receive never ended: {:?}",
+            received()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = received();
     assert!(
         left.iter().all(|n| !n.starts_with("recv_")),
         "refused snapshot files left: {left:?}"
