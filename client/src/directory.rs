@@ -1,11 +1,15 @@
-//! The cluster directory, as nodes and tools use it: the stores of the cluster
-//! (id, address, state) and the next store id, kept as records in the system key
+//! The cluster directory, as nodes use it: the stores of the cluster (id,
+//! address, state) and the next store id, kept as records in the system key
 //! range (`shoal_proto::system`), read linearizably and changed only by
 //! compare-and-swap. Two nodes joining at once get different ids; an id is never
 //! handed out twice; an id already registered at another address is refused.
 //!
 //! Every call goes through a [`Client`] with `system` access (the directory's
-//! records are ordinary keys of the last region, replicated like any data).
+//! records are ordinary keys of the last region, replicated like any data). With
+//! TLS on, a node honours `system` only for a store certificate: a client
+//! certificate gets `PermissionDenied`. Tools read and change the directory
+//! through a node's Admin service instead (`Client::stores`,
+//! `Client::set_store_state`, `Client::remove_store`).
 
 use shoal_proto::metapb::{Store, StoreState};
 use shoal_proto::system::{next_store_id_key, store_key, store_prefix, store_prefix_end};

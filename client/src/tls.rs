@@ -386,13 +386,16 @@ impl std::fmt::Debug for TlsConnector {
     }
 }
 
-/// Two connectors are the same when they share their reloading config (and
-/// neither adds a peer check): what a `ClientConfig` compares.
+/// Two connectors are the same when they share their reloading config and their
+/// peer check (the same one, or none): what a `ClientConfig` compares.
 impl PartialEq for TlsConnector {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.config, &other.config)
-            && self.peer_check.is_none()
-            && other.peer_check.is_none()
+        let same_check = match (&self.peer_check, &other.peer_check) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        Arc::ptr_eq(&self.config, &other.config) && same_check
     }
 }
 

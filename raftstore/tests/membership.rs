@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{key, Cluster, Isolate};
+use common::{change, key, ticking, Cluster, Isolate};
 use shoal_proto::adminpb::RegionInfo;
 use shoal_proto::metapb::{ChangeKind, PeerRole, Region};
 use shoal_proto::raft_serverpb::RaftMessage;
@@ -18,31 +17,6 @@ use shoal_proto::RegionExt;
 use shoal_raftstore::{CmdError, TickMode};
 
 const T: Duration = Duration::from_secs(30);
-
-/// Runs `f` on the cluster's runtime, ticking every store until it is done.
-fn ticking<T: Send + 'static>(c: &Cluster, f: impl Future<Output = T> + Send + 'static) -> T {
-    let h = c.rt.spawn(f);
-    let deadline = std::time::Instant::now() + T;
-    while !h.is_finished() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still running after {T:?}"
-        );
-        c.tick_all();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    c.rt.block_on(h).unwrap()
-}
-
-fn change(c: &Cluster, region: u64, changes: &[(ChangeKind, u64)]) -> Result<Region, CmdError> {
-    let leader = c.wait_leader(region, T);
-    let store = c.store(leader);
-    let changes = changes.to_vec();
-    ticking(
-        c,
-        async move { store.change_peer(region, None, changes).await },
-    )
-}
 
 fn role_on(region: &Region, store: u64) -> Option<PeerRole> {
     region

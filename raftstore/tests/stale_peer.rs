@@ -7,17 +7,16 @@
 
 mod common;
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{key, Cluster, DropType, Filter, Isolate, Partition};
+use common::{change, key, Cluster, DropType, Filter, Isolate, Partition};
 use raft::eraftpb::MessageType;
 use shoal_proto::adminpb::RegionInfo;
-use shoal_proto::metapb::{ChangeKind, Region};
+use shoal_proto::metapb::ChangeKind;
 use shoal_proto::raft_serverpb::{ExtraMessageType, RaftMessage};
-use shoal_raftstore::{CmdError, Config, TickMode};
+use shoal_raftstore::{Config, TickMode};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -31,28 +30,6 @@ fn config() -> Config {
         raft_stale_peer_check_interval: cfg.raft_tick_interval * CHECK_TICKS,
         ..cfg
     }
-}
-
-/// Runs `f` on the cluster's runtime, ticking every store until it is done.
-fn ticking<T: Send + 'static>(c: &Cluster, f: impl Future<Output = T> + Send + 'static) -> T {
-    let h = c.rt.spawn(f);
-    let deadline = std::time::Instant::now() + T;
-    while !h.is_finished() {
-        assert!(std::time::Instant::now() < deadline, "still running");
-        c.tick_all();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    c.rt.block_on(h).unwrap()
-}
-
-fn change(c: &Cluster, region: u64, changes: &[(ChangeKind, u64)]) -> Result<Region, CmdError> {
-    let leader = c.wait_leader(region, T);
-    let store = c.store(leader);
-    let changes = changes.to_vec();
-    ticking(
-        c,
-        async move { store.change_peer(region, None, changes).await },
-    )
 }
 
 fn info(c: &Cluster, store: u64, region: u64) -> Option<RegionInfo> {

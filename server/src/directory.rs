@@ -162,13 +162,18 @@ impl ClusterView {
     }
 
     /// Sets store `id`'s state in the directory (`Directory::set_state`, written
-    /// with this node's identity); the record after it.
+    /// with this node's identity); the record after it. `Removed` is final, so
+    /// it is taken only for a store already offline that no region has a
+    /// replica on, every other up store answering (what `remove-store` leaves).
     pub async fn set_store_state(
         &self,
         id: u64,
         state: StoreState,
     ) -> Result<Store, SetStateError> {
         let d = self.directory().await.ok_or(SetStateError::Unreachable)?;
+        if state == StoreState::Removed {
+            check_removable(&d, id).await?;
+        }
         d.set_state(id, state).await.map_err(SetStateError::Refused)
     }
 
@@ -271,6 +276,51 @@ impl ClusterView {
     }
 }
 
+/// Store `id` may be marked removed: it is offline (or removed already), every
+/// other up store lists its regions, and none has a replica on it.
+async fn check_removable(d: &Directory, id: u64) -> Result<(), SetStateError> {
+    let refuse = |m: String| SetStateError::Refused(shoal_client::Error::InvalidArgument(m));
+    let failed = |e: shoal_client::Error| SetStateError::Failed(e.to_string());
+    let stores = d.stores().await.map_err(failed)?;
+    let Some(store) = stores.iter().find(|s| s.id == id) else {
+        return Err(refuse(format!("the cluster has no store {id}")));
+    };
+    if store.state == StoreState::Removed as i32 {
+        return Ok(());
+    }
+    if store.state != StoreState::Offline as i32 {
+        return Err(refuse(format!(
+            "store {id} is up: mark it offline and move its replicas away first \
+             (shoal admin remove-store does both, then marks it removed)"
+        )));
+    }
+    let (regions, answered) = d.client().cluster_regions(&stores).await;
+    let silent: Vec<u64> = stores
+        .iter()
+        .filter(|s| s.state == StoreState::Up as i32 && !answered.contains(&s.id))
+        .map(|s| s.id)
+        .collect();
+    if !silent.is_empty() {
+        return Err(refuse(format!(
+            "stores {silent:?} did not list their regions: whether a region still has a \
+             replica on store {id} cannot be told; try again once they answer"
+        )));
+    }
+    let held: Vec<u64> = regions
+        .iter()
+        .filter_map(|i| i.region.as_ref())
+        .filter(|r| r.peers.iter().any(|p| p.store_id == id))
+        .map(|r| r.id)
+        .collect();
+    if !held.is_empty() {
+        return Err(refuse(format!(
+            "regions {held:?} still have a replica on store {id}: move them away first \
+             (shoal admin remove-store does)"
+        )));
+    }
+    Ok(())
+}
+
 /// Why a store's state was not set.
 #[derive(Debug, thiserror::Error)]
 pub enum SetStateError {
@@ -278,6 +328,8 @@ pub enum SetStateError {
     Unreachable,
     #[error("{0}")]
     Refused(shoal_client::Error),
+    #[error("reading the cluster failed: {0}")]
+    Failed(String),
 }
 
 /// A short-deadline client config for directory calls made by a node. With TLS

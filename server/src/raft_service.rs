@@ -55,6 +55,9 @@ pub struct ReceiveDeadlines {
 
 /// The least wait for a snapshot's next chunk.
 pub const IDLE_FLOOR: Duration = Duration::from_secs(10);
+/// The bytes a receive must bring (or the rest of its snapshot) within each
+/// next-chunk deadline.
+pub const MIN_PROGRESS: u64 = 64 << 10;
 /// How much longer a receive may take than its sender gives itself.
 pub const TOTAL_MARGIN: Duration = Duration::from_secs(60);
 
@@ -73,9 +76,11 @@ impl ReceiveDeadlines {
         four_chunks.max(IDLE_FLOOR)
     }
 
-    /// The longest a receive of a snapshot of `bytes` may take.
+    /// The longest a receive of a snapshot of `bytes` may take (`bytes` as the
+    /// sender declares them, which the store bounds: `SnapReceiver::start`).
     pub fn whole(&self, bytes: u64) -> Duration {
-        BASE_DEADLINE + TOTAL_MARGIN + Duration::from_secs(2 * bytes / self.share)
+        let transfer = Duration::from_secs(bytes.saturating_mul(2) / self.share);
+        (BASE_DEADLINE + TOTAL_MARGIN).saturating_add(transfer)
     }
 }
 
@@ -222,9 +227,21 @@ async fn receive(
 ) -> Result<SnapReceiver, Status> {
     let idle = deadlines.next_chunk();
     let whole = deadlines.whole(recv.bytes());
-    let ends = tokio::time::Instant::now() + whole;
+    let now = tokio::time::Instant::now();
+    let ends = now + whole;
     let region = recv.key().region_id;
+    // The idle clock restarts only on progress: MIN_PROGRESS bytes (or the rest
+    // of the snapshot) since it last did, so a sender trickling a byte at a time
+    // cannot keep a receive slot.
+    let mut idle_ends = now + idle;
+    let mut since_progress = 0u64;
     loop {
+        since_progress += data.len() as u64;
+        let rest = recv.bytes().saturating_sub(recv.received());
+        if since_progress >= MIN_PROGRESS || data.len() as u64 >= rest {
+            idle_ends = tokio::time::Instant::now() + idle;
+            since_progress = 0;
+        }
         if !data.is_empty() {
             let written = tokio::task::spawn_blocking(move || {
                 let r = recv.write(&data);
@@ -237,17 +254,21 @@ async fn receive(
                 Err(e) => return Err(Status::internal(e.to_string())),
             }
         }
-        let wait = idle.min(ends.saturating_duration_since(tokio::time::Instant::now()));
+        let now = tokio::time::Instant::now();
+        let wait = idle_ends.min(ends).saturating_duration_since(now);
         match tokio::time::timeout(wait, stream.message()).await {
             Ok(Ok(Some(chunk))) => data = chunk.data,
             Ok(Ok(None)) => return Ok(recv),
             Ok(Err(status)) => return Err(dropped(recv, status)),
             Err(_) => {
                 StoreMetrics::add(&metrics.snapshot_receive_timeouts, 1);
-                let why = if wait < idle {
+                let why = if ends <= idle_ends {
                     format!("the snapshot of region {region} took over {whole:?} in all")
                 } else {
-                    format!("no chunk of the snapshot of region {region} came in {idle:?}")
+                    format!(
+                        "the snapshot of region {region} brought less than {MIN_PROGRESS} \
+                         bytes in {idle:?}"
+                    )
                 };
                 shoal_raftstore::warn_limited!(region, "cutting a snapshot receive: {why}");
                 return Err(dropped(recv, Status::deadline_exceeded(why)));

@@ -352,8 +352,24 @@ fn dormant_regions_of_a_store_paused_then_killed_all_fail_over() {
     signal(pid, "-STOP");
     std::thread::sleep(Duration::from_millis(1500));
     signal(pid, "-CONT");
-    // Long enough for any wake still queued then to be delivered.
-    std::thread::sleep(Duration::from_secs(4));
+    // Until the two others' wake queues drained (the wakes still queued then are
+    // delivered, or taken back).
+    let others: Vec<String> = (0..3)
+        .filter(|&i| i != victim)
+        .map(|i| common::status_addr(&nodes[i]))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let queued: f64 = others
+            .iter()
+            .map(|s| rt.block_on(common::metric(s, "shoal_wake_queue", &[])))
+            .sum();
+        if queued == 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{queued} wakes still queued");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (_, still_led) = rt
         .block_on(dormancy_view(&client, &addrs[victim]))
         .expect("the resumed store answers");

@@ -127,6 +127,12 @@ fn a_message_its_schema_does_not_allow_is_refused_unparsed_and_the_node_serves_o
 /// The first chunk of a snapshot of a made-up region for store `to`: one file of
 /// 1 KiB, of which the chunk carries one byte.
 fn stalling_chunk(to: u64) -> SnapshotChunk {
+    snapshot_chunk(to, 1024)
+}
+
+/// The first chunk of a snapshot to store `to` of a region it does not have,
+/// declaring one file of `size` bytes, with its first byte.
+fn snapshot_chunk(to: u64, size: u64) -> SnapshotChunk {
     let region = 424_242;
     let data = SnapshotData {
         region: Some(Region {
@@ -134,7 +140,7 @@ fn stalling_chunk(to: u64) -> SnapshotChunk {
             ..Default::default()
         }),
         files: vec![SnapshotFile {
-            size: 1024,
+            size,
             checksum: 0,
             keys: 1,
         }],
@@ -273,4 +279,57 @@ fn tokio_stream_of(
     mut rx: tokio::sync::mpsc::Receiver<SnapshotChunk>,
 ) -> impl futures::Stream<Item = SnapshotChunk> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// A sender cannot hold a receive slot by sending a byte now and then (each
+/// chunk used to restart the next-chunk deadline, and the whole deadline came
+/// from the size it declared), nor declare a snapshot of any size: the receive
+/// must bring 64 KiB (or the rest) within each next-chunk deadline, and a
+/// declared size past 64 region sizes is refused at once.
+#[test]
+fn a_trickling_or_boastful_snapshot_sender_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_nodes, addrs) = start_cluster(dir.path(), 1, 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        connect(addrs.clone()).await.put("k", "v").await.unwrap();
+        let mut raft = RaftClient::connect(format!("http://{}", addrs[0]))
+            .await
+            .unwrap();
+        // Declared: far past any region.
+        let boast = snapshot_chunk(1, 1 << 50);
+        let refused = raft
+            .snapshot(futures::stream::iter(vec![boast]))
+            .await
+            .unwrap_err();
+        assert!(refused.message().contains("declares"), "{refused:?}");
+        // A byte every two seconds of a 1 MiB snapshot.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(snapshot_chunk(1, 1 << 20)).await.unwrap();
+        let trickle = tokio::spawn(async move {
+            for _ in 0..30 {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let byte = SnapshotChunk {
+                    message: None,
+                    data: vec![0],
+                };
+                if tx.send(byte).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let started = Instant::now();
+        let cut = tokio::time::timeout(T, raft.snapshot(tokio_stream_of(rx)))
+            .await
+            .expect("the trickling receive was not cut within a minute")
+            .unwrap_err();
+        let took = started.elapsed();
+        trickle.abort();
+        assert_eq!(cut.code(), tonic::Code::DeadlineExceeded, "{cut:?}");
+        assert!(cut.message().contains("less than"), "{cut:?}");
+        assert!(
+            took < Duration::from_secs(20),
+            "cut only after {took:?} of trickling"
+        );
+    });
 }

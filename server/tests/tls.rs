@@ -684,6 +684,12 @@ fn the_system_range_is_for_store_certificates_only() {
             .await
             .unwrap_err();
         assert!(unknown.to_string().contains("no store 9"), "{unknown}");
+        // Removal is final: not for a store that is up and holds replicas.
+        let up = app_client
+            .set_store_state(3, shoal_proto::metapb::StoreState::Removed)
+            .await
+            .unwrap_err();
+        assert!(up.to_string().contains("store 3 is up"), "{up}");
     });
     drop(nodes);
 }

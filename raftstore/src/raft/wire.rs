@@ -8,7 +8,10 @@
 //! release. Any caller reaches the Raft service when TLS is off. The 2.28 we
 //! build stops at the second nested group (`wire_tests.rs` shows it, in a child
 //! process), but this check does not lean on that: it refuses every group before
-//! the parser runs, so the advisory's input never reaches any rust-protobuf.
+//! the parser runs, so the advisory's input from another store never reaches
+//! rust-protobuf. (What is not checked here: the entries a merge's commit
+//! carries, which the target's replicas parse from the command; they are read
+//! from the source region's own log, which took them through this check.)
 //!
 //! What is walked: `Message` -> `entries` (`Entry`) and `snapshot` (`Snapshot`
 //! -> `SnapshotMetadata` -> `ConfState`); the `data` of an entry whose type is

@@ -73,7 +73,12 @@ impl RaftStore {
             return;
         };
         ctx.metrics.store_heartbeats_received.inc();
-        let woken = ctx.liveness.heard(from, incarnation);
+        let (woken, back) = ctx.liveness.heard(from, incarnation);
+        // Followers whose failover wakes were still queued: their peers find
+        // the store up and watch it again (store/liveness.rs).
+        for w in back {
+            let _ = self.router.send(w.region, PeerMsg::Wake(w));
+        }
         if woken > 0 {
             tracing::info!(
                 store = self.store_id,

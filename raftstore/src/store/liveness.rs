@@ -32,13 +32,15 @@
 //! **No dormant follower is left unwatched while its leader's store leads it.**
 //! A store found silent leaves `watched` and its followers are queued to wake,
 //! paced. If it is heard again (same incarnation) before the queue drains, its
-//! leaders are alive: the wakes still queued are taken back and those followers
-//! watched under it again at once (waking them would depose healthy leaders, and
-//! dropping them would leave followers that nothing wakes should the store die
-//! later). A wake already on its way finds the store up and the peer watches
-//! again itself. A store heard under a **new** incarnation restarted: every
-//! follower watched under an older one is woken (queued as `restarted`, which
-//! holds whatever is heard of the store later).
+//! leaders are alive: the wakes still queued are taken back and handed to their
+//! peers at once, and a peer still asleep under that store and incarnation
+//! finds the store up and watches it again (waking them would depose healthy
+//! leaders, and dropping them would leave followers that nothing wakes should
+//! the store die later; a peer that woke or went meanwhile ignores it, so no
+//! stale entry is left). A wake already on its way does the same. A store heard
+//! under a **new** incarnation restarted: every follower watched under an older
+//! one is woken (queued as `restarted`, which holds whatever is heard of the
+//! store later).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -173,12 +175,12 @@ impl Inner {
         }
     }
 
-    /// `store`, found silent, is heard again as `incarnation` (at `now`): the
-    /// wakes still queued for its silence are taken back, and those followers
-    /// watched under it again if they were watched under this incarnation (their
-    /// leaders are alive); the others' leaders are gone (it restarted): their
-    /// wakes stay, as a restart's. Returns how many were watched again.
-    fn rewatch_queued(&mut self, store: u64, incarnation: u64, now: Instant) -> usize {
+    /// `store`, found silent, is heard again as `incarnation`: the wakes still
+    /// queued for its silence are taken back and returned, to be handed to their
+    /// peers at once (each watches the store again if it still sleeps under it:
+    /// its leader is alive); those watched under another incarnation stay queued,
+    /// as a restart's (their leaders are gone).
+    fn take_back_queued(&mut self, store: u64, incarnation: u64) -> Vec<Wake> {
         let mut back = Vec::new();
         for queue in [&mut self.successors, &mut self.others] {
             queue.retain_mut(|w| {
@@ -193,21 +195,7 @@ impl Inner {
                 false
             });
         }
-        if back.is_empty() {
-            return 0;
-        }
-        let watched = self.watched.entry(store).or_insert_with(|| Watched {
-            heard: now,
-            regions: HashMap::new(),
-        });
-        for w in &back {
-            let peer = WatchedPeer {
-                incarnation: w.incarnation,
-                successor: w.successor,
-            };
-            watched.regions.insert(w.region, peer);
-        }
-        back.len()
+        back
     }
 
     fn queued(&self) -> usize {
@@ -325,26 +313,28 @@ impl StoreLiveness {
     }
 
     /// A heartbeat from `store_id`, running as `incarnation`. Returns how many
-    /// regions it queued to wake: those that went dormant under an earlier
-    /// incarnation of it (it restarted since, and leads nothing it led). A store
-    /// found silent and heard again gets back the followers whose wakes were
-    /// still queued (see the module docs).
-    pub(crate) fn heard(&self, store_id: u64, incarnation: u64) -> usize {
+    /// regions it queued to wake (those that went dormant under an earlier
+    /// incarnation of it: it restarted since, and leads nothing it led), and, for
+    /// a store found silent and heard again, the wakes still queued for its
+    /// silence, taken back: the caller hands each to its peer now, and the peer
+    /// watches the store again (see the module docs).
+    pub(crate) fn heard(&self, store_id: u64, incarnation: u64) -> (usize, Vec<Wake>) {
         let mut inner = self.inner.lock();
         let now = Instant::now();
+        let mut back = Vec::new();
         if inner.down.remove(&store_id) {
-            let back = inner.rewatch_queued(store_id, incarnation, now);
-            if back > 0 {
+            back = inner.take_back_queued(store_id, incarnation);
+            if !back.is_empty() {
                 tracing::info!(
                     store = self.store_id,
                     heard = store_id,
-                    regions = back,
-                    "store liveness: a silent store is heard again; its dormant regions not woken yet are watched again"
+                    regions = back.len(),
+                    "store liveness: a silent store is heard again; its dormant regions not woken yet watch it again"
                 );
             }
         }
         let Some(w) = inner.watched.get_mut(&store_id) else {
-            return 0;
+            return (0, back);
         };
         w.heard = now;
         let gone: Vec<(u64, WatchedPeer)> = w
@@ -354,7 +344,7 @@ impl StoreLiveness {
             .map(|(&r, &p)| (r, p))
             .collect();
         if gone.is_empty() {
-            return 0;
+            return (0, back);
         }
         for (r, _) in &gone {
             w.regions.remove(r);
@@ -365,7 +355,7 @@ impl StoreLiveness {
         let n = gone.len();
         // It is up: only these regions' leaders are gone.
         inner.queue_down(store_id, gone, true);
-        n
+        (n, back)
     }
 
     /// Whether `store_id` was found silent and not heard from since.
@@ -507,13 +497,14 @@ mod tests {
     /// Liveness rounds every T/10 from `t` on (simulated time, `t` moved along)
     /// until one wakes something: what it wakes.
     fn first_wakes(l: &StoreLiveness, t: &mut Instant) -> Vec<Wake> {
-        loop {
+        for _ in 0..100 {
             *t += T / 10;
             let (_, w) = l.check(*t);
             if !w.is_empty() {
                 return w;
             }
         }
+        panic!("nothing woke in 100 rounds");
     }
 
     #[test]
@@ -559,10 +550,16 @@ mod tests {
         let first = first_wakes(&l, &mut t);
         assert_eq!(regions(first), vec![10]);
         assert_eq!((l.watched_regions(), l.queued_wakes()), (0, 4));
-        // Heard again: the four still queued are watched again, not woken.
-        assert_eq!(l.heard(2, 5), 0);
-        assert_eq!((l.watched_regions(), l.queued_wakes()), (4, 0));
+        // Heard again: the four still queued are taken back, for their peers
+        // (which watch the store again, as `Peer::before_msg` does), not woken.
+        let (queued, back) = l.heard(2, 5);
+        assert_eq!((queued, regions(back.clone())), (0, vec![11, 12, 13, 14]));
+        assert_eq!(l.queued_wakes(), 0);
         assert!(!l.is_down(2));
+        for w in back {
+            l.watch(w.store, w.region, w.incarnation, w.successor);
+        }
+        assert_eq!(l.watched_regions(), 4);
         // Then it dies for good: every one of them is woken.
         let mut woken = Vec::new();
         for _ in 0..30 {
@@ -582,7 +579,7 @@ mod tests {
         let mut t = Instant::now();
         let first = first_wakes(&l, &mut t);
         assert_eq!(regions(first), vec![10]);
-        assert_eq!(l.heard(2, 6), 0);
+        assert_eq!(l.heard(2, 6), (0, vec![]));
         assert!(!l.is_down(2));
         let (_, next) = l.check(t + T / 10);
         assert_eq!(next.len(), 1);
@@ -604,11 +601,11 @@ mod tests {
     fn a_new_incarnation_wakes_only_the_regions_watched_under_the_old_one() {
         let l = StoreLiveness::new(1, T, 100);
         l.watch(2, 10, 5, false);
-        assert_eq!(l.heard(2, 5), 0);
+        assert_eq!(l.heard(2, 5).0, 0);
         // Store 2 restarted (incarnation 6); one of its new leaders already put
         // region 11 to sleep before its first heartbeat came.
         l.watch(2, 11, 6, false);
-        assert_eq!(l.heard(2, 6), 1);
+        assert_eq!(l.heard(2, 6).0, 1);
         let wake = l.check(Instant::now()).1;
         assert!(wake[0].restarted);
         assert_eq!(regions(wake), vec![10]);
@@ -623,7 +620,7 @@ mod tests {
             l.queue_start(r);
         }
         l.watch(2, 9, 5, false);
-        assert_eq!(l.heard(2, 6), 1);
+        assert_eq!(l.heard(2, 6).0, 1);
         assert_eq!(regions(l.check(Instant::now()).1), vec![9, 1, 2]);
         assert_eq!(l.queued_wakes(), 3);
         assert_eq!(regions(l.check(Instant::now()).1), vec![3, 4, 5]);

@@ -407,7 +407,17 @@ impl RaftStore {
         let root = ctx
             .snap_root()
             .ok_or("this store has no snapshot directory")?;
-        SnapReceiver::start(msg, root, ctx.receiving.clone(), self.metrics.clone())
+        let max_bytes = ctx
+            .cfg
+            .region_max_size
+            .saturating_mul(crate::operation::snapshot::recv::MAX_SNAPSHOT_REGION_SIZES);
+        SnapReceiver::start(
+            msg,
+            root,
+            ctx.receiving.clone(),
+            self.metrics.clone(),
+            max_bytes,
+        )
     }
 
     /// A snapshot received whole: its files' keys are checked against its region

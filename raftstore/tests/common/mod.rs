@@ -580,3 +580,34 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// Runs `f` on the cluster's runtime, ticking every store until it is done (30 s
+/// at most).
+pub fn ticking<R: Send + 'static>(
+    c: &Cluster,
+    f: impl std::future::Future<Output = R> + Send + 'static,
+) -> R {
+    let h = c.rt.spawn(f);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !h.is_finished() {
+        assert!(Instant::now() < deadline, "still running after 30 s");
+        c.tick_all();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    c.rt.block_on(h).unwrap()
+}
+
+/// Changes `region`'s membership through its leader (ticking meanwhile).
+pub fn change(
+    c: &Cluster,
+    region: u64,
+    changes: &[(shoal_proto::metapb::ChangeKind, u64)],
+) -> Result<Region, CmdError> {
+    let leader = c.wait_leader(region, Duration::from_secs(30));
+    let store = c.store(leader);
+    let changes = changes.to_vec();
+    ticking(
+        c,
+        async move { store.change_peer(region, None, changes).await },
+    )
+}

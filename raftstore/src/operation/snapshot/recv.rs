@@ -38,6 +38,17 @@ use crate::worker::snap_gen::remove_dir;
 /// Snapshots a store receives at once; more are refused (the sender retries).
 pub(crate) const MAX_RECEIVING: usize = 4;
 
+/// Files one snapshot may list: a leader writes one SST per 64 MiB of the
+/// region's data, so this is a region of 256 GiB. More is refused before a file
+/// is made (each costs a create and an fsync).
+pub(crate) const MAX_SNAPSHOT_FILES: usize = 4096;
+
+/// Bytes one snapshot may declare, as a multiple of `region-max-size`: a region
+/// splits long before it is this large, and what a sender declares sets how
+/// long its receive may take (`server/src/raft_service.rs`), so a bound here
+/// bounds how long a slow sender holds a receive slot.
+pub(crate) const MAX_SNAPSHOT_REGION_SIZES: u64 = 64;
+
 /// Tells transfers of one snapshot apart.
 static TRANSFER: AtomicU64 = AtomicU64::new(0);
 
@@ -93,8 +104,28 @@ impl SnapReceiver {
         root: &std::path::Path,
         slots: Arc<AtomicUsize>,
         metrics: Arc<StoreMetrics>,
+        max_bytes: u64,
     ) -> Result<SnapReceiver, String> {
         let (key, data) = snapshot_of(&msg)?;
+        if data.files.len() > MAX_SNAPSHOT_FILES {
+            return Err(format!(
+                "the snapshot of region {} lists {} files, over the {MAX_SNAPSHOT_FILES} a \
+                 snapshot may have",
+                key.region_id,
+                data.files.len()
+            ));
+        }
+        let declared = data
+            .files
+            .iter()
+            .fold(0u64, |sum, f| sum.saturating_add(f.size));
+        if declared > max_bytes {
+            return Err(format!(
+                "the snapshot of region {} declares {declared} bytes, over the {max_bytes} a \
+                 snapshot may have ({MAX_SNAPSHOT_REGION_SIZES} x region-max-size)",
+                key.region_id
+            ));
+        }
         if slots.fetch_add(1, Ordering::AcqRel) >= MAX_RECEIVING {
             slots.fetch_sub(1, Ordering::AcqRel);
             return Err(format!(
@@ -194,9 +225,14 @@ impl SnapReceiver {
         Ok(())
     }
 
-    /// The bytes of every file the snapshot lists.
+    /// The bytes of every file the snapshot lists (bounded by `start`).
     pub fn bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
+    }
+
+    /// The bytes taken so far.
+    pub fn received(&self) -> u64 {
+        self.received
     }
 
     fn whole(&self) -> Result<(), String> {
@@ -335,7 +371,7 @@ mod tests {
     }
 
     fn start(root: &std::path::Path, msg: RaftMessage) -> Result<SnapReceiver, String> {
-        SnapReceiver::start(msg, root, Arc::default(), Arc::default())
+        SnapReceiver::start(msg, root, Arc::default(), Arc::default(), 1 << 30)
     }
 
     fn entries(root: &std::path::Path) -> Vec<String> {
@@ -416,11 +452,35 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let slots: Arc<AtomicUsize> = Arc::default();
         let open = |slots: &Arc<AtomicUsize>| {
-            SnapReceiver::start(message(&[b"x"]), root.path(), slots.clone(), Arc::default())
+            SnapReceiver::start(
+                message(&[b"x"]),
+                root.path(),
+                slots.clone(),
+                Arc::default(),
+                1 << 20,
+            )
         };
         let held: Vec<SnapReceiver> = (0..MAX_RECEIVING).map(|_| open(&slots).unwrap()).collect();
         assert!(open(&slots).err().unwrap().contains("already receiving"));
         drop(held);
         assert!(open(&slots).is_ok());
+    }
+
+    #[test]
+    fn a_snapshot_declaring_too_much_is_refused_before_any_file() {
+        let root = tempfile::tempdir().unwrap();
+        let start =
+            |msg, max| SnapReceiver::start(msg, root.path(), Arc::default(), Arc::default(), max);
+        let big = start(message(&[b"0123456789"]), 9).err().unwrap();
+        assert!(big.contains("declares 10 bytes"), "{big}");
+        let files: Vec<&[u8]> = vec![b""; MAX_SNAPSHOT_FILES + 1];
+        let many = start(message(&files), 1 << 20).err().unwrap();
+        assert!(many.contains("4097 files"), "{many}");
+        assert!(
+            entries(root.path()).is_empty(),
+            "{:?}",
+            entries(root.path())
+        );
+        assert!(start(message(&[b"0123456789"]), 10).is_ok());
     }
 }
